@@ -1,0 +1,1 @@
+//! BlipMQ wire protocol v1.

@@ -1,0 +1,17 @@
+//! BlipMQ dataplane: worker cores that own their connections from accept to
+//! close, the sans-IO protocol sessions, the subscription router and the
+//! shared-memory rings that fan messages out between workers.
+//!
+//! The layout follows `architecture.md`: `session` and `router` are sans-IO
+//! (bytes and time in, actions out); `backend` holds the only I/O; `worker`
+//! runs the poll loop that ties them together; `rings` carries records
+//! between workers.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod rings;
+pub mod router;
+pub mod session;
+pub mod worker;
