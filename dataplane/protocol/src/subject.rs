@@ -1,0 +1,110 @@
+//! Subject, filter and queue-group rules, and a reference matcher.
+
+/// Why a subject, filter or queue name is refused. Every message contains
+/// "invalid subject", as protocol.md requires of the ERROR reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("invalid subject: empty")]
+    Empty,
+    #[error("invalid subject: longer than {0} bytes")]
+    TooLong(usize),
+    #[error("invalid subject: empty token")]
+    EmptyToken,
+    #[error("invalid subject: not UTF-8")]
+    NotUtf8,
+    #[error("invalid subject: whitespace or control character")]
+    BadCharacter,
+    #[error("invalid subject: wildcard in a subject")]
+    Wildcard,
+    #[error("invalid subject: '>' must be the last token")]
+    TailNotLast,
+    #[error("invalid subject: a queue group name is a single token")]
+    QueueNotToken,
+}
+
+/// True for a byte that may never appear in a token (ASCII fast path).
+fn bad_ascii(byte: u8) -> bool {
+    byte <= b' ' || byte == 0x7f
+}
+
+/// Checks the bytes of a token: UTF-8 without whitespace or control characters.
+fn check_token_chars(token: &[u8]) -> Result<(), SubjectError> {
+    if token.is_ascii() {
+        return if token.iter().any(|&b| bad_ascii(b)) {
+            Err(SubjectError::BadCharacter)
+        } else {
+            Ok(())
+        };
+    }
+    let text = std::str::from_utf8(token).map_err(|_| SubjectError::NotUtf8)?;
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(SubjectError::BadCharacter);
+    }
+    Ok(())
+}
+
+fn check_length(bytes: &[u8], max_len: usize) -> Result<(), SubjectError> {
+    if bytes.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    if bytes.len() > max_len {
+        return Err(SubjectError::TooLong(max_len));
+    }
+    Ok(())
+}
+
+/// A PUBLISH subject or reply subject: no wildcard tokens.
+pub fn validate_subject(subject: &[u8], max_len: usize) -> Result<(), SubjectError> {
+    check_length(subject, max_len)?;
+    for token in subject.split(|&b| b == b'.') {
+        if token.is_empty() {
+            return Err(SubjectError::EmptyToken);
+        }
+        if token == b"*" || token == b">" {
+            return Err(SubjectError::Wildcard);
+        }
+        check_token_chars(token)?;
+    }
+    Ok(())
+}
+
+/// A SUBSCRIBE filter: `*` tokens anywhere, a `>` token only last.
+pub fn validate_filter(filter: &[u8], max_len: usize) -> Result<(), SubjectError> {
+    check_length(filter, max_len)?;
+    let mut tokens = filter.split(|&b| b == b'.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return Err(SubjectError::EmptyToken);
+        }
+        if token == b">" && tokens.peek().is_some() {
+            return Err(SubjectError::TailNotLast);
+        }
+        check_token_chars(token)?;
+    }
+    Ok(())
+}
+
+/// A queue group name follows the rules of a single token.
+pub fn validate_queue(queue: &[u8], max_len: usize) -> Result<(), SubjectError> {
+    check_length(queue, max_len)?;
+    if queue.contains(&b'.') {
+        return Err(SubjectError::QueueNotToken);
+    }
+    check_token_chars(queue)
+}
+
+/// Does `filter` match the literal `subject`? The reference matcher: simple
+/// and obviously right; the broker's index is tested against it.
+pub fn filter_matches(filter: &[u8], subject: &[u8]) -> bool {
+    let mut filter_tokens = filter.split(|&b| b == b'.');
+    let mut subject_tokens = subject.split(|&b| b == b'.');
+    loop {
+        match (filter_tokens.next(), subject_tokens.next()) {
+            (Some(b">"), Some(_)) => return filter_tokens.next().is_none(),
+            (Some(b"*"), Some(_)) => {}
+            (Some(f), Some(s)) if f == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
