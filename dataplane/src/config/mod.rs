@@ -1,1 +1,443 @@
-//! (in progress)
+//! The broker configuration: one TOML file (`blipmq.toml`), every key with a
+//! default, unknown keys rejected with the key and the line.
+//!
+//! `blipmq.toml` at the repository root documents every key with its default;
+//! a test keeps it equal to [`Config::default`].
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use self::error::ConfigError;
+
+/// 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
+/// The largest `limits.max_payload` accepted: 64 MiB.
+pub const MAX_PAYLOAD_LIMIT: u32 = 64 << 20;
+/// The most worker threads the broker runs.
+pub const MAX_WORKERS: usize = 64;
+/// Room per ring record beyond the payload (header, subject, reply).
+pub const RING_RECORD_ALLOWANCE: usize = 64 << 10;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+    pub dataplane: DataplaneConfig,
+}
+
+/// `[server]`: the listener, the workers and the connection timers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the broker listens on.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 = one per available core (at most 64).
+    pub workers: usize,
+    /// Pin each worker thread to a core where allowed.
+    pub pin_workers: bool,
+    /// The `server_id` in INFO; empty = generated at start.
+    pub server_name: String,
+    /// How often the broker PINGs an idle client.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Unanswered PINGs before the connection is closed as stale.
+    pub max_pings_out: u32,
+    /// How long a shutdown waits for queued data to flush.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Client connections across the broker.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9999)),
+            workers: 0,
+            pin_workers: true,
+            server_name: String::new(),
+            ping_interval: Duration::from_secs(120),
+            max_pings_out: 2,
+            drain_timeout: Duration::from_secs(5),
+            max_connections: 65536,
+        }
+    }
+}
+
+/// `[limits]`: per-message and per-connection bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message payload in bytes, 1..=64 MiB.
+    pub max_payload: u32,
+    /// Longest subject or filter in bytes, >= 1.
+    pub max_topic_length: u16,
+    /// Subscriptions per connection; 0 = unlimited.
+    pub max_subscriptions: u32,
+    /// Bytes queued for one client before it is dropped as a slow consumer.
+    pub max_pending_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_topic_length: 255,
+            max_subscriptions: 65536,
+            max_pending_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[auth]`: `None` = no authentication.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The token every client must present in CONNECT; `Some("")` is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `trace`, `debug`, `info`, `warn`, `error`, `off`, or an `EnvFilter`
+    /// directive list such as `info,blipmq_dataplane::worker=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format `{other}`, expected `text` or `json`"
+            )),
+        }
+    }
+}
+
+/// `[dataplane]`: the packet I/O backend and the inter-worker rings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    pub backend: BackendKind,
+    /// Bytes per SPSC ring between each ordered pair of workers; a power of
+    /// two, at least `2 * (limits.max_payload + 64 KiB)`.
+    pub ring_bytes: usize,
+    /// Subject-match cache entries per worker.
+    pub cache_subjects: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> DataplaneConfig {
+        DataplaneConfig {
+            backend: BackendKind::Kernel,
+            ring_bytes: 8 << 20,
+            cache_subjects: 4096,
+        }
+    }
+}
+
+/// The packet I/O backend. Only [`BackendKind::Kernel`] is implemented.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Kernel TCP sockets with epoll.
+    #[default]
+    Kernel,
+    /// AF_PACKET rings (not implemented yet).
+    #[value(name = "afpacket")]
+    AfPacket,
+    /// DPDK poll-mode drivers (not implemented yet).
+    Dpdk,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::AfPacket => "afpacket",
+            BackendKind::Dpdk => "dpdk",
+        }
+    }
+
+    /// Whether the broker can run on this backend.
+    pub fn is_implemented(self) -> bool {
+        self == BackendKind::Kernel
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BackendKind, String> {
+        match s {
+            "kernel" => Ok(BackendKind::Kernel),
+            "afpacket" => Ok(BackendKind::AfPacket),
+            "dpdk" => Ok(BackendKind::Dpdk),
+            other => Err(format!(
+                "unknown backend `{other}`, expected `kernel`, `afpacket` or `dpdk`"
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document. Errors name the line and key.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse_toml_str(text)?;
+        config.validate().map_err(|error| error.locate_in(text))?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document without validating the values (missing keys
+    /// take their defaults; unknown keys and bad types are still errors).
+    pub fn parse_toml_str(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::from_toml(error, text))
+    }
+
+    /// Reads, parses and validates the file at `path`. Errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_file(path)?;
+        Config::from_toml_str(&text).map_err(|error| error.with_file(path))
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if server.workers > MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                "server.workers",
+                format!(
+                    "server.workers must be between 0 (one per core) and {MAX_WORKERS} (got {})",
+                    server.workers
+                ),
+            ));
+        }
+        if server.server_name.len() > 255 || server.server_name.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "server.server_name",
+                "server.server_name must be at most 255 bytes without control characters",
+            ));
+        }
+        if server.ping_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "server.ping_interval",
+                "server.ping_interval must be greater than 0",
+            ));
+        }
+        if server.max_pings_out == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_pings_out",
+                "server.max_pings_out must be at least 1",
+            ));
+        }
+        if server.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "server.max_connections must be at least 1",
+            ));
+        }
+
+        let limits = &self.limits;
+        if limits.max_payload == 0 || limits.max_payload > MAX_PAYLOAD_LIMIT {
+            return Err(ConfigError::invalid(
+                "limits.max_payload",
+                format!(
+                    "limits.max_payload must be between 1 and {MAX_PAYLOAD_LIMIT} (got {})",
+                    limits.max_payload
+                ),
+            ));
+        }
+        if limits.max_topic_length == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_topic_length",
+                "limits.max_topic_length must be at least 1",
+            ));
+        }
+        if limits.max_pending_bytes < u64::from(limits.max_payload) {
+            return Err(ConfigError::invalid(
+                "limits.max_pending_bytes",
+                format!(
+                    "limits.max_pending_bytes must be at least limits.max_payload ({}) (got {})",
+                    limits.max_payload, limits.max_pending_bytes
+                ),
+            ));
+        }
+        if limits.max_pending_bytes > i64::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "limits.max_pending_bytes",
+                format!("limits.max_pending_bytes must be at most {}", i64::MAX),
+            ));
+        }
+
+        if self.auth.token.as_deref() == Some("") {
+            return Err(ConfigError::invalid(
+                "auth.token",
+                "auth.token must not be empty; remove the key to disable authentication",
+            ));
+        }
+
+        validate_log_level(&self.log.level)?;
+
+        let dataplane = &self.dataplane;
+        if !dataplane.backend.is_implemented() {
+            return Err(ConfigError::invalid(
+                "dataplane.backend",
+                format!(
+                    "dataplane.backend = \"{}\" is not implemented yet; only \"kernel\" is available",
+                    dataplane.backend
+                ),
+            ));
+        }
+        let min_ring = 2 * (limits.max_payload as usize + RING_RECORD_ALLOWANCE);
+        if !dataplane.ring_bytes.is_power_of_two()
+            || dataplane.ring_bytes < min_ring
+            || dataplane.ring_bytes > 1 << 40
+        {
+            return Err(ConfigError::invalid(
+                "dataplane.ring_bytes",
+                format!(
+                    "dataplane.ring_bytes must be a power of two, at least 2 * (limits.max_payload + 65536) = {min_ring} \
+                     and at most 2^40 (got {}; try {})",
+                    dataplane.ring_bytes,
+                    min_ring.next_power_of_two()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of worker threads to run: `server.workers`, or one per
+    /// available core when 0; always between 1 and 64.
+    pub fn effective_workers(&self) -> usize {
+        let workers = match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        workers.clamp(1, MAX_WORKERS)
+    }
+
+    /// The configuration as TOML, every key written out (an unset
+    /// `auth.token` is left out, which means no authentication).
+    /// `Config::from_toml_str(&c.to_toml_string())` gives back `c`.
+    pub fn to_toml_string(&self) -> String {
+        match toml::to_string(self) {
+            Ok(text) if self.auth.token.is_none() => text.replacen(
+                "[auth]\n",
+                "[auth]\n# token is not set: clients connect without authentication\n",
+                1,
+            ),
+            Ok(text) => text,
+            Err(error) => format!("# cannot render the configuration as TOML: {error}\n"),
+        }
+    }
+
+    /// A copy with secrets (`auth.token`) replaced, for printing.
+    pub fn redacted(&self) -> Config {
+        let mut config = self.clone();
+        if config.auth.token.is_some() {
+            config.auth.token = Some("<redacted>".to_string());
+        }
+        config
+    }
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Accepts a level name or an `EnvFilter` directive list. A bare word that
+/// is not a level (e.g. `warning`) is rejected: `EnvFilter` would read it as
+/// a target name and silently enable everything for it.
+pub fn validate_log_level(level: &str) -> Result<(), ConfigError> {
+    let bad = |why: String| {
+        ConfigError::invalid(
+            "log.level",
+            format!(
+                "log.level = {level:?} is not valid: {why}; use one of trace, debug, info, warn, error, off \
+                 or a filter such as \"info,blipmq_dataplane=debug\""
+            ),
+        )
+    };
+    if level.trim().is_empty() {
+        return Err(bad("it is empty".to_string()));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_level = LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive));
+        if !is_level && !directive.contains('=') && !directive.contains('[') {
+            return Err(bad(format!("`{directive}` is not a level")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(drop)
+        .map_err(|error| bad(error.to_string()))
+}

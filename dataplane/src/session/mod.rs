@@ -1,1 +1,293 @@
-//! (in progress)
+//! The per-connection protocol state machine, sans-IO.
+//!
+//! A [`Session`] takes decoded frames and the time, and says what must happen:
+//! an answer, an error, a close, or a command for the router. It knows the
+//! handshake, the limits, the sids of its subscriptions and the ping timers;
+//! it owns no socket and no subscription storage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blipmq_protocol::{
+    validate_filter, validate_queue, validate_subject, Connect, ErrorCode, FrameError, Info, RawFrame, Request,
+    PROTOCOL_VERSION,
+};
+
+use crate::router::SubKey;
+
+#[cfg(test)]
+mod tests;
+
+/// The limits and settings a session enforces; shared by all sessions of a
+/// worker and swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub server_id: String,
+    pub max_payload: u32,
+    pub max_topic_length: u16,
+    /// 0 = unlimited.
+    pub max_subscriptions: u32,
+    pub token: Option<String>,
+    pub ping_interval: Duration,
+    pub max_pings_out: u32,
+}
+
+impl SessionConfig {
+    /// The largest frame accepted: `max_payload` plus room for the header,
+    /// topic, reply subject, sid and counts.
+    pub fn max_frame_len(&self) -> u32 {
+        self.max_payload.saturating_add(blipmq_protocol::FRAME_ALLOWANCE)
+    }
+
+    /// The INFO body sent on accept.
+    pub fn info_json(&self, worker: usize) -> Vec<u8> {
+        let info = Info {
+            server_id: self.server_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: PROTOCOL_VERSION,
+            max_payload: self.max_payload as u64,
+            max_topic_length: self.max_topic_length as u64,
+            auth_required: self.token.is_some(),
+            tls_required: false,
+            worker: Some(worker as u32),
+        };
+        serde_json::to_vec(&info).expect("INFO serialises")
+    }
+}
+
+/// What the worker must do for one frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// Nothing to send (a PONG from the client, a frame without ACK that needs no answer).
+    Nothing,
+    /// Answer OK.
+    Ok,
+    /// Answer PONG.
+    Pong,
+    /// Answer ERROR; the connection stays open.
+    Error(ErrorCode, String),
+    /// Answer ERROR, then close the connection.
+    Fatal(ErrorCode, String),
+    /// Route a message; answer OK afterwards when `ack`.
+    Publish {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        payload: &'a [u8],
+        ack: bool,
+    },
+    /// Add a subscription, then call [`Session::bind_sid`]; answer OK when `ack`.
+    Subscribe {
+        sid: u32,
+        filter: &'a [u8],
+        queue: Option<&'a [u8]>,
+        ack: bool,
+    },
+    /// Remove the subscription `key` (sid `sid`) at once when `max_msgs` is 0,
+    /// else once it has received `max_msgs` in total; answer OK when `ack`.
+    Unsubscribe { sid: u32, key: SubKey, max_msgs: u32, ack: bool },
+    /// The client said goodbye: flush what is queued for it, then close.
+    Disconnect,
+}
+
+/// What the timer says for this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Nothing,
+    /// Send a PING.
+    SendPing,
+    /// Too many PINGs unanswered: ERROR 408, then close.
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitConnect,
+    Open,
+}
+
+pub struct Session {
+    config: Arc<SessionConfig>,
+    phase: Phase,
+    verbose: bool,
+    name: Option<String>,
+    sids: HashMap<u32, SubKey>,
+    pings_out: u32,
+    next_ping: Instant,
+}
+
+impl Session {
+    pub fn new(config: Arc<SessionConfig>, now: Instant) -> Session {
+        let next_ping = now + config.ping_interval;
+        Session {
+            config,
+            phase: Phase::AwaitConnect,
+            verbose: false,
+            name: None,
+            sids: HashMap::new(),
+            pings_out: 0,
+            next_ping,
+        }
+    }
+
+    pub fn config(&self) -> &Arc<SessionConfig> {
+        &self.config
+    }
+
+    /// Applies new limits to a live connection (reload).
+    pub fn set_config(&mut self, config: Arc<SessionConfig>) {
+        self.config = config;
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.sids.len()
+    }
+
+    /// The subscriptions of this connection, for cleanup on close.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (u32, SubKey)> + '_ {
+        self.sids.iter().map(|(&sid, &key)| (sid, key))
+    }
+
+    /// Records the subscription the worker created for a [`Step::Subscribe`].
+    pub fn bind_sid(&mut self, sid: u32, key: SubKey) {
+        self.sids.insert(sid, key);
+    }
+
+    /// Frees a sid once its subscription is gone.
+    pub fn release_sid(&mut self, sid: u32) {
+        self.sids.remove(&sid);
+    }
+
+    /// A frame that could not be decoded: ERROR and close.
+    pub fn on_frame_error(&self, error: FrameError) -> Step<'static> {
+        Step::Fatal(error.code(), error.to_string())
+    }
+
+    /// Interprets one frame.
+    pub fn on_frame<'a>(&mut self, frame: RawFrame<'a>) -> Step<'a> {
+        let request = match Request::parse(frame) {
+            Ok(request) => request,
+            Err(error) => return self.on_frame_error(error),
+        };
+        if self.phase == Phase::AwaitConnect {
+            return self.on_first_frame(request);
+        }
+        match request {
+            Request::Connect { .. } => Step::Fatal(ErrorCode::BadRequest, "CONNECT sent twice".into()),
+            Request::Publish {
+                subject,
+                reply,
+                payload,
+                ack,
+            } => self.on_publish(subject, reply, payload, ack || self.verbose),
+            Request::Subscribe { filter, sid, queue, ack } => {
+                self.on_subscribe(filter, sid, queue, ack || self.verbose)
+            }
+            Request::Unsubscribe { sid, max_msgs, ack } => match self.sids.get(&sid) {
+                Some(&key) => Step::Unsubscribe {
+                    sid,
+                    key,
+                    max_msgs,
+                    ack: ack || self.verbose,
+                },
+                None => Step::Error(ErrorCode::NotFound, format!("unknown sid {sid}")),
+            },
+            Request::Ping => Step::Pong,
+            Request::Pong => {
+                self.pings_out = 0;
+                Step::Nothing
+            }
+            Request::Disconnect => Step::Disconnect,
+        }
+    }
+
+    fn on_first_frame<'a>(&mut self, request: Request<'a>) -> Step<'a> {
+        let Request::Connect { json } = request else {
+            return Step::Fatal(ErrorCode::Unauthorized, "CONNECT must be the first frame".into());
+        };
+        let connect = match Connect::parse(json) {
+            Ok(connect) => connect,
+            Err(reason) => return Step::Fatal(ErrorCode::BadRequest, reason.into()),
+        };
+        if let Some(expected) = &self.config.token {
+            if connect.token.as_deref() != Some(expected.as_str()) {
+                return Step::Fatal(ErrorCode::Unauthorized, "authorization failed".into());
+            }
+        }
+        self.phase = Phase::Open;
+        self.verbose = connect.verbose;
+        self.name = connect.name;
+        Step::Ok
+    }
+
+    fn on_publish<'a>(&self, subject: &'a [u8], reply: Option<&'a [u8]>, payload: &'a [u8], ack: bool) -> Step<'a> {
+        if payload.len() > self.config.max_payload as usize {
+            return Step::Fatal(
+                ErrorCode::TooLarge,
+                format!("payload of {} bytes exceeds max_payload {}", payload.len(), self.config.max_payload),
+            );
+        }
+        let max_len = self.config.max_topic_length as usize;
+        if let Err(error) = validate_subject(subject, max_len) {
+            return Step::Error(ErrorCode::BadRequest, error.to_string());
+        }
+        if let Some(reply) = reply {
+            if let Err(error) = validate_subject(reply, max_len) {
+                return Step::Error(ErrorCode::BadRequest, format!("reply: {error}"));
+            }
+        }
+        Step::Publish {
+            subject,
+            reply,
+            payload,
+            ack,
+        }
+    }
+
+    fn on_subscribe<'a>(&self, filter: &'a [u8], sid: u32, queue: Option<&'a [u8]>, ack: bool) -> Step<'a> {
+        let max_len = self.config.max_topic_length as usize;
+        if let Err(error) = validate_filter(filter, max_len) {
+            return Step::Error(ErrorCode::BadRequest, error.to_string());
+        }
+        if let Some(queue) = queue {
+            if let Err(error) = validate_queue(queue, max_len) {
+                return Step::Error(ErrorCode::BadRequest, format!("queue group: {error}"));
+            }
+        }
+        if self.sids.contains_key(&sid) {
+            return Step::Error(ErrorCode::Conflict, format!("sid {sid} already in use"));
+        }
+        let max = self.config.max_subscriptions;
+        if max != 0 && self.sids.len() >= max as usize {
+            return Step::Error(ErrorCode::TooMany, format!("subscription limit of {max} reached"));
+        }
+        Step::Subscribe { sid, filter, queue, ack }
+    }
+
+    /// When the timer next wants attention.
+    pub fn next_deadline(&self) -> Instant {
+        self.next_ping
+    }
+
+    /// Drives the server PINGs: one every `ping_interval`; with
+    /// `max_pings_out` unanswered, the connection is stale.
+    pub fn on_tick(&mut self, now: Instant) -> Tick {
+        if now < self.next_ping {
+            return Tick::Nothing;
+        }
+        self.next_ping = now + self.config.ping_interval;
+        if self.pings_out >= self.config.max_pings_out {
+            return Tick::Stale;
+        }
+        self.pings_out += 1;
+        Tick::SendPing
+    }
+}

@@ -1,1 +1,14 @@
-//! (in progress)
+//! A worker: one thread, pinned to one core, that owns its connections from
+//! accept to close and runs to completion (architecture.md). [`core`] is its
+//! sans-IO state; the backends drive it.
+
+pub mod core;
+pub mod outbound;
+pub mod records;
+pub mod stats;
+pub mod sync;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{ConnId, CoreConfig, Shared, WorkerCore};

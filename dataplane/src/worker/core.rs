@@ -1,0 +1,837 @@
+//! One worker's broker state, sans-IO: its connections, their sessions and
+//! queues, its subscriptions, its replica of the other workers' interest, and
+//! its ends of the rings.
+//!
+//! The backend feeds it bytes, time and ring records, and takes from it the
+//! bytes to write and the connections to close. Nothing here blocks, and the
+//! publish path neither locks nor allocates.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blipmq_protocol::{decode_frame, encode, ErrorCode};
+use slab::Slab;
+
+use super::outbound::Outbound;
+use super::records::{self, Record};
+use super::stats::Stats;
+use super::sync::Barriers;
+use crate::rings::WorkerRings;
+use crate::router::{SubKey, SubscriptionIndex, WorkerId, WorkerSet};
+use crate::session::{Session, SessionConfig, Step, Tick};
+
+pub type ConnId = usize;
+
+/// Settings of a worker core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub session: Arc<SessionConfig>,
+    pub max_pending_bytes: usize,
+    pub drain_timeout: Duration,
+    pub cache_subjects: usize,
+    pub max_connections: usize,
+}
+
+/// What all workers share: the connection count behind the broker-wide limit.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub connections: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    Pong,
+}
+
+/// Why a connection does not process its input now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    None,
+    /// An answer held until the barrier `ticket` completes.
+    Barrier { ticket: u64, answer: Answer },
+    /// A PUBLISH waits for room in a ring (backpressure).
+    Room,
+}
+
+struct Conn {
+    session: Session,
+    /// Received bytes not yet decoded; the backend appends to it.
+    input: Vec<u8>,
+    output: Outbound,
+    wait: Wait,
+    /// Pushed records to other workers since its last answer.
+    unsynced: bool,
+    /// Set when the connection is on its way out: close once the output is
+    /// flushed, or at this deadline.
+    closing: Option<Instant>,
+    /// Cut off as a slow consumer: messages for it are counted as dropped.
+    slow: bool,
+    dirty: bool,
+}
+
+struct Sub {
+    conn: ConnId,
+    sid: u32,
+    filter: Box<[u8]>,
+    queue: Option<Box<[u8]>>,
+    delivered: u64,
+    /// 0 = no limit.
+    max_msgs: u64,
+}
+
+/// Where a queue group's one delivery goes.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Local(SubKey),
+    Remote(WorkerId),
+}
+
+/// How far a frame got.
+enum Flow {
+    /// Consumed; go on with the next frame.
+    Continue,
+    /// Consumed; stop reading this connection (waiting or closing).
+    Stop,
+    /// Not consumed; try this frame again later (ring full).
+    Retry,
+}
+
+/// A small, fast PRNG for queue-group picks (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u32) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % bound as u64) as u32
+    }
+}
+
+pub struct WorkerCore {
+    config: CoreConfig,
+    info: Vec<u8>,
+    shared: Arc<Shared>,
+    rings: WorkerRings,
+    peers: usize,
+    conns: Slab<Conn>,
+    subs: Slab<Sub>,
+    index: SubscriptionIndex,
+    /// Interest records waiting for room in a full ring, per destination.
+    overflow: Vec<std::collections::VecDeque<Box<[u8]>>>,
+    barriers: Barriers,
+    waiting: Vec<ConnId>,
+    dirty: Vec<ConnId>,
+    wake: WorkerSet,
+    assigned: Vec<(usize, Target)>,
+    expired: Vec<SubKey>,
+    rng: Rng,
+    now: Instant,
+    draining: bool,
+    pub stats: Stats,
+}
+
+impl WorkerCore {
+    pub fn new(config: CoreConfig, rings: WorkerRings, shared: Arc<Shared>, now: Instant) -> WorkerCore {
+        let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
+        let overflow = (0..rings.outgoing.len()).map(|_| Default::default()).collect();
+        WorkerCore {
+            info: config.session.info_json(rings.id),
+            index: SubscriptionIndex::new(config.cache_subjects),
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (rings.id as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd)),
+            config,
+            shared,
+            rings,
+            peers,
+            conns: Slab::new(),
+            subs: Slab::new(),
+            overflow,
+            barriers: Barriers::default(),
+            waiting: Vec::new(),
+            dirty: Vec::new(),
+            wake: WorkerSet::empty(),
+            assigned: Vec::new(),
+            expired: Vec::new(),
+            now,
+            draining: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn id(&self) -> usize {
+        self.rings.id
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// A new connection: queue INFO, or ERROR 503 past the connection limit.
+    pub fn accept(&mut self, now: Instant) -> ConnId {
+        self.now = now;
+        let conn = Conn {
+            session: Session::new(self.config.session.clone(), now),
+            input: Vec::new(),
+            output: Outbound::default(),
+            wait: Wait::None,
+            unsynced: false,
+            closing: None,
+            slow: false,
+            dirty: false,
+        };
+        let cid = self.conns.insert(conn);
+        let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        if self.draining || open >= self.config.max_connections {
+            self.stats.connections_refused += 1;
+            let reason = if self.draining {
+                "broker draining"
+            } else {
+                "connection limit reached"
+            };
+            self.send_error(cid, ErrorCode::Unavailable, reason);
+            self.start_close(cid);
+        } else {
+            self.stats.connections_accepted += 1;
+            encode::put_info(self.conns[cid].output.frames(), &self.info);
+            self.stats.frames_out += 1;
+            self.mark_dirty(cid);
+        }
+        cid
+    }
+
+    /// The connection's input buffer: the backend appends received bytes,
+    /// then calls [`on_input`](Self::on_input).
+    pub fn input_buffer(&mut self, cid: ConnId) -> &mut Vec<u8> {
+        &mut self.conns[cid].input
+    }
+
+    /// Whether the backend should read more from this connection now. A
+    /// connection that waits, or holds a frame's worth of undecoded bytes,
+    /// is left unread so that TCP paces its sender.
+    pub fn wants_input(&self, cid: ConnId) -> bool {
+        let conn = &self.conns[cid];
+        conn.closing.is_none() && conn.wait == Wait::None
+    }
+
+    pub fn is_closing(&self, cid: ConnId) -> bool {
+        self.conns[cid].closing.is_some()
+    }
+
+    /// The peer will send no more: flush what is queued, then close.
+    pub fn on_peer_closed(&mut self, cid: ConnId) {
+        self.start_close(cid);
+    }
+
+    /// Decodes and handles the frames in the connection's input buffer.
+    pub fn on_input(&mut self, cid: ConnId, now: Instant) {
+        self.now = now;
+        self.process_input(cid);
+    }
+
+    /// Bytes waiting to be written to the connection.
+    pub fn output(&self, cid: ConnId) -> &[u8] {
+        self.conns[cid].output.pending()
+    }
+
+    pub fn on_output_written(&mut self, cid: ConnId, written: usize) {
+        self.stats.bytes_out += written as u64;
+        self.conns[cid].output.advance(written);
+    }
+
+    /// The connection is done: flushed after a close started, or past its
+    /// deadline.
+    pub fn should_close(&self, cid: ConnId, now: Instant) -> bool {
+        let conn = &self.conns[cid];
+        conn.closing.is_some_and(|deadline| conn.output.is_empty() || now >= deadline)
+    }
+
+    /// Connections with output or a pending close since the last call.
+    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.dirty);
+        for &cid in into.iter() {
+            if let Some(conn) = self.conns.get_mut(cid) {
+                conn.dirty = false;
+            }
+        }
+    }
+
+    /// The socket is gone: forget the connection and its subscriptions.
+    pub fn on_closed(&mut self, cid: ConnId) {
+        let keys: Vec<SubKey> = self.conns[cid].session.subscriptions().map(|(_, key)| key).collect();
+        for key in keys {
+            self.remove_sub(key);
+        }
+        self.conns.remove(cid);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.stats.connections_closed += 1;
+    }
+
+    /// Server PINGs, stale connections and close deadlines.
+    pub fn on_tick(&mut self, now: Instant) {
+        self.now = now;
+        let mut stale = Vec::new();
+        for (cid, conn) in self.conns.iter_mut() {
+            if let Some(deadline) = conn.closing {
+                if now >= deadline && !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(cid);
+                }
+                continue;
+            }
+            match conn.session.on_tick(now) {
+                Tick::Nothing => {}
+                Tick::SendPing => {
+                    encode::put_ping(conn.output.frames());
+                    self.stats.frames_out += 1;
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(cid);
+                    }
+                }
+                Tick::Stale => stale.push(cid),
+            }
+        }
+        for cid in stale {
+            self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
+            self.start_close(cid);
+        }
+    }
+
+    /// Shutdown: DISCONNECT "draining" to every client, then close each once
+    /// flushed, within the drain timeout.
+    pub fn begin_drain(&mut self, now: Instant) {
+        self.now = now;
+        self.draining = true;
+        let ids: Vec<ConnId> = self.conns.iter().map(|(cid, _)| cid).collect();
+        for cid in ids {
+            if self.conns[cid].closing.is_none() {
+                encode::put_disconnect(self.conns[cid].output.frames(), "draining");
+                self.stats.frames_out += 1;
+                self.start_close(cid);
+            }
+        }
+    }
+
+    /// Work that needs the loop to come round again soon rather than sleep.
+    pub fn has_pending_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.barriers.is_idle() || self.overflow.iter().any(|q| !q.is_empty())
+    }
+
+    /// Handles the records other workers sent. Returns how many.
+    pub fn poll_peers(&mut self, now: Instant) -> usize {
+        self.now = now;
+        let mut handled = 0;
+        for from in 0..self.rings.incoming.len() {
+            handled += self.drain_ring(from);
+            self.expire_subs();
+        }
+        handled
+    }
+
+    /// Ends a loop iteration: answers connections whose barrier passed,
+    /// retries stalled publishers, publishes ring batches and says which
+    /// peers to wake (see [`take_wake`](Self::take_wake)).
+    pub fn finish_iteration(&mut self, now: Instant) {
+        self.now = now;
+        self.flush_overflow();
+        self.barriers.advance(&self.rings.outgoing);
+        self.resume_waiting();
+        let mut published = false;
+        for (to, producer) in self.rings.outgoing.iter_mut().enumerate() {
+            if let Some(producer) = producer {
+                if producer.publish() {
+                    published = true;
+                    self.wake.insert(to as WorkerId);
+                }
+            }
+        }
+        let ready = self.overflow.iter().all(|q| q.is_empty());
+        self.barriers.snapshot(&self.rings.outgoing, ready);
+        self.barriers.advance(&self.rings.outgoing);
+        if published {
+            // Pairs with the SeqCst of a consumer going to sleep: either it
+            // sees our records, or we see that it sleeps and wake it.
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Peers that got records this iteration and are asleep.
+    pub fn take_wake(&mut self) -> WorkerSet {
+        let candidates = std::mem::replace(&mut self.wake, WorkerSet::empty());
+        let mut wake = WorkerSet::empty();
+        for w in candidates.iter() {
+            if self.rings.doorbell(w as usize).is_sleeping() {
+                wake.insert(w);
+            }
+        }
+        wake
+    }
+
+    /// Before sleeping: say so, then check once more that nothing arrived.
+    pub fn prepare_sleep(&mut self) -> bool {
+        let id = self.rings.id;
+        self.rings.doorbell(id).set_sleeping(true);
+        let empty = self.rings.incoming.iter_mut().all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
+        if !empty {
+            self.rings.doorbell(id).set_sleeping(false);
+        }
+        empty
+    }
+
+    pub fn woke_up(&mut self) {
+        let id = self.rings.id;
+        self.rings.doorbell(id).set_sleeping(false);
+    }
+
+    // ---- internals ----
+
+    fn mark_dirty(&mut self, cid: ConnId) {
+        let conn = &mut self.conns[cid];
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(cid);
+        }
+    }
+
+    fn start_close(&mut self, cid: ConnId) {
+        let deadline = self.now + self.config.drain_timeout;
+        let conn = &mut self.conns[cid];
+        conn.closing.get_or_insert(deadline);
+        self.mark_dirty(cid);
+    }
+
+    fn send_error(&mut self, cid: ConnId, code: ErrorCode, reason: &str) {
+        tracing::debug!(conn = cid, code = code.as_u16(), reason, "error");
+        encode::put_error(self.conns[cid].output.frames(), code, reason);
+        self.stats.errors_sent += 1;
+        self.stats.frames_out += 1;
+        self.mark_dirty(cid);
+    }
+
+    fn write_answer(&mut self, cid: ConnId, answer: Answer) {
+        let out = self.conns[cid].output.frames();
+        match answer {
+            Answer::Ok => encode::put_ok(out),
+            Answer::Pong => encode::put_pong(out),
+        }
+        self.stats.frames_out += 1;
+        self.mark_dirty(cid);
+    }
+
+    /// Answers now, or after a barrier when this connection's earlier frames
+    /// reached other workers.
+    fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
+        let conn = &mut self.conns[cid];
+        if conn.unsynced {
+            conn.unsynced = false;
+            conn.wait = Wait::Barrier {
+                ticket: self.barriers.request(),
+                answer,
+            };
+            self.waiting.push(cid);
+            return Flow::Stop;
+        }
+        self.write_answer(cid, answer);
+        Flow::Continue
+    }
+
+    fn process_input(&mut self, cid: ConnId) {
+        let Some(conn) = self.conns.get_mut(cid) else {
+            return;
+        };
+        if conn.wait != Wait::None || conn.closing.is_some() {
+            return;
+        }
+        let max_frame = conn.session.config().max_frame_len();
+        let input = std::mem::take(&mut conn.input);
+        let mut consumed = 0;
+        loop {
+            let (frame, len) = match decode_frame(&input[consumed..], max_frame) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(error) => {
+                    let step = self.conns[cid].session.on_frame_error(error);
+                    self.execute(cid, step);
+                    consumed = input.len();
+                    break;
+                }
+            };
+            self.stats.frames_in += 1;
+            let step = self.conns[cid].session.on_frame(frame);
+            match self.execute(cid, step) {
+                Flow::Continue => consumed += len,
+                Flow::Stop => {
+                    consumed += len;
+                    break;
+                }
+                Flow::Retry => {
+                    self.stats.frames_in -= 1;
+                    break;
+                }
+            }
+        }
+        let mut input = input;
+        input.drain(..consumed);
+        self.conns[cid].input = input;
+    }
+
+    fn execute(&mut self, cid: ConnId, step: Step<'_>) -> Flow {
+        match step {
+            Step::Nothing => Flow::Continue,
+            Step::Ok => self.answer(cid, Answer::Ok),
+            Step::Pong => self.answer(cid, Answer::Pong),
+            Step::Error(code, reason) => {
+                self.send_error(cid, code, &reason);
+                Flow::Continue
+            }
+            Step::Fatal(code, reason) => {
+                self.send_error(cid, code, &reason);
+                self.start_close(cid);
+                Flow::Stop
+            }
+            Step::Publish {
+                subject,
+                reply,
+                payload,
+                ack,
+            } => {
+                if !self.route(cid, subject, reply, payload) {
+                    self.conns[cid].wait = Wait::Room;
+                    self.waiting.push(cid);
+                    return Flow::Retry;
+                }
+                if ack {
+                    self.answer(cid, Answer::Ok)
+                } else {
+                    Flow::Continue
+                }
+            }
+            Step::Subscribe { sid, filter, queue, ack } => {
+                self.subscribe(cid, sid, filter, queue);
+                if ack {
+                    self.answer(cid, Answer::Ok)
+                } else {
+                    Flow::Continue
+                }
+            }
+            Step::Unsubscribe { key, max_msgs, ack, .. } => {
+                let sub = &mut self.subs[key as usize];
+                if max_msgs == 0 || sub.delivered >= max_msgs as u64 {
+                    self.remove_sub(key);
+                } else {
+                    sub.max_msgs = max_msgs as u64;
+                }
+                if ack {
+                    self.answer(cid, Answer::Ok)
+                } else {
+                    Flow::Continue
+                }
+            }
+            Step::Disconnect => {
+                self.start_close(cid);
+                Flow::Stop
+            }
+        }
+    }
+
+    fn subscribe(&mut self, cid: ConnId, sid: u32, filter: &[u8], queue: Option<&[u8]>) {
+        let key = self.subs.insert(Sub {
+            conn: cid,
+            sid,
+            filter: filter.into(),
+            queue: queue.map(Into::into),
+            delivered: 0,
+            max_msgs: 0,
+        }) as SubKey;
+        self.index.insert_local(filter, queue, key);
+        self.broadcast_interest(true, filter, queue);
+        let conn = &mut self.conns[cid];
+        conn.session.bind_sid(sid, key);
+        conn.unsynced |= self.peers > 0;
+    }
+
+    fn remove_sub(&mut self, key: SubKey) {
+        let sub = self.subs.remove(key as usize);
+        self.index.remove_local(&sub.filter, sub.queue.as_deref(), key);
+        self.broadcast_interest(false, &sub.filter, sub.queue.as_deref());
+        if let Some(conn) = self.conns.get_mut(sub.conn) {
+            conn.session.release_sid(sub.sid);
+        }
+    }
+
+    /// Subscriptions that reached their `max_msgs` during a delivery.
+    fn expire_subs(&mut self) {
+        while let Some(key) = self.expired.pop() {
+            if self.subs.contains(key as usize) {
+                self.remove_sub(key);
+            }
+        }
+    }
+
+    fn broadcast_interest(&mut self, add: bool, filter: &[u8], queue: Option<&[u8]>) {
+        let len = records::interest_len(filter, queue);
+        for (to, producer) in self.rings.outgoing.iter_mut().enumerate() {
+            let Some(producer) = producer else { continue };
+            let overflow = &mut self.overflow[to];
+            if overflow.is_empty() {
+                if let Some(slot) = producer.try_reserve(len) {
+                    records::write_interest(slot, add, filter, queue);
+                    producer.commit();
+                    continue;
+                }
+            }
+            let mut record = vec![0; len].into_boxed_slice();
+            records::write_interest(&mut record, add, filter, queue);
+            overflow.push_back(record);
+        }
+    }
+
+    fn flush_overflow(&mut self) {
+        for (to, queue) in self.overflow.iter_mut().enumerate() {
+            let Some(producer) = self.rings.outgoing[to].as_mut() else { continue };
+            while let Some(record) = queue.front() {
+                let Some(slot) = producer.try_reserve(record.len()) else { break };
+                slot.copy_from_slice(record);
+                producer.commit();
+                queue.pop_front();
+            }
+        }
+    }
+
+    fn resume_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for cid in waiting {
+            let Some(conn) = self.conns.get_mut(cid) else { continue };
+            match conn.wait {
+                Wait::Barrier { ticket, answer } if self.barriers.is_done(ticket) => {
+                    conn.wait = Wait::None;
+                    self.write_answer(cid, answer);
+                    self.process_input(cid);
+                }
+                Wait::Room => {
+                    conn.wait = Wait::None;
+                    self.process_input(cid);
+                }
+                _ => self.waiting.push(cid),
+            }
+        }
+    }
+
+    /// Routes one published message: local subscriptions get it now, other
+    /// workers with interest get one record each. Returns false, having done
+    /// nothing, when a needed ring lacks room.
+    fn route(&mut self, cid: ConnId, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
+        let WorkerCore {
+            index,
+            rings,
+            assigned,
+            rng,
+            stats,
+            conns,
+            subs,
+            expired,
+            config,
+            dirty,
+            now,
+            ..
+        } = self;
+        let matches = index.lookup(subject);
+        let mut remote = matches.remote;
+        assigned.clear();
+        for (group_at, group) in matches.groups.iter().enumerate() {
+            let total = group.total_members();
+            if total == 0 {
+                continue;
+            }
+            let mut pick = rng.below(total);
+            if (pick as usize) < group.local.len() {
+                assigned.push((group_at, Target::Local(group.local[pick as usize])));
+                continue;
+            }
+            pick -= group.local.len() as u32;
+            for &(worker, members) in &group.remote {
+                if pick < members {
+                    assigned.push((group_at, Target::Remote(worker)));
+                    remote.insert(worker);
+                    break;
+                }
+                pick -= members;
+            }
+        }
+        let groups_for = |worker: WorkerId| {
+            assigned.iter().filter_map(move |&(group_at, target)| match target {
+                Target::Remote(w) if w == worker => Some(&*matches.groups[group_at].name),
+                _ => None,
+            })
+        };
+        for worker in remote.iter() {
+            let len = records::data_len(subject, reply, payload, groups_for(worker));
+            let producer = rings.outgoing[worker as usize].as_mut().expect("interest only from peers");
+            if !producer.has_room(len) {
+                stats.ring_full_stalls += 1;
+                return false;
+            }
+        }
+        let mut delivery = Delivery {
+            conns,
+            subs,
+            stats,
+            expired,
+            dirty,
+            max_pending: config.max_pending_bytes,
+            now: *now,
+        };
+        for &key in &matches.local {
+            delivery.deliver(key, subject, reply, payload);
+        }
+        for &(_, target) in assigned.iter() {
+            if let Target::Local(key) = target {
+                delivery.deliver(key, subject, reply, payload);
+            }
+        }
+        for worker in remote.iter() {
+            let len = records::data_len(subject, reply, payload, groups_for(worker));
+            let producer = rings.outgoing[worker as usize].as_mut().expect("checked above");
+            let slot = producer.try_reserve(len).expect("room checked above");
+            records::write_data(slot, subject, reply, payload, groups_for(worker));
+            producer.commit();
+        }
+        stats.messages_published += 1;
+        if !remote.is_empty() {
+            conns[cid].unsynced = true;
+        }
+        self.expire_subs();
+        true
+    }
+
+    /// Handles up to a batch of records from one peer.
+    fn drain_ring(&mut self, from: usize) -> usize {
+        const BATCH: usize = 4096;
+        let WorkerCore {
+            index,
+            rings,
+            rng,
+            stats,
+            conns,
+            subs,
+            expired,
+            config,
+            dirty,
+            now,
+            ..
+        } = self;
+        let Some(consumer) = rings.incoming[from].as_mut() else {
+            return 0;
+        };
+        let mut delivery = Delivery {
+            conns,
+            subs,
+            stats,
+            expired,
+            dirty,
+            max_pending: config.max_pending_bytes,
+            now: *now,
+        };
+        let mut handled = 0;
+        while handled < BATCH {
+            let Some(record) = consumer.peek() else { break };
+            match records::read(record) {
+                Record::Data {
+                    subject,
+                    reply,
+                    groups,
+                    payload,
+                } => {
+                    let matches = index.lookup(subject);
+                    for &key in &matches.local {
+                        delivery.deliver(key, subject, reply, payload);
+                    }
+                    for name in groups.iter() {
+                        let member = matches
+                            .groups
+                            .iter()
+                            .find(|g| &*g.name == name && !g.local.is_empty())
+                            .map(|g| g.local[rng.below(g.local.len() as u32) as usize]);
+                        match member {
+                            Some(key) => delivery.deliver(key, subject, reply, payload),
+                            None => delivery.stats.dropped_no_group_member += 1,
+                        }
+                    }
+                }
+                Record::Interest { add, filter, queue } => {
+                    let worker = from as WorkerId;
+                    if add {
+                        index.add_remote(filter, queue, worker);
+                    } else {
+                        index.remove_remote(filter, queue, worker);
+                    }
+                }
+            }
+            consumer.advance();
+            handled += 1;
+        }
+        if handled > 0 {
+            consumer.release();
+        }
+        handled
+    }
+}
+
+/// Appends MESSAGE frames to subscribers' queues, cutting off slow consumers.
+struct Delivery<'a> {
+    conns: &'a mut Slab<Conn>,
+    subs: &'a mut Slab<Sub>,
+    stats: &'a mut Stats,
+    expired: &'a mut Vec<SubKey>,
+    dirty: &'a mut Vec<ConnId>,
+    max_pending: usize,
+    now: Instant,
+}
+
+impl Delivery<'_> {
+    fn deliver(&mut self, key: SubKey, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
+        let Some(sub) = self.subs.get_mut(key as usize) else { return };
+        if sub.max_msgs != 0 && sub.delivered >= sub.max_msgs {
+            return;
+        }
+        sub.delivered += 1;
+        if sub.max_msgs != 0 && sub.delivered == sub.max_msgs {
+            self.expired.push(key);
+        }
+        let conn = &mut self.conns[sub.conn];
+        if conn.slow {
+            self.stats.dropped_slow_consumer += 1;
+            return;
+        }
+        let len = encode::message_len(subject, reply, payload.len());
+        if conn.output.pending_len() + len > self.max_pending {
+            // Slow consumer: drop its backlog, tell it where its socket still
+            // takes bytes, and close it at once.
+            let dropped = conn.output.discard_unsent();
+            self.stats.dropped_slow_consumer += dropped + 1;
+            encode::put_error(conn.output.frames(), ErrorCode::Unavailable, "slow consumer");
+            self.stats.errors_sent += 1;
+            conn.slow = true;
+            conn.closing = Some(self.now);
+            tracing::warn!(conn = sub.conn, dropped = dropped + 1, "slow consumer cut off");
+        } else {
+            encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload);
+            self.stats.messages_delivered += 1;
+            self.stats.frames_out += 1;
+        }
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(sub.conn);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Records that workers exchange over their rings.
+//!
+//! A DATA record carries one published message once per destination worker,
+//! with the queue groups the publishing worker assigned to that destination.
+//! INTEREST records keep every worker's view of the others' subscriptions.
+//! Records never leave the process, so their layout is private and simple.
+
+const KIND_DATA: u8 = 1;
+const KIND_INTEREST_ADD: u8 = 2;
+const KIND_INTEREST_REMOVE: u8 = 3;
+
+const DATA_HEAD: usize = 12;
+const INTEREST_HEAD: usize = 6;
+
+/// A record read from a ring, borrowing the ring's memory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    Data {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        /// Queue groups whose one delivery this worker must make.
+        groups: GroupNames<'a>,
+        payload: &'a [u8],
+    },
+    Interest {
+        add: bool,
+        filter: &'a [u8],
+        queue: Option<&'a [u8]>,
+    },
+}
+
+/// The queue-group names of a DATA record: `u16 len, bytes` repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupNames<'a> {
+    count: u16,
+    bytes: &'a [u8],
+}
+
+impl<'a> GroupNames<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut rest = self.bytes;
+        (0..self.count).map(move |_| {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            let name = &rest[2..2 + len];
+            rest = &rest[2 + len..];
+            name
+        })
+    }
+}
+
+/// Bytes of a DATA record with these parts; `groups` are the names assigned
+/// to the destination.
+pub fn data_len<'g>(
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    payload: &[u8],
+    groups: impl Iterator<Item = &'g [u8]>,
+) -> usize {
+    let group_bytes: usize = groups.map(|g| 2 + g.len()).sum();
+    DATA_HEAD + subject.len() + reply.map_or(0, <[u8]>::len) + group_bytes + payload.len()
+}
+
+/// Writes a DATA record into `out`, which is exactly [`data_len`] bytes long.
+pub fn write_data<'g>(
+    out: &mut [u8],
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    payload: &[u8],
+    groups: impl Iterator<Item = &'g [u8]> + Clone,
+) {
+    let count = groups.clone().count();
+    out[0] = KIND_DATA;
+    out[1] = reply.is_some() as u8;
+    out[2..4].copy_from_slice(&(count as u16).to_be_bytes());
+    out[4..6].copy_from_slice(&(subject.len() as u16).to_be_bytes());
+    out[6..8].copy_from_slice(&(reply.map_or(0, <[u8]>::len) as u16).to_be_bytes());
+    out[8..12].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    let mut at = DATA_HEAD;
+    for part in [subject, reply.unwrap_or_default()] {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    for group in groups {
+        out[at..at + 2].copy_from_slice(&(group.len() as u16).to_be_bytes());
+        out[at + 2..at + 2 + group.len()].copy_from_slice(group);
+        at += 2 + group.len();
+    }
+    out[at..at + payload.len()].copy_from_slice(payload);
+    debug_assert_eq!(at + payload.len(), out.len());
+}
+
+pub fn interest_len(filter: &[u8], queue: Option<&[u8]>) -> usize {
+    INTEREST_HEAD + filter.len() + queue.map_or(0, <[u8]>::len)
+}
+
+pub fn write_interest(out: &mut [u8], add: bool, filter: &[u8], queue: Option<&[u8]>) {
+    out[0] = if add { KIND_INTEREST_ADD } else { KIND_INTEREST_REMOVE };
+    out[1] = queue.is_some() as u8;
+    out[2..4].copy_from_slice(&(filter.len() as u16).to_be_bytes());
+    let queue = queue.unwrap_or_default();
+    out[4..6].copy_from_slice(&(queue.len() as u16).to_be_bytes());
+    out[6..6 + filter.len()].copy_from_slice(filter);
+    out[6 + filter.len()..].copy_from_slice(queue);
+}
+
+fn be16(bytes: &[u8]) -> usize {
+    u16::from_be_bytes([bytes[0], bytes[1]]) as usize
+}
+
+/// Reads a record that [`write_data`] or [`write_interest`] wrote. Records
+/// come only from this process's workers, so a bad one is a bug: it panics.
+pub fn read(record: &[u8]) -> Record<'_> {
+    match record[0] {
+        KIND_DATA => {
+            let has_reply = record[1] != 0;
+            let count = be16(&record[2..]) as u16;
+            let subject_len = be16(&record[4..]);
+            let reply_len = be16(&record[6..]);
+            let payload_len = u32::from_be_bytes([record[8], record[9], record[10], record[11]]) as usize;
+            let subject_end = DATA_HEAD + subject_len;
+            let reply_end = subject_end + reply_len;
+            let payload_start = record.len() - payload_len;
+            Record::Data {
+                subject: &record[DATA_HEAD..subject_end],
+                reply: has_reply.then(|| &record[subject_end..reply_end]),
+                groups: GroupNames {
+                    count,
+                    bytes: &record[reply_end..payload_start],
+                },
+                payload: &record[payload_start..],
+            }
+        }
+        kind @ (KIND_INTEREST_ADD | KIND_INTEREST_REMOVE) => {
+            let has_queue = record[1] != 0;
+            let filter_len = be16(&record[2..]);
+            let filter_end = INTEREST_HEAD + filter_len;
+            Record::Interest {
+                add: kind == KIND_INTEREST_ADD,
+                filter: &record[INTEREST_HEAD..filter_end],
+                queue: has_queue.then(|| &record[filter_end..]),
+            }
+        }
+        kind => panic!("ring record of unknown kind {kind}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_round_trip() {
+        let groups: [&[u8]; 2] = [b"q1", b"workers"];
+        let len = data_len(b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
+        let mut buf = vec![0; len];
+        write_data(&mut buf, b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
+        let Record::Data {
+            subject,
+            reply,
+            groups: names,
+            payload,
+        } = read(&buf)
+        else {
+            panic!("not data")
+        };
+        assert_eq!(subject, b"a.b");
+        assert_eq!(reply, Some(&b"_INBOX.1"[..]));
+        assert_eq!(payload, b"hello");
+        assert_eq!(names.iter().collect::<Vec<_>>(), groups.to_vec());
+    }
+
+    #[test]
+    fn data_without_reply_or_groups() {
+        let len = data_len(b"x", None, b"", std::iter::empty());
+        let mut buf = vec![0; len];
+        write_data(&mut buf, b"x", None, b"", std::iter::empty());
+        match read(&buf) {
+            Record::Data {
+                subject,
+                reply,
+                groups,
+                payload,
+            } => {
+                assert_eq!((subject, reply, payload), (&b"x"[..], None, &b""[..]));
+                assert!(groups.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn interest_round_trip() {
+        for (add, queue) in [(true, None), (false, Some(&b"g"[..]))] {
+            let mut buf = vec![0; interest_len(b"a.>", queue)];
+            write_interest(&mut buf, add, b"a.>", queue);
+            assert_eq!(
+                read(&buf),
+                Record::Interest {
+                    add,
+                    filter: b"a.>",
+                    queue
+                }
+            );
+        }
+    }
+}

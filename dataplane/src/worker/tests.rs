@@ -1,0 +1,326 @@
+//! Deterministic tests of worker cores, several in one thread, joined by real
+//! rings: no sockets, no threads, no timing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blipmq_protocol::{decode_frame, encode, ErrorCode, ServerFrame};
+
+use super::*;
+use crate::rings::RingRegion;
+use crate::session::SessionConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Out {
+    Info,
+    Ok,
+    Pong,
+    Ping,
+    Error(u16, String),
+    Message { subject: Vec<u8>, sid: u32, payload: Vec<u8> },
+    Disconnect(String),
+}
+
+struct Cluster {
+    cores: Vec<WorkerCore>,
+    now: Instant,
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig {
+        server_id: "t".into(),
+        max_payload: 1024,
+        max_topic_length: 64,
+        max_subscriptions: 0,
+        token: None,
+        ping_interval: Duration::from_secs(60),
+        max_pings_out: 2,
+    }
+}
+
+impl Cluster {
+    fn new(workers: usize, ring_bytes: usize, max_pending_bytes: usize) -> Cluster {
+        let now = Instant::now();
+        let config = CoreConfig {
+            session: Arc::new(session_config()),
+            max_pending_bytes,
+            drain_timeout: Duration::from_secs(1),
+            cache_subjects: 64,
+            max_connections: 1000,
+        };
+        let shared = Arc::new(Shared::default());
+        let cores = RingRegion::new(workers, ring_bytes)
+            .unwrap()
+            .into_workers()
+            .into_iter()
+            .map(|rings| WorkerCore::new(config.clone(), rings, shared.clone(), now))
+            .collect();
+        Cluster { cores, now }
+    }
+
+    /// A connection on worker `w` past its handshake.
+    fn connect(&mut self, w: usize) -> ConnId {
+        let cid = self.cores[w].accept(self.now);
+        let mut connect = Vec::new();
+        encode::put_connect(&mut connect, br#"{"protocol":1}"#);
+        self.send(w, cid, &connect);
+        assert_eq!(self.output(w, cid), vec![Out::Info, Out::Ok]);
+        cid
+    }
+
+    fn send(&mut self, w: usize, cid: ConnId, bytes: &[u8]) {
+        self.cores[w].input_buffer(cid).extend_from_slice(bytes);
+        self.cores[w].on_input(cid, self.now);
+        self.cores[w].finish_iteration(self.now);
+    }
+
+    fn send_with(&mut self, w: usize, cid: ConnId, build: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = Vec::new();
+        build(&mut bytes);
+        self.send(w, cid, &bytes);
+    }
+
+    /// Runs every core's loop until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = 0;
+            for core in &mut self.cores {
+                moved += core.poll_peers(self.now);
+                core.finish_iteration(self.now);
+            }
+            if moved == 0 && self.cores.iter().all(|c| !c.has_pending_work()) {
+                return;
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// Takes and decodes everything queued for a connection.
+    fn output(&mut self, w: usize, cid: ConnId) -> Vec<Out> {
+        let bytes = self.cores[w].output(cid).to_vec();
+        self.cores[w].on_output_written(cid, bytes.len());
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some((raw, len)) = decode_frame(&bytes[at..], u32::MAX).unwrap() {
+            frames.push(match ServerFrame::parse(raw).unwrap() {
+                ServerFrame::Info { .. } => Out::Info,
+                ServerFrame::Ok => Out::Ok,
+                ServerFrame::Pong => Out::Pong,
+                ServerFrame::Ping => Out::Ping,
+                ServerFrame::Error { code, reason } => Out::Error(code, String::from_utf8_lossy(reason).into()),
+                ServerFrame::Message {
+                    subject, sid, payload, ..
+                } => Out::Message {
+                    subject: subject.to_vec(),
+                    sid,
+                    payload: payload.to_vec(),
+                },
+                ServerFrame::Disconnect { reason } => Out::Disconnect(String::from_utf8_lossy(reason).into()),
+            });
+            at += len;
+        }
+        assert_eq!(at, bytes.len(), "partial frame in output");
+        frames
+    }
+}
+
+fn msg(subject: &str, sid: u32, payload: &[u8]) -> Out {
+    Out::Message {
+        subject: subject.as_bytes().to_vec(),
+        sid,
+        payload: payload.to_vec(),
+    }
+}
+
+#[test]
+fn local_delivery_comes_before_the_answer_to_a_later_ping() {
+    let mut cluster = Cluster::new(1, 1 << 16, 1 << 20);
+    let c = cluster.connect(0);
+    cluster.send_with(0, c, |o| {
+        encode::put_subscribe(o, b"a.*", 7, None, false);
+        encode::put_publish(o, b"a.b", None, b"hi", false);
+        encode::put_ping(o);
+    });
+    assert_eq!(cluster.output(0, c), vec![msg("a.b", 7, b"hi"), Out::Pong]);
+}
+
+#[test]
+fn subscribe_ok_waits_until_every_worker_sees_the_subscription() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let sub = cluster.connect(0);
+    let publisher = cluster.connect(1);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    assert_eq!(cluster.output(0, sub), vec![], "OK before worker 1 applied the interest");
+    cluster.settle();
+    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
+    cluster.send_with(1, publisher, |o| encode::put_publish(o, b"x", None, b"m", false));
+    cluster.settle();
+    assert_eq!(cluster.output(0, sub), vec![msg("x", 1, b"m")]);
+    assert_eq!(cluster.output(1, publisher), vec![]);
+}
+
+#[test]
+fn pong_after_a_cross_worker_publish_waits_for_the_peer() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    cluster.settle();
+    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
+    let publisher = cluster.connect(1);
+    cluster.send_with(1, publisher, |o| {
+        encode::put_publish(o, b"x", None, b"m", false);
+        encode::put_ping(o);
+    });
+    assert_eq!(cluster.output(1, publisher), vec![]);
+    cluster.settle();
+    assert_eq!(cluster.output(1, publisher), vec![Out::Pong]);
+    assert_eq!(cluster.output(0, sub), vec![msg("x", 1, b"m")]);
+}
+
+#[test]
+fn queue_group_spanning_workers_delivers_each_message_once() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let members = [(0, cluster.connect(0)), (0, cluster.connect(0)), (1, cluster.connect(1))];
+    for &(w, cid) in &members {
+        cluster.send_with(w, cid, |o| encode::put_subscribe(o, b"jobs.*", 9, Some(b"g"), true));
+        cluster.settle();
+        assert_eq!(cluster.output(w, cid), vec![Out::Ok]);
+    }
+    let publisher = cluster.connect(1);
+    for i in 0..600u32 {
+        cluster.send_with(1, publisher, |o| encode::put_publish(o, b"jobs.a", None, &i.to_be_bytes(), false));
+        if i % 50 == 0 {
+            cluster.settle();
+        }
+    }
+    cluster.settle();
+    let mut seen = Vec::new();
+    for &(w, cid) in &members {
+        let got = cluster.output(w, cid);
+        assert!(got.len() > 100, "member on worker {w} got only {}", got.len());
+        seen.extend(got);
+    }
+    assert_eq!(seen.len(), 600);
+    let mut payloads: Vec<_> = seen
+        .into_iter()
+        .map(|m| match m {
+            Out::Message { payload, .. } => payload,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 600);
+}
+
+#[test]
+fn a_full_ring_stalls_the_publisher_and_loses_nothing() {
+    let mut cluster = Cluster::new(2, 4096, 1 << 24);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    cluster.settle();
+    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
+    let publisher = cluster.connect(1);
+    let mut burst = Vec::new();
+    for i in 0..2000u32 {
+        encode::put_publish(&mut burst, b"x", None, &i.to_be_bytes(), false);
+    }
+    // Worker 0 does not run: worker 1 fills the ring and must stop reading.
+    cluster.send(1, publisher, &burst);
+    assert!(!cluster.cores[1].wants_input(publisher), "publisher not stalled");
+    assert!(cluster.cores[1].stats.ring_full_stalls > 0);
+    cluster.settle();
+    assert!(cluster.cores[1].wants_input(publisher));
+    let got = cluster.output(0, sub);
+    let expected: Vec<_> = (0..2000u32).map(|i| msg("x", 1, &i.to_be_bytes())).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn auto_unsubscribe_counts_messages_from_every_worker() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| {
+        encode::put_subscribe(o, b"x", 1, None, false);
+        encode::put_publish(o, b"x", None, b"local", false);
+        encode::put_unsubscribe(o, 1, 3, false);
+        encode::put_ping(o);
+    });
+    cluster.settle();
+    let publisher = cluster.connect(1);
+    for _ in 0..5 {
+        cluster.send_with(1, publisher, |o| encode::put_publish(o, b"x", None, b"remote", false));
+    }
+    cluster.settle();
+    let got = cluster.output(0, sub);
+    assert_eq!(
+        got,
+        vec![msg("x", 1, b"local"), Out::Pong, msg("x", 1, b"remote"), msg("x", 1, b"remote")]
+    );
+    // The sid is free again.
+    cluster.send_with(0, sub, |o| encode::put_unsubscribe(o, 1, 0, true));
+    assert!(matches!(&cluster.output(0, sub)[..], [Out::Error(404, _)]));
+}
+
+#[test]
+fn slow_consumer_is_cut_off_and_its_losses_counted() {
+    let mut cluster = Cluster::new(1, 1 << 16, 4096);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
+    let publisher = cluster.connect(0);
+    for _ in 0..100 {
+        cluster.send_with(0, publisher, |o| encode::put_publish(o, b"x", None, &[0; 100], false));
+    }
+    let got = cluster.output(0, sub);
+    assert_eq!(got, vec![Out::Error(ErrorCode::Unavailable.as_u16(), "slow consumer".into())]);
+    assert!(cluster.cores[0].should_close(sub, cluster.now));
+    let stats = &cluster.cores[0].stats;
+    assert_eq!(stats.dropped_slow_consumer, 100, "every message is either sent or counted");
+    assert_eq!(stats.messages_published, 100);
+    // The publisher is unaffected.
+    cluster.send_with(0, publisher, encode::put_ping);
+    assert_eq!(cluster.output(0, publisher), vec![Out::Pong]);
+}
+
+#[test]
+fn closing_a_connection_withdraws_its_interest_everywhere() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    cluster.settle();
+    cluster.cores[0].on_closed(sub);
+    cluster.settle();
+    let publisher = cluster.connect(1);
+    cluster.send_with(1, publisher, |o| {
+        encode::put_publish(o, b"x", None, b"m", false);
+        encode::put_ping(o);
+    });
+    // No interest left on worker 1: no record, so no barrier either.
+    assert_eq!(cluster.output(1, publisher), vec![Out::Pong]);
+}
+
+#[test]
+fn drain_tells_every_client() {
+    let mut cluster = Cluster::new(1, 1 << 16, 1 << 20);
+    let a = cluster.connect(0);
+    let now = cluster.now;
+    cluster.cores[0].begin_drain(now);
+    assert_eq!(cluster.output(0, a), vec![Out::Disconnect("draining".into())]);
+    assert!(cluster.cores[0].should_close(a, now));
+    let late = cluster.cores[0].accept(now);
+    assert!(matches!(&cluster.output(0, late)[..], [Out::Error(503, _)]));
+}
+
+#[test]
+fn server_pings_then_408() {
+    let mut cluster = Cluster::new(1, 1 << 16, 1 << 20);
+    let c = cluster.connect(0);
+    let start = cluster.now;
+    cluster.cores[0].on_tick(start + Duration::from_secs(61));
+    assert_eq!(cluster.output(0, c), vec![Out::Ping]);
+    cluster.cores[0].on_tick(start + Duration::from_secs(122));
+    assert_eq!(cluster.output(0, c), vec![Out::Ping]);
+    cluster.cores[0].on_tick(start + Duration::from_secs(183));
+    assert!(matches!(&cluster.output(0, c)[..], [Out::Error(408, _)]));
+}
