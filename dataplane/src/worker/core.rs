@@ -677,6 +677,13 @@ impl WorkerCore {
         for worker in remote.iter() {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
             let producer = rings.outgoing[worker as usize].as_mut().expect("interest only from peers");
+            if len > producer.max_record() {
+                // Only a message matching a great many queue groups gets
+                // here (frames are bounded well below a ring's record size).
+                tracing::warn!(len, "message too large for a ring record; refused");
+                stats.dropped_oversized += 1;
+                return true;
+            }
             if !producer.has_room(len) {
                 stats.ring_full_stalls += 1;
                 return false;
