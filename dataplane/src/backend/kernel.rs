@@ -69,6 +69,7 @@ pub struct KernelWorker {
     readable: Vec<ConnId>,
     scratch: Vec<u8>,
     dirty: Vec<ConnId>,
+    from_core: Vec<ConnId>,
 }
 
 impl KernelWorker {
@@ -93,6 +94,7 @@ impl KernelWorker {
             readable: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
+            from_core: Vec::new(),
         })
     }
 
@@ -239,11 +241,7 @@ impl KernelWorker {
                         ReadOutcome::Drained
                     };
                 }
-                Ok(n) => {
-                    self.core.stats.bytes_in += n as u64;
-                    self.core.input_buffer(cid).extend_from_slice(&self.scratch[..n]);
-                    self.core.on_input(cid, now);
-                }
+                Ok(n) => self.core.on_received(cid, &self.scratch[..n], now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return ReadOutcome::Closed,
@@ -255,9 +253,8 @@ impl KernelWorker {
     /// Writes queued output and closes connections that are done.
     fn flush(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        let mut from_core = Vec::new();
-        self.core.take_dirty(&mut from_core);
-        dirty.extend_from_slice(&from_core);
+        self.core.take_dirty(&mut self.from_core);
+        dirty.extend_from_slice(&self.from_core);
         dirty.sort_unstable();
         dirty.dedup();
         for &cid in &dirty {

@@ -23,6 +23,9 @@ use crate::session::{Session, SessionConfig, Step, Tick};
 
 pub type ConnId = usize;
 
+/// An empty input buffer larger than this gives its memory back.
+const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
+
 /// Settings of a worker core.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -205,12 +208,6 @@ impl WorkerCore {
         cid
     }
 
-    /// The connection's input buffer: the backend appends received bytes,
-    /// then calls [`on_input`](Self::on_input).
-    pub fn input_buffer(&mut self, cid: ConnId) -> &mut Vec<u8> {
-        &mut self.conns[cid].input
-    }
-
     /// Whether the backend should read more from this connection now. A
     /// connection that waits, or holds a frame's worth of undecoded bytes,
     /// is left unread so that TCP paces its sender.
@@ -228,10 +225,26 @@ impl WorkerCore {
         self.start_close(cid);
     }
 
-    /// Decodes and handles the frames in the connection's input buffer.
-    pub fn on_input(&mut self, cid: ConnId, now: Instant) {
+    /// Bytes received from the connection. Whole frames are handled straight
+    /// from `bytes`; only what must wait (a partial frame, or frames behind
+    /// a stall) is copied into the connection's buffer.
+    pub fn on_received(&mut self, cid: ConnId, bytes: &[u8], now: Instant) {
         self.now = now;
-        self.process_input(cid);
+        self.stats.bytes_in += bytes.len() as u64;
+        let conn = &mut self.conns[cid];
+        if conn.closing.is_some() {
+            return;
+        }
+        if conn.input.is_empty() && conn.wait == Wait::None {
+            let consumed = self.process_frames(cid, bytes);
+            let conn = &mut self.conns[cid];
+            if conn.closing.is_none() {
+                conn.input.extend_from_slice(&bytes[consumed..]);
+            }
+        } else {
+            conn.input.extend_from_slice(bytes);
+            self.process_input(cid);
+        }
     }
 
     /// Bytes waiting to be written to the connection.
@@ -442,44 +455,49 @@ impl WorkerCore {
         Flow::Continue
     }
 
+    /// Decodes and handles the bytes kept in the connection's input buffer.
     fn process_input(&mut self, cid: ConnId) {
         let Some(conn) = self.conns.get_mut(cid) else {
             return;
         };
-        if conn.wait != Wait::None || conn.closing.is_some() {
+        if conn.wait != Wait::None || conn.closing.is_some() || conn.input.is_empty() {
             return;
         }
-        let max_frame = conn.session.config().max_frame_len();
-        let input = std::mem::take(&mut conn.input);
+        let mut input = std::mem::take(&mut conn.input);
+        let consumed = self.process_frames(cid, &input);
+        input.drain(..consumed);
+        if input.is_empty() && input.capacity() > IDLE_INPUT_CAPACITY {
+            input = Vec::new();
+        }
+        self.conns[cid].input = input;
+    }
+
+    /// Handles the whole frames at the front of `bytes`, until the
+    /// connection must wait or close; returns how many bytes were consumed.
+    fn process_frames(&mut self, cid: ConnId, bytes: &[u8]) -> usize {
+        let max_frame = self.conns[cid].session.config().max_frame_len();
         let mut consumed = 0;
         loop {
-            let (frame, len) = match decode_frame(&input[consumed..], max_frame) {
+            let (frame, len) = match decode_frame(&bytes[consumed..], max_frame) {
                 Ok(Some(decoded)) => decoded,
-                Ok(None) => break,
+                Ok(None) => return consumed,
                 Err(error) => {
                     let step = self.conns[cid].session.on_frame_error(error);
                     self.execute(cid, step);
-                    consumed = input.len();
-                    break;
+                    return bytes.len();
                 }
             };
             self.stats.frames_in += 1;
             let step = self.conns[cid].session.on_frame(frame);
             match self.execute(cid, step) {
                 Flow::Continue => consumed += len,
-                Flow::Stop => {
-                    consumed += len;
-                    break;
-                }
+                Flow::Stop => return consumed + len,
                 Flow::Retry => {
                     self.stats.frames_in -= 1;
-                    break;
+                    return consumed;
                 }
             }
         }
-        let mut input = input;
-        input.drain(..consumed);
-        self.conns[cid].input = input;
     }
 
     fn execute(&mut self, cid: ConnId, step: Step<'_>) -> Flow {

@@ -69,8 +69,7 @@ impl Cluster {
     }
 
     fn send(&mut self, w: usize, cid: ConnId, bytes: &[u8]) {
-        self.cores[w].input_buffer(cid).extend_from_slice(bytes);
-        self.cores[w].on_input(cid, self.now);
+        self.cores[w].on_received(cid, bytes, self.now);
         self.cores[w].finish_iteration(self.now);
     }
 

@@ -1,0 +1,392 @@
+//! Broker processes: finding the binaries, starting an instance on a free
+//! port of 127.0.0.1, waiting until it serves, sampling its CPU time and
+//! RSS, and stopping it — always: in `Drop`, from the SIGINT/SIGTERM
+//! handler, and (PR_SET_PDEATHSIG) when the harness itself dies.
+
+pub mod blipmq;
+pub mod nats;
+pub mod procfs;
+pub mod redis;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+/// The brokers the bench knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    Blipmq,
+    Nats,
+    Redis,
+}
+
+impl BrokerKind {
+    pub const ALL: [BrokerKind; 3] = [BrokerKind::Blipmq, BrokerKind::Nats, BrokerKind::Redis];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Blipmq => "blipmq",
+            BrokerKind::Nats => "nats",
+            BrokerKind::Redis => "redis",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            BrokerKind::Blipmq => "BlipMQ",
+            BrokerKind::Nats => "NATS",
+            BrokerKind::Redis => "Redis",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<BrokerKind> {
+        BrokerKind::ALL
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| anyhow!("unknown broker {name:?} (known: blipmq, nats, redis)"))
+    }
+
+    /// Redis pub/sub has no queue groups.
+    pub fn has_queue_groups(self) -> bool {
+        self != BrokerKind::Redis
+    }
+}
+
+/// Where each broker's executable is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Binaries {
+    pub blipmqd: Option<PathBuf>,
+    pub nats_server: Option<PathBuf>,
+    pub redis_server: Option<PathBuf>,
+}
+
+impl Binaries {
+    pub fn path(&self, kind: BrokerKind) -> Result<&Path> {
+        let (path, hint) = match kind {
+            BrokerKind::Blipmq => (&self.blipmqd, "build it: cargo build --release -p blipmq-dataplane, or pass --blipmqd PATH"),
+            BrokerKind::Nats => (&self.nats_server, "install it: apt-get install -y nats-server, or pass --nats-server PATH"),
+            BrokerKind::Redis => (&self.redis_server, "install it: apt-get install -y redis-server, or pass --redis-server PATH"),
+        };
+        path.as_deref().ok_or_else(|| anyhow!("no executable for {}: {hint}", kind.label()))
+    }
+
+    /// The first line of `--version`.
+    pub fn version(&self, kind: BrokerKind) -> String {
+        let Ok(path) = self.path(kind) else {
+            return "not found".into();
+        };
+        match Command::new(path).arg("--version").stdin(Stdio::null()).output() {
+            Ok(out) => {
+                let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+                String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+            }
+            Err(error) => format!("unknown ({error})"),
+        }
+    }
+}
+
+/// `name` in PATH, then in the usual system directories (nats-server lives
+/// in /usr/sbin, which a user's PATH may lack).
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// How every broker instance is configured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// blipmqd `--workers`.
+    pub workers: usize,
+    /// Logs and generated config files go here.
+    pub log_dir: PathBuf,
+    /// Redis `maxclients` (it refuses clients above it).
+    pub max_clients: usize,
+}
+
+/// Per-connection output limit given to every broker, so that none cuts a
+/// subscriber that keeps up on average (NATS and BlipMQ default to 64 MiB,
+/// Redis to 32 MiB for pub/sub clients).
+pub const MAX_PENDING_BYTES: u64 = 1 << 30;
+
+// ---------------------------------------------------------------------------
+// The registry of live children, for the signal handler.
+
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kills every broker still registered (SIGKILL to its process group),
+/// reaps them, and keeps the registry locked so that nothing starts another:
+/// for the signal handler, which exits right after. Returns how many.
+pub fn kill_all_children() -> usize {
+    let pids = children();
+    for &pid in pids.iter() {
+        // SAFETY: plain syscalls on children we spawned and have not reaped
+        // (they are deregistered only after they are reaped).
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    for &pid in pids.iter() {
+        let mut status = 0;
+        // SAFETY: reaping our own child; its Child handle is never waited on
+        // again because the process exits right after this.
+        unsafe {
+            libc::waitpid(pid as libc::pid_t, &mut status, 0);
+        }
+    }
+    let count = pids.len();
+    std::mem::forget(pids);
+    count
+}
+
+/// SIGINT, SIGTERM and SIGHUP stop every broker, then the harness (exit 130).
+pub fn install_signal_handler() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let count = kill_all_children();
+            let _ = std::io::stderr().write_all(
+                format!("\nblipmq-bench: signal {signal}: stopped {count} broker process(es), exiting\n").as_bytes(),
+            );
+            std::process::exit(130);
+        }
+    })?;
+    Ok(())
+}
+
+/// Spawns `command` in its own process group, killed when the harness dies,
+/// and registers it for the signal handler.
+fn spawn_registered(command: &mut Command) -> Result<Child> {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            // The parent may have died before prctl: then go now.
+            if libc::getppid() == 1 {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    // Hold the registry across spawn + register, so the signal handler sees
+    // every child that exists.
+    let mut registry = children();
+    let child = command.spawn().with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    registry.push(child.id());
+    Ok(child)
+}
+
+fn deregister(pid: u32) {
+    children().retain(|&p| p != pid);
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a probe socket")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The last lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A running broker instance. Dropping it stops it.
+pub struct Broker {
+    pub kind: BrokerKind,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone)]
+pub struct StopReport {
+    /// Exit status, or None when it had to be killed.
+    pub status: Option<ExitStatus>,
+    pub took: Duration,
+}
+
+impl StopReport {
+    /// A line for the report when anything was unusual.
+    pub fn oddity(&self, kind: BrokerKind) -> Option<String> {
+        match self.status {
+            None => Some(format!(
+                "{} did not exit within {:?} of SIGTERM and was killed",
+                kind.label(),
+                STOP_GRACE
+            )),
+            Some(status) if !status.success() && kind != BrokerKind::Nats => {
+                Some(format!("{} exited with {status} after SIGTERM", kind.label()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How long a broker gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a broker gets to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Broker {
+    /// Starts a fresh instance; `tag` names its log file.
+    pub fn start(kind: BrokerKind, bins: &Binaries, settings: &Settings, tag: &str) -> Result<Broker> {
+        let exe = bins.path(kind)?;
+        let mut last_error = None;
+        // A free port can be taken by someone else before the broker binds
+        // it; try a few times.
+        for _attempt in 0..3 {
+            let log_path = settings.log_dir.join(format!("{tag}-{}.log", kind.name()));
+            let result = match kind {
+                BrokerKind::Blipmq => blipmq::start(exe, settings, tag, &log_path),
+                BrokerKind::Nats => nats::start(exe, settings, tag, &log_path),
+                BrokerKind::Redis => redis::start(exe, settings, &log_path),
+            };
+            match result {
+                Ok(broker) => return Ok(broker),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("cannot start {}", kind.label())))
+    }
+
+    fn new(kind: BrokerKind, child: Child, addr: SocketAddr, log_path: PathBuf) -> Broker {
+        Broker {
+            kind,
+            addr,
+            pid: child.id(),
+            log_path,
+            child: Some(child),
+        }
+    }
+
+    /// Waits until `addr` accepts and `probe` succeeds on a connection.
+    fn wait_ready(&mut self, probe: fn(&mut TcpStream) -> std::io::Result<()>) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!(
+                    "{} exited during start ({status}); log {}:\n{}",
+                    self.kind.label(),
+                    self.log_path.display(),
+                    log_tail(&self.log_path, 10)
+                );
+            }
+            if let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                if probe(&mut stream).is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not serve on {} within {START_TIMEOUT:?}", self.kind.label(), self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// user + system CPU seconds of the whole process (all threads).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        procfs::cpu_seconds(self.pid)
+    }
+
+    /// Resident set size in bytes (VmRSS).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        procfs::rss_bytes(self.pid)
+    }
+
+    /// Still running?
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            bail!(
+                "{} exited during the run ({status}); log {}:\n{}",
+                self.kind.label(),
+                self.log_path.display(),
+                log_tail(&self.log_path, 10)
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
+    pub fn stop(mut self) -> StopReport {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> StopReport {
+        let started = Instant::now();
+        let Some(mut child) = self.child.take() else {
+            return StopReport {
+                status: None,
+                took: Duration::ZERO,
+            };
+        };
+        let pid = child.id() as libc::pid_t;
+        let mut status = child.try_wait().ok().flatten();
+        if status.is_none() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            while started.elapsed() < STOP_GRACE {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    status = Some(exit);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if status.is_none() {
+            // SAFETY: our child, not reaped yet, leader of the group we
+            // created for it.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        deregister(child.id());
+        StopReport {
+            status,
+            took: started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_inner();
+        }
+    }
+}
+
+/// Opens the log file a broker writes to.
+fn log_file(path: &Path) -> Result<File> {
+    File::create(path).with_context(|| format!("cannot create {}", path.display()))
+}

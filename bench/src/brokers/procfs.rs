@@ -1,0 +1,75 @@
+//! CPU time and RSS of a process from /proc.
+
+use anyhow::{anyhow, Context, Result};
+
+/// Clock ticks per second of /proc/PID/stat's times.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of `/proc/PID/stat` (all threads), in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    cpu_seconds_of(&text)
+}
+
+/// The same for the harness itself.
+pub fn self_cpu_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat")?;
+    cpu_seconds_of(&text)
+}
+
+fn cpu_seconds_of(stat: &str) -> Result<f64> {
+    // The command name is in parentheses and may hold spaces: the fields
+    // after the last ')' start at field 3 (state); utime and stime are
+    // fields 14 and 15.
+    let after = stat.rfind(')').ok_or_else(|| anyhow!("malformed stat"))?;
+    let fields: Vec<&str> = stat[after + 1..].split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .ok_or_else(|| anyhow!("stat lacks field {n}"))?
+            .parse::<u64>()
+            .map_err(|e| anyhow!("stat field {n}: {e}"))
+    };
+    Ok((field(14)? + field(15)?) as f64 / clock_ticks())
+}
+
+/// VmRSS of `/proc/PID/status`, in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("malformed VmRSS line"))?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_name() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10";
+        let secs = cpu_seconds_of(stat).unwrap();
+        assert!((secs - 300.0 / clock_ticks()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        assert!(self_cpu_seconds().unwrap() >= 0.0);
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
+    }
+}
