@@ -14,7 +14,7 @@ use blipmq_protocol::{decode_frame, encode, ErrorCode};
 use slab::Slab;
 
 use super::outbound::Outbound;
-use super::records::{self, Record};
+use super::records::{self, GroupNames, Record, Routing};
 use super::stats::Stats;
 use super::sync::Barriers;
 use crate::rings::WorkerRings;
@@ -595,20 +595,29 @@ impl WorkerCore {
 
     fn broadcast_interest(&mut self, add: bool, filter: &[u8], queue: Option<&[u8]>) {
         let len = records::interest_len(filter, queue);
-        for (to, producer) in self.rings.outgoing.iter_mut().enumerate() {
-            let Some(producer) = producer else { continue };
-            let overflow = &mut self.overflow[to];
-            if overflow.is_empty() {
-                if let Some(slot) = producer.try_reserve(len) {
-                    records::write_interest(slot, add, filter, queue);
-                    producer.commit();
-                    continue;
-                }
+        for to in 0..self.rings.outgoing.len() {
+            if self.rings.outgoing[to].is_some() {
+                self.push_control(to, len, |slot| records::write_interest(slot, add, filter, queue));
             }
-            let mut record = vec![0; len].into_boxed_slice();
-            records::write_interest(&mut record, add, filter, queue);
-            overflow.push_back(record);
         }
+    }
+
+    /// Sends a record that must not wait on the caller (interest changes,
+    /// forwarded group deliveries): into the ring when it has room and
+    /// nothing is queued before it, else into the overflow queue, in order.
+    fn push_control(&mut self, to: usize, len: usize, write: impl FnOnce(&mut [u8])) {
+        let producer = self.rings.outgoing[to].as_mut().expect("records go to peers only");
+        let overflow = &mut self.overflow[to];
+        if overflow.is_empty() {
+            if let Some(slot) = producer.try_reserve(len) {
+                write(slot);
+                producer.commit();
+                return;
+            }
+        }
+        let mut record = vec![0; len].into_boxed_slice();
+        write(&mut record);
+        overflow.push_back(record);
     }
 
     fn flush_overflow(&mut self) {
@@ -728,7 +737,7 @@ impl WorkerCore {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
             let producer = rings.outgoing[worker as usize].as_mut().expect("checked above");
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(slot, subject, reply, payload, groups_for(worker));
+            records::write_data(slot, Routing::default(), subject, reply, payload, groups_for(worker));
             producer.commit();
         }
         stats.messages_published += 1;
@@ -742,30 +751,9 @@ impl WorkerCore {
     /// Handles up to a batch of records from one peer.
     fn drain_ring(&mut self, from: usize) -> usize {
         const BATCH: usize = 4096;
-        let WorkerCore {
-            index,
-            rings,
-            rng,
-            stats,
-            conns,
-            subs,
-            expired,
-            config,
-            dirty,
-            now,
-            ..
-        } = self;
-        let Some(consumer) = rings.incoming[from].as_mut() else {
+        // Taken out for the batch, so that each record can use the whole core.
+        let Some(mut consumer) = self.rings.incoming[from].take() else {
             return 0;
-        };
-        let mut delivery = Delivery {
-            conns,
-            subs,
-            stats,
-            expired,
-            dirty,
-            max_pending: config.max_pending_bytes,
-            now: *now,
         };
         let mut handled = 0;
         while handled < BATCH {
@@ -776,39 +764,107 @@ impl WorkerCore {
                     reply,
                     groups,
                     payload,
-                } => {
-                    let matches = index.lookup(subject);
-                    for &key in &matches.local {
-                        delivery.deliver(key, subject, reply, payload);
-                    }
-                    for name in groups.iter() {
-                        let member = matches
-                            .groups
-                            .iter()
-                            .find(|g| &*g.name == name && !g.local.is_empty())
-                            .map(|g| g.local[rng.below(g.local.len() as u32) as usize]);
-                        match member {
-                            Some(key) => delivery.deliver(key, subject, reply, payload),
-                            None => delivery.stats.dropped_no_group_member += 1,
-                        }
-                    }
-                }
+                    routing,
+                } => self.deliver_record(subject, reply, groups, payload, routing),
                 Record::Interest { add, filter, queue } => {
                     let worker = from as WorkerId;
                     if add {
-                        index.add_remote(filter, queue, worker);
+                        self.index.add_remote(filter, queue, worker);
                     } else {
-                        index.remove_remote(filter, queue, worker);
+                        self.index.remove_remote(filter, queue, worker);
                     }
                 }
             }
             consumer.advance();
+            // A subscription that reached max_msgs must not be picked for
+            // the next record.
+            self.expire_subs();
             handled += 1;
         }
         if handled > 0 {
             consumer.release();
         }
+        self.rings.incoming[from] = Some(consumer);
         handled
+    }
+
+    /// Delivers a message another worker routed here: to the local plain
+    /// subscriptions, and to one local member of each group assigned here.
+    /// A group whose members here left meanwhile is forwarded to a member on
+    /// another worker, so it is not lost to a stale view.
+    fn deliver_record(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        groups: GroupNames<'_>,
+        payload: &[u8],
+        routing: Routing,
+    ) {
+        let mut forward: Vec<(&[u8], WorkerId)> = Vec::new();
+        {
+            let WorkerCore {
+                index,
+                rng,
+                stats,
+                conns,
+                subs,
+                expired,
+                config,
+                dirty,
+                now,
+                ..
+            } = self;
+            let matches = index.lookup(subject);
+            let mut delivery = Delivery {
+                conns,
+                subs,
+                stats,
+                expired,
+                dirty,
+                max_pending: config.max_pending_bytes,
+                now: *now,
+            };
+            if !routing.groups_only {
+                for &key in &matches.local {
+                    delivery.deliver(key, subject, reply, payload);
+                }
+            }
+            for name in groups.iter() {
+                let Some(group) = matches.groups.iter().find(|g| &*g.name == name) else {
+                    delivery.stats.dropped_no_group_member += 1;
+                    continue;
+                };
+                if !group.local.is_empty() {
+                    let key = group.local[rng.below(group.local.len() as u32) as usize];
+                    delivery.deliver(key, subject, reply, payload);
+                    continue;
+                }
+                let members: u32 = group.remote.iter().map(|&(_, count)| count).sum();
+                if members == 0 || routing.hops >= records::MAX_HOPS {
+                    delivery.stats.dropped_no_group_member += 1;
+                    continue;
+                }
+                let mut pick = rng.below(members);
+                for &(worker, count) in &group.remote {
+                    if pick < count {
+                        forward.push((name, worker));
+                        break;
+                    }
+                    pick -= count;
+                }
+            }
+        }
+        for (name, to) in forward {
+            self.stats.group_forwards += 1;
+            let routing = Routing {
+                groups_only: true,
+                hops: routing.hops + 1,
+            };
+            let len = records::data_len(subject, reply, payload, std::iter::once(name));
+            self.push_control(to as usize, len, |slot| {
+                records::write_data(slot, routing, subject, reply, payload, std::iter::once(name))
+            });
+        }
     }
 }
 

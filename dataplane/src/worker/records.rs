@@ -10,6 +10,23 @@ const KIND_INTEREST_ADD: u8 = 2;
 const KIND_INTEREST_REMOVE: u8 = 3;
 
 const DATA_HEAD: usize = 12;
+
+/// Bits of a DATA record's second byte.
+const HAS_REPLY: u8 = 0x01;
+/// Forwarded for its queue groups only: plain subscribers already got it.
+const GROUPS_ONLY: u8 = 0x02;
+const HOPS_SHIFT: u8 = 2;
+/// How often a queue-group delivery may be forwarded between workers before
+/// it is counted as undeliverable (views of other workers can be stale).
+pub const MAX_HOPS: u8 = 8;
+
+/// How a DATA record travels: first from its publisher's worker, or
+/// forwarded for its queue groups because the member picked had left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Routing {
+    pub groups_only: bool,
+    pub hops: u8,
+}
 const INTEREST_HEAD: usize = 6;
 
 /// A record read from a ring, borrowing the ring's memory.
@@ -21,6 +38,7 @@ pub enum Record<'a> {
         /// Queue groups whose one delivery this worker must make.
         groups: GroupNames<'a>,
         payload: &'a [u8],
+        routing: Routing,
     },
     Interest {
         add: bool,
@@ -67,6 +85,7 @@ pub fn data_len<'g>(
 /// Writes a DATA record into `out`, which is exactly [`data_len`] bytes long.
 pub fn write_data<'g>(
     out: &mut [u8],
+    routing: Routing,
     subject: &[u8],
     reply: Option<&[u8]>,
     payload: &[u8],
@@ -74,7 +93,14 @@ pub fn write_data<'g>(
 ) {
     let count = groups.clone().count();
     out[0] = KIND_DATA;
-    out[1] = reply.is_some() as u8;
+    let mut bits = (routing.hops.min(MAX_HOPS)) << HOPS_SHIFT;
+    if reply.is_some() {
+        bits |= HAS_REPLY;
+    }
+    if routing.groups_only {
+        bits |= GROUPS_ONLY;
+    }
+    out[1] = bits;
     out[2..4].copy_from_slice(&(count as u16).to_be_bytes());
     out[4..6].copy_from_slice(&(subject.len() as u16).to_be_bytes());
     out[6..8].copy_from_slice(&(reply.map_or(0, <[u8]>::len) as u16).to_be_bytes());
@@ -116,7 +142,8 @@ fn be16(bytes: &[u8]) -> usize {
 pub fn read(record: &[u8]) -> Record<'_> {
     match record[0] {
         KIND_DATA => {
-            let has_reply = record[1] != 0;
+            let bits = record[1];
+            let has_reply = bits & HAS_REPLY != 0;
             let count = be16(&record[2..]) as u16;
             let subject_len = be16(&record[4..]);
             let reply_len = be16(&record[6..]);
@@ -132,6 +159,10 @@ pub fn read(record: &[u8]) -> Record<'_> {
                     bytes: &record[reply_end..payload_start],
                 },
                 payload: &record[payload_start..],
+                routing: Routing {
+                    groups_only: bits & GROUPS_ONLY != 0,
+                    hops: bits >> HOPS_SHIFT,
+                },
             }
         }
         kind @ (KIND_INTEREST_ADD | KIND_INTEREST_REMOVE) => {
@@ -157,12 +188,17 @@ mod tests {
         let groups: [&[u8]; 2] = [b"q1", b"workers"];
         let len = data_len(b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
         let mut buf = vec![0; len];
-        write_data(&mut buf, b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
+        let routing = Routing {
+            groups_only: true,
+            hops: 3,
+        };
+        write_data(&mut buf, routing, b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
         let Record::Data {
             subject,
             reply,
             groups: names,
             payload,
+            routing: read_routing,
         } = read(&buf)
         else {
             panic!("not data")
@@ -171,20 +207,23 @@ mod tests {
         assert_eq!(reply, Some(&b"_INBOX.1"[..]));
         assert_eq!(payload, b"hello");
         assert_eq!(names.iter().collect::<Vec<_>>(), groups.to_vec());
+        assert_eq!(read_routing, routing);
     }
 
     #[test]
     fn data_without_reply_or_groups() {
         let len = data_len(b"x", None, b"", std::iter::empty());
         let mut buf = vec![0; len];
-        write_data(&mut buf, b"x", None, b"", std::iter::empty());
+        write_data(&mut buf, Routing::default(), b"x", None, b"", std::iter::empty());
         match read(&buf) {
             Record::Data {
                 subject,
                 reply,
                 groups,
                 payload,
+                routing,
             } => {
+                assert_eq!(routing, Routing::default());
                 assert_eq!((subject, reply, payload), (&b"x"[..], None, &b""[..]));
                 assert!(groups.is_empty());
             }

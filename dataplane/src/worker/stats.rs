@@ -18,6 +18,9 @@ pub struct Stats {
     /// Messages for a queue group whose members on this worker left while
     /// the message was on its way from another worker.
     pub dropped_no_group_member: u64,
+    /// Queue-group deliveries passed on to another worker because the
+    /// member picked had left.
+    pub group_forwards: u64,
     /// Messages whose ring record would exceed a ring's largest record.
     pub dropped_oversized: u64,
     pub errors_sent: u64,

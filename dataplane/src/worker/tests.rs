@@ -323,3 +323,26 @@ fn server_pings_then_408() {
     cluster.cores[0].on_tick(start + Duration::from_secs(183));
     assert!(matches!(&cluster.output(0, c)[..], [Out::Error(408, _)]));
 }
+
+#[test]
+fn a_group_delivery_to_a_member_that_left_is_forwarded_not_lost() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let stays = cluster.connect(0);
+    let leaves = cluster.connect(1);
+    for (w, cid) in [(0, stays), (1, leaves)] {
+        cluster.send_with(w, cid, |o| encode::put_subscribe(o, b"q", 1, Some(b"g"), true));
+        cluster.settle();
+        assert_eq!(cluster.output(w, cid), vec![Out::Ok]);
+    }
+    let publisher = cluster.connect(0);
+    // Worker 0 still counts the member on worker 1 while these are routed.
+    cluster.cores[1].on_closed(leaves);
+    for i in 0..200u32 {
+        cluster.send_with(0, publisher, |o| encode::put_publish(o, b"q", None, &i.to_be_bytes(), false));
+    }
+    cluster.settle();
+    let got = cluster.output(0, stays);
+    assert_eq!(got.len(), 200, "every message reaches the member that stayed");
+    assert!(cluster.cores[1].stats.group_forwards > 0, "the stale picks were forwarded");
+    assert_eq!(cluster.cores[1].stats.dropped_no_group_member, 0);
+}

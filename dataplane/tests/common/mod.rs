@@ -1,0 +1,919 @@
+//! Test harness for the blipmqd conformance, robustness and load suites.
+//!
+//! [`Broker`] runs the real `blipmqd` binary as a child process with a config
+//! file; [`Raw`] is a raw protocol connection over a blocking `TcpStream`,
+//! with every read bounded by a timeout, that builds frames with
+//! `blipmq_protocol::encode` and reads them with `decode_frame` and
+//! `ServerFrame::parse`.
+//!
+//! Tests that make sense with one and with two workers are written as a
+//! function of `workers` and instantiated by [`for_workers!`].
+
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use blipmq_protocol::{decode_frame, encode, flags, Info, Op, RawFrame, ServerFrame};
+
+/// How long any single expected event may take before a test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to watch a connection to conclude that nothing more arrives.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Instantiates `fn name(workers: usize)` test bodies as `w1::name` and
+/// `w2::name`, run with one and with two broker workers. Invoke it once
+/// per test file (it defines the modules `w1` and `w2`).
+#[allow(unused_macros)]
+macro_rules! for_workers {
+    ($($name:ident),* $(,)?) => {
+        mod w1 {
+            $( #[test] fn $name() { super::$name(1) } )*
+        }
+        mod w2 {
+            $( #[test] fn $name() { super::$name(2) } )*
+        }
+    };
+}
+
+/// A config with the limits most tests use.
+pub const BASE_CONFIG: &str = r#"
+[server]
+drain_timeout = "2s"
+
+[limits]
+max_payload = 1024
+max_topic_length = 32
+max_subscriptions = 64
+max_pending_bytes = 1048576
+"#;
+
+// ---------------------------------------------------------------------------
+// The broker process
+// ---------------------------------------------------------------------------
+
+static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A running `blipmqd`; killed (SIGKILL) and reaped on drop.
+pub struct Broker {
+    child: Option<Child>,
+    addr: SocketAddr,
+    workers: usize,
+    config_path: PathBuf,
+}
+
+impl Broker {
+    /// Starts `blipmqd --listen 127.0.0.1:0 --workers N --config FILE` and
+    /// waits (at most 10 s) for its `blipmqd listening on ADDR` line.
+    pub fn start(workers: usize, config_toml: &str) -> Broker {
+        let seq = CONFIG_SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let config_path = std::env::temp_dir().join(format!(
+            "blipmqd-test-{}-{}-{}.toml",
+            std::process::id(),
+            seq,
+            nanos
+        ));
+        std::fs::write(&config_path, config_toml).expect("write the broker config file");
+        let log = std::env::var("BLIPMQ_TEST_LOG").unwrap_or_else(|_| "error".to_string());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blipmqd"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--workers")
+            .arg(workers.to_string())
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("BLIPMQ_TOKEN")
+            .env("RUST_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn blipmqd");
+        let stdout = child.stdout.take().expect("blipmqd stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so that the broker never blocks on stdout.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let _ = std::fs::remove_file(&config_path);
+                panic!(
+                    "blipmqd did not print its listening line within 10 s (exit: {status:?}); config:\n{config_toml}"
+                );
+            }
+        };
+        let addr = line
+            .strip_prefix("blipmqd listening on ")
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("unexpected first stdout line from blipmqd: {line:?}")
+            });
+        Broker {
+            child: Some(child),
+            addr,
+            workers,
+            config_path,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.as_mut().expect("child").try_wait(), Ok(None))
+    }
+
+    pub fn assert_alive(&mut self) {
+        let status = self.child.as_mut().expect("child").try_wait();
+        assert!(
+            matches!(status, Ok(None)),
+            "blipmqd is no longer running: {status:?}"
+        );
+    }
+
+    /// Sends a signal to the broker.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid() as libc::pid_t;
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}) failed: {}",
+            io::Error::last_os_error()
+        );
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Waits at most `timeout` for the process to exit; None if it did not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("child");
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => {}
+                Err(err) => panic!("waiting for blipmqd: {err}"),
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // std has no timed wait on a child: poll its state.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then wait (at most 15 s) for the exit; panics if it hangs.
+    pub fn terminate(self) -> ExitStatus {
+        self.terminate_within(Duration::from_secs(15))
+    }
+
+    /// SIGTERM, then wait at most `timeout` for the exit; panics (and kills
+    /// the broker) if it is still running then.
+    pub fn terminate_within(mut self, timeout: Duration) -> ExitStatus {
+        self.send_sigterm();
+        match self.wait_exit(timeout) {
+            Some(status) => status,
+            None => panic!("blipmqd did not exit within {timeout:?} of SIGTERM"),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------
+
+/// A frame read from the broker, owned.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OwnedFrame {
+    pub op: u8,
+    pub flags: u8,
+    pub topic: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+impl OwnedFrame {
+    pub fn raw(&self) -> RawFrame<'_> {
+        RawFrame {
+            op: self.op,
+            flags: self.flags,
+            topic: &self.topic,
+            body: &self.body,
+        }
+    }
+
+    /// Parses the frame as a broker → client frame; panics if the broker sent
+    /// something that is not a legal broker frame.
+    pub fn parse(&self) -> ServerFrame<'_> {
+        ServerFrame::parse(self.raw())
+            .unwrap_or_else(|err| panic!("broker sent an illegal frame {self:?}: {err}"))
+    }
+
+    pub fn is_op(&self, op: Op) -> bool {
+        self.op == op as u8
+    }
+
+    /// `Some((code, reason))` when this is an ERROR frame.
+    pub fn error(&self) -> Option<(u16, String)> {
+        match self.parse() {
+            ServerFrame::Error { code, reason } => {
+                Some((code, String::from_utf8_lossy(reason).into_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The re-encoded bytes of the frame, as they were on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        raw_frame(self.op, self.flags, &self.topic, &self.body)
+    }
+}
+
+impl std::fmt::Debug for OwnedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = Op::from_u8(self.op).map(Op::name).unwrap_or("?");
+        write!(f, "{name}(op=0x{:02x}, flags=0x{:02x}", self.op, self.flags)?;
+        if !self.topic.is_empty() {
+            write!(f, ", topic={:?}", String::from_utf8_lossy(&self.topic))?;
+        }
+        match ServerFrame::parse(self.raw()) {
+            Ok(ServerFrame::Error { code, reason }) => write!(
+                f,
+                ", code={code}, reason={:?}",
+                String::from_utf8_lossy(reason)
+            )?,
+            Ok(ServerFrame::Message {
+                sid,
+                reply,
+                payload,
+                ..
+            }) => {
+                write!(f, ", sid={sid}")?;
+                if let Some(reply) = reply {
+                    write!(f, ", reply={:?}", String::from_utf8_lossy(reply))?;
+                }
+                if payload.len() <= 32 {
+                    write!(f, ", payload={:?}", String::from_utf8_lossy(payload))?;
+                } else {
+                    write!(f, ", payload=<{} bytes>", payload.len())?;
+                }
+            }
+            Ok(ServerFrame::Info { json }) | Ok(ServerFrame::Disconnect { reason: json }) => {
+                if !json.is_empty() {
+                    write!(f, ", body={:?}", String::from_utf8_lossy(json))?
+                }
+            }
+            Ok(_) => {
+                if !self.body.is_empty() {
+                    write!(f, ", body={:02x?}", self.body)?
+                }
+            }
+            Err(err) => write!(f, ", body={:02x?}, ILLEGAL: {err}", self.body)?,
+        }
+        write!(f, ")")
+    }
+}
+
+/// Builds any frame, legal or not, from its parts (len is computed).
+pub fn raw_frame(op: u8, flag_bits: u8, topic: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + topic.len() + body.len());
+    out.extend_from_slice(&((4 + topic.len() + body.len()) as u32).to_be_bytes());
+    out.push(op);
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.push(flag_bits);
+    out.extend_from_slice(topic);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Encodes frames with a `blipmq_protocol::encode` closure.
+pub fn build(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::new();
+    f(&mut out);
+    out
+}
+
+pub fn ping_bytes() -> Vec<u8> {
+    build(encode::put_ping)
+}
+
+pub fn connect_bytes(json: &str) -> Vec<u8> {
+    build(|b| encode::put_connect(b, json.as_bytes()))
+}
+
+// ---------------------------------------------------------------------------
+// A raw connection
+// ---------------------------------------------------------------------------
+
+/// What [`Raw::next_frame`] saw.
+#[derive(Debug)]
+pub enum Next {
+    Frame(OwnedFrame),
+    /// EOF or a connection reset.
+    Closed,
+    Timeout,
+}
+
+/// A delivered MESSAGE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub subject: String,
+    pub sid: u32,
+    pub reply: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// A raw protocol connection with bounded reads.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub info: Info,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    closed: bool,
+    /// Accept a close in the middle of a frame (see
+    /// [`Raw::expect_closed_allow_partial_within`]).
+    allow_partial: bool,
+    /// Bytes of a frame cut short by the close, when allowed.
+    pub partial_at_close: usize,
+}
+
+impl Raw {
+    /// Connects and reads INFO (available as `.info`).
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|err| panic!("connect to blipmqd at {addr}: {err}"));
+        Raw::from_stream(stream)
+    }
+
+    /// Connects without reading anything (`.info` is a placeholder).
+    pub fn connect_no_info(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|err| panic!("connect to blipmqd at {addr}: {err}"));
+        Raw::wrap(stream)
+    }
+
+    /// Wraps a connected stream without reading anything.
+    pub fn wrap_stream(stream: TcpStream) -> Raw {
+        Raw::wrap(stream)
+    }
+
+    fn wrap(stream: TcpStream) -> Raw {
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("write timeout");
+        Raw {
+            stream,
+            info: placeholder_info(),
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            closed: false,
+            allow_partial: false,
+            partial_at_close: 0,
+        }
+    }
+
+    /// Wraps a connected stream and reads INFO.
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        let mut raw = Raw::wrap(stream);
+        let frame = raw.read_frame();
+        let json = match frame.parse() {
+            ServerFrame::Info { json } => json.to_vec(),
+            _ => panic!("first frame from the broker is not INFO: {frame:?}"),
+        };
+        assert_eq!(frame.flags, 0, "INFO with flags: {frame:?}");
+        raw.info = serde_json::from_slice(&json).unwrap_or_else(|err| {
+            panic!(
+                "INFO body is not the protocol's JSON ({err}): {}",
+                String::from_utf8_lossy(&json)
+            )
+        });
+        raw
+    }
+
+    /// INFO, then CONNECT `{"protocol":1}`, then expects OK.
+    pub fn handshake(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect(addr);
+        raw.do_connect(r#"{"protocol":1}"#);
+        raw
+    }
+
+    /// Sends a CONNECT with this JSON and expects OK.
+    pub fn do_connect(&mut self, json: &str) {
+        self.send(&connect_bytes(json));
+        self.expect_ok();
+    }
+
+    /// Connects until INFO names worker `w` (at most 200 attempts).
+    pub fn on_worker(addr: SocketAddr, w: u32) -> Raw {
+        for _ in 0..200 {
+            let raw = Raw::connect(addr);
+            match raw.info.worker {
+                Some(got) if got == w => return raw,
+                Some(_) => drop(raw),
+                None => panic!("INFO has no \"worker\" field: {:?}", raw.info),
+            }
+        }
+        panic!("200 connections and none landed on worker {w}")
+    }
+
+    /// [`Raw::on_worker`] then CONNECT/OK.
+    pub fn handshake_on_worker(addr: SocketAddr, w: u32) -> Raw {
+        let mut raw = Raw::on_worker(addr, w);
+        raw.do_connect(r#"{"protocol":1}"#);
+        raw
+    }
+
+    pub fn worker(&self) -> u32 {
+        self.info.worker.expect("INFO.worker")
+    }
+
+    // -- writing ------------------------------------------------------------
+
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|err| panic!("sending {} bytes to the broker: {err}", bytes.len()));
+    }
+
+    pub fn send_frame(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let bytes = build(f);
+        self.send(&bytes);
+    }
+
+    pub fn ping(&mut self) {
+        self.send_frame(encode::put_ping);
+    }
+
+    pub fn pong(&mut self) {
+        self.send_frame(encode::put_pong);
+    }
+
+    /// PING, then expects PONG as the very next frame.
+    pub fn ping_pong(&mut self) {
+        self.ping();
+        self.expect_pong();
+    }
+
+    /// SUBSCRIBE with ACK; expects OK.
+    pub fn subscribe(&mut self, filter: &str, sid: u32) {
+        self.send_frame(|b| encode::put_subscribe(b, filter.as_bytes(), sid, None, true));
+        self.expect_ok();
+    }
+
+    /// SUBSCRIBE in a queue group with ACK; expects OK.
+    pub fn subscribe_queue(&mut self, filter: &str, sid: u32, queue: &str) {
+        self.send_frame(|b| {
+            encode::put_subscribe(b, filter.as_bytes(), sid, Some(queue.as_bytes()), true)
+        });
+        self.expect_ok();
+    }
+
+    /// UNSUBSCRIBE with ACK; expects OK.
+    pub fn unsubscribe(&mut self, sid: u32, max_msgs: u32) {
+        self.send_frame(|b| encode::put_unsubscribe(b, sid, max_msgs, true));
+        self.expect_ok();
+    }
+
+    /// PUBLISH without ACK.
+    pub fn publish(&mut self, subject: &str, payload: &[u8]) {
+        self.send_frame(|b| encode::put_publish(b, subject.as_bytes(), None, payload, false));
+    }
+
+    /// PUBLISH with ACK; expects OK.
+    pub fn publish_ack(&mut self, subject: &str, payload: &[u8]) {
+        self.send_frame(|b| encode::put_publish(b, subject.as_bytes(), None, payload, true));
+        self.expect_ok();
+    }
+
+    /// Half-closes the write side.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    // -- reading ------------------------------------------------------------
+
+    /// Reads bytes until `deadline`; false on timeout, sets `closed` on EOF.
+    fn fill(&mut self, deadline: Instant) -> bool {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let len = self.buf.len();
+                self.buf.resize(len * 2, 0);
+            }
+        }
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).max(Duration::from_millis(1));
+            self.stream
+                .set_read_timeout(Some(wait))
+                .expect("read timeout");
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.closed = true;
+                    return true;
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return true;
+                }
+                Err(err) => match err.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return false,
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe => {
+                        self.closed = true;
+                        return true;
+                    }
+                    _ => panic!("reading from the broker: {err}"),
+                },
+            }
+        }
+    }
+
+    /// The next frame, or Closed, or Timeout after `timeout`.
+    pub fn next_frame(&mut self, timeout: Duration) -> Next {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match decode_frame(&self.buf[self.start..self.end], u32::MAX) {
+                Ok(Some((frame, used))) => {
+                    let owned = OwnedFrame {
+                        op: frame.op,
+                        flags: frame.flags,
+                        topic: frame.topic.to_vec(),
+                        body: frame.body.to_vec(),
+                    };
+                    self.start += used;
+                    return Next::Frame(owned);
+                }
+                Ok(None) => {}
+                Err(err) => panic!(
+                    "the broker sent bytes that are not a frame ({err}): {:02x?}",
+                    &self.buf[self.start..self.end.min(self.start + 64)]
+                ),
+            }
+            if self.closed {
+                if self.start != self.end && self.allow_partial {
+                    self.partial_at_close = self.end - self.start;
+                    self.start = self.end;
+                } else if self.start != self.end {
+                    panic!(
+                        "the broker closed the connection in the middle of a frame: {:02x?}",
+                        &self.buf[self.start..self.end.min(self.start + 64)]
+                    );
+                }
+                return Next::Closed;
+            }
+            if !self.fill(deadline) {
+                return Next::Timeout;
+            }
+        }
+    }
+
+    /// The next frame; panics on timeout (5 s) or close.
+    pub fn read_frame(&mut self) -> OwnedFrame {
+        self.read_frame_within(TIMEOUT)
+    }
+
+    pub fn read_frame_within(&mut self, timeout: Duration) -> OwnedFrame {
+        match self.next_frame(timeout) {
+            Next::Frame(frame) => frame,
+            Next::Closed => panic!("the broker closed the connection while a frame was expected"),
+            Next::Timeout => panic!("no frame from the broker within {timeout:?}"),
+        }
+    }
+
+    /// Reads exactly `n` raw bytes (for byte-for-byte checks).
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.end - self.start < n {
+            if self.closed {
+                panic!(
+                    "connection closed after {} of {n} bytes: {:02x?}",
+                    self.end - self.start,
+                    &self.buf[self.start..self.end]
+                );
+            }
+            if !self.fill(deadline) {
+                panic!(
+                    "only {} of {n} bytes within {TIMEOUT:?}: {:02x?}",
+                    self.end - self.start,
+                    &self.buf[self.start..self.end]
+                );
+            }
+        }
+        let out = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        out
+    }
+
+    pub fn expect_ok(&mut self) {
+        let frame = self.read_frame();
+        assert!(
+            matches!(frame.parse(), ServerFrame::Ok),
+            "expected OK, got {frame:?}"
+        );
+    }
+
+    pub fn expect_pong(&mut self) {
+        let frame = self.read_frame();
+        assert!(
+            matches!(frame.parse(), ServerFrame::Pong),
+            "expected PONG, got {frame:?}"
+        );
+    }
+
+    pub fn expect_ping(&mut self) {
+        let frame = self.read_frame();
+        assert!(
+            matches!(frame.parse(), ServerFrame::Ping),
+            "expected PING, got {frame:?}"
+        );
+    }
+
+    /// Expects ERROR `code`; returns its reason.
+    pub fn expect_error(&mut self, code: u16) -> String {
+        let frame = self.read_frame();
+        match frame.error() {
+            Some((got, reason)) if got == code => reason,
+            _ => panic!("expected ERROR {code}, got {frame:?}"),
+        }
+    }
+
+    /// Expects a MESSAGE; returns (subject, sid, reply, payload).
+    pub fn expect_message(&mut self) -> (String, u32, Option<String>, Vec<u8>) {
+        let m = self.expect_msg();
+        (m.subject, m.sid, m.reply, m.payload)
+    }
+
+    pub fn expect_msg(&mut self) -> Msg {
+        self.expect_msg_within(TIMEOUT)
+    }
+
+    pub fn expect_msg_within(&mut self, timeout: Duration) -> Msg {
+        let frame = self.read_frame_within(timeout);
+        as_msg(&frame).unwrap_or_else(|| panic!("expected MESSAGE, got {frame:?}"))
+    }
+
+    /// Reads until the broker closes (EOF or reset) within 5 s; returns the
+    /// frames that came before.
+    pub fn expect_closed(&mut self) -> Vec<OwnedFrame> {
+        self.expect_closed_within(TIMEOUT)
+    }
+
+    pub fn expect_closed_within(&mut self, timeout: Duration) -> Vec<OwnedFrame> {
+        let deadline = Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_frame(left) {
+                Next::Frame(frame) => {
+                    frames.push(frame);
+                }
+                Next::Closed => return frames,
+                Next::Timeout => {
+                    let shown: Vec<_> = frames.iter().take(20).collect();
+                    panic!(
+                        "the broker did not close the connection within {timeout:?}; {} frames before: {shown:?}",
+                        frames.len()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Like [`Raw::expect_closed_within`], but a close in the middle of a
+    /// frame is accepted (a broker that gives up on a client that does not
+    /// read, after a timeout or as a slow consumer, may have written part of
+    /// a frame). Returns the whole frames and the bytes of the cut one.
+    pub fn expect_closed_allow_partial_within(
+        &mut self,
+        timeout: Duration,
+    ) -> (Vec<OwnedFrame>, usize) {
+        self.allow_partial = true;
+        let frames = self.expect_closed_within(timeout);
+        self.allow_partial = false;
+        (frames, self.partial_at_close)
+    }
+
+    /// Expects ERROR `code` and then the close, with nothing in between;
+    /// returns the reason.
+    pub fn expect_error_and_close(&mut self, code: u16) -> String {
+        let frames = self.expect_closed();
+        match frames.as_slice() {
+            [only] => match only.error() {
+                Some((got, reason)) if got == code => reason,
+                _ => panic!("expected ERROR {code} then close, got {frames:?} then close"),
+            },
+            _ => panic!("expected ERROR {code} then close, got {frames:?} then close"),
+        }
+    }
+
+    /// Nothing arrives within `d` (no frame, no close).
+    pub fn expect_silence(&mut self, d: Duration) {
+        match self.next_frame(d) {
+            Next::Timeout => {}
+            Next::Frame(frame) => panic!("expected nothing from the broker, got {frame:?}"),
+            Next::Closed => {
+                panic!("expected nothing from the broker, but it closed the connection")
+            }
+        }
+    }
+
+    /// Sends PING and returns every frame before the PONG.
+    pub fn frames_until_pong(&mut self) -> Vec<OwnedFrame> {
+        self.ping();
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.read_frame();
+            if frame.is_op(Op::Pong) {
+                assert_eq!(frame.flags, 0);
+                return frames;
+            }
+            frames.push(frame);
+        }
+    }
+
+    /// The stream, for a test's own fast reader; nothing may be buffered.
+    pub fn into_stream(self) -> TcpStream {
+        assert_eq!(
+            self.start,
+            self.end,
+            "unread bytes in the harness buffer: {:02x?}",
+            &self.buf[self.start..self.end]
+        );
+        self.stream
+    }
+
+    /// Reads `n` MESSAGEs (each within 5 s); panics on any other frame.
+    pub fn read_msgs(&mut self, n: usize) -> Vec<Msg> {
+        (0..n).map(|_| self.expect_msg()).collect()
+    }
+}
+
+/// The MESSAGE carried by a frame, if it is one.
+pub fn as_msg(frame: &OwnedFrame) -> Option<Msg> {
+    match frame.parse() {
+        ServerFrame::Message {
+            subject,
+            sid,
+            reply,
+            payload,
+        } => Some(Msg {
+            subject: String::from_utf8(subject.to_vec()).expect("UTF-8 subject"),
+            sid,
+            reply: reply.map(|r| String::from_utf8(r.to_vec()).expect("UTF-8 reply")),
+            payload: payload.to_vec(),
+        }),
+        _ => None,
+    }
+}
+
+fn placeholder_info() -> Info {
+    Info {
+        server_id: String::new(),
+        version: String::new(),
+        protocol: 0,
+        max_payload: 0,
+        max_topic_length: 0,
+        auth_required: false,
+        tls_required: false,
+        worker: None,
+    }
+}
+
+/// A TCP connection whose receive buffer is tiny (set before connect), so
+/// that a subscriber that does not read backs up into the broker at once.
+pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&addr.into(), TIMEOUT)
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    socket.into()
+}
+
+/// [`connect_small_rcvbuf`] until INFO names worker `w`, then CONNECT/OK.
+pub fn small_rcvbuf_handshake_on_worker(addr: SocketAddr, bytes: usize, w: Option<u32>) -> Raw {
+    for _ in 0..200 {
+        let mut raw = Raw::from_stream(connect_small_rcvbuf(addr, bytes));
+        if w.is_none() || raw.info.worker == w {
+            raw.do_connect(r#"{"protocol":1}"#);
+            return raw;
+        }
+    }
+    panic!("200 connections and none landed on worker {w:?}")
+}
+
+/// Seeded xorshift64* for reproducible garbage.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// A full round trip on a fresh client: handshake, subscribe, publish from a
+/// second client, receive. Proves the broker still serves.
+pub fn assert_serves_fresh_client(addr: SocketAddr) {
+    let mut sub = Raw::handshake(addr);
+    sub.subscribe("fresh.check", 1);
+    let mut publisher = Raw::handshake(addr);
+    publisher.publish("fresh.check", b"alive");
+    publisher.ping_pong();
+    let m = sub.expect_msg();
+    assert_eq!(
+        (m.subject.as_str(), m.sid, m.payload.as_slice()),
+        ("fresh.check", 1, &b"alive"[..])
+    );
+    sub.ping_pong();
+}
+
+/// Flags re-exported for tests.
+pub const ACK: u8 = flags::ACK;
+pub const REPLY: u8 = flags::REPLY;
