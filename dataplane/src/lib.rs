@@ -12,7 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod rings;
-pub mod server;
 pub mod router;
+pub mod server;
 pub mod session;
 pub mod worker;

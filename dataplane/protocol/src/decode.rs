@@ -53,7 +53,9 @@ pub fn decode_frame(buf: &[u8], max_len: u32) -> Result<Option<(RawFrame<'_>, us
     }
     let len = be_u32(buf);
     if len < 4 {
-        return Err(FrameError::Malformed("length shorter than the frame header"));
+        return Err(FrameError::Malformed(
+            "length shorter than the frame header",
+        ));
     }
     if len > max_len {
         return Err(FrameError::TooLarge {
@@ -188,7 +190,11 @@ impl<'a> Request<'a> {
                 let max_msgs = match frame.body.len() {
                     4 => 0,
                     8 => be_u32(&frame.body[4..]),
-                    _ => return Err(FrameError::Malformed("UNSUBSCRIBE body must be 4 or 8 bytes")),
+                    _ => {
+                        return Err(FrameError::Malformed(
+                            "UNSUBSCRIBE body must be 4 or 8 bytes",
+                        ))
+                    }
                 };
                 Request::Unsubscribe {
                     sid: be_u32(frame.body),

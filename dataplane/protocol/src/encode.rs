@@ -60,14 +60,26 @@ pub fn message_len(subject: &[u8], reply: Option<&[u8]>, payload_len: usize) -> 
 
 /// MESSAGE header up to (not including) the payload: the caller appends
 /// `payload_len` payload bytes, or hands them to writev separately.
-pub fn put_message_head<B: BufMut>(out: &mut B, subject: &[u8], sid: u32, reply: Option<&[u8]>, payload_len: usize) {
+pub fn put_message_head<B: BufMut>(
+    out: &mut B,
+    subject: &[u8],
+    sid: u32,
+    reply: Option<&[u8]>,
+    payload_len: usize,
+) {
     let body_len = 4 + reply_part_len(reply) + payload_len;
     put_header(out, Op::Message, reply_flag(reply), subject, body_len);
     out.put_u32(sid);
     put_reply(out, reply);
 }
 
-pub fn put_message<B: BufMut>(out: &mut B, subject: &[u8], sid: u32, reply: Option<&[u8]>, payload: &[u8]) {
+pub fn put_message<B: BufMut>(
+    out: &mut B,
+    subject: &[u8],
+    sid: u32,
+    reply: Option<&[u8]>,
+    payload: &[u8],
+) {
     put_message_head(out, subject, sid, reply, payload.len());
     out.put_slice(payload);
 }
@@ -106,14 +118,32 @@ pub fn put_connect<B: BufMut>(out: &mut B, json: &[u8]) {
     out.put_slice(json);
 }
 
-pub fn put_publish<B: BufMut>(out: &mut B, subject: &[u8], reply: Option<&[u8]>, payload: &[u8], ack: bool) {
+pub fn put_publish<B: BufMut>(
+    out: &mut B,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    payload: &[u8],
+    ack: bool,
+) {
     let body_len = reply_part_len(reply) + payload.len();
-    put_header(out, Op::Publish, reply_flag(reply) | ack_flag(ack), subject, body_len);
+    put_header(
+        out,
+        Op::Publish,
+        reply_flag(reply) | ack_flag(ack),
+        subject,
+        body_len,
+    );
     put_reply(out, reply);
     out.put_slice(payload);
 }
 
-pub fn put_subscribe<B: BufMut>(out: &mut B, filter: &[u8], sid: u32, queue: Option<&[u8]>, ack: bool) {
+pub fn put_subscribe<B: BufMut>(
+    out: &mut B,
+    filter: &[u8],
+    sid: u32,
+    queue: Option<&[u8]>,
+    ack: bool,
+) {
     let queue = queue.unwrap_or_default();
     put_header(out, Op::Subscribe, ack_flag(ack), filter, 4 + queue.len());
     out.put_u32(sid);

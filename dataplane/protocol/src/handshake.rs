@@ -36,12 +36,13 @@ pub struct Connect {
 impl Connect {
     /// Parses a CONNECT body: a JSON object whose `protocol` is 1.
     pub fn parse(json: &[u8]) -> Result<Connect, &'static str> {
-        let value: serde_json::Value = serde_json::from_slice(json).map_err(|_| "CONNECT body is not JSON")?;
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|_| "CONNECT body is not JSON")?;
         if !value.is_object() {
             return Err("CONNECT body is not a JSON object");
         }
-        let connect: Connect =
-            serde_json::from_value(value).map_err(|_| "CONNECT fields have the wrong types or protocol is missing")?;
+        let connect: Connect = serde_json::from_value(value)
+            .map_err(|_| "CONNECT fields have the wrong types or protocol is missing")?;
         if connect.protocol != PROTOCOL_VERSION {
             return Err("unsupported protocol version");
         }

@@ -16,4 +16,6 @@ pub mod subject;
 pub use decode::{decode_frame, FrameError, RawFrame, Request, ServerFrame};
 pub use frame::{flags, ErrorCode, Op, FRAME_ALLOWANCE, HEADER_LEN, LEN_PREFIX};
 pub use handshake::{Connect, Info, PROTOCOL_VERSION};
-pub use subject::{filter_matches, validate_filter, validate_queue, validate_subject, SubjectError};
+pub use subject::{
+    filter_matches, validate_filter, validate_queue, validate_subject, SubjectError,
+};

@@ -29,7 +29,11 @@ pub fn bind_listeners(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::n
     let mut listeners = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
@@ -82,7 +86,9 @@ impl KernelWorker {
         drain_timeout: Duration,
     ) -> io::Result<KernelWorker> {
         let mut listener = TcpListener::from_std(listener);
-        poll.poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(KernelWorker {
             core,
             poll: poll.poll,
@@ -129,7 +135,8 @@ impl KernelWorker {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.readable.push(cid);
                         }
-                        if event.is_writable() && self.sockets.get(cid).is_some_and(Option::is_some) {
+                        if event.is_writable() && self.sockets.get(cid).is_some_and(Option::is_some)
+                        {
                             self.dirty.push(cid);
                         }
                     }
@@ -166,18 +173,20 @@ impl KernelWorker {
     }
 
     fn accept_all(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.listener else {
+            return;
+        };
         loop {
             match listener.accept() {
                 Ok((mut stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let cid = self.core.accept(now);
                     let token = Token(cid);
-                    if let Err(error) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                    {
+                    if let Err(error) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         tracing::warn!(%error, "cannot register a connection");
                         self.core.on_closed(cid);
                         continue;
@@ -258,7 +267,9 @@ impl KernelWorker {
         dirty.sort_unstable();
         dirty.dedup();
         for &cid in &dirty {
-            let Some(Some(stream)) = self.sockets.get_mut(cid) else { continue };
+            let Some(Some(stream)) = self.sockets.get_mut(cid) else {
+                continue;
+            };
             let mut failed = false;
             loop {
                 let pending = self.core.output(cid);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{
-    validate_filter, validate_queue, validate_subject, Connect, ErrorCode, FrameError, Info, RawFrame, Request,
-    PROTOCOL_VERSION,
+    validate_filter, validate_queue, validate_subject, Connect, ErrorCode, FrameError, Info,
+    RawFrame, Request, PROTOCOL_VERSION,
 };
 
 use crate::router::SubKey;
@@ -37,7 +37,8 @@ impl SessionConfig {
     /// The largest frame accepted: `max_payload` plus room for the header,
     /// topic, reply subject, sid and counts.
     pub fn max_frame_len(&self) -> u32 {
-        self.max_payload.saturating_add(blipmq_protocol::FRAME_ALLOWANCE)
+        self.max_payload
+            .saturating_add(blipmq_protocol::FRAME_ALLOWANCE)
     }
 
     /// The INFO body sent on accept.
@@ -85,7 +86,12 @@ pub enum Step<'a> {
     },
     /// Remove the subscription `key` (sid `sid`) at once when `max_msgs` is 0,
     /// else once it has received `max_msgs` in total; answer OK when `ack`.
-    Unsubscribe { sid: u32, key: SubKey, max_msgs: u32, ack: bool },
+    Unsubscribe {
+        sid: u32,
+        key: SubKey,
+        max_msgs: u32,
+        ack: bool,
+    },
     /// The client said goodbye: flush what is queued for it, then close.
     Disconnect,
 }
@@ -181,16 +187,21 @@ impl Session {
             return self.on_first_frame(request);
         }
         match request {
-            Request::Connect { .. } => Step::Fatal(ErrorCode::BadRequest, "CONNECT sent twice".into()),
+            Request::Connect { .. } => {
+                Step::Fatal(ErrorCode::BadRequest, "CONNECT sent twice".into())
+            }
             Request::Publish {
                 subject,
                 reply,
                 payload,
                 ack,
             } => self.on_publish(subject, reply, payload, ack || self.verbose),
-            Request::Subscribe { filter, sid, queue, ack } => {
-                self.on_subscribe(filter, sid, queue, ack || self.verbose)
-            }
+            Request::Subscribe {
+                filter,
+                sid,
+                queue,
+                ack,
+            } => self.on_subscribe(filter, sid, queue, ack || self.verbose),
             Request::Unsubscribe { sid, max_msgs, ack } => match self.sids.get(&sid) {
                 Some(&key) => Step::Unsubscribe {
                     sid,
@@ -211,7 +222,10 @@ impl Session {
 
     fn on_first_frame<'a>(&mut self, request: Request<'a>) -> Step<'a> {
         let Request::Connect { json } = request else {
-            return Step::Fatal(ErrorCode::Unauthorized, "CONNECT must be the first frame".into());
+            return Step::Fatal(
+                ErrorCode::Unauthorized,
+                "CONNECT must be the first frame".into(),
+            );
         };
         let connect = match Connect::parse(json) {
             Ok(connect) => connect,
@@ -228,11 +242,21 @@ impl Session {
         Step::Ok
     }
 
-    fn on_publish<'a>(&self, subject: &'a [u8], reply: Option<&'a [u8]>, payload: &'a [u8], ack: bool) -> Step<'a> {
+    fn on_publish<'a>(
+        &self,
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        payload: &'a [u8],
+        ack: bool,
+    ) -> Step<'a> {
         if payload.len() > self.config.max_payload as usize {
             return Step::Fatal(
                 ErrorCode::TooLarge,
-                format!("payload of {} bytes exceeds max_payload {}", payload.len(), self.config.max_payload),
+                format!(
+                    "payload of {} bytes exceeds max_payload {}",
+                    payload.len(),
+                    self.config.max_payload
+                ),
             );
         }
         let max_len = self.config.max_topic_length as usize;
@@ -252,7 +276,13 @@ impl Session {
         }
     }
 
-    fn on_subscribe<'a>(&self, filter: &'a [u8], sid: u32, queue: Option<&'a [u8]>, ack: bool) -> Step<'a> {
+    fn on_subscribe<'a>(
+        &self,
+        filter: &'a [u8],
+        sid: u32,
+        queue: Option<&'a [u8]>,
+        ack: bool,
+    ) -> Step<'a> {
         let max_len = self.config.max_topic_length as usize;
         if let Err(error) = validate_filter(filter, max_len) {
             return Step::Error(ErrorCode::BadRequest, error.to_string());
@@ -267,9 +297,17 @@ impl Session {
         }
         let max = self.config.max_subscriptions;
         if max != 0 && self.sids.len() >= max as usize {
-            return Step::Error(ErrorCode::TooMany, format!("subscription limit of {max} reached"));
+            return Step::Error(
+                ErrorCode::TooMany,
+                format!("subscription limit of {max} reached"),
+            );
         }
-        Step::Subscribe { sid, filter, queue, ack }
+        Step::Subscribe {
+            sid,
+            filter,
+            queue,
+            ack,
+        }
     }
 
     /// When the timer next wants attention.

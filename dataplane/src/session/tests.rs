@@ -28,7 +28,10 @@ fn connect_frame(json: &str) -> Vec<u8> {
 
 fn open_session(config: Arc<SessionConfig>) -> Session {
     let mut session = Session::new(config, Instant::now());
-    assert_eq!(feed(&mut session, &connect_frame(r#"{"protocol":1}"#)), Step::Ok);
+    assert_eq!(
+        feed(&mut session, &connect_frame(r#"{"protocol":1}"#)),
+        Step::Ok
+    );
     session
 }
 
@@ -53,7 +56,10 @@ fn connect_first_then_open() {
 fn first_frame_not_connect_is_401() {
     let mut session = Session::new(config(), Instant::now());
     let ping = frame(encode::put_ping);
-    assert!(matches!(feed(&mut session, &ping), Step::Fatal(ErrorCode::Unauthorized, _)));
+    assert!(matches!(
+        feed(&mut session, &ping),
+        Step::Fatal(ErrorCode::Unauthorized, _)
+    ));
 }
 
 #[test]
@@ -61,16 +67,28 @@ fn malformed_first_frame_is_400() {
     let mut session = Session::new(config(), Instant::now());
     let mut bad = frame(encode::put_ping);
     bad[7] = 0x80;
-    assert!(matches!(feed(&mut session, &bad), Step::Fatal(ErrorCode::BadRequest, _)));
+    assert!(matches!(
+        feed(&mut session, &bad),
+        Step::Fatal(ErrorCode::BadRequest, _)
+    ));
 }
 
 #[test]
 fn bad_connect_bodies_are_400() {
-    for json in ["nope", "[1]", r#"{"protocol":2}"#, r#"{"name":"x"}"#, r#"{"protocol":"1"}"#] {
+    for json in [
+        "nope",
+        "[1]",
+        r#"{"protocol":2}"#,
+        r#"{"name":"x"}"#,
+        r#"{"protocol":"1"}"#,
+    ] {
         let mut session = Session::new(config(), Instant::now());
         let bytes = connect_frame(json);
         let step = feed(&mut session, &bytes);
-        assert!(matches!(step, Step::Fatal(ErrorCode::BadRequest, _)), "{json}: {step:?}");
+        assert!(
+            matches!(step, Step::Fatal(ErrorCode::BadRequest, _)),
+            "{json}: {step:?}"
+        );
     }
 }
 
@@ -90,7 +108,10 @@ fn token_is_checked() {
         if ok {
             assert_eq!(step, Step::Ok);
         } else {
-            assert!(matches!(step, Step::Fatal(ErrorCode::Unauthorized, _)), "{json}");
+            assert!(
+                matches!(step, Step::Fatal(ErrorCode::Unauthorized, _)),
+                "{json}"
+            );
         }
     }
 }
@@ -127,10 +148,16 @@ fn publish_checks_subject_reply_and_payload() {
         other => panic!("{other:?}"),
     }
     let long = frame(|o| encode::put_publish(o, b"a.very.long.subject.x", None, b"", false));
-    assert!(matches!(feed(&mut session, &long), Step::Error(ErrorCode::BadRequest, _)));
+    assert!(matches!(
+        feed(&mut session, &long),
+        Step::Error(ErrorCode::BadRequest, _)
+    ));
     let big = vec![7u8; 65];
     let too_big = frame(|o| encode::put_publish(o, b"a", None, &big, false));
-    assert!(matches!(feed(&mut session, &too_big), Step::Fatal(ErrorCode::TooLarge, _)));
+    assert!(matches!(
+        feed(&mut session, &too_big),
+        Step::Fatal(ErrorCode::TooLarge, _)
+    ));
     let at_limit = vec![7u8; 64];
     let fits = frame(|o| encode::put_publish(o, b"a", None, &at_limit, false));
     assert!(matches!(feed(&mut session, &fits), Step::Publish { .. }));
@@ -139,11 +166,23 @@ fn publish_checks_subject_reply_and_payload() {
 #[test]
 fn verbose_acks_everything() {
     let mut session = Session::new(config(), Instant::now());
-    assert_eq!(feed(&mut session, &connect_frame(r#"{"protocol":1,"verbose":true}"#)), Step::Ok);
+    assert_eq!(
+        feed(
+            &mut session,
+            &connect_frame(r#"{"protocol":1,"verbose":true}"#)
+        ),
+        Step::Ok
+    );
     let publish = frame(|o| encode::put_publish(o, b"a", None, b"", false));
-    assert!(matches!(feed(&mut session, &publish), Step::Publish { ack: true, .. }));
+    assert!(matches!(
+        feed(&mut session, &publish),
+        Step::Publish { ack: true, .. }
+    ));
     let subscribe = frame(|o| encode::put_subscribe(o, b"a", 1, None, false));
-    assert!(matches!(feed(&mut session, &subscribe), Step::Subscribe { ack: true, .. }));
+    assert!(matches!(
+        feed(&mut session, &subscribe),
+        Step::Subscribe { ack: true, .. }
+    ));
 }
 
 #[test]
@@ -160,19 +199,31 @@ fn subscribe_sids_limits_and_unsubscribe() {
         }
     );
     session.bind_sid(1, 100);
-    assert!(matches!(feed(&mut session, &sub1), Step::Error(ErrorCode::Conflict, _)));
+    assert!(matches!(
+        feed(&mut session, &sub1),
+        Step::Error(ErrorCode::Conflict, _)
+    ));
     let bad_filter = frame(|o| encode::put_subscribe(o, b"a.>.b", 2, None, false));
     match feed(&mut session, &bad_filter) {
         Step::Error(ErrorCode::BadRequest, reason) => assert!(reason.contains("invalid subject")),
         other => panic!("{other:?}"),
     }
     let bad_queue = frame(|o| encode::put_subscribe(o, b"a", 2, Some(b"q.x"), false));
-    assert!(matches!(feed(&mut session, &bad_queue), Step::Error(ErrorCode::BadRequest, _)));
+    assert!(matches!(
+        feed(&mut session, &bad_queue),
+        Step::Error(ErrorCode::BadRequest, _)
+    ));
     let sub2 = frame(|o| encode::put_subscribe(o, b"b", 2, None, false));
-    assert!(matches!(feed(&mut session, &sub2), Step::Subscribe { sid: 2, .. }));
+    assert!(matches!(
+        feed(&mut session, &sub2),
+        Step::Subscribe { sid: 2, .. }
+    ));
     session.bind_sid(2, 101);
     let sub3 = frame(|o| encode::put_subscribe(o, b"c", 3, None, false));
-    assert!(matches!(feed(&mut session, &sub3), Step::Error(ErrorCode::TooMany, _)));
+    assert!(matches!(
+        feed(&mut session, &sub3),
+        Step::Error(ErrorCode::TooMany, _)
+    ));
 
     let unsub = frame(|o| encode::put_unsubscribe(o, 1, 5, false));
     assert_eq!(
@@ -185,8 +236,14 @@ fn subscribe_sids_limits_and_unsubscribe() {
         }
     );
     session.release_sid(1);
-    assert!(matches!(feed(&mut session, &unsub), Step::Error(ErrorCode::NotFound, _)));
-    assert!(matches!(feed(&mut session, &sub3), Step::Subscribe { sid: 3, .. }));
+    assert!(matches!(
+        feed(&mut session, &unsub),
+        Step::Error(ErrorCode::NotFound, _)
+    ));
+    assert!(matches!(
+        feed(&mut session, &sub3),
+        Step::Subscribe { sid: 3, .. }
+    ));
 }
 
 #[test]
@@ -204,10 +261,16 @@ fn ping_pong_and_disconnect() {
 fn broker_only_ops_from_a_client_are_malformed() {
     let mut session = open_session(config());
     let msg = frame(|o| encode::put_message(o, b"a", 1, None, b""));
-    assert!(matches!(feed(&mut session, &msg), Step::Fatal(ErrorCode::BadRequest, _)));
+    assert!(matches!(
+        feed(&mut session, &msg),
+        Step::Fatal(ErrorCode::BadRequest, _)
+    ));
     let mut ack_ping = frame(encode::put_ping);
     ack_ping[7] = flags::ACK;
-    assert!(matches!(feed(&mut session, &ack_ping), Step::Fatal(ErrorCode::BadRequest, _)));
+    assert!(matches!(
+        feed(&mut session, &ack_ping),
+        Step::Fatal(ErrorCode::BadRequest, _)
+    ));
 }
 
 #[test]

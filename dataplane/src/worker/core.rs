@@ -53,7 +53,10 @@ enum Answer {
 enum Wait {
     None,
     /// An answer held until the barrier `ticket` completes.
-    Barrier { ticket: u64, answer: Answer },
+    Barrier {
+        ticket: u64,
+        answer: Answer,
+    },
     /// A PUBLISH waits for room in a ring (backpressure).
     Room,
 }
@@ -137,13 +140,22 @@ pub struct WorkerCore {
 }
 
 impl WorkerCore {
-    pub fn new(config: CoreConfig, rings: WorkerRings, shared: Arc<Shared>, now: Instant) -> WorkerCore {
+    pub fn new(
+        config: CoreConfig,
+        rings: WorkerRings,
+        shared: Arc<Shared>,
+        now: Instant,
+    ) -> WorkerCore {
         let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
-        let overflow = (0..rings.outgoing.len()).map(|_| Default::default()).collect();
+        let overflow = (0..rings.outgoing.len())
+            .map(|_| Default::default())
+            .collect();
         WorkerCore {
             info: config.session.info_json(rings.id),
             index: SubscriptionIndex::new(config.cache_subjects),
-            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (rings.id as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd)),
+            rng: Rng(
+                0x9e37_79b9_7f4a_7c15 ^ (rings.id as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd)
+            ),
             config,
             shared,
             rings,
@@ -261,7 +273,8 @@ impl WorkerCore {
     /// deadline.
     pub fn should_close(&self, cid: ConnId, now: Instant) -> bool {
         let conn = &self.conns[cid];
-        conn.closing.is_some_and(|deadline| conn.output.is_empty() || now >= deadline)
+        conn.closing
+            .is_some_and(|deadline| conn.output.is_empty() || now >= deadline)
     }
 
     /// Connections with output or a pending close since the last call.
@@ -277,7 +290,11 @@ impl WorkerCore {
 
     /// The socket is gone: forget the connection and its subscriptions.
     pub fn on_closed(&mut self, cid: ConnId) {
-        let keys: Vec<SubKey> = self.conns[cid].session.subscriptions().map(|(_, key)| key).collect();
+        let keys: Vec<SubKey> = self.conns[cid]
+            .session
+            .subscriptions()
+            .map(|(_, key)| key)
+            .collect();
         for key in keys {
             self.remove_sub(key);
         }
@@ -334,7 +351,9 @@ impl WorkerCore {
 
     /// Work that needs the loop to come round again soon rather than sleep.
     pub fn has_pending_work(&self) -> bool {
-        !self.waiting.is_empty() || !self.barriers.is_idle() || self.overflow.iter().any(|q| !q.is_empty())
+        !self.waiting.is_empty()
+            || !self.barriers.is_idle()
+            || self.overflow.iter().any(|q| !q.is_empty())
     }
 
     /// Handles the records other workers sent. Returns how many.
@@ -391,7 +410,11 @@ impl WorkerCore {
     pub fn prepare_sleep(&mut self) -> bool {
         let id = self.rings.id;
         self.rings.doorbell(id).set_sleeping(true);
-        let empty = self.rings.incoming.iter_mut().all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
+        let empty = self
+            .rings
+            .incoming
+            .iter_mut()
+            .all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
         if !empty {
             self.rings.doorbell(id).set_sleeping(false);
         }
@@ -531,7 +554,12 @@ impl WorkerCore {
                     Flow::Continue
                 }
             }
-            Step::Subscribe { sid, filter, queue, ack } => {
+            Step::Subscribe {
+                sid,
+                filter,
+                queue,
+                ack,
+            } => {
                 self.subscribe(cid, sid, filter, queue);
                 if ack {
                     self.answer(cid, Answer::Ok)
@@ -539,7 +567,9 @@ impl WorkerCore {
                     Flow::Continue
                 }
             }
-            Step::Unsubscribe { key, max_msgs, ack, .. } => {
+            Step::Unsubscribe {
+                key, max_msgs, ack, ..
+            } => {
                 let sub = &mut self.subs[key as usize];
                 if max_msgs == 0 || sub.delivered >= max_msgs as u64 {
                     self.remove_sub(key);
@@ -577,7 +607,8 @@ impl WorkerCore {
 
     fn remove_sub(&mut self, key: SubKey) {
         let sub = self.subs.remove(key as usize);
-        self.index.remove_local(&sub.filter, sub.queue.as_deref(), key);
+        self.index
+            .remove_local(&sub.filter, sub.queue.as_deref(), key);
         self.broadcast_interest(false, &sub.filter, sub.queue.as_deref());
         if let Some(conn) = self.conns.get_mut(sub.conn) {
             conn.session.release_sid(sub.sid);
@@ -597,7 +628,9 @@ impl WorkerCore {
         let len = records::interest_len(filter, queue);
         for to in 0..self.rings.outgoing.len() {
             if self.rings.outgoing[to].is_some() {
-                self.push_control(to, len, |slot| records::write_interest(slot, add, filter, queue));
+                self.push_control(to, len, |slot| {
+                    records::write_interest(slot, add, filter, queue)
+                });
             }
         }
     }
@@ -606,7 +639,9 @@ impl WorkerCore {
     /// forwarded group deliveries): into the ring when it has room and
     /// nothing is queued before it, else into the overflow queue, in order.
     fn push_control(&mut self, to: usize, len: usize, write: impl FnOnce(&mut [u8])) {
-        let producer = self.rings.outgoing[to].as_mut().expect("records go to peers only");
+        let producer = self.rings.outgoing[to]
+            .as_mut()
+            .expect("records go to peers only");
         let overflow = &mut self.overflow[to];
         if overflow.is_empty() {
             if let Some(slot) = producer.try_reserve(len) {
@@ -622,9 +657,13 @@ impl WorkerCore {
 
     fn flush_overflow(&mut self) {
         for (to, queue) in self.overflow.iter_mut().enumerate() {
-            let Some(producer) = self.rings.outgoing[to].as_mut() else { continue };
+            let Some(producer) = self.rings.outgoing[to].as_mut() else {
+                continue;
+            };
             while let Some(record) = queue.front() {
-                let Some(slot) = producer.try_reserve(record.len()) else { break };
+                let Some(slot) = producer.try_reserve(record.len()) else {
+                    break;
+                };
                 slot.copy_from_slice(record);
                 producer.commit();
                 queue.pop_front();
@@ -638,7 +677,9 @@ impl WorkerCore {
         }
         let waiting = std::mem::take(&mut self.waiting);
         for cid in waiting {
-            let Some(conn) = self.conns.get_mut(cid) else { continue };
+            let Some(conn) = self.conns.get_mut(cid) else {
+                continue;
+            };
             match conn.wait {
                 Wait::Barrier { ticket, answer } if self.barriers.is_done(ticket) => {
                     conn.wait = Wait::None;
@@ -696,14 +737,18 @@ impl WorkerCore {
             }
         }
         let groups_for = |worker: WorkerId| {
-            assigned.iter().filter_map(move |&(group_at, target)| match target {
-                Target::Remote(w) if w == worker => Some(&*matches.groups[group_at].name),
-                _ => None,
-            })
+            assigned
+                .iter()
+                .filter_map(move |&(group_at, target)| match target {
+                    Target::Remote(w) if w == worker => Some(&*matches.groups[group_at].name),
+                    _ => None,
+                })
         };
         for worker in remote.iter() {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
-            let producer = rings.outgoing[worker as usize].as_mut().expect("interest only from peers");
+            let producer = rings.outgoing[worker as usize]
+                .as_mut()
+                .expect("interest only from peers");
             if len > producer.max_record() {
                 // Only a message matching a great many queue groups gets
                 // here (frames are bounded well below a ring's record size).
@@ -735,9 +780,18 @@ impl WorkerCore {
         }
         for worker in remote.iter() {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
-            let producer = rings.outgoing[worker as usize].as_mut().expect("checked above");
+            let producer = rings.outgoing[worker as usize]
+                .as_mut()
+                .expect("checked above");
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(slot, Routing::default(), subject, reply, payload, groups_for(worker));
+            records::write_data(
+                slot,
+                Routing::default(),
+                subject,
+                reply,
+                payload,
+                groups_for(worker),
+            );
             producer.commit();
         }
         stats.messages_published += 1;
@@ -862,7 +916,14 @@ impl WorkerCore {
             };
             let len = records::data_len(subject, reply, payload, std::iter::once(name));
             self.push_control(to as usize, len, |slot| {
-                records::write_data(slot, routing, subject, reply, payload, std::iter::once(name))
+                records::write_data(
+                    slot,
+                    routing,
+                    subject,
+                    reply,
+                    payload,
+                    std::iter::once(name),
+                )
             });
         }
     }
@@ -881,7 +942,9 @@ struct Delivery<'a> {
 
 impl Delivery<'_> {
     fn deliver(&mut self, key: SubKey, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
-        let Some(sub) = self.subs.get_mut(key as usize) else { return };
+        let Some(sub) = self.subs.get_mut(key as usize) else {
+            return;
+        };
         if sub.max_msgs != 0 && sub.delivered >= sub.max_msgs {
             return;
         }
@@ -900,11 +963,19 @@ impl Delivery<'_> {
             // takes bytes, and close it at once.
             let dropped = conn.output.discard_unsent();
             self.stats.dropped_slow_consumer += dropped + 1;
-            encode::put_error(conn.output.frames(), ErrorCode::Unavailable, "slow consumer");
+            encode::put_error(
+                conn.output.frames(),
+                ErrorCode::Unavailable,
+                "slow consumer",
+            );
             self.stats.errors_sent += 1;
             conn.slow = true;
             conn.closing = Some(self.now);
-            tracing::warn!(conn = sub.conn, dropped = dropped + 1, "slow consumer cut off");
+            tracing::warn!(
+                conn = sub.conn,
+                dropped = dropped + 1,
+                "slow consumer cut off"
+            );
         } else {
             encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload);
             self.stats.messages_delivered += 1;

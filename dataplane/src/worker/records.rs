@@ -124,7 +124,11 @@ pub fn interest_len(filter: &[u8], queue: Option<&[u8]>) -> usize {
 }
 
 pub fn write_interest(out: &mut [u8], add: bool, filter: &[u8], queue: Option<&[u8]>) {
-    out[0] = if add { KIND_INTEREST_ADD } else { KIND_INTEREST_REMOVE };
+    out[0] = if add {
+        KIND_INTEREST_ADD
+    } else {
+        KIND_INTEREST_REMOVE
+    };
     out[1] = queue.is_some() as u8;
     out[2..4].copy_from_slice(&(filter.len() as u16).to_be_bytes());
     let queue = queue.unwrap_or_default();
@@ -147,7 +151,8 @@ pub fn read(record: &[u8]) -> Record<'_> {
             let count = be16(&record[2..]) as u16;
             let subject_len = be16(&record[4..]);
             let reply_len = be16(&record[6..]);
-            let payload_len = u32::from_be_bytes([record[8], record[9], record[10], record[11]]) as usize;
+            let payload_len =
+                u32::from_be_bytes([record[8], record[9], record[10], record[11]]) as usize;
             let subject_end = DATA_HEAD + subject_len;
             let reply_end = subject_end + reply_len;
             let payload_start = record.len() - payload_len;
@@ -192,7 +197,14 @@ mod tests {
             groups_only: true,
             hops: 3,
         };
-        write_data(&mut buf, routing, b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
+        write_data(
+            &mut buf,
+            routing,
+            b"a.b",
+            Some(b"_INBOX.1"),
+            b"hello",
+            groups.iter().copied(),
+        );
         let Record::Data {
             subject,
             reply,
@@ -214,7 +226,14 @@ mod tests {
     fn data_without_reply_or_groups() {
         let len = data_len(b"x", None, b"", std::iter::empty());
         let mut buf = vec![0; len];
-        write_data(&mut buf, Routing::default(), b"x", None, b"", std::iter::empty());
+        write_data(
+            &mut buf,
+            Routing::default(),
+            b"x",
+            None,
+            b"",
+            std::iter::empty(),
+        );
         match read(&buf) {
             Record::Data {
                 subject,

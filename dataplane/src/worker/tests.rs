@@ -17,7 +17,11 @@ enum Out {
     Pong,
     Ping,
     Error(u16, String),
-    Message { subject: Vec<u8>, sid: u32, payload: Vec<u8> },
+    Message {
+        subject: Vec<u8>,
+        sid: u32,
+        payload: Vec<u8>,
+    },
     Disconnect(String),
 }
 
@@ -106,15 +110,22 @@ impl Cluster {
                 ServerFrame::Ok => Out::Ok,
                 ServerFrame::Pong => Out::Pong,
                 ServerFrame::Ping => Out::Ping,
-                ServerFrame::Error { code, reason } => Out::Error(code, String::from_utf8_lossy(reason).into()),
+                ServerFrame::Error { code, reason } => {
+                    Out::Error(code, String::from_utf8_lossy(reason).into())
+                }
                 ServerFrame::Message {
-                    subject, sid, payload, ..
+                    subject,
+                    sid,
+                    payload,
+                    ..
                 } => Out::Message {
                     subject: subject.to_vec(),
                     sid,
                     payload: payload.to_vec(),
                 },
-                ServerFrame::Disconnect { reason } => Out::Disconnect(String::from_utf8_lossy(reason).into()),
+                ServerFrame::Disconnect { reason } => {
+                    Out::Disconnect(String::from_utf8_lossy(reason).into())
+                }
             });
             at += len;
         }
@@ -149,10 +160,16 @@ fn subscribe_ok_waits_until_every_worker_sees_the_subscription() {
     let sub = cluster.connect(0);
     let publisher = cluster.connect(1);
     cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
-    assert_eq!(cluster.output(0, sub), vec![], "OK before worker 1 applied the interest");
+    assert_eq!(
+        cluster.output(0, sub),
+        vec![],
+        "OK before worker 1 applied the interest"
+    );
     cluster.settle();
     assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
-    cluster.send_with(1, publisher, |o| encode::put_publish(o, b"x", None, b"m", false));
+    cluster.send_with(1, publisher, |o| {
+        encode::put_publish(o, b"x", None, b"m", false)
+    });
     cluster.settle();
     assert_eq!(cluster.output(0, sub), vec![msg("x", 1, b"m")]);
     assert_eq!(cluster.output(1, publisher), vec![]);
@@ -179,15 +196,23 @@ fn pong_after_a_cross_worker_publish_waits_for_the_peer() {
 #[test]
 fn queue_group_spanning_workers_delivers_each_message_once() {
     let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
-    let members = [(0, cluster.connect(0)), (0, cluster.connect(0)), (1, cluster.connect(1))];
+    let members = [
+        (0, cluster.connect(0)),
+        (0, cluster.connect(0)),
+        (1, cluster.connect(1)),
+    ];
     for &(w, cid) in &members {
-        cluster.send_with(w, cid, |o| encode::put_subscribe(o, b"jobs.*", 9, Some(b"g"), true));
+        cluster.send_with(w, cid, |o| {
+            encode::put_subscribe(o, b"jobs.*", 9, Some(b"g"), true)
+        });
         cluster.settle();
         assert_eq!(cluster.output(w, cid), vec![Out::Ok]);
     }
     let publisher = cluster.connect(1);
     for i in 0..600u32 {
-        cluster.send_with(1, publisher, |o| encode::put_publish(o, b"jobs.a", None, &i.to_be_bytes(), false));
+        cluster.send_with(1, publisher, |o| {
+            encode::put_publish(o, b"jobs.a", None, &i.to_be_bytes(), false)
+        });
         if i % 50 == 0 {
             cluster.settle();
         }
@@ -196,7 +221,11 @@ fn queue_group_spanning_workers_delivers_each_message_once() {
     let mut seen = Vec::new();
     for &(w, cid) in &members {
         let got = cluster.output(w, cid);
-        assert!(got.len() > 100, "member on worker {w} got only {}", got.len());
+        assert!(
+            got.len() > 100,
+            "member on worker {w} got only {}",
+            got.len()
+        );
         seen.extend(got);
     }
     assert_eq!(seen.len(), 600);
@@ -226,12 +255,17 @@ fn a_full_ring_stalls_the_publisher_and_loses_nothing() {
     }
     // Worker 0 does not run: worker 1 fills the ring and must stop reading.
     cluster.send(1, publisher, &burst);
-    assert!(!cluster.cores[1].wants_input(publisher), "publisher not stalled");
+    assert!(
+        !cluster.cores[1].wants_input(publisher),
+        "publisher not stalled"
+    );
     assert!(cluster.cores[1].stats.ring_full_stalls > 0);
     cluster.settle();
     assert!(cluster.cores[1].wants_input(publisher));
     let got = cluster.output(0, sub);
-    let expected: Vec<_> = (0..2000u32).map(|i| msg("x", 1, &i.to_be_bytes())).collect();
+    let expected: Vec<_> = (0..2000u32)
+        .map(|i| msg("x", 1, &i.to_be_bytes()))
+        .collect();
     assert_eq!(got, expected);
 }
 
@@ -248,13 +282,20 @@ fn auto_unsubscribe_counts_messages_from_every_worker() {
     cluster.settle();
     let publisher = cluster.connect(1);
     for _ in 0..5 {
-        cluster.send_with(1, publisher, |o| encode::put_publish(o, b"x", None, b"remote", false));
+        cluster.send_with(1, publisher, |o| {
+            encode::put_publish(o, b"x", None, b"remote", false)
+        });
     }
     cluster.settle();
     let got = cluster.output(0, sub);
     assert_eq!(
         got,
-        vec![msg("x", 1, b"local"), Out::Pong, msg("x", 1, b"remote"), msg("x", 1, b"remote")]
+        vec![
+            msg("x", 1, b"local"),
+            Out::Pong,
+            msg("x", 1, b"remote"),
+            msg("x", 1, b"remote")
+        ]
     );
     // The sid is free again.
     cluster.send_with(0, sub, |o| encode::put_unsubscribe(o, 1, 0, true));
@@ -269,13 +310,24 @@ fn slow_consumer_is_cut_off_and_its_losses_counted() {
     assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
     let publisher = cluster.connect(0);
     for _ in 0..100 {
-        cluster.send_with(0, publisher, |o| encode::put_publish(o, b"x", None, &[0; 100], false));
+        cluster.send_with(0, publisher, |o| {
+            encode::put_publish(o, b"x", None, &[0; 100], false)
+        });
     }
     let got = cluster.output(0, sub);
-    assert_eq!(got, vec![Out::Error(ErrorCode::Unavailable.as_u16(), "slow consumer".into())]);
+    assert_eq!(
+        got,
+        vec![Out::Error(
+            ErrorCode::Unavailable.as_u16(),
+            "slow consumer".into()
+        )]
+    );
     assert!(cluster.cores[0].should_close(sub, cluster.now));
     let stats = &cluster.cores[0].stats;
-    assert_eq!(stats.dropped_slow_consumer, 100, "every message is either sent or counted");
+    assert_eq!(
+        stats.dropped_slow_consumer, 100,
+        "every message is either sent or counted"
+    );
     assert_eq!(stats.messages_published, 100);
     // The publisher is unaffected.
     cluster.send_with(0, publisher, encode::put_ping);
@@ -305,7 +357,10 @@ fn drain_tells_every_client() {
     let a = cluster.connect(0);
     let now = cluster.now;
     cluster.cores[0].begin_drain(now);
-    assert_eq!(cluster.output(0, a), vec![Out::Disconnect("draining".into())]);
+    assert_eq!(
+        cluster.output(0, a),
+        vec![Out::Disconnect("draining".into())]
+    );
     assert!(cluster.cores[0].should_close(a, now));
     let late = cluster.cores[0].accept(now);
     assert!(matches!(&cluster.output(0, late)[..], [Out::Error(503, _)]));
@@ -330,7 +385,9 @@ fn a_group_delivery_to_a_member_that_left_is_forwarded_not_lost() {
     let stays = cluster.connect(0);
     let leaves = cluster.connect(1);
     for (w, cid) in [(0, stays), (1, leaves)] {
-        cluster.send_with(w, cid, |o| encode::put_subscribe(o, b"q", 1, Some(b"g"), true));
+        cluster.send_with(w, cid, |o| {
+            encode::put_subscribe(o, b"q", 1, Some(b"g"), true)
+        });
         cluster.settle();
         assert_eq!(cluster.output(w, cid), vec![Out::Ok]);
     }
@@ -338,11 +395,20 @@ fn a_group_delivery_to_a_member_that_left_is_forwarded_not_lost() {
     // Worker 0 still counts the member on worker 1 while these are routed.
     cluster.cores[1].on_closed(leaves);
     for i in 0..200u32 {
-        cluster.send_with(0, publisher, |o| encode::put_publish(o, b"q", None, &i.to_be_bytes(), false));
+        cluster.send_with(0, publisher, |o| {
+            encode::put_publish(o, b"q", None, &i.to_be_bytes(), false)
+        });
     }
     cluster.settle();
     let got = cluster.output(0, stays);
-    assert_eq!(got.len(), 200, "every message reaches the member that stayed");
-    assert!(cluster.cores[1].stats.group_forwards > 0, "the stale picks were forwarded");
+    assert_eq!(
+        got.len(),
+        200,
+        "every message reaches the member that stayed"
+    );
+    assert!(
+        cluster.cores[1].stats.group_forwards > 0,
+        "the stale picks were forwarded"
+    );
     assert_eq!(cluster.cores[1].stats.dropped_no_group_member, 0);
 }
