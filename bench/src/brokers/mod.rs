@@ -55,6 +55,15 @@ impl BrokerKind {
             .ok_or_else(|| anyhow!("unknown broker {name:?} (known: blipmq, nats, redis)"))
     }
 
+    /// The signal that stops it cleanly (nats-server exits 1 on SIGTERM, 0
+    /// on SIGINT; both shut it down the same way).
+    pub fn stop_signal(self) -> libc::c_int {
+        match self {
+            BrokerKind::Nats => libc::SIGINT,
+            BrokerKind::Blipmq | BrokerKind::Redis => libc::SIGTERM,
+        }
+    }
+
     /// Redis pub/sub has no queue groups.
     pub fn has_queue_groups(self) -> bool {
         self != BrokerKind::Redis
@@ -72,11 +81,21 @@ pub struct Binaries {
 impl Binaries {
     pub fn path(&self, kind: BrokerKind) -> Result<&Path> {
         let (path, hint) = match kind {
-            BrokerKind::Blipmq => (&self.blipmqd, "build it: cargo build --release -p blipmq-dataplane, or pass --blipmqd PATH"),
-            BrokerKind::Nats => (&self.nats_server, "install it: apt-get install -y nats-server, or pass --nats-server PATH"),
-            BrokerKind::Redis => (&self.redis_server, "install it: apt-get install -y redis-server, or pass --redis-server PATH"),
+            BrokerKind::Blipmq => (
+                &self.blipmqd,
+                "build it: cargo build --release -p blipmq-dataplane, or pass --blipmqd PATH",
+            ),
+            BrokerKind::Nats => (
+                &self.nats_server,
+                "install it: apt-get install -y nats-server, or pass --nats-server PATH",
+            ),
+            BrokerKind::Redis => (
+                &self.redis_server,
+                "install it: apt-get install -y redis-server, or pass --redis-server PATH",
+            ),
         };
-        path.as_deref().ok_or_else(|| anyhow!("no executable for {}: {hint}", kind.label()))
+        path.as_deref()
+            .ok_or_else(|| anyhow!("no executable for {}: {hint}", kind.label()))
     }
 
     /// The first line of `--version`.
@@ -84,10 +103,23 @@ impl Binaries {
         let Ok(path) = self.path(kind) else {
             return "not found".into();
         };
-        match Command::new(path).arg("--version").stdin(Stdio::null()).output() {
+        match Command::new(path)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+        {
             Ok(out) => {
-                let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-                String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+                let text = if out.stdout.is_empty() {
+                    out.stderr
+                } else {
+                    out.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
             }
             Err(error) => format!("unknown ({error})"),
         }
@@ -99,7 +131,17 @@ impl Binaries {
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .chain(
+            [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .map(PathBuf::from),
+        )
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
@@ -126,7 +168,9 @@ pub const MAX_PENDING_BYTES: u64 = 1 << 30;
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
-    CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Kills every broker still registered (SIGKILL to its process group),
@@ -178,7 +222,13 @@ fn spawn_registered(command: &mut Command) -> Result<Child> {
     unsafe {
         command.pre_exec(|| {
             libc::setpgid(0, 0);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             // The parent may have died before prctl: then go now.
             if libc::getppid() == 1 {
                 libc::_exit(1);
@@ -189,7 +239,9 @@ fn spawn_registered(command: &mut Command) -> Result<Child> {
     // Hold the registry across spawn + register, so the signal handler sees
     // every child that exists.
     let mut registry = children();
-    let child = command.spawn().with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
     registry.push(child.id());
     Ok(child)
 }
@@ -236,13 +288,19 @@ impl StopReport {
     pub fn oddity(&self, kind: BrokerKind) -> Option<String> {
         match self.status {
             None => Some(format!(
-                "{} did not exit within {:?} of SIGTERM and was killed",
+                "{} did not exit within {:?} of its stop signal and was killed",
                 kind.label(),
                 STOP_GRACE
             )),
-            Some(status) if !status.success() && kind != BrokerKind::Nats => {
-                Some(format!("{} exited with {status} after SIGTERM", kind.label()))
-            }
+            Some(status) if !status.success() => Some(format!(
+                "{} exited with {status} after its stop signal",
+                kind.label()
+            )),
+            Some(_) if self.took > Duration::from_secs(2) => Some(format!(
+                "{} took {:.1} s to exit after its stop signal",
+                kind.label(),
+                self.took.as_secs_f64()
+            )),
             _ => None,
         }
     }
@@ -255,7 +313,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Broker {
     /// Starts a fresh instance; `tag` names its log file.
-    pub fn start(kind: BrokerKind, bins: &Binaries, settings: &Settings, tag: &str) -> Result<Broker> {
+    pub fn start(
+        kind: BrokerKind,
+        bins: &Binaries,
+        settings: &Settings,
+        tag: &str,
+    ) -> Result<Broker> {
         let exe = bins.path(kind)?;
         let mut last_error = None;
         // A free port can be taken by someone else before the broker binds
@@ -289,7 +352,11 @@ impl Broker {
     fn wait_ready(&mut self, probe: fn(&mut TcpStream) -> std::io::Result<()>) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!(
                     "{} exited during start ({status}); log {}:\n{}",
                     self.kind.label(),
@@ -304,7 +371,11 @@ impl Broker {
                 }
             }
             if Instant::now() > deadline {
-                bail!("{} did not serve on {} within {START_TIMEOUT:?}", self.kind.label(), self.addr);
+                bail!(
+                    "{} did not serve on {} within {START_TIMEOUT:?}",
+                    self.kind.label(),
+                    self.addr
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -322,7 +393,11 @@ impl Broker {
 
     /// Still running?
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
             bail!(
                 "{} exited during the run ({status}); log {}:\n{}",
                 self.kind.label(),
@@ -333,7 +408,7 @@ impl Broker {
         Ok(())
     }
 
-    /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
+    /// SIGTERM (NATS: SIGINT), wait up to [`STOP_GRACE`], then SIGKILL.
     pub fn stop(mut self) -> StopReport {
         self.stop_inner()
     }
@@ -351,7 +426,7 @@ impl Broker {
         if status.is_none() {
             // SAFETY: signalling our own child.
             unsafe {
-                libc::kill(pid, libc::SIGTERM);
+                libc::kill(pid, self.kind.stop_signal());
             }
             while started.elapsed() < STOP_GRACE {
                 if let Ok(Some(exit)) = child.try_wait() {

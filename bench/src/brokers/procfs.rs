@@ -15,7 +15,8 @@ pub fn clock_ticks() -> f64 {
 
 /// utime + stime of `/proc/PID/stat` (all threads), in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     cpu_seconds_of(&text)
 }
 
@@ -41,9 +42,30 @@ fn cpu_seconds_of(stat: &str) -> Result<f64> {
     Ok((field(14)? + field(15)?) as f64 / clock_ticks())
 }
 
+/// CPU seconds all CPUs of the machine spent busy (not idle, not waiting
+/// for I/O), from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let line = text
+        .lines()
+        .next()
+        .ok_or_else(|| anyhow!("empty /proc/stat"))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice,
+    // already counted in user and nice]
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok(total.saturating_sub(idle) as f64 / clock_ticks())
+}
+
 /// VmRSS of `/proc/PID/status`, in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     let line = text
         .lines()
         .find(|line| line.starts_with("VmRSS:"))
@@ -70,6 +92,7 @@ mod tests {
     #[test]
     fn reads_own_process() {
         assert!(self_cpu_seconds().unwrap() >= 0.0);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 }

@@ -14,7 +14,13 @@ impl Wire for Blipmq {
     }
 
     fn put_subscribe(out: &mut Vec<u8>, subject: &str, sid: u32, queue: Option<&str>) {
-        encode::put_subscribe(out, subject.as_bytes(), sid, queue.map(str::as_bytes), false);
+        encode::put_subscribe(
+            out,
+            subject.as_bytes(),
+            sid,
+            queue.map(str::as_bytes),
+            false,
+        );
     }
 
     fn put_publish_head(out: &mut Vec<u8>, subject: &str, payload_len: usize) {
@@ -35,17 +41,20 @@ impl Wire for Blipmq {
 
     #[inline]
     fn parse(buf: &[u8]) -> Parsed<'_> {
-        let Some((frame, used)) = decode_frame(buf, u32::MAX).map_err(|e| ProtoError(format!("BlipMQ: {e}")))? else {
+        let Some((frame, used)) =
+            decode_frame(buf, u32::MAX).map_err(|e| ProtoError(format!("BlipMQ: {e}")))?
+        else {
             return Ok(None);
         };
-        let event = match ServerFrame::parse(frame).map_err(|e| ProtoError(format!("BlipMQ: {e}")))? {
-            ServerFrame::Message { payload, .. } => Event::Msg(payload),
-            ServerFrame::Ping => Event::Ping,
-            ServerFrame::Pong => Event::Pong,
-            ServerFrame::Ok | ServerFrame::Info { .. } => Event::Ack,
-            ServerFrame::Error { code, reason } => Event::Error { code, text: reason },
-            ServerFrame::Disconnect { reason } => Event::Disconnect(reason),
-        };
+        let event =
+            match ServerFrame::parse(frame).map_err(|e| ProtoError(format!("BlipMQ: {e}")))? {
+                ServerFrame::Message { payload, .. } => Event::Msg(payload),
+                ServerFrame::Ping => Event::Ping,
+                ServerFrame::Pong => Event::Pong,
+                ServerFrame::Ok | ServerFrame::Info { .. } => Event::Ack,
+                ServerFrame::Error { code, reason } => Event::Error { code, text: reason },
+                ServerFrame::Disconnect { reason } => Event::Disconnect(reason),
+            };
         Ok(Some((event, used)))
     }
 }

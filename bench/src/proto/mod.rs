@@ -29,7 +29,10 @@ pub enum Event<'a> {
     /// Redis: the reply to PUBLISH, the number of clients that received it.
     Receivers(i64),
     /// An error from the server; `code` is BlipMQ's ERROR code, 0 elsewhere.
-    Error { code: u16, text: &'a [u8] },
+    Error {
+        code: u16,
+        text: &'a [u8],
+    },
     /// The server is closing the connection (BlipMQ DISCONNECT).
     Disconnect(&'a [u8]),
 }
@@ -67,7 +70,12 @@ pub trait Wire: Copy + Send + Sync + 'static {
 
 /// Connects, sends the handshake plus `extra` and a PING, and reads until
 /// the PONG: after it, every earlier request (a SUBSCRIBE) has taken effect.
-pub fn open<W: Wire>(addr: SocketAddr, name: &str, extra: &[u8], timeout: Duration) -> io::Result<TcpStream> {
+pub fn open<W: Wire>(
+    addr: SocketAddr,
+    name: &str,
+    extra: &[u8],
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
     let mut out = Vec::with_capacity(256 + extra.len());
@@ -81,7 +89,11 @@ pub fn open<W: Wire>(addr: SocketAddr, name: &str, extra: &[u8], timeout: Durati
 }
 
 /// Reads until a PONG; an ERROR or the end of the stream is an error.
-pub fn await_pong<W: Wire>(stream: &TcpStream, reader: &mut Reader, timeout: Duration) -> io::Result<()> {
+pub fn await_pong<W: Wire>(
+    stream: &TcpStream,
+    reader: &mut Reader,
+    timeout: Duration,
+) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut stream_ref = stream;
     loop {
@@ -110,7 +122,10 @@ pub fn await_pong<W: Wire>(stream: &TcpStream, reader: &mut Reader, timeout: Dur
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no PONG from the server"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no PONG from the server",
+            ));
         }
         stream.set_read_timeout(Some(left))?;
         if reader.read_from(&mut stream_ref)? == 0 {

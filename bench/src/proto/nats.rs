@@ -9,7 +9,10 @@ pub struct Nats;
 
 fn err(what: &str, line: &[u8]) -> ProtoError {
     let shown = &line[..line.len().min(80)];
-    ProtoError(format!("NATS: {what}: {:?}", String::from_utf8_lossy(shown)))
+    ProtoError(format!(
+        "NATS: {what}: {:?}",
+        String::from_utf8_lossy(shown)
+    ))
 }
 
 impl Wire for Nats {
@@ -78,7 +81,8 @@ impl Wire for Nats {
                 .iter()
                 .rposition(|&b| b == b' ')
                 .ok_or_else(|| err("MSG without size", line))?;
-            let size = parse_decimal(&line[space + 1..]).ok_or_else(|| err("bad MSG size", line))?;
+            let size =
+                parse_decimal(&line[space + 1..]).ok_or_else(|| err("bad MSG size", line))?;
             let total = after + size + 2;
             if buf.len() < total {
                 return Ok(None);
@@ -93,7 +97,10 @@ impl Wire for Nats {
             b"PONG" => Event::Pong,
             b"+OK" => Event::Ack,
             _ if line.starts_with(b"INFO ") => Event::Ack,
-            _ if line.starts_with(b"-ERR") => Event::Error { code: 0, text: line },
+            _ if line.starts_with(b"-ERR") => Event::Error {
+                code: 0,
+                text: line,
+            },
             _ => return Err(err("unknown operation", line)),
         };
         Ok(Some((event, after)))

@@ -58,9 +58,4 @@ impl Reader {
             None => Ok(None),
         }
     }
-
-    /// Bytes buffered and not yet parsed.
-    pub fn pending(&self) -> usize {
-        self.end - self.start
-    }
 }

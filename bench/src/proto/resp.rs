@@ -9,7 +9,10 @@ pub struct Resp;
 
 fn err(what: &str, bytes: &[u8]) -> ProtoError {
     let shown = &bytes[..bytes.len().min(80)];
-    ProtoError(format!("RESP: {what}: {:?}", String::from_utf8_lossy(shown)))
+    ProtoError(format!(
+        "RESP: {what}: {:?}",
+        String::from_utf8_lossy(shown)
+    ))
 }
 
 fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -100,10 +103,14 @@ impl Wire for Resp {
                 b'+' if line == b"+PONG" => Event::Pong,
                 b'+' => Event::Ack,
                 b':' => {
-                    let text = std::str::from_utf8(&line[1..]).map_err(|_| err("bad integer", line))?;
+                    let text =
+                        std::str::from_utf8(&line[1..]).map_err(|_| err("bad integer", line))?;
                     Event::Receivers(text.parse().map_err(|_| err("bad integer", line))?)
                 }
-                b'-' => Event::Error { code: 0, text: line },
+                b'-' => Event::Error {
+                    code: 0,
+                    text: line,
+                },
                 _ => return Err(err("unexpected reply", line)),
             };
             return Ok(Some((event, next)));

@@ -1,0 +1,56 @@
+//! nats-server from PATH.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use super::{
+    free_port, log_file, spawn_registered, Broker, BrokerKind, Settings, MAX_PENDING_BYTES,
+};
+
+/// The config every bench instance runs with (nats-server 2.9 syntax).
+pub fn config_text(port: u16) -> String {
+    format!(
+        "# Written by blipmq-bench.\n\
+         listen: \"127.0.0.1:{port}\"\n\
+         # Same per-connection output limit as BlipMQ and Redis get (default 64MB).\n\
+         max_pending: {MAX_PENDING_BYTES}\n\
+         # A stalled write closes the client after this (default 10s).\n\
+         write_deadline: \"30s\"\n\
+         max_connections: 65536\n"
+    )
+}
+
+pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
+    let port = free_port()?;
+    let config_path = settings.log_dir.join(format!("{tag}-nats.conf"));
+    std::fs::write(&config_path, config_text(port))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let log = log_file(log_path)?;
+    let mut command = Command::new(exe);
+    command
+        .arg("-c")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = spawn_registered(&mut command)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut broker = Broker::new(BrokerKind::Nats, child, addr, log_path.to_path_buf());
+    broker.wait_ready(probe)?;
+    Ok(broker)
+}
+
+/// The server greets with an INFO line.
+fn probe(stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 5];
+    stream.read_exact(&mut buf)?;
+    if &buf == b"INFO " {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("no INFO"))
+    }
+}

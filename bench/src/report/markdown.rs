@@ -1,0 +1,348 @@
+//! The Markdown report: one table per kind of scenario, rows = scenarios,
+//! columns = brokers, plus the BlipMQ/NATS ratio.
+
+use std::fmt::Write as _;
+
+use super::{human_bytes, human_rate, Report, RunResult, Status};
+use crate::brokers::BrokerKind;
+use crate::scenarios::{Group, Kind};
+
+/// "2024-05-01 12:34:56 UTC".
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn failed_cell(result: &RunResult) -> String {
+    match result.status {
+        Status::Lost => format!(
+            "**LOST** {} of {}",
+            result.missing.max(result.gaps),
+            result.expected
+        ),
+        Status::Reordered => format!("**REORDERED** ({})", result.reordered),
+        Status::Duplicated => format!("**DUPLICATED** ({})", result.duplicates),
+        Status::Error => "**ERROR**".into(),
+        Status::Ok => String::new(),
+    }
+}
+
+/// "†" after a figure taken while other processes loaded the machine.
+fn mark(result: &RunResult) -> &'static str {
+    if result.skewed {
+        " †"
+    } else {
+        ""
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+struct Table {
+    text: String,
+    kinds: Vec<BrokerKind>,
+    with_ratio: bool,
+}
+
+impl Table {
+    fn new(first: &str, kinds: &[BrokerKind], ratio_label: &str) -> Table {
+        let with_ratio = kinds.contains(&BrokerKind::Blipmq) && kinds.contains(&BrokerKind::Nats);
+        let mut text = format!("| {first} |");
+        let mut rule = String::from("|---|");
+        for kind in kinds {
+            let _ = write!(text, " {} |", kind.label());
+            rule += "---:|";
+        }
+        if with_ratio {
+            let _ = write!(text, " {ratio_label} |");
+            rule += "---:|";
+        }
+        text += "\n";
+        text += &rule;
+        text += "\n";
+        Table {
+            text,
+            kinds: kinds.to_vec(),
+            with_ratio,
+        }
+    }
+
+    /// A row: one cell per broker, and the ratio of BlipMQ's figure to NATS's.
+    fn row(&mut self, label: &str, cell: impl Fn(BrokerKind) -> (String, Option<f64>)) {
+        let _ = write!(self.text, "| {label} |");
+        let mut figures = Vec::new();
+        for &kind in &self.kinds {
+            let (text, figure) = cell(kind);
+            let _ = write!(self.text, " {text} |");
+            figures.push((kind, figure));
+        }
+        if self.with_ratio {
+            let get = |k| {
+                figures
+                    .iter()
+                    .find(|(kind, _)| *kind == k)
+                    .and_then(|(_, f)| *f)
+            };
+            let _ = write!(
+                self.text,
+                " {} |",
+                ratio(get(BrokerKind::Blipmq), get(BrokerKind::Nats))
+            );
+        }
+        self.text += "\n";
+    }
+}
+
+pub fn render(report: &Report) -> String {
+    let kinds = report.broker_kinds();
+    let mut md = String::new();
+    let m = &report.machine;
+    let _ = writeln!(
+        md,
+        "# BlipMQ bench: {}\n",
+        kinds
+            .iter()
+            .map(|k| k.label())
+            .collect::<Vec<_>>()
+            .join(" vs ")
+    );
+    let _ = writeln!(
+        md,
+        "{} run, started {}, took {:.0} s. Machine: {} ({} CPUs online, {} usable), {} RAM, {}, {}{}.\n",
+        report.mode,
+        utc(report.started_unix),
+        report.duration_secs,
+        m.cpu_model,
+        m.cpus_online,
+        m.cpus_available,
+        human_bytes(m.memory_bytes as f64),
+        m.kernel,
+        m.os,
+        if m.git_commit.is_empty() {
+            String::new()
+        } else {
+            format!(", commit {}", m.git_commit)
+        }
+    );
+    for broker in &report.brokers {
+        let _ = writeln!(
+            md,
+            "- {}: `{}`, executable modified {} ({})",
+            broker.label, broker.version, broker.modified, broker.config
+        );
+    }
+    let noisy = report.results.iter().filter(|r| r.skewed).count();
+    if noisy > 0 {
+        let _ = writeln!(
+            md,
+            "\n**{noisy} of {} runs shared the machine with other load**: other processes used more \
+             than {:.2} CPUs during their measured window (`other_cpu_secs` in the JSON). Their figures \
+             are marked † and are skewed; rerun on a quiet machine.",
+            report.results.len(),
+            super::NOISY_LOAD
+        );
+    }
+    md += "\nBrokers and the load generator share the machine. Every run starts a fresh broker. \
+           A run that lost, reordered or duplicated a message shows its verdict instead of a speed; \
+           see Problems below. Ratios are BlipMQ's figure divided by NATS's.\n\n";
+
+    let throughput: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Throughput { .. }) || s.group == Group::Connections)
+        .collect();
+    if !throughput.is_empty() {
+        md += "## Throughput\n\nMessages delivered per second, all subscribers together, and payload MB/s \
+               (10^6 B). Publishers send as fast as the flow control lets them. `conn-10k` is 1 → 1 with \
+               10,000 idle subscriber connections open.\n\n";
+        let mut table = Table::new("Scenario", &kinds, "BlipMQ/NATS (higher: BlipMQ faster)");
+        for scenario in &throughput {
+            table.row(&format!("`{}`", scenario.name), |kind| {
+                match report.result(&scenario.name, kind) {
+                    None => ("n/a".into(), None),
+                    Some(r) if r.status != Status::Ok => (failed_cell(r), None),
+                    Some(r) => (
+                        format!(
+                            "{} msg/s, {:.1} MB/s{}",
+                            human_rate(r.msgs_per_sec.unwrap_or(0.0)),
+                            r.mb_per_sec.unwrap_or(0.0),
+                            mark(r)
+                        ),
+                        r.msgs_per_sec,
+                    ),
+                }
+            });
+        }
+        md += &table.text;
+
+        md += "\n## Broker CPU\n\nCPU seconds (user + system, all threads, from /proc/PID/stat) the broker \
+               used per million delivered messages, over the measured window. Lower is better.\n\n";
+        let mut table = Table::new("Scenario", &kinds, "BlipMQ/NATS (lower: BlipMQ cheaper)");
+        for scenario in &throughput {
+            table.row(&format!("`{}`", scenario.name), |kind| {
+                match report.result(&scenario.name, kind) {
+                    None => ("n/a".into(), None),
+                    Some(r) if r.status != Status::Ok => (failed_cell(r), None),
+                    Some(r) => match r.cpu_secs_per_million {
+                        Some(cpu) => (format!("{cpu:.3} s{}", mark(r)), Some(cpu)),
+                        None => ("–".into(), None),
+                    },
+                }
+            });
+        }
+        md += &table.text;
+    }
+
+    let latency: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.group == Group::Latency)
+        .collect();
+    if !latency.is_empty() {
+        md += "\n## Latency\n\nOne-way latency in µs, 1 publisher → 1 subscriber, 16 B payloads, paced. \
+               Measured from the moment each message was due to be sent (so the publisher's own lateness \
+               and any backpressure count) to its arrival at the subscriber. Lower is better.\n\n";
+        let mut table = Table::new("Scenario", &kinds, "BlipMQ/NATS (lower: BlipMQ faster)");
+        for scenario in &latency {
+            for (index, label) in ["p50", "p90", "p99", "p99.9", "max"].iter().enumerate() {
+                table.row(&format!("`{}` {label}", scenario.name), |kind| match report
+                    .result(&scenario.name, kind)
+                {
+                    None => ("n/a".into(), None),
+                    Some(r) if r.status != Status::Ok => (failed_cell(r), None),
+                    Some(r) => match &r.latency_us {
+                        Some(p) => {
+                            let v = p.points()[index].1;
+                            (format!("{v:.1}{}", mark(r)), Some(v))
+                        }
+                        None => ("–".into(), None),
+                    },
+                });
+            }
+        }
+        md += &table.text;
+        md += "\nAchieved rate and the publisher's own lateness (pacer lag p99) per run are in the JSON.\n";
+    }
+
+    let conns: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.group == Group::Connections)
+        .collect();
+    for scenario in conns {
+        let _ = write!(
+            md,
+            "\n## Connections (`{}`)\n\nBroker RSS (VmRSS from /proc/PID/status), fresh and with the idle \
+             subscriber connections open (each subscribed to its own subject).\n\n",
+            scenario.name
+        );
+        let mut table = Table::new("Figure", &kinds, "BlipMQ/NATS");
+        let conn = |kind| {
+            report
+                .result(&scenario.name, kind)
+                .and_then(|r| r.connections.clone())
+        };
+        table.row("RSS, fresh", |kind| match conn(kind) {
+            Some(c) => (
+                human_bytes(c.rss_before_bytes as f64),
+                Some(c.rss_before_bytes as f64),
+            ),
+            None => ("–".into(), None),
+        });
+        table.row("RSS with the idle connections", |kind| match conn(kind) {
+            Some(c) => (
+                format!(
+                    "{} ({} conns)",
+                    human_bytes(c.rss_idle_bytes as f64),
+                    c.idle
+                ),
+                Some(c.rss_idle_bytes as f64),
+            ),
+            None => ("–".into(), None),
+        });
+        table.row("RSS per idle connection", |kind| match conn(kind) {
+            Some(c) => (
+                human_bytes(c.bytes_per_idle_conn),
+                Some(c.bytes_per_idle_conn),
+            ),
+            None => ("–".into(), None),
+        });
+        table.row("time to open them", |kind| match conn(kind) {
+            Some(c) => (format!("{:.2} s", c.open_secs), Some(c.open_secs)),
+            None => ("–".into(), None),
+        });
+        table.row("1 → 1 throughput meanwhile", |kind| {
+            match report.result(&scenario.name, kind) {
+                Some(r) if r.status == Status::Ok => (
+                    format!(
+                        "{} msg/s{}",
+                        human_rate(r.msgs_per_sec.unwrap_or(0.0)),
+                        mark(r)
+                    ),
+                    r.msgs_per_sec,
+                ),
+                Some(r) => (failed_cell(r), None),
+                None => ("–".into(), None),
+            }
+        });
+        md += &table.text;
+    }
+
+    let problems: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.status != Status::Ok || !r.notes.is_empty())
+        .collect();
+    md += "\n## Problems\n\n";
+    if problems.is_empty() {
+        md += "None: every subscriber received every message, in order, in every run.\n";
+    }
+    for r in problems {
+        let _ = writeln!(
+            md,
+            "- `{}` on {}: **{}**; sent {}, expected {} deliveries, received {}.",
+            r.scenario,
+            r.broker.label(),
+            r.status.label(),
+            r.sent,
+            r.expected,
+            r.received
+        );
+        for problem in r.problems.iter().chain(&r.notes) {
+            let _ = writeln!(md, "  - {}", problem.replace('\n', " "));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_709_251_199), "2024-02-29 23:59:59 UTC");
+    }
+}

@@ -1,0 +1,414 @@
+//! Results: what one run found, and the Markdown, JSON and SVG reports.
+
+pub mod json;
+pub mod machine;
+pub mod markdown;
+pub mod svg;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::brokers::BrokerKind;
+use crate::run::flow::{FlowOutcome, FlowSpec, Pace};
+use crate::scenarios::{Group, Scenario};
+
+/// Other processes' CPU use (CPUs, averaged over the window) above which a
+/// run is flagged as skewed.
+pub const NOISY_LOAD: f64 = 0.15;
+
+/// A run's verdict. Only `ok` runs are reported as a speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Some subscriber did not receive every message sent to it.
+    Lost,
+    /// A publisher's messages arrived out of order.
+    Reordered,
+    /// A queue-group message reached more than one member.
+    Duplicated,
+    /// The run could not be carried out (the broker failed to start,
+    /// refused a client, sent an error, crashed, ...).
+    Error,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Lost => "LOST",
+            Status::Reordered => "REORDERED",
+            Status::Duplicated => "DUPLICATED",
+            Status::Error => "ERROR",
+        }
+    }
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of(hist: &Histogram<u64>) -> Option<Percentiles> {
+        if hist.is_empty() {
+            return None;
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Some(Percentiles {
+            samples: hist.len(),
+            p50: us(hist.value_at_quantile(0.50)),
+            p90: us(hist.value_at_quantile(0.90)),
+            p99: us(hist.value_at_quantile(0.99)),
+            p999: us(hist.value_at_quantile(0.999)),
+            max: us(hist.max()),
+            mean: hist.mean() / 1000.0,
+        })
+    }
+
+    /// (label, value) in report order.
+    pub fn points(&self) -> [(&'static str, f64); 5] {
+        [
+            ("p50", self.p50),
+            ("p90", self.p90),
+            ("p99", self.p99),
+            ("p99.9", self.p999),
+            ("max", self.max),
+        ]
+    }
+}
+
+/// The connections scenario's extra figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnFigures {
+    pub idle: usize,
+    pub open_secs: f64,
+    pub open_cpu_secs: f64,
+    pub rss_before_bytes: u64,
+    pub rss_idle_bytes: u64,
+    pub bytes_per_idle_conn: f64,
+}
+
+/// Everything about one scenario on one broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub scenario: String,
+    pub group: Group,
+    pub broker: BrokerKind,
+    pub status: Status,
+    /// Why the status is not ok, and anything else odd.
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    pub pubs: usize,
+    pub subs: usize,
+    pub payload_bytes: usize,
+    pub queue_group: bool,
+    pub target_rate: Option<u64>,
+    /// Messages per publisher write, and the most a publisher may run
+    /// ahead of its slowest subscriber (flow control).
+    pub batch: usize,
+    pub window_msgs: u64,
+    pub sent: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub missing: u64,
+    pub gaps: u64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+    /// Measured window: from the snapshot after the warm-up to the last
+    /// message received.
+    pub window_secs: f64,
+    /// Messages received, all subscribers together, in the window.
+    pub delivered: u64,
+    pub msgs_per_sec: Option<f64>,
+    /// Payload megabytes (10^6 B) delivered per second.
+    pub mb_per_sec: Option<f64>,
+    pub broker_cpu_secs: f64,
+    pub cpu_secs_per_million: Option<f64>,
+    pub harness_cpu_secs: f64,
+    /// CPU seconds used in the window by everything else on the machine:
+    /// other processes' load skews the figures.
+    pub other_cpu_secs: f64,
+    /// Other processes used more than [`NOISY_LOAD`] CPUs in the window.
+    pub skewed: bool,
+    pub latency_us: Option<Percentiles>,
+    pub pacer_lag_us: Option<Percentiles>,
+    pub receiver_mismatches: u64,
+    /// Seconds each publisher waited for flow-control credit (whole run,
+    /// warm-up included): near the run's length means the subscribers or
+    /// the broker set the pace, as they should.
+    pub publisher_wait_secs: Vec<f64>,
+    pub connections: Option<ConnFigures>,
+    pub rss_start_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+}
+
+impl RunResult {
+    pub fn new(scenario: &Scenario, broker: BrokerKind) -> RunResult {
+        RunResult {
+            scenario: scenario.name.clone(),
+            group: scenario.group,
+            broker,
+            status: Status::Error,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            pubs: 0,
+            subs: 0,
+            payload_bytes: 0,
+            queue_group: false,
+            target_rate: None,
+            batch: 0,
+            window_msgs: 0,
+            sent: 0,
+            expected: 0,
+            received: 0,
+            missing: 0,
+            gaps: 0,
+            reordered: 0,
+            duplicates: 0,
+            malformed: 0,
+            window_secs: 0.0,
+            delivered: 0,
+            msgs_per_sec: None,
+            mb_per_sec: None,
+            broker_cpu_secs: 0.0,
+            cpu_secs_per_million: None,
+            harness_cpu_secs: 0.0,
+            other_cpu_secs: 0.0,
+            skewed: false,
+            latency_us: None,
+            pacer_lag_us: None,
+            receiver_mismatches: 0,
+            publisher_wait_secs: Vec::new(),
+            connections: None,
+            rss_start_bytes: None,
+            rss_end_bytes: None,
+        }
+    }
+
+    pub fn set_error(&mut self, problem: String) {
+        self.status = Status::Error;
+        self.problems.push(problem);
+        self.msgs_per_sec = None;
+        self.mb_per_sec = None;
+        self.cpu_secs_per_million = None;
+    }
+
+    /// Fills in a flow's figures and decides the verdict: a run that lost,
+    /// reordered or duplicated anything gets no speed.
+    pub fn set_flow(&mut self, spec: &FlowSpec, outcome: &FlowOutcome) {
+        self.pubs = spec.pubs;
+        self.subs = spec.subs;
+        self.payload_bytes = spec.payload;
+        self.queue_group = spec.queue;
+        self.target_rate = match spec.pace {
+            Pace::Rate(rate) => Some(rate),
+            Pace::Max => None,
+        };
+        self.batch = spec.batch();
+        self.window_msgs = spec.window();
+        self.sent = outcome.sent.iter().sum();
+        self.expected = outcome.expected_total(spec.queue);
+        self.received = outcome.received_total();
+        self.missing = self.expected.saturating_sub(self.received);
+        self.gaps = outcome.gaps;
+        self.reordered = outcome.reordered;
+        self.duplicates = outcome.duplicates;
+        self.malformed = outcome.malformed;
+        self.window_secs = outcome.window.as_secs_f64();
+        self.delivered = outcome.delivered;
+        self.broker_cpu_secs = outcome.broker_cpu;
+        self.harness_cpu_secs = outcome.harness_cpu;
+        self.other_cpu_secs = outcome.other_cpu;
+        self.skewed = self.window_secs > 0.0 && self.other_cpu_secs / self.window_secs > NOISY_LOAD;
+        self.latency_us = outcome.latency.as_ref().and_then(Percentiles::of);
+        self.pacer_lag_us = outcome.pacer_lag.as_ref().and_then(Percentiles::of);
+        self.receiver_mismatches = outcome.receiver_mismatches;
+        self.publisher_wait_secs = outcome.publisher_waited.clone();
+
+        // Per subscriber and publisher, for the problem list.
+        if !spec.queue {
+            for (s, counts) in outcome.received.iter().enumerate() {
+                for (p, &got) in counts.iter().enumerate() {
+                    let sent = outcome.sent[p];
+                    if got != sent {
+                        self.problems.push(format!(
+                            "subscriber {s} received {got} of publisher {p}'s {sent} messages"
+                        ));
+                    }
+                }
+            }
+        } else if self.received != self.expected {
+            self.problems.push(format!(
+                "the group received {} of {} messages",
+                self.received, self.expected
+            ));
+        }
+        self.problems.extend(outcome.errors.iter().cloned());
+        if outcome.gaps > 0 {
+            self.problems
+                .push(format!("{} sequence numbers skipped", outcome.gaps));
+        }
+        if outcome.reordered > 0 {
+            self.problems.push(format!(
+                "{} messages arrived after a later one",
+                outcome.reordered
+            ));
+        }
+        if outcome.duplicates > 0 {
+            self.problems.push(format!(
+                "{} messages reached two queue members",
+                outcome.duplicates
+            ));
+        }
+        if outcome.malformed > 0 {
+            self.problems
+                .push(format!("{} malformed payloads", outcome.malformed));
+        }
+        if !outcome.complete {
+            self.problems.push(format!(
+                "messages were still missing when the run gave up waiting (nothing new for {:?}, or the broker exited)",
+                crate::run::flow::STALL_TIMEOUT
+            ));
+        }
+        if self.problems.len() > 12 {
+            let more = self.problems.len() - 10;
+            self.problems.truncate(10);
+            self.problems.push(format!("... and {more} more"));
+        }
+
+        self.status = if outcome.broker_failed {
+            Status::Error
+        } else if outcome.duplicates > 0 {
+            Status::Duplicated
+        } else if outcome.reordered > 0 {
+            Status::Reordered
+        } else if outcome.gaps > 0 || self.received < self.expected || !outcome.complete {
+            Status::Lost
+        } else if outcome.malformed > 0
+            || self.received > self.expected
+            || !outcome.errors.is_empty()
+        {
+            Status::Error
+        } else {
+            Status::Ok
+        };
+        if self.status == Status::Ok && self.window_secs > 0.0 {
+            let rate = self.delivered as f64 / self.window_secs;
+            self.msgs_per_sec = Some(rate);
+            self.mb_per_sec = Some(rate * spec.payload as f64 / 1e6);
+            if self.delivered > 0 {
+                self.cpu_secs_per_million =
+                    Some(self.broker_cpu_secs / (self.delivered as f64 / 1e6));
+            }
+        }
+    }
+
+    /// One line for the console.
+    pub fn summary(&self) -> String {
+        let head = format!("{:<16} {:<7}", self.scenario, self.broker.label());
+        if self.status != Status::Ok {
+            let why = self.problems.first().cloned().unwrap_or_default();
+            return format!("{head} {} — {why}", self.status.label());
+        }
+        let mut line = format!(
+            "{head} {:>10} msg/s {:>9.1} MB/s  cpu {:.3} s/M",
+            human_rate(self.msgs_per_sec.unwrap_or(0.0)),
+            self.mb_per_sec.unwrap_or(0.0),
+            self.cpu_secs_per_million.unwrap_or(0.0)
+        );
+        if let Some(lat) = &self.latency_us {
+            line += &format!(
+                "  p50 {:.0} µs p99 {:.0} µs p99.9 {:.0} µs max {:.0} µs",
+                lat.p50, lat.p99, lat.p999, lat.max
+            );
+        }
+        if self.skewed {
+            line += &format!(
+                "  (skewed: other processes used {:.2} CPUs)",
+                self.other_cpu_secs / self.window_secs
+            );
+        }
+        if let Some(conn) = &self.connections {
+            line += &format!(
+                "  RSS {} → {} with {} idle",
+                human_bytes(conn.rss_before_bytes as f64),
+                human_bytes(conn.rss_idle_bytes as f64),
+                conn.idle
+            );
+        }
+        line
+    }
+}
+
+/// "1.23M", "456k", "789".
+pub fn human_rate(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2}M", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1}k", rate / 1e3)
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+/// "12.3 MiB".
+pub fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Everything the report writers need.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub mode: String,
+    pub started_unix: u64,
+    pub duration_secs: f64,
+    pub machine: machine::Machine,
+    pub brokers: Vec<BrokerInfo>,
+    pub settings: serde_json::Value,
+    pub scenarios: Vec<Scenario>,
+    pub results: Vec<RunResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    pub broker: BrokerKind,
+    pub label: String,
+    pub path: String,
+    pub version: String,
+    /// When the executable was last modified (which build of blipmqd).
+    pub modified: String,
+    pub config: String,
+}
+
+impl Report {
+    pub fn result(&self, scenario: &str, broker: BrokerKind) -> Option<&RunResult> {
+        self.results
+            .iter()
+            .find(|r| r.scenario == scenario && r.broker == broker)
+    }
+
+    pub fn broker_kinds(&self) -> Vec<BrokerKind> {
+        self.brokers.iter().map(|b| b.broker).collect()
+    }
+}

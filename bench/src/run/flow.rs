@@ -1,0 +1,843 @@
+//! One run of publishers → subscribers on one subject.
+//!
+//! Every subscriber connection has its own reader thread that parses in
+//! place, checks each message's (publisher, sequence number) and counts.
+//! Publishers either go as fast as the flow control lets them (throughput)
+//! or are paced at a fixed rate (latency). The main thread measures: it
+//! snapshots the counters and the broker's CPU time after the warm-up, stops
+//! the publishers after the measured time, waits until every subscriber has
+//! every message (or nothing arrives any more) and snapshots again.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+use super::{fine_timer_slack, new_histogram, Clock};
+use crate::brokers::{procfs, Broker};
+use crate::proto::{self, payload, Event, Reader, Wire};
+
+/// The subject every run publishes on.
+pub const SUBJECT: &str = "bench.flow";
+/// The queue group of the queue-group scenario.
+pub const QUEUE_GROUP: &str = "workers";
+/// Target bytes of one publisher write.
+pub const WRITE_TARGET: usize = 64 * 1024;
+/// Most messages in one write.
+pub const MAX_BATCH: usize = 1024;
+/// Batches a publisher may run ahead of the slowest subscriber, and PINGs
+/// it may have unanswered.
+pub const WINDOW_BATCHES: u64 = 64;
+/// How long a run waits, once the publishers stopped, for a subscriber that
+/// receives nothing any more, before it calls the missing messages lost.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the last messages, even while they trickle in.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How publishers send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As fast as flow control allows.
+    Max,
+    /// Each publisher sends this many messages per second, evenly spaced.
+    Rate(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    pub pubs: usize,
+    pub subs: usize,
+    pub payload: usize,
+    /// All subscribers in one queue group (each message goes to one member).
+    pub queue: bool,
+    pub pace: Pace,
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+impl FlowSpec {
+    /// Messages per publisher write; the same for every broker, since it
+    /// depends on the payload only.
+    pub fn batch(&self) -> usize {
+        (WRITE_TARGET / (self.payload + 32)).clamp(1, MAX_BATCH)
+    }
+
+    /// Messages a publisher may have sent that some subscriber (for a queue
+    /// group: the group) has not received yet.
+    pub fn window(&self) -> u64 {
+        self.batch() as u64 * WINDOW_BATCHES
+    }
+}
+
+/// Everything a run observed.
+#[derive(Debug)]
+pub struct FlowOutcome {
+    /// Messages each publisher sent.
+    pub sent: Vec<u64>,
+    /// Messages each subscriber received from each publisher.
+    pub received: Vec<Vec<u64>>,
+    /// Sequence numbers skipped (fan-out: every subscriber must see all).
+    pub gaps: u64,
+    /// Messages that arrived after a later one of the same publisher.
+    pub reordered: u64,
+    /// Queue groups: messages delivered to more than one member.
+    pub duplicates: u64,
+    /// Payloads of the wrong size or with an unknown publisher.
+    pub malformed: u64,
+    /// What went wrong on connections: errors sent by the broker, closes.
+    pub errors: Vec<String>,
+    /// Did every subscriber get every message before the drain gave up?
+    pub complete: bool,
+    /// From the snapshot after the warm-up to the last message received.
+    pub window: Duration,
+    /// Messages received by all subscribers in `window`.
+    pub delivered: u64,
+    pub broker_cpu: f64,
+    pub harness_cpu: f64,
+    /// CPU seconds the rest of the machine used in the window (other
+    /// processes, the kernel's own threads): noise when large.
+    pub other_cpu: f64,
+    /// Latency runs: one-way latency of the messages after the warm-up.
+    pub latency: Option<Histogram<u64>>,
+    /// Latency runs: how late the pacer wrote messages (client-side delay).
+    pub pacer_lag: Option<Histogram<u64>>,
+    /// Redis: PUBLISH replies whose receiver count was not the expected one.
+    pub receiver_mismatches: u64,
+    /// The broker process exited during the run.
+    pub broker_failed: bool,
+    /// Seconds each publisher spent waiting for flow-control credit (whole
+    /// run, warm-up included).
+    pub publisher_waited: Vec<f64>,
+}
+
+impl FlowOutcome {
+    /// Messages the subscribers should have received in total.
+    pub fn expected_total(&self, queue: bool) -> u64 {
+        let sent: u64 = self.sent.iter().sum();
+        if queue {
+            sent
+        } else {
+            sent * self.received.len() as u64
+        }
+    }
+
+    pub fn received_total(&self) -> u64 {
+        self.received.iter().flatten().sum()
+    }
+}
+
+/// Counters a subscriber publishes for the publishers' flow control and the
+/// main thread's snapshots.
+struct SubShared {
+    per_pub: Box<[CachePadded<AtomicU64>]>,
+    last_recv_ns: CachePadded<AtomicU64>,
+}
+
+struct Shared {
+    clock: Clock,
+    spec: FlowSpec,
+    stop: AtomicBool,
+    closing: AtomicBool,
+    subs: Box<[SubShared]>,
+    sent: Box<[CachePadded<AtomicU64>]>,
+    pongs: Box<[CachePadded<AtomicU64>]>,
+    /// A PING from the server to a publisher, to be answered by its writer.
+    ping_requests: Box<[CachePadded<AtomicU64>]>,
+    /// Queue groups: one bit per sequence number, to find duplicates.
+    seen: Option<Box<[AtomicU64]>>,
+    /// Latency runs: messages stamped before this are warm-up.
+    warm_ns: AtomicU64,
+}
+
+impl Shared {
+    fn delivered_total(&self) -> u64 {
+        self.subs
+            .iter()
+            .flat_map(|sub| sub.per_pub.iter())
+            .map(|count| count.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Progress of publisher `p` for its flow control.
+    fn progress(&self, p: usize) -> u64 {
+        let counts = self
+            .subs
+            .iter()
+            .map(|sub| sub.per_pub[p].load(Ordering::Acquire));
+        if self.spec.queue {
+            counts.sum()
+        } else {
+            counts.min().unwrap_or(u64::MAX)
+        }
+    }
+}
+
+/// Queue-group runs can check at most this many sequence numbers for
+/// duplicates; a publisher stops there.
+const SEEN_BITS: u64 = 1 << 28;
+
+#[derive(Debug, Default)]
+struct SubReport {
+    counts: Vec<u64>,
+    gaps: u64,
+    reordered: u64,
+    duplicates: u64,
+    malformed: u64,
+    errors: Vec<String>,
+    latency: Option<Histogram<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct PubReport {
+    sent: u64,
+    /// Time spent waiting for flow-control credit.
+    waited: Duration,
+    errors: Vec<String>,
+    pacer_lag: Option<Histogram<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct PubReaderReport {
+    errors: Vec<String>,
+    receiver_mismatches: u64,
+}
+
+/// Runs `spec` against `broker`; `on_progress` gets a status line now and then.
+pub fn run<W: Wire>(
+    broker: &mut Broker,
+    spec: &FlowSpec,
+    on_progress: &dyn Fn(String),
+) -> Result<FlowOutcome> {
+    let addr = broker.addr;
+    assert!(spec.payload >= payload::HEADER);
+    let shared = Arc::new(Shared {
+        clock: Clock::new(),
+        spec: spec.clone(),
+        stop: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
+        subs: (0..spec.subs)
+            .map(|_| SubShared {
+                per_pub: (0..spec.pubs)
+                    .map(|_| CachePadded::new(AtomicU64::new(0)))
+                    .collect(),
+                last_recv_ns: CachePadded::new(AtomicU64::new(0)),
+            })
+            .collect(),
+        sent: (0..spec.pubs)
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect(),
+        pongs: (0..spec.pubs)
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect(),
+        ping_requests: (0..spec.pubs)
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect(),
+        seen: spec.queue.then(|| {
+            (0..SEEN_BITS / 64 * spec.pubs as u64)
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        }),
+        warm_ns: AtomicU64::new(u64::MAX),
+    });
+
+    // Connections first: subscribers (confirmed by PONG, so their
+    // subscriptions are in place), then publishers.
+    let mut sockets: Vec<TcpStream> = Vec::new();
+    let mut sub_streams = Vec::new();
+    for s in 0..spec.subs {
+        let mut extra = Vec::new();
+        W::put_subscribe(&mut extra, SUBJECT, 1, spec.queue.then_some(QUEUE_GROUP));
+        let stream = proto::open::<W>(addr, &format!("bench-sub-{s}"), &extra, SETUP_TIMEOUT)
+            .with_context(|| format!("subscriber {s} cannot connect and subscribe"))?;
+        sockets.push(stream.try_clone()?);
+        sub_streams.push(stream);
+    }
+    let mut pub_streams = Vec::new();
+    for p in 0..spec.pubs {
+        let stream = proto::open::<W>(addr, &format!("bench-pub-{p}"), &[], SETUP_TIMEOUT)
+            .with_context(|| format!("publisher {p} cannot connect"))?;
+        sockets.push(stream.try_clone()?);
+        pub_streams.push(stream);
+    }
+    // From here on every thread ends when its socket is shut down, also
+    // when this function returns early.
+    let guard = SocketGuard {
+        sockets,
+        shared: shared.clone(),
+    };
+
+    let mut sub_threads: Vec<JoinHandle<SubReport>> = Vec::new();
+    for (s, stream) in sub_streams.into_iter().enumerate() {
+        let shared = shared.clone();
+        sub_threads.push(
+            std::thread::Builder::new()
+                .name(format!("sub-{s}"))
+                .spawn(move || subscriber::<W>(stream, &shared, s))?,
+        );
+    }
+    let start = Arc::new(Barrier::new(spec.pubs + 1));
+    let mut pub_threads: Vec<JoinHandle<PubReport>> = Vec::new();
+    let mut pub_reader_threads: Vec<JoinHandle<PubReaderReport>> = Vec::new();
+    for (p, stream) in pub_streams.into_iter().enumerate() {
+        let reader_stream = stream.try_clone()?;
+        let reader_shared = shared.clone();
+        pub_reader_threads.push(
+            std::thread::Builder::new()
+                .name(format!("pub-{p}-reader"))
+                .spawn(move || publisher_reader::<W>(reader_stream, &reader_shared, p))?,
+        );
+        let shared = shared.clone();
+        let start = start.clone();
+        pub_threads.push(std::thread::Builder::new().name(format!("pub-{p}")).spawn(
+            move || {
+                start.wait();
+                match shared.spec.pace {
+                    Pace::Max => publish_max::<W>(stream, &shared, p),
+                    Pace::Rate(rate) => publish_paced::<W>(stream, &shared, p, rate),
+                }
+            },
+        )?);
+    }
+
+    // Go.
+    let go_ns = shared.clock.now_ns();
+    shared
+        .warm_ns
+        .store(go_ns + spec.warmup.as_nanos() as u64, Ordering::Release);
+    start.wait();
+    let tick = Duration::from_millis(100);
+    let warm_end = Instant::now() + spec.warmup;
+    let mut errors = Vec::new();
+    while Instant::now() < warm_end {
+        std::thread::sleep(tick.min(warm_end.saturating_duration_since(Instant::now())));
+        if let Err(error) = broker.check_alive() {
+            errors.push(format!("{error:#}"));
+            break;
+        }
+        on_progress("warming up".into());
+    }
+
+    let t0_ns = shared.clock.now_ns();
+    let delivered0 = shared.delivered_total();
+    let cpu0 = broker.cpu_seconds().unwrap_or(0.0);
+    let self0 = procfs::self_cpu_seconds()?;
+    let busy0 = procfs::machine_busy_seconds().unwrap_or(0.0);
+    let measure_end = Instant::now() + spec.measure;
+    let (mut last_count, mut last_at) = (delivered0, Instant::now());
+    while Instant::now() < measure_end && errors.is_empty() {
+        std::thread::sleep(tick.min(measure_end.saturating_duration_since(Instant::now())));
+        if let Err(error) = broker.check_alive() {
+            errors.push(format!("{error:#}"));
+            break;
+        }
+        let count = shared.delivered_total();
+        let rate = (count - last_count) as f64 / last_at.elapsed().as_secs_f64();
+        (last_count, last_at) = (count, Instant::now());
+        on_progress(format!(
+            "{} msg/s delivered",
+            crate::report::human_rate(rate)
+        ));
+    }
+    shared.stop.store(true, Ordering::Release);
+
+    // Publishers stop after their current write; one stuck in a write to a
+    // broker that stopped reading is released by shutting its socket.
+    let stop_deadline = Instant::now() + Duration::from_secs(10);
+    while pub_threads.iter().any(|t| !t.is_finished()) && Instant::now() < stop_deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if pub_threads.iter().any(|t| !t.is_finished()) {
+        errors.push(
+            "a publisher was still blocked in a write 10 s after the end; its socket was shut"
+                .to_string(),
+        );
+        guard.shutdown_all();
+    }
+    let mut sent = Vec::new();
+    let mut publisher_waited = Vec::new();
+    let mut pacer_lag: Option<Histogram<u64>> = None;
+    for thread in pub_threads {
+        let report = thread
+            .join()
+            .map_err(|_| anyhow!("a publisher thread panicked"))?;
+        sent.push(report.sent);
+        publisher_waited.push(report.waited.as_secs_f64());
+        errors.extend(report.errors);
+        if let Some(lag) = report.pacer_lag {
+            match pacer_lag.as_mut() {
+                Some(total) => total.add(&lag).expect("same bounds"),
+                None => pacer_lag = Some(lag),
+            }
+        }
+    }
+
+    // Drain: wait until every subscriber has what was sent to it.
+    let expected_total: u64 = if spec.queue {
+        sent.iter().sum()
+    } else {
+        sent.iter().sum::<u64>() * spec.subs as u64
+    };
+    let broker_died = !errors.is_empty();
+    let drain_start = Instant::now();
+    let (mut seen_count, mut seen_at) = (shared.delivered_total(), Instant::now());
+    let complete = loop {
+        let count = shared.delivered_total();
+        if count >= expected_total {
+            break true;
+        }
+        if count != seen_count {
+            (seen_count, seen_at) = (count, Instant::now());
+        }
+        if seen_at.elapsed() > STALL_TIMEOUT || drain_start.elapsed() > DRAIN_LIMIT {
+            break false;
+        }
+        if let Err(error) = broker.check_alive() {
+            if !broker_died {
+                errors.push(format!("{error:#}"));
+            }
+            break false;
+        }
+        on_progress(format!("draining: {count}/{expected_total}"));
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let delivered1 = shared.delivered_total();
+    let cpu1 = broker.cpu_seconds().unwrap_or(cpu0);
+    let self1 = procfs::self_cpu_seconds()?;
+    let busy1 = procfs::machine_busy_seconds().unwrap_or(busy0);
+    let last_ns = shared
+        .subs
+        .iter()
+        .map(|sub| sub.last_recv_ns.load(Ordering::Acquire))
+        .max()
+        .unwrap_or(0);
+
+    shared.closing.store(true, Ordering::Release);
+    guard.shutdown_all();
+    let mut outcome = FlowOutcome {
+        sent,
+        received: Vec::new(),
+        gaps: 0,
+        reordered: 0,
+        duplicates: 0,
+        malformed: 0,
+        errors,
+        complete,
+        window: Duration::from_nanos(last_ns.saturating_sub(t0_ns)),
+        delivered: delivered1 - delivered0,
+        broker_cpu: cpu1 - cpu0,
+        harness_cpu: self1 - self0,
+        other_cpu: ((busy1 - busy0) - (cpu1 - cpu0) - (self1 - self0)).max(0.0),
+        latency: None,
+        pacer_lag,
+        receiver_mismatches: 0,
+        broker_failed: broker.check_alive().is_err(),
+        publisher_waited,
+    };
+    for (s, thread) in sub_threads.into_iter().enumerate() {
+        let report = thread
+            .join()
+            .map_err(|_| anyhow!("subscriber thread {s} panicked"))?;
+        outcome.gaps += report.gaps;
+        outcome.reordered += report.reordered;
+        outcome.duplicates += report.duplicates;
+        outcome.malformed += report.malformed;
+        outcome.errors.extend(
+            report
+                .errors
+                .into_iter()
+                .map(|e| format!("subscriber {s}: {e}")),
+        );
+        outcome.received.push(report.counts);
+        if let Some(hist) = report.latency {
+            match outcome.latency.as_mut() {
+                Some(total) => total.add(&hist).expect("same bounds"),
+                None => outcome.latency = Some(hist),
+            }
+        }
+    }
+    for (p, thread) in pub_reader_threads.into_iter().enumerate() {
+        let report = thread
+            .join()
+            .map_err(|_| anyhow!("publisher reader {p} panicked"))?;
+        outcome.receiver_mismatches += report.receiver_mismatches;
+        outcome.errors.extend(
+            report
+                .errors
+                .into_iter()
+                .map(|e| format!("publisher {p}: {e}")),
+        );
+    }
+    Ok(outcome)
+}
+
+/// Shuts every socket of a run, also when the run ends early with an error,
+/// so that no thread stays blocked in a read, a write or a credit wait.
+struct SocketGuard {
+    sockets: Vec<TcpStream>,
+    shared: Arc<Shared>,
+}
+
+impl SocketGuard {
+    fn shutdown_all(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.closing.store(true, Ordering::Release);
+        for socket in &self.sockets {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.shutdown_all();
+    }
+}
+
+/// A subscriber connection's reader: counts and checks every message.
+fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> SubReport {
+    let spec = &shared.spec;
+    let mine = &shared.subs[index];
+    let latency_run = matches!(spec.pace, Pace::Rate(_));
+    let mut report = SubReport {
+        counts: vec![0; spec.pubs],
+        latency: latency_run.then(new_histogram),
+        ..SubReport::default()
+    };
+    let mut next_seq = vec![0u64; spec.pubs];
+    let mut reader = Reader::new(1 << 20);
+    let mut pong = Vec::new();
+    W::put_pong(&mut pong);
+    loop {
+        match reader.read_from(&mut stream) {
+            Ok(0) => {
+                if !shared.closing.load(Ordering::Acquire) {
+                    report
+                        .errors
+                        .push("the broker closed the connection".into());
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if !shared.closing.load(Ordering::Acquire) {
+                    report.errors.push(format!("read failed: {error}"));
+                }
+                break;
+            }
+        }
+        let now = shared.clock.now_ns();
+        // Set by the main thread just before the publishers start.
+        let warm_ns = shared.warm_ns.load(Ordering::Acquire);
+        let mut got_any = false;
+        loop {
+            let event = match reader.next::<W>() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(error) => {
+                    report.errors.push(format!("protocol error: {error}"));
+                    return report;
+                }
+            };
+            match event {
+                Event::Msg(body) => {
+                    got_any = true;
+                    let Some((publisher, seq, stamp)) = payload::read(body) else {
+                        report.malformed += 1;
+                        continue;
+                    };
+                    let p = publisher as usize;
+                    if body.len() != spec.payload || p >= spec.pubs {
+                        report.malformed += 1;
+                        continue;
+                    }
+                    let seq = seq as u64;
+                    report.counts[p] += 1;
+                    if spec.queue {
+                        // Members see increasing numbers, with gaps.
+                        if seq < next_seq[p] {
+                            report.reordered += 1;
+                        } else {
+                            next_seq[p] = seq + 1;
+                        }
+                        if let Some(seen) = &shared.seen {
+                            let bit = p as u64 * SEEN_BITS + seq;
+                            let mask = 1u64 << (bit % 64);
+                            if seen[(bit / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask
+                                != 0
+                            {
+                                report.duplicates += 1;
+                            }
+                        }
+                    } else if seq == next_seq[p] {
+                        next_seq[p] += 1;
+                    } else if seq > next_seq[p] {
+                        report.gaps += seq - next_seq[p];
+                        next_seq[p] = seq + 1;
+                    } else {
+                        report.reordered += 1;
+                    }
+                    if let Some(hist) = report.latency.as_mut() {
+                        if stamp >= warm_ns {
+                            hist.saturating_record(now.saturating_sub(stamp).max(1));
+                        }
+                    }
+                }
+                Event::Ping => {
+                    if let Err(error) = stream.write_all(&pong) {
+                        report.errors.push(format!("cannot answer PING: {error}"));
+                    }
+                }
+                Event::Error { code, text } => {
+                    report.errors.push(format!(
+                        "server error {code}: {}",
+                        String::from_utf8_lossy(text)
+                    ));
+                }
+                Event::Disconnect(reason) => {
+                    report.errors.push(format!(
+                        "server DISCONNECT: {}",
+                        String::from_utf8_lossy(reason)
+                    ));
+                }
+                Event::Pong | Event::Ack | Event::Receivers(_) => {}
+            }
+        }
+        if got_any {
+            for (p, count) in report.counts.iter().enumerate() {
+                mine.per_pub[p].store(*count, Ordering::Release);
+            }
+            mine.last_recv_ns.store(now, Ordering::Release);
+        }
+    }
+    report
+}
+
+/// A publisher connection's reader: PONGs for flow control, errors.
+fn publisher_reader<W: Wire>(
+    mut stream: TcpStream,
+    shared: &Shared,
+    index: usize,
+) -> PubReaderReport {
+    let mut report = PubReaderReport::default();
+    let mut reader = Reader::new(64 * 1024);
+    let expected_receivers = if shared.spec.queue {
+        1
+    } else {
+        shared.spec.subs as i64
+    };
+    let mut pongs = 0u64;
+    loop {
+        match reader.read_from(&mut stream) {
+            Ok(0) | Err(_) => {
+                if !shared.closing.load(Ordering::Acquire) {
+                    report
+                        .errors
+                        .push("the broker closed the publisher's connection".into());
+                }
+                return report;
+            }
+            Ok(_) => {}
+        }
+        loop {
+            match reader.next::<W>() {
+                Ok(Some(Event::Pong)) => pongs += 1,
+                Ok(Some(Event::Receivers(n))) => {
+                    if n != expected_receivers {
+                        report.receiver_mismatches += 1;
+                    }
+                }
+                Ok(Some(Event::Ping)) => {
+                    shared.ping_requests[index].fetch_add(1, Ordering::AcqRel);
+                }
+                Ok(Some(Event::Error { code, text })) => {
+                    report.errors.push(format!(
+                        "server error {code}: {}",
+                        String::from_utf8_lossy(text)
+                    ));
+                }
+                Ok(Some(Event::Disconnect(reason))) => {
+                    report.errors.push(format!(
+                        "server DISCONNECT: {}",
+                        String::from_utf8_lossy(reason)
+                    ));
+                }
+                Ok(Some(Event::Msg(_) | Event::Ack)) => {}
+                Ok(None) => break,
+                Err(error) => {
+                    report.errors.push(format!("protocol error: {error}"));
+                    return report;
+                }
+            }
+        }
+        shared.pongs[index].store(pongs, Ordering::Release);
+    }
+}
+
+/// The encoded publish request around a payload, for one run.
+struct Template {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    tail: &'static [u8],
+}
+
+impl Template {
+    fn new<W: Wire>(payload_len: usize) -> Template {
+        let mut head = Vec::new();
+        W::put_publish_head(&mut head, SUBJECT, payload_len);
+        // A filler that is not all zeros, so nothing compresses it away.
+        let body = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
+        Template {
+            head,
+            body,
+            tail: W::publish_tail(),
+        }
+    }
+
+    fn frame_len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>, publisher: u32, seq: u64, stamp: u64) {
+        out.extend_from_slice(&self.head);
+        let at = out.len();
+        out.extend_from_slice(&self.body);
+        payload::stamp(
+            &mut out[at..at + payload::HEADER],
+            publisher,
+            seq as u32,
+            stamp,
+        );
+        out.extend_from_slice(self.tail);
+    }
+}
+
+/// Most messages one publisher sends in a run (sequence numbers are u32).
+fn seq_limit(spec: &FlowSpec) -> u64 {
+    if spec.queue {
+        SEEN_BITS
+    } else {
+        u32::MAX as u64
+    }
+}
+
+/// Throughput publisher: batches of messages, each batch one write followed
+/// by a PING; it stays at most [`FlowSpec::window`] messages ahead of the
+/// slowest subscriber and [`WINDOW_BATCHES`] PINGs ahead of the PONGs.
+fn publish_max<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> PubReport {
+    fine_timer_slack();
+    let spec = &shared.spec;
+    let template = Template::new::<W>(spec.payload);
+    let batch = spec.batch() as u64;
+    let window = spec.window();
+    let limit = seq_limit(spec);
+    let mut out = Vec::with_capacity(batch as usize * template.frame_len() + 64);
+    let mut report = PubReport::default();
+    let mut seq = 0u64;
+    let mut pings = 0u64;
+    let mut pongs_answered = 0u64;
+    'run: while !shared.stop.load(Ordering::Acquire) && seq + batch <= limit {
+        // Flow control: end to end, and broker acceptance.
+        let mut wait_started: Option<Instant> = None;
+        loop {
+            let ahead = seq + batch - shared.progress(index).min(seq);
+            let unanswered = pings - shared.pongs[index].load(Ordering::Acquire);
+            if ahead <= window && unanswered < WINDOW_BATCHES {
+                break;
+            }
+            let since = *wait_started.get_or_insert_with(Instant::now);
+            if shared.stop.load(Ordering::Acquire) {
+                report.waited += since.elapsed();
+                break 'run;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        if let Some(since) = wait_started {
+            report.waited += since.elapsed();
+        }
+        out.clear();
+        for _ in 0..batch {
+            template.put(&mut out, index as u32, seq, 0);
+            seq += 1;
+        }
+        W::put_ping(&mut out);
+        pings += 1;
+        let requested = shared.ping_requests[index].load(Ordering::Acquire);
+        while pongs_answered < requested {
+            W::put_pong(&mut out);
+            pongs_answered += 1;
+        }
+        if let Err(error) = stream.write_all(&out) {
+            report.errors.push(format!("write failed: {error}"));
+            // Nothing of this batch counts as sent: it may be partly written.
+            seq -= batch;
+            break;
+        }
+        shared.sent[index].store(seq, Ordering::Release);
+    }
+    report.sent = seq;
+    report
+}
+
+/// Latency publisher: message `n` is due at `start + n / rate` and carries
+/// that due time, so that a late send (the client's or the broker's
+/// backpressure) counts in the latency. Every wake-up writes all messages
+/// due by then in one write.
+fn publish_paced<W: Wire>(
+    mut stream: TcpStream,
+    shared: &Shared,
+    index: usize,
+    rate: u64,
+) -> PubReport {
+    fine_timer_slack();
+    let spec = &shared.spec;
+    let template = Template::new::<W>(spec.payload);
+    let interval = 1e9 / rate as f64;
+    let mut out = Vec::with_capacity(MAX_BATCH * template.frame_len());
+    let mut report = PubReport {
+        pacer_lag: Some(new_histogram()),
+        ..PubReport::default()
+    };
+    let start_ns = shared.clock.now_ns();
+    let due_at = |n: u64| start_ns + (n as f64 * interval) as u64;
+    let limit = seq_limit(spec);
+    let mut seq = 0u64;
+    let mut pongs_answered = 0u64;
+    while !shared.stop.load(Ordering::Acquire) && seq < limit {
+        let now = shared.clock.now_ns();
+        let next_due = due_at(seq);
+        if now < next_due {
+            std::thread::sleep(Duration::from_nanos(next_due - now));
+            continue;
+        }
+        if let Some(lag) = report.pacer_lag.as_mut() {
+            lag.saturating_record((now - next_due).max(1));
+        }
+        out.clear();
+        let first = seq;
+        while seq - first < MAX_BATCH as u64 && due_at(seq) <= now && seq < limit {
+            template.put(&mut out, index as u32, seq, due_at(seq));
+            seq += 1;
+        }
+        let requested = shared.ping_requests[index].load(Ordering::Acquire);
+        while pongs_answered < requested {
+            W::put_pong(&mut out);
+            pongs_answered += 1;
+        }
+        if let Err(error) = stream.write_all(&out) {
+            report.errors.push(format!("write failed: {error}"));
+            seq = first;
+            break;
+        }
+        shared.sent[index].store(seq, Ordering::Release);
+    }
+    report.sent = seq;
+    report
+}

@@ -1,0 +1,416 @@
+//! The named presets, and running one of them against one broker.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::brokers::{Binaries, Broker, BrokerKind, Settings};
+use crate::proto::blipmq::Blipmq;
+use crate::proto::nats::Nats;
+use crate::proto::resp::Resp;
+use crate::report::{ConnFigures, RunResult};
+use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace};
+use crate::run::idle::{self, IdleConnections};
+
+/// Payload sizes of the throughput scenarios.
+pub const PAYLOADS: [usize; 4] = [16, 128, 1024, 16 * 1024];
+/// (publishers, subscribers) of the throughput scenarios.
+pub const TOPOLOGIES: [(usize, usize); 4] = [(1, 1), (1, 4), (1, 32), (4, 4)];
+/// Paced rates of the latency scenarios, messages per second.
+pub const RATES: [u64; 3] = [10_000, 50_000, 100_000];
+/// Payload of the latency scenarios: exactly the header with its timestamp.
+pub const LATENCY_PAYLOAD: usize = 16;
+/// Idle subscriber connections of the connections scenario.
+pub const IDLE_CONNECTIONS: usize = 10_000;
+/// Payload of the connections and queue-group scenarios' throughput.
+pub const SMALL_PAYLOAD: usize = 128;
+/// Members of the queue group.
+pub const QUEUE_MEMBERS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    Throughput,
+    Latency,
+    Connections,
+    Queue,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [
+        Group::Throughput,
+        Group::Latency,
+        Group::Connections,
+        Group::Queue,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Throughput => "throughput",
+            Group::Latency => "latency",
+            Group::Connections => "connections",
+            Group::Queue => "queue",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Kind {
+    Throughput {
+        pubs: usize,
+        subs: usize,
+        payload: usize,
+        queue: bool,
+    },
+    Latency {
+        rate: u64,
+        payload: usize,
+    },
+    Connections {
+        idle: usize,
+        payload: usize,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub group: Group,
+    pub description: String,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+impl Scenario {
+    pub fn applies_to(&self, broker: BrokerKind) -> bool {
+        self.group != Group::Queue || broker.has_queue_groups()
+    }
+
+    /// About how long one run takes, for `--list` and the plan.
+    pub fn estimate(&self, timing: &Timing) -> Duration {
+        let setup = Duration::from_millis(400);
+        match self.kind {
+            Kind::Throughput { .. } => setup + timing.warmup + timing.measure,
+            Kind::Latency { .. } => setup + timing.latency_warmup + timing.latency_measure,
+            Kind::Connections { .. } => {
+                setup + Duration::from_secs(3) + timing.warmup + timing.measure
+            }
+        }
+    }
+}
+
+/// "16B", "1KiB", "16KiB".
+pub fn size_label(bytes: usize) -> String {
+    if bytes >= 1024 && bytes & 1023 == 0 {
+        format!("{}KiB", bytes / 1024)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+fn rate_label(rate: u64) -> String {
+    format!("{}k", rate / 1000)
+}
+
+/// Every preset, in report order.
+pub fn all() -> Vec<Scenario> {
+    let mut list = Vec::new();
+    for (pubs, subs) in TOPOLOGIES {
+        for payload in PAYLOADS {
+            let fanout = if pubs > 1 {
+                format!("{pubs} publishers → {subs} subscribers, each subscriber gets every publisher's messages")
+            } else {
+                format!("{pubs} publisher → {subs} subscriber(s)")
+            };
+            list.push(Scenario {
+                name: format!("tp-{pubs}x{subs}-{}", size_label(payload)),
+                group: Group::Throughput,
+                description: format!("throughput, {fanout}, {} payloads", size_label(payload)),
+                kind: Kind::Throughput {
+                    pubs,
+                    subs,
+                    payload,
+                    queue: false,
+                },
+            });
+        }
+    }
+    for rate in RATES {
+        list.push(Scenario {
+            name: format!("lat-{}", rate_label(rate)),
+            group: Group::Latency,
+            description: format!(
+                "latency, 1 publisher → 1 subscriber paced at {rate} msg/s, {LATENCY_PAYLOAD} B payloads with a timestamp"
+            ),
+            kind: Kind::Latency {
+                rate,
+                payload: LATENCY_PAYLOAD,
+            },
+        });
+    }
+    list.push(Scenario {
+        name: "conn-10k".into(),
+        group: Group::Connections,
+        description: format!(
+            "{IDLE_CONNECTIONS} idle subscriber connections held open, then 1 → 1 throughput with {} payloads; broker RSS",
+            size_label(SMALL_PAYLOAD)
+        ),
+        kind: Kind::Connections {
+            idle: IDLE_CONNECTIONS,
+            payload: SMALL_PAYLOAD,
+        },
+    });
+    list.push(Scenario {
+        name: format!("queue-1x{QUEUE_MEMBERS}"),
+        group: Group::Queue,
+        description: format!(
+            "queue group: 1 publisher → {QUEUE_MEMBERS} members of one group, {} payloads (BlipMQ and NATS)",
+            size_label(SMALL_PAYLOAD)
+        ),
+        kind: Kind::Throughput {
+            pubs: 1,
+            subs: QUEUE_MEMBERS,
+            payload: SMALL_PAYLOAD,
+            queue: true,
+        },
+    });
+    list
+}
+
+/// Scenarios named by `wanted`: exact names (case-insensitive), group names,
+/// a prefix ending in `*` (e.g. `tp-1x32-*`), or `all`. Empty means all.
+pub fn select(wanted: &[String]) -> Result<Vec<Scenario>> {
+    let every = all();
+    if wanted.is_empty() {
+        return Ok(every);
+    }
+    let mut chosen = vec![false; every.len()];
+    for want in wanted
+        .iter()
+        .map(|w| w.trim().to_ascii_lowercase())
+        .filter(|w| !w.is_empty())
+    {
+        let mut hit = false;
+        for (i, scenario) in every.iter().enumerate() {
+            let name = scenario.name.to_ascii_lowercase();
+            let matched = want == "all"
+                || want == name
+                || want == scenario.group.name()
+                || want
+                    .strip_suffix('*')
+                    .is_some_and(|prefix| name.starts_with(prefix));
+            if matched {
+                chosen[i] = true;
+                hit = true;
+            }
+        }
+        if !hit {
+            bail!("unknown scenario {want:?}; see --list");
+        }
+    }
+    Ok(every
+        .into_iter()
+        .zip(chosen)
+        .filter(|(_, c)| *c)
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// How long each phase lasts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    #[serde(with = "secs")]
+    pub measure: Duration,
+    #[serde(with = "secs")]
+    pub latency_warmup: Duration,
+    #[serde(with = "secs")]
+    pub latency_measure: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Timing {
+    pub fn full() -> Timing {
+        Timing {
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(6),
+            latency_warmup: Duration::from_secs(1),
+            latency_measure: Duration::from_secs(15),
+        }
+    }
+
+    pub fn quick() -> Timing {
+        Timing {
+            warmup: Duration::from_millis(250),
+            measure: Duration::from_millis(750),
+            latency_warmup: Duration::from_millis(250),
+            latency_measure: Duration::from_millis(1500),
+        }
+    }
+}
+
+fn run_flow(
+    broker: &mut Broker,
+    spec: &FlowSpec,
+    on_progress: &dyn Fn(String),
+) -> Result<FlowOutcome> {
+    match broker.kind {
+        BrokerKind::Blipmq => flow::run::<Blipmq>(broker, spec, on_progress),
+        BrokerKind::Nats => flow::run::<Nats>(broker, spec, on_progress),
+        BrokerKind::Redis => flow::run::<Resp>(broker, spec, on_progress),
+    }
+}
+
+fn open_idle(
+    broker: &Broker,
+    count: usize,
+    on_progress: &dyn Fn(usize),
+) -> Result<IdleConnections> {
+    match broker.kind {
+        BrokerKind::Blipmq => idle::open::<Blipmq>(broker.addr, count, on_progress),
+        BrokerKind::Nats => idle::open::<Nats>(broker.addr, count, on_progress),
+        BrokerKind::Redis => idle::open::<Resp>(broker.addr, count, on_progress),
+    }
+}
+
+/// Starts a fresh broker, runs `scenario` on it, stops it. Never fails:
+/// a failure is a result with status `error`.
+pub fn run(
+    scenario: &Scenario,
+    kind: BrokerKind,
+    bins: &Binaries,
+    settings: &Settings,
+    timing: &Timing,
+    on_progress: &dyn Fn(String),
+) -> RunResult {
+    let mut result = RunResult::new(scenario, kind);
+    if let Err(error) = run_inner(
+        scenario,
+        kind,
+        bins,
+        settings,
+        timing,
+        on_progress,
+        &mut result,
+    ) {
+        result.set_error(format!("{error:#}"));
+    }
+    result
+}
+
+fn run_inner(
+    scenario: &Scenario,
+    kind: BrokerKind,
+    bins: &Binaries,
+    settings: &Settings,
+    timing: &Timing,
+    on_progress: &dyn Fn(String),
+    result: &mut RunResult,
+) -> Result<()> {
+    on_progress("starting broker".into());
+    let mut broker = Broker::start(kind, bins, settings, &scenario.name)?;
+    result.rss_start_bytes = broker.rss_bytes().ok();
+    let throughput = |pubs, subs, payload, queue| FlowSpec {
+        pubs,
+        subs,
+        payload,
+        queue,
+        pace: Pace::Max,
+        warmup: timing.warmup,
+        measure: timing.measure,
+    };
+    match scenario.kind {
+        Kind::Throughput {
+            pubs,
+            subs,
+            payload,
+            queue,
+        } => {
+            let spec = throughput(pubs, subs, payload, queue);
+            let outcome = run_flow(&mut broker, &spec, on_progress)?;
+            result.set_flow(&spec, &outcome);
+        }
+        Kind::Latency { rate, payload } => {
+            let spec = FlowSpec {
+                pubs: 1,
+                subs: 1,
+                payload,
+                queue: false,
+                pace: Pace::Rate(rate),
+                warmup: timing.latency_warmup,
+                measure: timing.latency_measure,
+            };
+            let outcome = run_flow(&mut broker, &spec, on_progress)?;
+            result.set_flow(&spec, &outcome);
+        }
+        Kind::Connections { idle, payload } => {
+            let rss_before = broker.rss_bytes()?;
+            let cpu_before = broker.cpu_seconds()?;
+            let conns = open_idle(&broker, idle, &|n| {
+                on_progress(format!("{n}/{idle} idle connections open"))
+            })?;
+            broker.check_alive()?;
+            // Let the broker settle before reading its RSS.
+            std::thread::sleep(Duration::from_millis(200));
+            let rss_idle = broker.rss_bytes()?;
+            let open_cpu = broker.cpu_seconds()? - cpu_before;
+            let spec = throughput(1, 1, payload, false);
+            let outcome = run_flow(&mut broker, &spec, on_progress)?;
+            result.set_flow(&spec, &outcome);
+            result.connections = Some(ConnFigures {
+                idle: conns.streams.len(),
+                open_secs: conns.open_time.as_secs_f64(),
+                open_cpu_secs: open_cpu,
+                rss_before_bytes: rss_before,
+                rss_idle_bytes: rss_idle,
+                bytes_per_idle_conn: rss_idle.saturating_sub(rss_before) as f64
+                    / conns.streams.len() as f64,
+            });
+            result.rss_end_bytes = broker.rss_bytes().ok();
+            drop(conns);
+        }
+    }
+    if result.rss_end_bytes.is_none() {
+        result.rss_end_bytes = broker.rss_bytes().ok();
+    }
+    on_progress("stopping broker".into());
+    let stop = broker.stop();
+    if let Some(oddity) = stop.oddity(kind) {
+        result.notes.push(oddity);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_selectable() {
+        let every = all();
+        let mut names: Vec<_> = every.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), every.len());
+        assert_eq!(select(&["latency".into()]).unwrap().len(), RATES.len());
+        assert_eq!(select(&["tp-1x32-*".into()]).unwrap().len(), PAYLOADS.len());
+        assert_eq!(
+            select(&["TP-1x1-16B".into(), "queue".into()])
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(select(&["nope".into()]).is_err());
+    }
+}
