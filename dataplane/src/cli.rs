@@ -63,9 +63,20 @@ pub struct Args {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// Packet I/O backend; only kernel is implemented [default: kernel; overrides dataplane.backend]
+    /// Packet I/O backend: kernel, or afpacket (user-space TCP on --interface owning --ip;
+    /// dpdk is not implemented) [default: kernel; overrides dataplane.backend]
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<BackendKind>,
+
+    /// Network interface of the afpacket backend; give the kernel no address on it
+    /// [default: none; overrides afpacket.interface]
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+
+    /// The broker's IPv4 address and prefix on --interface, A.B.C.D/N; it listens on the port
+    /// of --listen [default: none; overrides afpacket.ip]
+    #[arg(long, value_name = "A/N")]
+    pub ip: Option<String>,
 }
 
 impl Args {
@@ -147,6 +158,14 @@ impl Args {
             config.dataplane.backend = backend;
             set.push(("dataplane.backend", "--backend"));
         }
+        if let Some(interface) = &self.interface {
+            config.afpacket.interface = interface.clone();
+            set.push(("afpacket.interface", "--interface"));
+        }
+        if let Some(ip) = &self.ip {
+            config.afpacket.ip = ip.clone();
+            set.push(("afpacket.ip", "--ip"));
+        }
         set
     }
 }
@@ -206,6 +225,8 @@ mod tests {
             ("--log-format", "log.format"),
             ("--token", "auth.token"),
             ("--backend", "dataplane.backend"),
+            ("--interface", "afpacket.interface"),
+            ("--ip", "afpacket.ip"),
         ] {
             assert!(help.contains(flag), "{flag} missing from\n{help}");
             assert!(
@@ -298,9 +319,30 @@ mod tests {
             error.contains("server.workers") && error.contains("(set by --workers)"),
             "{error}"
         );
-        let error = load(&["--backend", "afpacket"]).unwrap_err().to_string();
+        let error = load(&["--backend", "dpdk"]).unwrap_err().to_string();
         assert!(
             error.contains("not implemented yet") && error.contains("--backend"),
+            "{error}"
+        );
+        // afpacket needs an interface and an address.
+        let error = load(&["--backend", "afpacket"]).unwrap_err().to_string();
+        assert!(error.contains("afpacket.interface"), "{error}");
+        let error = load(&["--backend", "afpacket", "--interface", "veth0"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("afpacket.ip"), "{error}");
+        let error = load(&[
+            "--backend",
+            "afpacket",
+            "--interface",
+            "veth0",
+            "--ip",
+            "198.18.0.2",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("afpacket.ip") && error.contains("(set by --ip)"),
             "{error}"
         );
         let error = load(&["--log-level", "loud"]).unwrap_err().to_string();
@@ -310,6 +352,40 @@ mod tests {
         );
         let error = load(&["--token", ""]).unwrap_err().to_string();
         assert!(error.contains("auth.token"), "{error}");
+    }
+
+    #[test]
+    fn afpacket_flags() {
+        let config = load(&[
+            "--backend",
+            "afpacket",
+            "--interface",
+            "veth-b0",
+            "--ip",
+            "198.18.0.2/24",
+            "--listen",
+            "0.0.0.0:9999",
+            "--workers",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(config.dataplane.backend, BackendKind::AfPacket);
+        assert_eq!(config.afpacket.interface, "veth-b0");
+        assert_eq!(config.afpacket.ip, "198.18.0.2/24");
+        assert_eq!(config.server.workers, 1);
+        let error = load(&[
+            "--backend",
+            "afpacket",
+            "--interface",
+            "veth-b0",
+            "--ip",
+            "198.18.0.2/24",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("server.listen"), "{error}");
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod rings;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod worker;

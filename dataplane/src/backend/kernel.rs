@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::stats::Counter;
 use crate::worker::{ConnId, WorkerCore};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -127,6 +128,10 @@ impl KernelWorker {
                 self.core.woke_up();
             }
             let now = Instant::now();
+            self.core.stats.inc(Counter::LoopIterations);
+            if !events.is_empty() || busy {
+                self.core.stats.inc(Counter::LoopBusyIterations);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),

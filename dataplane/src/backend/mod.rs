@@ -4,4 +4,6 @@
 //!
 //! [`WorkerCore`]: crate::worker::WorkerCore
 
+pub mod afpacket;
 pub mod kernel;
+pub mod userspace;

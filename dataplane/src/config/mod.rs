@@ -36,6 +36,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub dataplane: DataplaneConfig,
+    pub afpacket: AfPacketConfig,
 }
 
 /// `[server]`: the listener, the workers and the connection timers.
@@ -193,7 +194,133 @@ impl Default for DataplaneConfig {
     }
 }
 
-/// The packet I/O backend. Only [`BackendKind::Kernel`] is implemented.
+/// `[afpacket]`: the AF_PACKET (TPACKET_V3) backend with user-space TCP.
+/// The broker owns `ip` in user space; the kernel has no address on the
+/// interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AfPacketConfig {
+    /// The network interface to take frames from (e.g. a veth or a second NIC).
+    pub interface: String,
+    /// The broker's IPv4 address and prefix, `A.B.C.D/N`.
+    pub ip: String,
+    /// Default route for peers outside the prefix; none = on-link peers only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The MAC address to use; none = the interface's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Bytes per ring block: a power of two, a multiple of the page size.
+    pub block_size: usize,
+    /// Blocks per ring (the rx ring and the tx ring each).
+    pub block_count: usize,
+    /// Bytes per tx frame slot (and rx frame accounting): a power of two
+    /// that holds a frame of the interface's MTU.
+    pub frame_size: usize,
+    /// Milliseconds after which the kernel hands a partly filled rx block to
+    /// user space: the worst added receive latency.
+    pub block_timeout_ms: u32,
+    /// How an idle worker waits for packets.
+    pub poll: PollStrategy,
+    /// With `poll = "adaptive"`, how long an idle worker spins before it
+    /// blocks in poll().
+    #[serde(with = "humantime_serde")]
+    pub spin: Duration,
+    /// Bytes of the receive buffer of each TCP connection (> 64 KiB turns
+    /// window scaling on).
+    pub tcp_rx_buffer: usize,
+    /// Bytes of the send buffer of each TCP connection.
+    pub tcp_tx_buffer: usize,
+    /// Listening sockets kept ready per worker: the burst of simultaneous
+    /// SYNs that is absorbed (user-space TCP has no accept backlog).
+    pub listeners: usize,
+}
+
+impl Default for AfPacketConfig {
+    fn default() -> AfPacketConfig {
+        AfPacketConfig {
+            interface: String::new(),
+            ip: String::new(),
+            gateway: None,
+            mac: None,
+            block_size: 1 << 18,
+            block_count: 64,
+            frame_size: 2048,
+            block_timeout_ms: 1,
+            poll: PollStrategy::Adaptive,
+            spin: Duration::from_micros(200),
+            tcp_rx_buffer: 256 << 10,
+            tcp_tx_buffer: 256 << 10,
+            listeners: 64,
+        }
+    }
+}
+
+impl AfPacketConfig {
+    /// `ip` as an address and a prefix length.
+    pub fn parse_ip(&self) -> Result<(Ipv4Addr, u8), String> {
+        parse_ipv4_cidr(&self.ip)
+    }
+
+    /// `mac` as six bytes, when set.
+    pub fn parse_mac(&self) -> Result<Option<[u8; 6]>, String> {
+        self.mac.as_deref().map(parse_mac).transpose()
+    }
+}
+
+/// Parses `A.B.C.D/N` with `N` in 1..=32.
+pub fn parse_ipv4_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not A.B.C.D/N"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(|| format!("`/{prefix}` is not a prefix length between 1 and 32"))?;
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
+        return Err(format!("{addr} cannot be a host address"));
+    }
+    Ok((addr, prefix))
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (a unicast address).
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in mac.iter_mut() {
+        *byte = parts
+            .next()
+            .filter(|p| p.len() == 2)
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or_else(|| format!("`{text}` is not a MAC address aa:bb:cc:dd:ee:ff"))?;
+    }
+    if parts.next().is_some() {
+        return Err(format!("`{text}` is not a MAC address aa:bb:cc:dd:ee:ff"));
+    }
+    if mac[0] & 1 != 0 || mac == [0; 6] {
+        return Err(format!("`{text}` is not a unicast MAC address"));
+    }
+    Ok(mac)
+}
+
+/// How an idle afpacket worker waits.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PollStrategy {
+    /// Spin on the ring forever: lowest latency, one core per worker.
+    Busy,
+    /// Spin for `spin`, then block in poll() on the ring and the waker.
+    #[default]
+    Adaptive,
+}
+
+/// The packet I/O backend. DPDK is not implemented yet.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
 )]
@@ -202,7 +329,7 @@ pub enum BackendKind {
     /// Kernel TCP sockets with epoll.
     #[default]
     Kernel,
-    /// AF_PACKET rings (not implemented yet).
+    /// AF_PACKET TPACKET_V3 rings with user-space TCP (smoltcp).
     #[value(name = "afpacket")]
     AfPacket,
     /// DPDK poll-mode drivers (not implemented yet).
@@ -220,7 +347,7 @@ impl BackendKind {
 
     /// Whether the broker can run on this backend.
     pub fn is_implemented(self) -> bool {
-        self == BackendKind::Kernel
+        matches!(self, BackendKind::Kernel | BackendKind::AfPacket)
     }
 }
 
@@ -347,7 +474,7 @@ impl Config {
             return Err(ConfigError::invalid(
                 "dataplane.backend",
                 format!(
-                    "dataplane.backend = \"{}\" is not implemented yet; only \"kernel\" is available",
+                    "dataplane.backend = \"{}\" is not implemented yet; use \"kernel\" or \"afpacket\"",
                     dataplane.backend
                 ),
             ));
@@ -365,6 +492,113 @@ impl Config {
                     dataplane.ring_bytes,
                     min_ring.next_power_of_two()
                 ),
+            ));
+        }
+        if dataplane.backend == BackendKind::AfPacket {
+            self.validate_afpacket()?;
+        }
+        Ok(())
+    }
+
+    fn validate_afpacket(&self) -> Result<(), ConfigError> {
+        let af = &self.afpacket;
+        let invalid = |key: &str, message: String| ConfigError::invalid(key, message);
+        if af.interface.is_empty()
+            || af.interface.len() > 15
+            || af.interface.contains(['/', ' ', '\0'])
+        {
+            return Err(invalid(
+                "afpacket.interface",
+                format!(
+                    "afpacket.interface must name a network interface (1 to 15 bytes) with dataplane.backend = \"afpacket\" (got {:?})",
+                    af.interface
+                ),
+            ));
+        }
+        let (addr, prefix) = af.parse_ip().map_err(|why| {
+            invalid(
+                "afpacket.ip",
+                format!("afpacket.ip must be the broker's IPv4 address as A.B.C.D/N: {why}"),
+            )
+        })?;
+        if let Some(gateway) = af.gateway {
+            let mask = u32::MAX << (32 - u32::from(prefix));
+            if u32::from(gateway) & mask != u32::from(addr) & mask || gateway == addr {
+                return Err(invalid(
+                    "afpacket.gateway",
+                    format!("afpacket.gateway {gateway} must be another host on {addr}/{prefix}"),
+                ));
+            }
+        }
+        af.parse_mac()
+            .map_err(|why| invalid("afpacket.mac", format!("afpacket.mac: {why}")))?;
+        if !af.block_size.is_power_of_two() || af.block_size < 1 << 16 || af.block_size > 1 << 30 {
+            return Err(invalid(
+                "afpacket.block_size",
+                format!(
+                    "afpacket.block_size must be a power of two between 65536 and 2^30 (got {})",
+                    af.block_size
+                ),
+            ));
+        }
+        if af.block_count == 0 || af.block_count > 1 << 16 {
+            return Err(invalid(
+                "afpacket.block_count",
+                format!(
+                    "afpacket.block_count must be between 1 and 65536 (got {})",
+                    af.block_count
+                ),
+            ));
+        }
+        if !af.frame_size.is_power_of_two() || af.frame_size < 2048 || af.frame_size > af.block_size
+        {
+            return Err(invalid(
+                "afpacket.frame_size",
+                format!(
+                    "afpacket.frame_size must be a power of two between 2048 and afpacket.block_size (got {})",
+                    af.frame_size
+                ),
+            ));
+        }
+        if af.block_timeout_ms == 0 || af.block_timeout_ms > 1000 {
+            return Err(invalid(
+                "afpacket.block_timeout_ms",
+                format!(
+                    "afpacket.block_timeout_ms must be between 1 and 1000 (got {})",
+                    af.block_timeout_ms
+                ),
+            ));
+        }
+        if af.spin > Duration::from_secs(1) {
+            return Err(invalid(
+                "afpacket.spin",
+                "afpacket.spin must be at most 1s".to_string(),
+            ));
+        }
+        for (key, value) in [
+            ("afpacket.tcp_rx_buffer", af.tcp_rx_buffer),
+            ("afpacket.tcp_tx_buffer", af.tcp_tx_buffer),
+        ] {
+            if !(4096..=1 << 30).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{key} must be between 4096 and 2^30 (got {value})"),
+                ));
+            }
+        }
+        if af.listeners == 0 || af.listeners > 4096 {
+            return Err(invalid(
+                "afpacket.listeners",
+                format!(
+                    "afpacket.listeners must be between 1 and 4096 (got {})",
+                    af.listeners
+                ),
+            ));
+        }
+        if self.server.listen.port() == 0 {
+            return Err(invalid(
+                "server.listen",
+                "server.listen must have a port other than 0 with the afpacket backend".to_string(),
             ));
         }
         Ok(())

@@ -95,6 +95,8 @@ fn shipped_file_documents_every_key() {
     let mut full = Config::default();
     // Optional keys are left out of the default TOML; set them to see them.
     full.auth.token = Some("secret".to_string());
+    full.afpacket.gateway = Some("198.18.0.1".parse().unwrap());
+    full.afpacket.mac = Some("02:00:00:00:00:01".to_string());
     let mut expected = keys_of(&Config::default().to_toml_string());
     expected.extend(keys_of(&full.to_toml_string()));
     assert!(expected.contains("auth.token"));
@@ -118,13 +120,24 @@ fn shipped_file_with_optional_keys_uncommented_parses() {
     let uncommented: String = SHIPPED
         .lines()
         .map(|line| match line.strip_prefix("# ") {
-            Some(body) if body.starts_with("token = ") => body,
+            Some(body)
+                if body.starts_with("token = ")
+                    || body.starts_with("gateway = ")
+                    || body.starts_with("mac = ") =>
+            {
+                body
+            }
             _ => line,
         })
         .collect::<Vec<_>>()
         .join("\n");
     let config = Config::from_toml_str(&uncommented).unwrap();
     assert_eq!(config.auth.token.as_deref(), Some("change-me"));
+    assert_eq!(config.afpacket.gateway, Some("198.18.0.1".parse().unwrap()));
+    assert_eq!(
+        config.afpacket.parse_mac().unwrap(),
+        Some([2, 0, 0, 0, 0, 1])
+    );
 }
 
 #[test]
@@ -331,11 +344,6 @@ fn validation_failures_name_the_key_and_the_line() {
             "not implemented yet",
         ),
         (
-            "[dataplane]\nbackend = \"afpacket\"\n",
-            "dataplane.backend",
-            "\"afpacket\" is not implemented yet",
-        ),
-        (
             "[dataplane]\nring_bytes = 5000000\n",
             "dataplane.ring_bytes",
             "power of two",
@@ -465,4 +473,158 @@ fn enums_parse_and_print() {
     }
     assert!("xml".parse::<LogFormat>().is_err());
     assert!("netmap".parse::<BackendKind>().is_err());
+}
+
+/// A valid afpacket configuration plus `extra` lines in `[afpacket]`.
+fn afpacket(extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"0.0.0.0:9999\"\n[dataplane]\nbackend = \"afpacket\"\n\
+         [afpacket]\ninterface = \"veth-b\"\nip = \"198.18.0.2/24\"\n{extra}"
+    )
+}
+
+#[test]
+fn afpacket_defaults_and_a_valid_section() {
+    let af = AfPacketConfig::default();
+    assert_eq!(af.interface, "");
+    assert_eq!(af.ip, "");
+    assert_eq!(af.gateway, None);
+    assert_eq!(af.mac, None);
+    assert_eq!(af.block_size, 256 << 10);
+    assert_eq!(af.block_count, 64);
+    assert_eq!(af.frame_size, 2048);
+    assert_eq!(af.block_timeout_ms, 1);
+    assert_eq!(af.poll, PollStrategy::Adaptive);
+    assert_eq!(af.spin, Duration::from_micros(200));
+    assert_eq!(af.tcp_rx_buffer, 256 << 10);
+    assert_eq!(af.tcp_tx_buffer, 256 << 10);
+    assert_eq!(af.listeners, 64);
+
+    let config = Config::from_toml_str(&afpacket(
+        "gateway = \"198.18.0.1\"\nmac = \"02:aa:bb:cc:dd:ee\"\npoll = \"busy\"\nspin = \"50us\"\n",
+    ))
+    .unwrap();
+    assert_eq!(config.dataplane.backend, BackendKind::AfPacket);
+    assert_eq!(
+        config.afpacket.parse_ip().unwrap(),
+        ("198.18.0.2".parse().unwrap(), 24)
+    );
+    assert_eq!(
+        config.afpacket.parse_mac().unwrap(),
+        Some([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])
+    );
+    assert_eq!(config.afpacket.poll, PollStrategy::Busy);
+    assert_eq!(config.afpacket.spin, Duration::from_micros(50));
+    let text = config.to_toml_string();
+    assert_eq!(Config::from_toml_str(&text).unwrap(), config);
+    // Without the afpacket backend the section is not checked.
+    Config::from_toml_str("[afpacket]\nip = \"nonsense\"\n").unwrap();
+}
+
+#[test]
+fn afpacket_validation_names_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "interface = \"\"\n",
+            "afpacket.interface",
+            "network interface",
+        ),
+        (
+            "interface = \"a-very-long-ifname\"\n",
+            "afpacket.interface",
+            "1 to 15 bytes",
+        ),
+        ("ip = \"198.18.0.2\"\n", "afpacket.ip", "A.B.C.D/N"),
+        ("ip = \"198.18.0.2/33\"\n", "afpacket.ip", "prefix length"),
+        (
+            "ip = \"198.18.0.300/24\"\n",
+            "afpacket.ip",
+            "not an IPv4 address",
+        ),
+        ("ip = \"0.0.0.0/24\"\n", "afpacket.ip", "host address"),
+        (
+            "gateway = \"10.9.9.9\"\n",
+            "afpacket.gateway",
+            "another host on",
+        ),
+        (
+            "gateway = \"198.18.0.2\"\n",
+            "afpacket.gateway",
+            "another host on",
+        ),
+        ("mac = \"01:00:5e:00:00:01\"\n", "afpacket.mac", "unicast"),
+        ("mac = \"02:00:00:00:01\"\n", "afpacket.mac", "not a MAC"),
+        (
+            "block_size = 100000\n",
+            "afpacket.block_size",
+            "power of two",
+        ),
+        (
+            "block_size = 4096\n",
+            "afpacket.block_size",
+            "between 65536",
+        ),
+        (
+            "block_count = 0\n",
+            "afpacket.block_count",
+            "between 1 and 65536",
+        ),
+        ("frame_size = 1500\n", "afpacket.frame_size", "power of two"),
+        ("frame_size = 1024\n", "afpacket.frame_size", "between 2048"),
+        (
+            "block_timeout_ms = 0\n",
+            "afpacket.block_timeout_ms",
+            "between 1 and 1000",
+        ),
+        ("poll = \"lazy\"\n", "afpacket.poll", "unknown variant"),
+        ("spin = \"2s\"\n", "afpacket.spin", "at most 1s"),
+        (
+            "tcp_rx_buffer = 100\n",
+            "afpacket.tcp_rx_buffer",
+            "between 4096",
+        ),
+        (
+            "tcp_tx_buffer = 100\n",
+            "afpacket.tcp_tx_buffer",
+            "between 4096",
+        ),
+        (
+            "listeners = 0\n",
+            "afpacket.listeners",
+            "between 1 and 4096",
+        ),
+    ];
+    for (extra, key, needle) in cases {
+        // TOML rejects duplicate keys: a case replaces the base's value.
+        let base = afpacket("");
+        let name = extra.split(" = ").next().unwrap();
+        let text = if base.contains(&format!("\n{name} = ")) {
+            base.lines()
+                .map(|line| {
+                    if line.starts_with(&format!("{name} = ")) {
+                        extra.trim_end()
+                    } else {
+                        line
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            afpacket(extra)
+        };
+        let error = Config::from_toml_str(&text).expect_err(extra).to_string();
+        assert!(error.contains(key), "{extra:?}: {error}");
+        assert!(error.contains(needle), "{extra:?}: {error}");
+    }
+    // A missing key is named without a line.
+    let error = err("[dataplane]\nbackend = \"afpacket\"\n");
+    assert_eq!(error.key(), Some("afpacket.interface"), "{error}");
+    let error = err(&afpacket("").replace("0.0.0.0:9999", "0.0.0.0:0")).to_string();
+    assert!(
+        error.contains("server.listen") && error.contains("port"),
+        "{error}"
+    );
+    // Several workers share the interface through PACKET_FANOUT.
+    let text = afpacket("").replace("[dataplane]", "workers = 2\n[dataplane]");
+    assert_eq!(Config::from_toml_str(&text).unwrap().effective_workers(), 2);
 }

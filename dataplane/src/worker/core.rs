@@ -10,16 +10,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::{decode_frame, encode, ErrorCode};
+use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
 use slab::Slab;
 
 use super::outbound::Outbound;
 use super::records::{self, GroupNames, Record, Routing};
-use super::stats::Stats;
 use super::sync::Barriers;
 use crate::rings::WorkerRings;
 use crate::router::{SubKey, SubscriptionIndex, WorkerId, WorkerSet};
 use crate::session::{Session, SessionConfig, Step, Tick};
+use crate::stats::{Counter, StatsSegment, WorkerStats};
 
 pub type ConnId = usize;
 
@@ -36,10 +36,29 @@ pub struct CoreConfig {
     pub max_connections: usize,
 }
 
-/// What all workers share: the connection count behind the broker-wide limit.
-#[derive(Debug, Default)]
+/// What all workers share: the connection count behind the broker-wide
+/// limit, and the stats segment each worker writes its own block of.
 pub struct Shared {
     pub connections: AtomicUsize,
+    pub stats: StatsSegment,
+}
+
+impl Shared {
+    pub fn new(stats: StatsSegment) -> Shared {
+        Shared {
+            connections: AtomicUsize::new(0),
+            stats,
+        }
+    }
+}
+
+impl Default for Shared {
+    /// With an anonymous stats segment that only this process reads.
+    fn default() -> Shared {
+        let stats = StatsSegment::anonymous(crate::config::MAX_WORKERS)
+            .expect("an anonymous mapping of a few KiB");
+        Shared::new(stats)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +93,31 @@ struct Conn {
     closing: Option<Instant>,
     /// Cut off as a slow consumer: messages for it are counted as dropped.
     slow: bool,
+    /// Why it closes, for the statistics; an I/O error unless a close began.
+    close_reason: CloseReason,
     dirty: bool,
+}
+
+/// Why a connection closed: each reason has its counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    Client,
+    Error,
+    SlowConsumer,
+    Stale,
+    Drain,
+}
+
+impl CloseReason {
+    fn counter(self) -> Counter {
+        match self {
+            CloseReason::Client => Counter::ConnectionsClosedClient,
+            CloseReason::Error => Counter::ConnectionsClosedError,
+            CloseReason::SlowConsumer => Counter::ConnectionsClosedSlowConsumer,
+            CloseReason::Stale => Counter::ConnectionsClosedStale,
+            CloseReason::Drain => Counter::ConnectionsClosedDrain,
+        }
+    }
 }
 
 struct Sub {
@@ -136,7 +179,7 @@ pub struct WorkerCore {
     rng: Rng,
     now: Instant,
     draining: bool,
-    pub stats: Stats,
+    pub stats: WorkerStats,
 }
 
 impl WorkerCore {
@@ -146,6 +189,11 @@ impl WorkerCore {
         shared: Arc<Shared>,
         now: Instant,
     ) -> WorkerCore {
+        // Each worker id takes its own block of the stats segment, once.
+        let stats = shared
+            .stats
+            .worker(rings.id)
+            .expect("one core per worker id, within the stats segment");
         let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
         let overflow = (0..rings.outgoing.len())
             .map(|_| Default::default())
@@ -171,7 +219,7 @@ impl WorkerCore {
             expired: Vec::new(),
             now,
             draining: false,
-            stats: Stats::default(),
+            stats,
         }
     }
 
@@ -198,23 +246,25 @@ impl WorkerCore {
             unsynced: false,
             closing: None,
             slow: false,
+            close_reason: CloseReason::Error,
             dirty: false,
         };
         let cid = self.conns.insert(conn);
+        self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
         if self.draining || open >= self.config.max_connections {
-            self.stats.connections_refused += 1;
+            self.stats.inc(Counter::ConnectionsRefused);
             let reason = if self.draining {
                 "broker draining"
             } else {
                 "connection limit reached"
             };
             self.send_error(cid, ErrorCode::Unavailable, reason);
-            self.start_close(cid);
+            self.start_close(cid, CloseReason::Error);
         } else {
-            self.stats.connections_accepted += 1;
+            self.stats.inc(Counter::ConnectionsAccepted);
             encode::put_info(self.conns[cid].output.frames(), &self.info);
-            self.stats.frames_out += 1;
+            self.stats.inc(Counter::FramesOutInfo);
             self.mark_dirty(cid);
         }
         cid
@@ -234,7 +284,7 @@ impl WorkerCore {
 
     /// The peer will send no more: flush what is queued, then close.
     pub fn on_peer_closed(&mut self, cid: ConnId) {
-        self.start_close(cid);
+        self.start_close(cid, CloseReason::Client);
     }
 
     /// Bytes received from the connection. Whole frames are handled straight
@@ -242,7 +292,7 @@ impl WorkerCore {
     /// a stall) is copied into the connection's buffer.
     pub fn on_received(&mut self, cid: ConnId, bytes: &[u8], now: Instant) {
         self.now = now;
-        self.stats.bytes_in += bytes.len() as u64;
+        self.stats.add(Counter::BytesIn, bytes.len() as u64);
         let conn = &mut self.conns[cid];
         if conn.closing.is_some() {
             return;
@@ -265,7 +315,7 @@ impl WorkerCore {
     }
 
     pub fn on_output_written(&mut self, cid: ConnId, written: usize) {
-        self.stats.bytes_out += written as u64;
+        self.stats.add(Counter::BytesOut, written as u64);
         self.conns[cid].output.advance(written);
     }
 
@@ -298,14 +348,16 @@ impl WorkerCore {
         for key in keys {
             self.remove_sub(key);
         }
-        self.conns.remove(cid);
+        let conn = self.conns.remove(cid);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        self.stats.connections_closed += 1;
+        self.stats.inc(conn.close_reason.counter());
+        self.stats.sub(Counter::ConnectionsOpen, 1);
     }
 
     /// Server PINGs, stale connections and close deadlines.
     pub fn on_tick(&mut self, now: Instant) {
         self.now = now;
+        self.stats.heartbeat();
         let mut stale = Vec::new();
         for (cid, conn) in self.conns.iter_mut() {
             if let Some(deadline) = conn.closing {
@@ -319,7 +371,7 @@ impl WorkerCore {
                 Tick::Nothing => {}
                 Tick::SendPing => {
                     encode::put_ping(conn.output.frames());
-                    self.stats.frames_out += 1;
+                    self.stats.inc(Counter::FramesOutPing);
                     if !conn.dirty {
                         conn.dirty = true;
                         self.dirty.push(cid);
@@ -330,7 +382,7 @@ impl WorkerCore {
         }
         for cid in stale {
             self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
-            self.start_close(cid);
+            self.start_close(cid, CloseReason::Stale);
         }
     }
 
@@ -343,8 +395,8 @@ impl WorkerCore {
         for cid in ids {
             if self.conns[cid].closing.is_none() {
                 encode::put_disconnect(self.conns[cid].output.frames(), "draining");
-                self.stats.frames_out += 1;
-                self.start_close(cid);
+                self.stats.inc(Counter::FramesOutDisconnect);
+                self.start_close(cid, CloseReason::Drain);
             }
         }
     }
@@ -388,6 +440,7 @@ impl WorkerCore {
         self.barriers.snapshot(&self.rings.outgoing, ready);
         self.barriers.advance(&self.rings.outgoing);
         if published {
+            self.record_ring_occupancy();
             // Pairs with the SeqCst of a consumer going to sleep: either it
             // sees our records, or we see that it sleeps and wake it.
             std::sync::atomic::fence(Ordering::SeqCst);
@@ -404,6 +457,14 @@ impl WorkerCore {
             }
         }
         wake
+    }
+
+    /// Ring occupancy high-water mark, sampled when a batch is published.
+    fn record_ring_occupancy(&self) {
+        for producer in self.rings.outgoing.iter().flatten() {
+            let used = producer.published_position() - producer.consumer_position();
+            self.stats.max(Counter::RingOccupancyHighWater, used);
+        }
     }
 
     /// Before sleeping: say so, then check once more that nothing arrived.
@@ -436,28 +497,35 @@ impl WorkerCore {
         }
     }
 
-    fn start_close(&mut self, cid: ConnId) {
+    fn start_close(&mut self, cid: ConnId, reason: CloseReason) {
         let deadline = self.now + self.config.drain_timeout;
         let conn = &mut self.conns[cid];
-        conn.closing.get_or_insert(deadline);
+        if conn.closing.is_none() {
+            conn.closing = Some(deadline);
+            conn.close_reason = reason;
+        }
         self.mark_dirty(cid);
     }
 
     fn send_error(&mut self, cid: ConnId, code: ErrorCode, reason: &str) {
         tracing::debug!(conn = cid, code = code.as_u16(), reason, "error");
         encode::put_error(self.conns[cid].output.frames(), code, reason);
-        self.stats.errors_sent += 1;
-        self.stats.frames_out += 1;
+        self.stats.inc(Counter::FramesOutError);
         self.mark_dirty(cid);
     }
 
     fn write_answer(&mut self, cid: ConnId, answer: Answer) {
         let out = self.conns[cid].output.frames();
         match answer {
-            Answer::Ok => encode::put_ok(out),
-            Answer::Pong => encode::put_pong(out),
+            Answer::Ok => {
+                encode::put_ok(out);
+                self.stats.inc(Counter::FramesOutOk);
+            }
+            Answer::Pong => {
+                encode::put_pong(out);
+                self.stats.inc(Counter::FramesOutPong);
+            }
         }
-        self.stats.frames_out += 1;
         self.mark_dirty(cid);
     }
 
@@ -510,13 +578,18 @@ impl WorkerCore {
                     return bytes.len();
                 }
             };
-            self.stats.frames_in += 1;
+            let op_counter = Op::from_u8(frame.op).and_then(Counter::frames_in);
+            if let Some(counter) = op_counter {
+                self.stats.inc(counter);
+            }
             let step = self.conns[cid].session.on_frame(frame);
             match self.execute(cid, step) {
                 Flow::Continue => consumed += len,
                 Flow::Stop => return consumed + len,
                 Flow::Retry => {
-                    self.stats.frames_in -= 1;
+                    if let Some(counter) = op_counter {
+                        self.stats.sub(counter, 1);
+                    }
                     return consumed;
                 }
             }
@@ -534,7 +607,7 @@ impl WorkerCore {
             }
             Step::Fatal(code, reason) => {
                 self.send_error(cid, code, &reason);
-                self.start_close(cid);
+                self.start_close(cid, CloseReason::Error);
                 Flow::Stop
             }
             Step::Publish {
@@ -583,7 +656,7 @@ impl WorkerCore {
                 }
             }
             Step::Disconnect => {
-                self.start_close(cid);
+                self.start_close(cid, CloseReason::Client);
                 Flow::Stop
             }
         }
@@ -599,6 +672,7 @@ impl WorkerCore {
             max_msgs: 0,
         }) as SubKey;
         self.index.insert_local(filter, queue, key);
+        self.stats.inc(Counter::Subscriptions);
         self.broadcast_interest(true, filter, queue);
         let conn = &mut self.conns[cid];
         conn.session.bind_sid(sid, key);
@@ -753,11 +827,11 @@ impl WorkerCore {
                 // Only a message matching a great many queue groups gets
                 // here (frames are bounded well below a ring's record size).
                 tracing::warn!(len, "message too large for a ring record; refused");
-                stats.dropped_oversized += 1;
+                stats.inc(Counter::DroppedOversized);
                 return true;
             }
             if !producer.has_room(len) {
-                stats.ring_full_stalls += 1;
+                stats.inc(Counter::RingFullStalls);
                 return false;
             }
         }
@@ -794,7 +868,7 @@ impl WorkerCore {
             );
             producer.commit();
         }
-        stats.messages_published += 1;
+        stats.inc(Counter::MessagesPublished);
         if !remote.is_empty() {
             conns[cid].unsynced = true;
         }
@@ -885,7 +959,7 @@ impl WorkerCore {
             }
             for name in groups.iter() {
                 let Some(group) = matches.groups.iter().find(|g| &*g.name == name) else {
-                    delivery.stats.dropped_no_group_member += 1;
+                    delivery.stats.inc(Counter::DroppedNoGroupMember);
                     continue;
                 };
                 if !group.local.is_empty() {
@@ -895,7 +969,7 @@ impl WorkerCore {
                 }
                 let members: u32 = group.remote.iter().map(|&(_, count)| count).sum();
                 if members == 0 || routing.hops >= records::MAX_HOPS {
-                    delivery.stats.dropped_no_group_member += 1;
+                    delivery.stats.inc(Counter::DroppedNoGroupMember);
                     continue;
                 }
                 let mut pick = rng.below(members);
@@ -909,7 +983,7 @@ impl WorkerCore {
             }
         }
         for (name, to) in forward {
-            self.stats.group_forwards += 1;
+            self.stats.inc(Counter::GroupForwards);
             let routing = Routing {
                 groups_only: true,
                 hops: routing.hops + 1,
@@ -933,7 +1007,7 @@ impl WorkerCore {
 struct Delivery<'a> {
     conns: &'a mut Slab<Conn>,
     subs: &'a mut Slab<Sub>,
-    stats: &'a mut Stats,
+    stats: &'a WorkerStats,
     expired: &'a mut Vec<SubKey>,
     dirty: &'a mut Vec<ConnId>,
     max_pending: usize,
@@ -954,7 +1028,7 @@ impl Delivery<'_> {
         }
         let conn = &mut self.conns[sub.conn];
         if conn.slow {
-            self.stats.dropped_slow_consumer += 1;
+            self.stats.inc(Counter::DroppedSlowConsumer);
             return;
         }
         let len = encode::message_len(subject, reply, payload.len());
@@ -962,15 +1036,16 @@ impl Delivery<'_> {
             // Slow consumer: drop its backlog, tell it where its socket still
             // takes bytes, and close it at once.
             let dropped = conn.output.discard_unsent();
-            self.stats.dropped_slow_consumer += dropped + 1;
+            self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
             encode::put_error(
                 conn.output.frames(),
                 ErrorCode::Unavailable,
                 "slow consumer",
             );
-            self.stats.errors_sent += 1;
+            self.stats.inc(Counter::FramesOutError);
             conn.slow = true;
             conn.closing = Some(self.now);
+            conn.close_reason = CloseReason::SlowConsumer;
             tracing::warn!(
                 conn = sub.conn,
                 dropped = dropped + 1,
@@ -978,8 +1053,8 @@ impl Delivery<'_> {
             );
         } else {
             encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload);
-            self.stats.messages_delivered += 1;
-            self.stats.frames_out += 1;
+            self.stats.inc(Counter::MessagesDelivered);
+            self.stats.inc(Counter::FramesOutMessage);
         }
         if !conn.dirty {
             conn.dirty = true;

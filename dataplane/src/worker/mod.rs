@@ -5,7 +5,6 @@
 pub mod core;
 pub mod outbound;
 pub mod records;
-pub mod stats;
 pub mod sync;
 
 #[cfg(test)]

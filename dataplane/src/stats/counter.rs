@@ -1,0 +1,232 @@
+//! The counters of layout version 1: their order in a worker block, names,
+//! help texts, kinds and how they add up across workers.
+
+use blipmq_protocol::Op;
+
+/// Whether a value only grows (a Prometheus counter) or goes up and down
+/// (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Monotonic since the broker started; has a rate.
+    Counter,
+    /// A current value (a level, a maximum or a timestamp); has no rate.
+    Gauge,
+}
+
+impl Kind {
+    /// `"counter"` or `"gauge"`, as in a Prometheus `# TYPE` line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// How a counter's per-worker values combine into the broker total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    /// The sum over workers (every [`Kind::Counter`], and gauges such as
+    /// open connections).
+    Sum,
+    /// The largest value (high-water marks).
+    Max,
+    /// The smallest value (the heartbeat: the total is the oldest one, so a
+    /// stuck worker shows).
+    Min,
+}
+
+macro_rules! counters {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $name:literal, $kind:ident, $agg:ident, $help:literal;
+    )*) => {
+        /// Every counter of a worker block, in block order (the discriminant
+        /// is the index of the counter's `u64` in the block).
+        ///
+        /// The order is part of layout version 1
+        /// ([`LAYOUT_VERSION`](super::LAYOUT_VERSION)): adding, removing or
+        /// reordering a variant changes the layout and must bump the version.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(usize)]
+        pub enum Counter {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Counter {
+            /// Every counter, in block order: `Counter::ALL[i] as usize == i`.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant),*];
+            /// Number of counters in a worker block.
+            pub const COUNT: usize = Counter::ALL.len();
+
+            /// The stable snake_case name (`"frames_in_publish"`); the
+            /// Prometheus name is built from it, see
+            /// [`prometheus_name`](Counter::prometheus_name).
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+
+            /// One line of help text for the Prometheus `# HELP` line.
+            pub const fn help(self) -> &'static str {
+                match self { $(Counter::$variant => $help,)* }
+            }
+
+            /// Counter or gauge.
+            pub const fn kind(self) -> Kind {
+                match self { $(Counter::$variant => Kind::$kind,)* }
+            }
+
+            /// How per-worker values combine into the total.
+            pub const fn aggregate(self) -> Aggregate {
+                match self { $(Counter::$variant => Aggregate::$agg,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections currently open on the worker.
+    ConnectionsOpen = "connections_open", Gauge, Sum,
+        "Client connections currently open.";
+    ConnectionsAccepted = "connections_accepted", Counter, Sum,
+        "Client connections accepted.";
+    /// The client disconnected (DISCONNECT frame or orderly EOF).
+    ConnectionsClosedClient = "connections_closed_client", Counter, Sum,
+        "Connections closed by the client.";
+    /// A protocol or I/O error closed the connection.
+    ConnectionsClosedError = "connections_closed_error", Counter, Sum,
+        "Connections closed after a protocol or I/O error.";
+    ConnectionsClosedSlowConsumer = "connections_closed_slow_consumer", Counter, Sum,
+        "Connections cut off as slow consumers.";
+    /// No traffic and no PONG within the keepalive deadline.
+    ConnectionsClosedStale = "connections_closed_stale", Counter, Sum,
+        "Connections closed after missing the keepalive deadline.";
+    ConnectionsClosedDrain = "connections_closed_drain", Counter, Sum,
+        "Connections closed by a drain or shutdown.";
+    /// Refused at accept time (connection limit) or at CONNECT (auth).
+    ConnectionsRefused = "connections_refused", Counter, Sum,
+        "Connections refused (limits or authentication).";
+    FramesInConnect = "frames_in_connect", Counter, Sum,
+        "CONNECT frames received.";
+    FramesInPublish = "frames_in_publish", Counter, Sum,
+        "PUBLISH frames received.";
+    FramesInSubscribe = "frames_in_subscribe", Counter, Sum,
+        "SUBSCRIBE frames received.";
+    FramesInUnsubscribe = "frames_in_unsubscribe", Counter, Sum,
+        "UNSUBSCRIBE frames received.";
+    FramesInPing = "frames_in_ping", Counter, Sum,
+        "PING frames received.";
+    FramesInPong = "frames_in_pong", Counter, Sum,
+        "PONG frames received.";
+    FramesInDisconnect = "frames_in_disconnect", Counter, Sum,
+        "DISCONNECT frames received.";
+    FramesOutMessage = "frames_out_message", Counter, Sum,
+        "MESSAGE frames sent.";
+    FramesOutOk = "frames_out_ok", Counter, Sum,
+        "OK frames sent.";
+    FramesOutError = "frames_out_error", Counter, Sum,
+        "ERROR frames sent.";
+    FramesOutInfo = "frames_out_info", Counter, Sum,
+        "INFO frames sent.";
+    FramesOutPing = "frames_out_ping", Counter, Sum,
+        "PING frames sent.";
+    FramesOutPong = "frames_out_pong", Counter, Sum,
+        "PONG frames sent.";
+    FramesOutDisconnect = "frames_out_disconnect", Counter, Sum,
+        "DISCONNECT frames sent.";
+    BytesIn = "bytes_in", Counter, Sum,
+        "Bytes read from client connections.";
+    BytesOut = "bytes_out", Counter, Sum,
+        "Bytes written to client connections.";
+    MessagesPublished = "messages_published", Counter, Sum,
+        "Messages published by clients of this worker.";
+    MessagesDelivered = "messages_delivered", Counter, Sum,
+        "Messages delivered to subscribers of this worker.";
+    DroppedSlowConsumer = "dropped_slow_consumer", Counter, Sum,
+        "Messages dropped because the subscriber was a slow consumer.";
+    DroppedLimits = "dropped_limits", Counter, Sum,
+        "Messages dropped by a configured limit.";
+    DroppedAuth = "dropped_auth", Counter, Sum,
+        "Messages dropped because the client was not authorised.";
+    DroppedNoGroupMember = "dropped_no_group_member", Counter, Sum,
+        "Queue-group messages dropped because no member was left.";
+    DroppedOversized = "dropped_oversized", Counter, Sum,
+        "Messages dropped because their ring record was too large.";
+    GroupForwards = "group_forwards", Counter, Sum,
+        "Queue-group deliveries forwarded to another worker.";
+    RingFullStalls = "ring_full_stalls", Counter, Sum,
+        "Times an outgoing ring was full.";
+    /// Highest occupancy in bytes seen on any of the worker's outgoing
+    /// rings; written with [`WorkerStats::max`](super::WorkerStats::max).
+    RingOccupancyHighWater = "ring_occupancy_high_water", Gauge, Max,
+        "Highest occupancy in bytes seen on an outgoing ring.";
+    LoopIterations = "loop_iterations", Counter, Sum,
+        "Poll-loop iterations.";
+    /// Iterations that found work; `loop_busy_iterations / loop_iterations`
+    /// is the busy ratio.
+    LoopBusyIterations = "loop_busy_iterations", Counter, Sum,
+        "Poll-loop iterations that found work.";
+    /// Unix time in milliseconds of the worker's last heartbeat.
+    HeartbeatUnixMs = "heartbeat_unix_ms", Gauge, Min,
+        "Unix time in milliseconds of the worker's last heartbeat.";
+    Subscriptions = "subscriptions", Gauge, Sum,
+        "Subscriptions currently registered.";
+}
+
+impl Counter {
+    /// The Prometheus metric name: `blipmq_<name>_total` for counters,
+    /// `blipmq_<name>` for gauges.
+    pub fn prometheus_name(self) -> String {
+        match self.kind() {
+            Kind::Counter => format!("blipmq_{}_total", self.name()),
+            Kind::Gauge => format!("blipmq_{}", self.name()),
+        }
+    }
+
+    /// The counter with this [`name`](Counter::name).
+    pub fn from_name(name: &str) -> Option<Counter> {
+        Counter::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
+    /// The `frames_in_*` counter of a frame received with `op`; `None` for
+    /// ops that only servers send.
+    pub fn frames_in(op: Op) -> Option<Counter> {
+        Some(match op {
+            Op::Connect => Counter::FramesInConnect,
+            Op::Publish => Counter::FramesInPublish,
+            Op::Subscribe => Counter::FramesInSubscribe,
+            Op::Unsubscribe => Counter::FramesInUnsubscribe,
+            Op::Ping => Counter::FramesInPing,
+            Op::Pong => Counter::FramesInPong,
+            Op::Disconnect => Counter::FramesInDisconnect,
+            Op::Message | Op::Ok | Op::Error | Op::Info => return None,
+        })
+    }
+
+    /// The `frames_out_*` counter of a frame sent with `op`; `None` for ops
+    /// that only clients send.
+    pub fn frames_out(op: Op) -> Option<Counter> {
+        Some(match op {
+            Op::Message => Counter::FramesOutMessage,
+            Op::Ok => Counter::FramesOutOk,
+            Op::Error => Counter::FramesOutError,
+            Op::Info => Counter::FramesOutInfo,
+            Op::Ping => Counter::FramesOutPing,
+            Op::Pong => Counter::FramesOutPong,
+            Op::Disconnect => Counter::FramesOutDisconnect,
+            Op::Connect | Op::Publish | Op::Subscribe | Op::Unsubscribe => return None,
+        })
+    }
+
+    /// Whether this is one of the `dropped_*` counters.
+    pub fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Counter::DroppedSlowConsumer
+                | Counter::DroppedLimits
+                | Counter::DroppedAuth
+                | Counter::DroppedNoGroupMember
+                | Counter::DroppedOversized
+        )
+    }
+}
