@@ -3,10 +3,15 @@
 //! Subcommands are grouped by topic (`blipmqctl config check FILE`); new
 //! topics (`status`, `stats`, ...) are new variants of [`Command`].
 
-use std::path::PathBuf;
+mod metrics;
+mod stats_view;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use blipmq_dataplane::config::Config;
+use blipmq_dataplane::stats::StatsReader;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -28,6 +33,24 @@ enum Command {
     /// Work with blipmqd configuration files
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show the workers' counters from the broker's stats file
+    ///
+    /// Reads the shared-memory file named by the broker's
+    /// control.stats_file; the broker is not slowed down by readers.
+    Stats {
+        /// The broker's stats file (control.stats_file)
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Print the Prometheus text exposition format
+        #[arg(long)]
+        prometheus: bool,
+        /// Refresh every second with rates, until interrupted
+        #[arg(long, conflicts_with_all = ["json", "prometheus"])]
+        watch: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +77,12 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file, show_secrets }) => {
             config_check(&file, show_secrets)
         }
+        Command::Stats {
+            file,
+            json,
+            prometheus,
+            watch,
+        } => stats(&file, json, prometheus, watch),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +104,42 @@ fn config_check(file: &std::path::Path, show_secrets: bool) -> Result<(), String
     Ok(())
 }
 
+fn stats(file: &Path, json: bool, prometheus: bool, watch: bool) -> Result<(), String> {
+    let mut reader = StatsReader::open(file).map_err(|error| error.to_string())?;
+    if !watch {
+        let snapshot = reader.snapshot();
+        if json {
+            println!("{}", stats_view::render_json(&snapshot));
+        } else if prometheus {
+            print!("{}", metrics::render_prometheus(&snapshot));
+        } else {
+            print!("{}", stats_view::render_table(&snapshot, None));
+        }
+        return Ok(());
+    }
+    let mut previous = reader.snapshot();
+    let mut at = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if reader.replaced() {
+            // The broker restarted: read its new file from now on.
+            reader = StatsReader::open(file).map_err(|error| error.to_string())?;
+            previous = reader.snapshot();
+            at = Instant::now();
+            continue;
+        }
+        let snapshot = reader.snapshot();
+        let now = Instant::now();
+        let rates = snapshot.rate_since(&previous, now - at);
+        print!(
+            "\x1b[2J\x1b[H{}",
+            stats_view::render_table(&snapshot, Some(&rates))
+        );
+        previous = snapshot;
+        at = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -90,7 +155,12 @@ mod tests {
                 assert_eq!(file, PathBuf::from("x.toml"));
                 assert!(!show_secrets);
             }
+            other => panic!("{other:?}"),
         }
+        assert!(
+            Cli::try_parse_from(["blipmqctl", "stats", "--file", "f", "--json", "--watch"])
+                .is_err()
+        );
         assert!(Cli::try_parse_from(["blipmqctl", "config", "check"]).is_err());
         assert!(Cli::try_parse_from(["blipmqctl", "config"]).is_err());
         assert!(Cli::try_parse_from(["blipmqctl"]).is_err());

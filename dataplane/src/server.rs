@@ -15,6 +15,7 @@ use crate::backend::userspace::{Stack, StackConfig, UserspacePoll, UserspaceWork
 use crate::config::{BackendKind, Config};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
+use crate::stats::StatsSegment;
 use crate::worker::{CoreConfig, Shared, WorkerCore};
 
 /// A running broker.
@@ -54,7 +55,7 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()?;
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(shared_state(config, workers)?);
         let cores = if config.server.pin_workers {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -124,7 +125,7 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()?;
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(shared_state(config, workers)?);
         let cores = if config.server.pin_workers {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -242,6 +243,19 @@ impl Server {
         }
         Ok(cores)
     }
+}
+
+/// The state workers share, with the stats segment in the configured file
+/// (or in this process only).
+fn shared_state(config: &Config, workers: usize) -> io::Result<Shared> {
+    let path = &config.control.stats_file;
+    let segment = if path.is_empty() {
+        StatsSegment::anonymous(workers)?
+    } else {
+        StatsSegment::create(std::path::Path::new(path), workers)
+            .map_err(|error| io::Error::new(error.kind(), format!("stats file {path}: {error}")))?
+    };
+    Ok(Shared::new(segment))
 }
 
 fn session_config(config: &Config) -> SessionConfig {

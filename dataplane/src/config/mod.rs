@@ -35,6 +35,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub control: ControlConfig,
     pub dataplane: DataplaneConfig,
     pub afpacket: AfPacketConfig,
 }
@@ -110,6 +111,15 @@ pub struct AuthConfig {
     /// The token every client must present in CONNECT; `Some("")` is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+}
+
+/// `[control]`: how operators see the broker.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// File the workers' counters are mapped from (shared memory; put it on
+    /// tmpfs such as /dev/shm); "" keeps them in this process only.
+    pub stats_file: String,
 }
 
 /// `[log]`.

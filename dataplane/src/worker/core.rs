@@ -683,6 +683,7 @@ impl WorkerCore {
         let sub = self.subs.remove(key as usize);
         self.index
             .remove_local(&sub.filter, sub.queue.as_deref(), key);
+        self.stats.sub(Counter::Subscriptions, 1);
         self.broadcast_interest(false, &sub.filter, sub.queue.as_deref());
         if let Some(conn) = self.conns.get_mut(sub.conn) {
             conn.session.release_sid(sub.sid);
