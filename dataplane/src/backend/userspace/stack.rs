@@ -153,8 +153,14 @@ impl Stack {
     ) -> usize {
         let ts = self.now(now);
         self.iface.poll_maintenance(ts);
+        // Each SYN takes a listening socket: top the pool up every half pool
+        // of frames, so a burst larger than the pool is not reset.
+        let refill_every = (self.config.listeners / 2).max(1);
         let mut processed = 0;
         while processed < budget {
+            if processed > 0 && processed % refill_every == 0 {
+                self.refill_listeners();
+            }
             match self
                 .iface
                 .poll_ingress_single(ts, device, &mut self.sockets)
