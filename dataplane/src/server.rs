@@ -23,7 +23,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     wakers: Arc<[Arc<mio::Waker>]>,
-    threads: Vec<JoinHandle<io::Result<WorkerCore>>>,
+    threads: Vec<WorkerThread>,
 }
 
 impl Server {
@@ -39,14 +39,7 @@ impl Server {
             }
         }
         let workers = config.effective_workers();
-        let session = Arc::new(session_config(config));
-        let core_config = CoreConfig {
-            session,
-            max_pending_bytes: config.limits.max_pending_bytes.min(usize::MAX as u64) as usize,
-            drain_timeout: config.server.drain_timeout,
-            cache_subjects: config.dataplane.cache_subjects,
-            max_connections: config.server.max_connections,
-        };
+        let core_config = core_config(config);
         let listeners = kernel::bind_listeners(config.server.listen, workers)?;
         let local_addr = listeners[0].local_addr()?;
         let rings = RingRegion::new(workers, config.dataplane.ring_bytes)?.into_workers();
@@ -56,11 +49,7 @@ impl Server {
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
-        let cores = if config.server.pin_workers {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let cores = pinning_cores(config);
         let mut threads = Vec::with_capacity(workers);
         for ((rings, poll), listener) in rings.into_iter().zip(polls).zip(listeners) {
             let id = rings.id;
@@ -73,17 +62,7 @@ impl Server {
                 shutdown.clone(),
                 config.server.drain_timeout,
             )?;
-            let pin = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-            let thread = std::thread::Builder::new()
-                .name(format!("blipmq-worker-{id}"))
-                .spawn(move || {
-                    if let Some(core_id) = pin {
-                        if !core_affinity::set_for_current(core_id) {
-                            tracing::debug!(worker = id, "could not pin to a core");
-                        }
-                    }
-                    worker.run()
-                })?;
+            let thread = spawn_worker(id, &cores, move || worker.run())?;
             threads.push(thread);
         }
         tracing::info!(%local_addr, workers, "listening");
@@ -105,14 +84,7 @@ impl Server {
         let (addr, prefix) = af.parse_ip().map_err(invalid)?;
         let port = config.server.listen.port();
         let workers = config.effective_workers();
-        let session = Arc::new(session_config(config));
-        let core_config = CoreConfig {
-            session,
-            max_pending_bytes: config.limits.max_pending_bytes.min(usize::MAX as u64) as usize,
-            drain_timeout: config.server.drain_timeout,
-            cache_subjects: config.dataplane.cache_subjects,
-            max_connections: config.server.max_connections,
-        };
+        let core_config = core_config(config);
         let ring_config = RingConfig {
             block_size: af.block_size,
             block_count: af.block_count,
@@ -126,11 +98,7 @@ impl Server {
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
-        let cores = if config.server.pin_workers {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let cores = pinning_cores(config);
         let wait = WaitConfig {
             strategy: af.poll,
             spin: af.spin,
@@ -168,43 +136,34 @@ impl Server {
             let wakers = wakers.clone();
             let shutdown = shutdown.clone();
             let drain_timeout = config.server.drain_timeout;
-            let pin = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let thread = std::thread::Builder::new()
-                .name(format!("blipmq-worker-{id}"))
-                .spawn(move || {
-                    if let Some(core_id) = pin {
-                        if !core_affinity::set_for_current(core_id) {
-                            tracing::debug!(worker = id, "could not pin to a core");
-                        }
+            let thread = spawn_worker(id, &cores, move || {
+                let mut device = device;
+                let now = Instant::now();
+                let stack = Stack::new(stack_config, &mut device, now);
+                let core = WorkerCore::new(core_config, rings, shared, now);
+                let worker = UserspaceWorker::new(
+                    core,
+                    device,
+                    stack,
+                    poll,
+                    wakers,
+                    shutdown,
+                    drain_timeout,
+                    wait,
+                );
+                let worker = match worker {
+                    Ok(worker) => {
+                        let _ = ready_tx.send(Ok(()));
+                        worker
                     }
-                    let mut device = device;
-                    let now = Instant::now();
-                    let stack = Stack::new(stack_config, &mut device, now);
-                    let core = WorkerCore::new(core_config, rings, shared, now);
-                    let worker = UserspaceWorker::new(
-                        core,
-                        device,
-                        stack,
-                        poll,
-                        wakers,
-                        shutdown,
-                        drain_timeout,
-                        wait,
-                    );
-                    let worker = match worker {
-                        Ok(worker) => {
-                            let _ = ready_tx.send(Ok(()));
-                            worker
-                        }
-                        Err(error) => {
-                            let _ =
-                                ready_tx.send(Err(io::Error::new(error.kind(), error.to_string())));
-                            return Err(error);
-                        }
-                    };
-                    worker.run()
-                })?;
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(io::Error::new(error.kind(), error.to_string())));
+                        return Err(error);
+                    }
+                };
+                worker.run()
+            })?;
             ready_rx
                 .recv()
                 .map_err(|_| io::Error::other("an afpacket worker failed to start"))??;
@@ -243,6 +202,46 @@ impl Server {
         }
         Ok(cores)
     }
+}
+
+fn core_config(config: &Config) -> CoreConfig {
+    CoreConfig {
+        session: Arc::new(session_config(config)),
+        max_pending_bytes: config.limits.max_pending_bytes.min(usize::MAX as u64) as usize,
+        drain_timeout: config.server.drain_timeout,
+        cache_subjects: config.dataplane.cache_subjects,
+        max_connections: config.server.max_connections,
+    }
+}
+
+/// The cores workers are pinned to, round robin; none when pinning is off.
+fn pinning_cores(config: &Config) -> Vec<core_affinity::CoreId> {
+    if config.server.pin_workers {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+type WorkerThread = JoinHandle<io::Result<WorkerCore>>;
+
+/// Starts worker `id`'s thread, pinned to its core where allowed.
+fn spawn_worker(
+    id: usize,
+    cores: &[core_affinity::CoreId],
+    run: impl FnOnce() -> io::Result<WorkerCore> + Send + 'static,
+) -> io::Result<WorkerThread> {
+    let pin = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+    std::thread::Builder::new()
+        .name(format!("blipmq-worker-{id}"))
+        .spawn(move || {
+            if let Some(core_id) = pin {
+                if !core_affinity::set_for_current(core_id) {
+                    tracing::debug!(worker = id, "could not pin to a core");
+                }
+            }
+            run()
+        })
 }
 
 /// The state workers share, with the stats segment in the configured file
