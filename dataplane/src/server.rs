@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::backend::afpacket::ring::RingConfig;
 use crate::backend::afpacket::AfPacketDevice;
-use crate::backend::kernel::{self, KernelWorker, WorkerPoll};
-use crate::backend::userspace::{Stack, StackConfig, UserspacePoll, UserspaceWorker, WaitConfig};
+use crate::backend::kernel::{self, KernelWorker};
+use crate::backend::userspace::{Stack, StackConfig, UserspaceWorker, WaitConfig};
+use crate::backend::WorkerPoll;
 use crate::config::{BackendKind, Config};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
@@ -93,7 +94,7 @@ impl Server {
         };
         let rings = RingRegion::new(workers, config.dataplane.ring_bytes)?.into_workers();
         let polls = (0..workers)
-            .map(|_| UserspacePoll::new())
+            .map(|_| WorkerPoll::new())
             .collect::<io::Result<Vec<_>>>()?;
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::{WorkerPoll, WAKER};
 use crate::stats::Counter;
 use crate::worker::{ConnId, WorkerCore};
 
 const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per loop iteration, so one busy publisher cannot
@@ -45,21 +45,6 @@ pub fn bind_listeners(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::n
         listeners.push(listener);
     }
     Ok(listeners)
-}
-
-/// The poll instance and waker of a worker, made before its thread starts so
-/// that every worker can hold every other's waker.
-pub struct WorkerPoll {
-    poll: Poll,
-    pub waker: Arc<Waker>,
-}
-
-impl WorkerPoll {
-    pub fn new() -> io::Result<WorkerPoll> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        Ok(WorkerPoll { poll, waker })
-    }
 }
 
 pub struct KernelWorker {

@@ -7,3 +7,26 @@
 pub mod afpacket;
 pub mod kernel;
 pub mod userspace;
+
+use std::io;
+use std::sync::Arc;
+
+use mio::{Poll, Token, Waker};
+
+/// The token of a worker's waker in its poll instance.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// The poll instance and waker of a worker, made before its thread starts so
+/// that every worker can hold every other's waker.
+pub struct WorkerPoll {
+    pub(crate) poll: Poll,
+    pub waker: Arc<Waker>,
+}
+
+impl WorkerPoll {
+    pub fn new() -> io::Result<WorkerPoll> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(WorkerPoll { poll, waker })
+    }
+}

@@ -18,7 +18,7 @@ pub mod worker;
 use std::os::fd::RawFd;
 
 pub use self::stack::{Stack, StackConfig};
-pub use self::worker::{UserspacePoll, UserspaceWorker, WaitConfig};
+pub use self::worker::{UserspaceWorker, WaitConfig};
 
 /// A packet I/O device the user-space stack runs on.
 pub trait PacketDevice: smoltcp::phy::Device {

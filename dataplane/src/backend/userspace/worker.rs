@@ -22,11 +22,11 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::State;
 
 use super::{PacketDevice, Stack};
+use crate::backend::WorkerPoll;
 use crate::config::PollStrategy;
 use crate::worker::{ConnId, WorkerCore};
 
 const DEVICE: Token = Token(0);
-const WAKER: Token = Token(1);
 /// How often timers (server PINGs, close deadlines) are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// Frames received per loop iteration.
@@ -39,21 +39,6 @@ const READS_PER_TURN: usize = 4;
 pub struct WaitConfig {
     pub strategy: PollStrategy,
     pub spin: Duration,
-}
-
-/// The poll instance and waker of a user-space worker, made before the
-/// threads start so that every worker can hold every other's waker.
-pub struct UserspacePoll {
-    poll: Poll,
-    pub waker: Arc<Waker>,
-}
-
-impl UserspacePoll {
-    pub fn new() -> io::Result<UserspacePoll> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        Ok(UserspacePoll { poll, waker })
-    }
 }
 
 pub struct UserspaceWorker<D: PacketDevice> {
@@ -89,7 +74,7 @@ impl<D: PacketDevice> UserspaceWorker<D> {
         core: WorkerCore,
         mut device: D,
         stack: Stack,
-        poll: UserspacePoll,
+        poll: WorkerPoll,
         wakers: Arc<[Arc<Waker>]>,
         shutdown: Arc<AtomicBool>,
         drain_timeout: Duration,
