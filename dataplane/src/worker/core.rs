@@ -6,6 +6,7 @@
 //! bytes to write and the connections to close. Nothing here blocks, and the
 //! publish path neither locks nor allocates.
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
 use slab::Slab;
 
 use super::outbound::Outbound;
+use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
 use super::records::{self, GroupNames, Record, Routing};
 use super::sync::Barriers;
 use crate::rings::WorkerRings;
@@ -176,6 +178,8 @@ pub struct WorkerCore {
     wake: WorkerSet,
     assigned: Vec<(usize, Target)>,
     expired: Vec<SubKey>,
+    /// Large payloads shared by several subscribers' queues.
+    payloads: SharedPayloads,
     rng: Rng,
     now: Instant,
     draining: bool,
@@ -217,6 +221,7 @@ impl WorkerCore {
             wake: WorkerSet::empty(),
             assigned: Vec::new(),
             expired: Vec::new(),
+            payloads: SharedPayloads::default(),
             now,
             draining: false,
             stats,
@@ -225,6 +230,11 @@ impl WorkerCore {
 
     pub fn id(&self) -> usize {
         self.rings.id
+    }
+
+    /// Large payloads currently shared by subscribers' queues.
+    pub fn shared_payloads_in_use(&self) -> usize {
+        self.payloads.live()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -309,14 +319,21 @@ impl WorkerCore {
         }
     }
 
-    /// Bytes waiting to be written to the connection.
+    /// The first contiguous run of bytes waiting to be written to the
+    /// connection (empty when none); see also [`output_vectored`](Self::output_vectored).
     pub fn output(&self, cid: ConnId) -> &[u8] {
-        self.conns[cid].output.pending()
+        self.conns[cid].output.front(&self.payloads)
+    }
+
+    /// Fills `slices` with the bytes waiting for the connection, in order,
+    /// for one writev; returns how many slices were filled.
+    pub fn output_vectored<'a>(&'a self, cid: ConnId, slices: &mut [IoSlice<'a>]) -> usize {
+        self.conns[cid].output.gather(&self.payloads, slices)
     }
 
     pub fn on_output_written(&mut self, cid: ConnId, written: usize) {
         self.stats.add(Counter::BytesOut, written as u64);
-        self.conns[cid].output.advance(written);
+        self.conns[cid].output.advance(written, &mut self.payloads);
     }
 
     /// The connection is done: flushed after a close started, or past its
@@ -348,7 +365,8 @@ impl WorkerCore {
         for key in keys {
             self.remove_sub(key);
         }
-        let conn = self.conns.remove(cid);
+        let mut conn = self.conns.remove(cid);
+        conn.output.release_all(&mut self.payloads);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         self.stats.inc(conn.close_reason.counter());
         self.stats.sub(Counter::ConnectionsOpen, 1);
@@ -783,6 +801,7 @@ impl WorkerCore {
             conns,
             subs,
             expired,
+            payloads,
             config,
             dirty,
             now,
@@ -836,15 +855,22 @@ impl WorkerCore {
                 return false;
             }
         }
+        let local_groups = assigned
+            .iter()
+            .filter(|(_, target)| matches!(target, Target::Local(_)))
+            .count();
         let mut delivery = Delivery {
             conns,
             subs,
             stats,
             expired,
             dirty,
+            payloads,
+            shared: None,
             max_pending: config.max_pending_bytes,
             now: *now,
         };
+        delivery.share_if_worth_it(payload, matches.local.len() + local_groups);
         for &key in &matches.local {
             delivery.deliver(key, subject, reply, payload);
         }
@@ -853,6 +879,7 @@ impl WorkerCore {
                 delivery.deliver(key, subject, reply, payload);
             }
         }
+        delivery.finish();
         for worker in remote.iter() {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
             let producer = rings.outgoing[worker as usize]
@@ -938,6 +965,7 @@ impl WorkerCore {
                 conns,
                 subs,
                 expired,
+                payloads,
                 config,
                 dirty,
                 now,
@@ -950,9 +978,17 @@ impl WorkerCore {
                 stats,
                 expired,
                 dirty,
+                payloads,
+                shared: None,
                 max_pending: config.max_pending_bytes,
                 now: *now,
             };
+            let plain = if routing.groups_only {
+                0
+            } else {
+                matches.local.len()
+            };
+            delivery.share_if_worth_it(payload, plain + groups.iter().count());
             if !routing.groups_only {
                 for &key in &matches.local {
                     delivery.deliver(key, subject, reply, payload);
@@ -982,6 +1018,7 @@ impl WorkerCore {
                     pick -= count;
                 }
             }
+            delivery.finish();
         }
         for (name, to) in forward {
             self.stats.inc(Counter::GroupForwards);
@@ -1011,11 +1048,29 @@ struct Delivery<'a> {
     stats: &'a WorkerStats,
     expired: &'a mut Vec<SubKey>,
     dirty: &'a mut Vec<ConnId>,
+    payloads: &'a mut SharedPayloads,
+    /// This message's payload, when shared rather than copied per queue.
+    shared: Option<PayloadId>,
     max_pending: usize,
     now: Instant,
 }
 
 impl Delivery<'_> {
+    /// Copies a large payload once for all of this message's local
+    /// recipients, instead of once per recipient.
+    fn share_if_worth_it(&mut self, payload: &[u8], recipients: usize) {
+        if recipients >= 2 && payload.len() >= SHARE_MIN_PAYLOAD {
+            self.shared = Some(self.payloads.store(payload));
+        }
+    }
+
+    /// Ends the message: a shared payload no queue took is recycled.
+    fn finish(&mut self) {
+        if let Some(id) = self.shared.take() {
+            self.payloads.release_if_unused(id);
+        }
+    }
+
     fn deliver(&mut self, key: SubKey, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
         let Some(sub) = self.subs.get_mut(key as usize) else {
             return;
@@ -1036,7 +1091,7 @@ impl Delivery<'_> {
         if conn.output.pending_len() + len > self.max_pending {
             // Slow consumer: drop its backlog, tell it where its socket still
             // takes bytes, and close it at once.
-            let dropped = conn.output.discard_unsent();
+            let dropped = conn.output.discard_unsent(self.payloads);
             self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
             encode::put_error(
                 conn.output.frames(),
@@ -1053,7 +1108,14 @@ impl Delivery<'_> {
                 "slow consumer cut off"
             );
         } else {
-            encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload);
+            match self.shared {
+                Some(id) => {
+                    let out = conn.output.frames();
+                    encode::put_message_head(out, subject, sub.sid, reply, payload.len());
+                    conn.output.splice(self.payloads, id);
+                }
+                None => encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload),
+            }
             self.stats.inc(Counter::MessagesDelivered);
             self.stats.inc(Counter::FramesOutMessage);
         }

@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod outbound;
+pub mod payloads;
 pub mod records;
 pub mod sync;
 

@@ -34,7 +34,7 @@ struct Cluster {
 fn session_config() -> SessionConfig {
     SessionConfig {
         server_id: "t".into(),
-        max_payload: 1024,
+        max_payload: 64 * 1024,
         max_topic_length: 64,
         max_subscriptions: 0,
         token: None,
@@ -101,8 +101,15 @@ impl Cluster {
 
     /// Takes and decodes everything queued for a connection.
     fn output(&mut self, w: usize, cid: ConnId) -> Vec<Out> {
-        let bytes = self.cores[w].output(cid).to_vec();
-        self.cores[w].on_output_written(cid, bytes.len());
+        let mut bytes = Vec::new();
+        loop {
+            let run = self.cores[w].output(cid).to_vec();
+            if run.is_empty() {
+                break;
+            }
+            self.cores[w].on_output_written(cid, run.len());
+            bytes.extend(run);
+        }
         let mut frames = Vec::new();
         let mut at = 0;
         while let Some((raw, len)) = decode_frame(&bytes[at..], u32::MAX).unwrap() {
@@ -418,4 +425,71 @@ fn a_group_delivery_to_a_member_that_left_is_forwarded_not_lost() {
         "the stale picks were forwarded"
     );
     assert_eq!(cluster.cores[1].stats.get(Counter::DroppedNoGroupMember), 0);
+}
+
+#[test]
+fn a_large_payload_for_several_subscribers_is_shared_and_released() {
+    let mut cluster = Cluster::new(2, 1 << 20, 1 << 20);
+    let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+    let subs: Vec<(usize, ConnId)> = [0, 0, 0, 1, 1]
+        .into_iter()
+        .map(|w| {
+            let cid = cluster.connect(w);
+            cluster.send_with(w, cid, |o| encode::put_subscribe(o, b"big", 9, None, false));
+            (w, cid)
+        })
+        .collect();
+    cluster.settle();
+    let publisher = cluster.connect(0);
+    for _ in 0..3 {
+        cluster.send_with(0, publisher, |o| {
+            encode::put_publish(o, b"big", None, &big, false)
+        });
+    }
+    cluster.settle();
+    for w in 0..2 {
+        assert!(
+            cluster.cores[w].shared_payloads_in_use() >= 1,
+            "worker {w} shares the payload instead of copying it per queue"
+        );
+    }
+    for &(w, cid) in &subs {
+        assert_eq!(cluster.output(w, cid), vec![msg("big", 9, &big); 3]);
+    }
+    for w in 0..2 {
+        assert_eq!(
+            cluster.cores[w].shared_payloads_in_use(),
+            0,
+            "worker {w} released every payload"
+        );
+    }
+}
+
+#[test]
+fn shared_payloads_of_a_cut_off_or_closed_subscriber_are_released() {
+    let mut cluster = Cluster::new(1, 1 << 20, 64 * 1024);
+    let slow = cluster.connect(0);
+    let gone = cluster.connect(0);
+    for cid in [slow, gone] {
+        cluster.send_with(0, cid, |o| encode::put_subscribe(o, b"big", 1, None, false));
+    }
+    let publisher = cluster.connect(0);
+    for _ in 0..10 {
+        cluster.send_with(0, publisher, |o| {
+            encode::put_publish(o, b"big", None, &[5; 10_000], false)
+        });
+    }
+    // Neither subscriber read anything: past 64 KiB each is cut off with its
+    // whole backlog, so all ten messages are counted dropped for both.
+    assert_eq!(
+        cluster.cores[0].stats.get(Counter::DroppedSlowConsumer),
+        2 * 10
+    );
+    assert!(matches!(
+        cluster.output(0, slow).last(),
+        Some(Out::Error(503, _))
+    ));
+    cluster.cores[0].on_closed(slow);
+    cluster.cores[0].on_closed(gone);
+    assert_eq!(cluster.cores[0].shared_payloads_in_use(), 0);
 }
