@@ -6,7 +6,6 @@
 //! passes (skips), except under CI=true, where it fails.
 
 mod common;
-mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -15,8 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use blipmq_client::{Client, Options};
+use common::netns::Lab;
 use common::{Next, Raw};
-use netns::Lab;
 
 const PORT: u16 = 9999;
 /// Every test finishes well within this, or fails.

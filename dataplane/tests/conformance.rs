@@ -1,8 +1,12 @@
 //! Conformance of `blipmqd` to `shared/docs/protocol.md` (normative).
 //!
-//! Each test names the statement of protocol.md it checks. Tests that make
-//! sense with any number of workers run with 1 and 2 (`w1::*`, `w2::*`);
-//! the cross-worker rules are checked by `two_workers_*` tests.
+//! Each test names the statement of protocol.md it checks. Every test runs
+//! on the kernel backend (`kernel::*`) and on the afpacket backend
+//! (`afpacket::*`: the broker in a netns lab, the test's clients with kernel
+//! TCP in the lab's client namespace; skipped without root, failed under
+//! CI=true). Tests that make sense with any number of workers run with 1 and
+//! 2 (`w1::*`, `w2::*`); the cross-worker rules are checked by
+//! `two_workers_*` tests.
 
 #[macro_use]
 mod common;
@@ -55,8 +59,8 @@ const LIMITS: &str = "max_payload = 1024\nmax_topic_length = 32\nmax_subscriptio
 /// "Example, byte for byte": SUBSCRIBE `a.*` sid 7, PUBLISH `hi` to `a.b`,
 /// the MESSAGE is exactly the bytes of protocol.md; OK and PONG are the bare
 /// 4-byte-header frames.
-fn framing_example_byte_for_byte(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn framing_example_byte_for_byte(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let subscribe = hex("00 00 00 0b | 03 | 00 03 | 00 | 61 2e 2a | 00 00 00 07");
     let publish = hex("00 00 00 09 | 02 | 00 03 | 00 | 61 2e 62 | 68 69");
     let message = hex("00 00 00 0d | 10 | 00 03 | 00 | 61 2e 62 | 00 00 00 07 68 69");
@@ -128,8 +132,8 @@ fn framing_example_byte_for_byte(workers: usize) {
 
 /// "A frame with len > max_payload + 1024 is refused as soon as its header is
 /// read, before any of its body is buffered: ERROR 413, then close."
-fn oversize_frame_refused_at_header(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn oversize_frame_refused_at_header(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     // len = 1024 + 1024 + 1; only the 8 header bytes are ever sent.
     let mut c = Raw::handshake(broker.addr());
     let mut header = Vec::new();
@@ -157,8 +161,8 @@ fn oversize_frame_refused_at_header(workers: usize) {
 }
 
 /// The 413 rule is part of the framing and holds for the first frame too.
-fn oversize_frame_before_connect(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn oversize_frame_before_connect(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::connect(broker.addr());
     let mut header = Vec::new();
     header.extend_from_slice(&(0xFFFF_FFFFu32).to_be_bytes());
@@ -170,8 +174,8 @@ fn oversize_frame_before_connect(workers: usize) {
 /// "A PUBLISH whose payload, without its reply prefix, exceeds max_payload
 /// gets the same answer" (413, close); a payload of exactly max_payload,
 /// with or without a reply subject, is delivered.
-fn publish_payload_limit(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn publish_payload_limit(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut sub = Raw::handshake_on_worker(broker.addr(), 0);
     sub.subscribe("pl.x", 1);
     let mut p = Raw::handshake_on_worker(broker.addr(), spread(1, workers));
@@ -216,8 +220,8 @@ fn publish_payload_limit(workers: usize) {
 /// must be empty is not, or when a body is shorter than its fixed fields."
 /// "Any other bit, or a bit on an op that does not allow it, is malformed."
 /// `len >= 4` and `4 + topic_len <= len`; anything else is malformed.
-fn malformed_frames_close_with_400(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn malformed_frames_close_with_400(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let sid = [0u8, 0, 0, 1];
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for op in [0x00u8, 0x08, 0x09, 0x0f, 0x14, 0x20, 0x7f, 0x80, 0xff] {
@@ -343,8 +347,8 @@ fn malformed_frames_close_with_400(workers: usize) {
 
 /// Answers to earlier frames come out before the 400 to a malformed frame in
 /// the same write; nothing after it is executed.
-fn malformed_after_valid_frames(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn malformed_after_valid_frames(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     let mut bytes = Vec::new();
     encode::put_subscribe(&mut bytes, b"mv.x", 1, None, true);
@@ -368,9 +372,9 @@ fn malformed_after_valid_frames(workers: usize) {
 
 /// "On accept the broker sends INFO" with the fields of protocol.md, plus
 /// `worker`.
-fn info_fields(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
-    let mut c = std::net::TcpStream::connect(broker.addr()).expect("connect");
+fn info_fields(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
+    let mut c = tcp_connect(broker.addr(), TIMEOUT).expect("connect");
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut raw = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -432,7 +436,8 @@ fn info_fields(workers: usize) {
     assert_eq!(a.max_payload, b.max_payload);
 
     // With a token configured, auth_required is true.
-    let broker = Broker::start(
+    let broker = Broker::start_on(
+        backend,
         workers,
         &format!("{BASE_CONFIG}\n[auth]\ntoken = \"s3cret\"\n"),
     );
@@ -448,8 +453,8 @@ fn info_fields(workers: usize) {
 }
 
 /// "A well-formed first frame that is not CONNECT: ERROR 401, then close."
-fn first_frame_not_connect_401(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn first_frame_not_connect_401(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("PING", ping_bytes()),
         ("PONG", build(encode::put_pong)),
@@ -483,8 +488,8 @@ fn first_frame_not_connect_401(workers: usize) {
 }
 
 /// "A malformed first frame: ERROR 400, then close."
-fn first_frame_malformed_400(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn first_frame_malformed_400(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("unknown op", raw_frame(0x0a, 0, b"", b"")),
         ("client INFO", raw_frame(0x13, 0, b"", b"{}")),
@@ -512,8 +517,8 @@ fn first_frame_malformed_400(workers: usize) {
 
 /// "A CONNECT whose body is not a JSON object, or whose protocol is not 1:
 /// ERROR 400, then close." Unknown fields are ignored (as NATS does).
-fn connect_body_rules(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn connect_body_rules(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let bad: &[&[u8]] = &[
         b"",
         b"{\"protocol\":1",
@@ -560,8 +565,9 @@ fn connect_body_rules(workers: usize) {
 
 /// "The broker answers OK, or ERROR 401 and closes when a token is required
 /// and missing or wrong."
-fn token_auth(workers: usize) {
-    let broker = Broker::start(
+fn token_auth(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
         workers,
         &format!("{BASE_CONFIG}\n[auth]\ntoken = \"s3cret\"\n"),
     );
@@ -597,8 +603,8 @@ fn token_auth(workers: usize) {
 
 /// "With "verbose": true every PUBLISH, SUBSCRIBE and UNSUBSCRIBE is treated
 /// as if it had flag ACK."
-fn verbose_acks_everything(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn verbose_acks_everything(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::connect(broker.addr());
     c.do_connect(r#"{"protocol":1,"verbose":true}"#);
     let mut bytes = Vec::new();
@@ -633,8 +639,8 @@ fn verbose_acks_everything(workers: usize) {
 }
 
 /// "Answers (OK, ERROR, PONG) come in the order of the frames they answer."
-fn answers_in_order(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn answers_in_order(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     let mut bytes = Vec::new();
     encode::put_subscribe(&mut bytes, b"ord.a", 1, None, true);
@@ -685,8 +691,8 @@ fn answers_in_order(workers: usize) {
 
 /// "A MESSAGE that a connection's own PUBLISH delivers to that same
 /// connection comes before the answer to any later frame."
-fn own_message_before_later_answer(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn own_message_before_later_answer(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     c.subscribe("own.x", 1);
     c.subscribe("own.*", 2);
@@ -718,8 +724,9 @@ fn own_message_before_later_answer(workers: usize) {
 
 /// "The broker sends PING every ping_interval and closes the connection,
 /// after ERROR 408, when max_pings_out are unanswered."
-fn server_ping_timeout_408(workers: usize) {
-    let broker = Broker::start(
+fn server_ping_timeout_408(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
         workers,
         &config_with("ping_interval = \"200ms\"\nmax_pings_out = 2", LIMITS, ""),
     );
@@ -747,8 +754,9 @@ fn server_ping_timeout_408(workers: usize) {
 }
 
 /// Answering every PING with PONG keeps the connection open.
-fn server_ping_answered_stays_open(workers: usize) {
-    let broker = Broker::start(
+fn server_ping_answered_stays_open(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
         workers,
         &config_with("ping_interval = \"200ms\"\nmax_pings_out = 2", LIMITS, ""),
     );
@@ -786,8 +794,9 @@ fn server_ping_answered_stays_open(workers: usize) {
 
 /// "DISCONNECT from the client: the broker flushes what it has queued for
 /// that client ... then closes."
-fn client_disconnect_flushes(workers: usize) {
-    let broker = Broker::start(
+fn client_disconnect_flushes(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
         workers,
         &config_with("", "max_payload = 1024\nmax_pending_bytes = 8388608", ""),
     );
@@ -820,8 +829,9 @@ fn client_disconnect_flushes(workers: usize) {
 /// "... for at most drain_timeout, then closes": a client that sends
 /// DISCONNECT and then does not read is closed once drain_timeout has
 /// passed, and what was still queued is dropped.
-fn client_disconnect_flush_bounded(workers: usize) {
-    let broker = Broker::start(
+fn client_disconnect_flush_bounded(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
         workers,
         "[server]\ndrain_timeout = \"1s\"\n[limits]\nmax_payload = 1024\nmax_pending_bytes = 33554432\n",
     );
@@ -859,8 +869,8 @@ fn client_disconnect_flush_bounded(workers: usize) {
 
 /// 503 "connection limit reached": closed (server.max_connections counts
 /// the whole broker).
-fn connection_limit_503(workers: usize) {
-    let broker = Broker::start(workers, "[server]\nmax_connections = 3\n");
+fn connection_limit_503(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, "[server]\nmax_connections = 3\n");
     let mut open: Vec<Raw> = (0..3).map(|_| Raw::handshake(broker.addr())).collect();
     for attempt in 0..4 {
         let mut c = Raw::connect_no_info(broker.addr());
@@ -905,8 +915,8 @@ fn connection_limit_503(workers: usize) {
 
 /// `*` matches exactly one token, a last `>` one or more (`a.>` not `a`),
 /// `*`/`>` inside a longer token are literal, subjects are case-sensitive.
-fn wildcard_semantics(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn wildcard_semantics(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let filters: &[(u32, &str)] = &[
         (1, "a.*"),
         (2, "a.>"),
@@ -986,8 +996,8 @@ fn long_name(len: usize) -> String {
 /// "invalid subject". The connection stays open." `>` as a token anywhere
 /// but last is invalid; so are empty tokens, whitespace, control characters,
 /// non-UTF-8 and over max_topic_length (32 here).
-fn invalid_filters_400_open(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn invalid_filters_400_open(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     let long = long_name(33);
     let bad: Vec<&[u8]> = vec![
@@ -1042,8 +1052,8 @@ fn invalid_filters_400_open(workers: usize) {
 /// "A PUBLISH subject or reply subject with a `*` or `>` token, an empty
 /// token, or over the length limit gets ERROR 400 with a reason containing
 /// "invalid subject". The connection stays open." Nothing is delivered.
-fn invalid_publish_subjects_400_open(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn invalid_publish_subjects_400_open(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     c.subscribe(">", 1);
     let long = long_name(33);
@@ -1118,8 +1128,8 @@ fn invalid_publish_subjects_400_open(workers: usize) {
 }
 
 /// "A queue group name follows the rules of a single token."
-fn invalid_queue_names_400(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn invalid_queue_names_400(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let bad: &[&[u8]] = &[b"q.x", b"q x", b"q\tx", b"q\x01", b".", b"q.", b"\xff"];
     for queue in bad {
         let mut c = Raw::handshake(broker.addr());
@@ -1143,8 +1153,8 @@ fn invalid_queue_names_400(workers: usize) {
 
 /// "A message goes to every matching subscription that is not in a queue
 /// group", in publish order.
-fn every_plain_subscription_gets_it(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn every_plain_subscription_gets_it(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut subs: Vec<Raw> = (0..4)
         .map(|i| {
             let mut s = Raw::handshake_on_worker(broker.addr(), spread(i, workers));
@@ -1214,8 +1224,8 @@ fn check_group(name: &str, got: &[Vec<u32>], n: u32) {
 }
 
 /// "... and to exactly one member of each matching queue group."
-fn queue_group_exactly_one_member(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn queue_group_exactly_one_member(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let n = 300u32;
     let mut g: Vec<Raw> = (0..3)
         .map(|i| {
@@ -1258,8 +1268,8 @@ fn queue_group_exactly_one_member(workers: usize) {
 
 /// "A connection with several matching subscriptions gets one MESSAGE per
 /// subscription, each with that subscription's sid."
-fn one_message_per_matching_subscription(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn one_message_per_matching_subscription(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut s = Raw::handshake_on_worker(broker.addr(), 0);
     s.subscribe("m.*", 1);
     s.subscribe("m.x", 2);
@@ -1286,8 +1296,9 @@ fn one_message_per_matching_subscription(workers: usize) {
 
 /// "Per publisher connection and per subscription, messages arrive in
 /// publish order."
-fn per_publisher_order(workers: usize) {
-    let broker = Broker::start(
+fn per_publisher_order(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
         workers,
         &config_with("", "max_pending_bytes = 16777216", ""),
     );
@@ -1335,8 +1346,8 @@ fn per_publisher_order(workers: usize) {
 /// UNSUBSCRIBE; at once if it already has. Without max_msgs, or with 0, it
 /// is removed at once. A removed sid is free: UNSUBSCRIBE of it gets ERROR
 /// 404, and SUBSCRIBE may use it again."
-fn unsubscribe_max_msgs(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn unsubscribe_max_msgs(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     let publish_n = |c: &mut Raw, subject: &str, from: u32, n: u32| {
         let mut bytes = Vec::new();
@@ -1416,8 +1427,8 @@ fn unsubscribe_max_msgs(workers: usize) {
 }
 
 /// Auto-unsubscribe counts messages from another connection (and worker).
-fn unsubscribe_max_msgs_other_publisher(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn unsubscribe_max_msgs_other_publisher(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut s = Raw::handshake_on_worker(broker.addr(), 0);
     let mut p = Raw::handshake_on_worker(broker.addr(), spread(1, workers));
     s.subscribe("au.x", 1);
@@ -1441,8 +1452,8 @@ fn unsubscribe_max_msgs_other_publisher(workers: usize) {
 }
 
 /// 409: "SUBSCRIBE with a sid already in use on this connection"; open.
-fn sid_in_use_409(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn sid_in_use_409(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let mut c = Raw::handshake(broker.addr());
     c.subscribe("dup.a", 1);
     c.send_frame(|b| encode::put_subscribe(b, b"dup.b", 1, None, true));
@@ -1462,8 +1473,12 @@ fn sid_in_use_409(workers: usize) {
 }
 
 /// 429: "subscription limit exceeded (the frame is refused)"; open.
-fn subscription_limit_429(workers: usize) {
-    let broker = Broker::start(workers, &config_with("", "max_subscriptions = 4", ""));
+fn subscription_limit_429(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(
+        backend,
+        workers,
+        &config_with("", "max_subscriptions = 4", ""),
+    );
     let mut c = Raw::handshake(broker.addr());
     for sid in 1..=4 {
         c.subscribe(&format!("lim.{sid}"), sid);
@@ -1496,8 +1511,9 @@ fn subscription_limit_429(workers: usize) {
 /// consumer: the broker sends it ERROR 503 "slow consumer" where its socket
 /// still takes bytes, then closes it." Publishers are not cut; the broker
 /// keeps serving.
-fn slow_consumer_cut(workers: usize) {
-    let mut broker = Broker::start(
+fn slow_consumer_cut(backend: Backend, workers: usize) {
+    let mut broker = Broker::start_on(
+        backend,
         workers,
         &config_with("", "max_payload = 1024\nmax_pending_bytes = 65536", ""),
     );
@@ -1555,8 +1571,8 @@ fn slow_consumer_cut(workers: usize) {
 /// "DISCONNECT from the broker (draining for shutdown)": on SIGTERM every
 /// client gets DISCONNECT "draining", and the broker exits 0 within
 /// drain_timeout.
-fn drain_on_sigterm(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG); // drain_timeout = 2s
+fn drain_on_sigterm(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG); // drain_timeout = 2s
     let mut clients: Vec<Raw> = (0..2 * workers)
         .map(|i| Raw::handshake_on_worker(broker.addr(), spread(i, workers)))
         .collect();
@@ -1597,8 +1613,9 @@ fn drain_on_sigterm(workers: usize) {
 
 /// While draining the broker takes no new clients: a connection attempt is
 /// refused, or answered with ERROR 503 and closed; it never gets a session.
-fn drain_refuses_new_clients(workers: usize) {
-    let mut broker = Broker::start(
+fn drain_refuses_new_clients(backend: Backend, workers: usize) {
+    let mut broker = Broker::start_on(
+        backend,
         workers,
         "[server]\ndrain_timeout = \"3s\"\n[limits]\nmax_payload = 1024\nmax_pending_bytes = 33554432\n",
     );
@@ -1629,7 +1646,7 @@ fn drain_refuses_new_clients(workers: usize) {
         "the drain should last up to drain_timeout with a stuck client"
     );
     for attempt in 0..10 {
-        let stream = match std::net::TcpStream::connect_timeout(&broker.addr(), TIMEOUT) {
+        let stream = match tcp_connect(broker.addr(), TIMEOUT) {
             Ok(stream) => stream,
             Err(_) => continue, // refused: fine
         };
@@ -1652,8 +1669,9 @@ fn drain_refuses_new_clients(workers: usize) {
 }
 
 /// A client that does not read holds the drain for drain_timeout, not longer.
-fn drain_bounded_with_stuck_client(workers: usize) {
-    let mut broker = Broker::start(
+fn drain_bounded_with_stuck_client(backend: Backend, workers: usize) {
+    let mut broker = Broker::start_on(
+        backend,
         workers,
         &config_with("", "max_payload = 1024\nmax_pending_bytes = 33554432", ""),
     );
@@ -1687,7 +1705,8 @@ fn drain_bounded_with_stuck_client(workers: usize) {
     drop(s);
 }
 
-for_workers!(
+for_backends! {
+    workers: [
     framing_example_byte_for_byte,
     oversize_frame_refused_at_header,
     oversize_frame_before_connect,
@@ -1724,7 +1743,17 @@ for_workers!(
     drain_on_sigterm,
     drain_refuses_new_clients,
     drain_bounded_with_stuck_client,
-);
+    ],
+    two_workers: [
+        two_workers_subscribe_ok_visible_to_other_worker,
+        two_workers_pong_after_publish_reaches_other_worker,
+        two_workers_queue_group_spans_workers,
+        two_workers_unsubscribe_across_workers,
+        two_workers_small_ring_no_loss,
+        two_workers_queue_group_member_churn_no_loss,
+        two_workers_interest_is_counted_per_subscription,
+    ],
+}
 
 // ---------------------------------------------------------------------------
 // Two workers: the cross-worker rules
@@ -1734,10 +1763,9 @@ for_workers!(
 /// every publisher on every worker sees that subscription" (protocol.md:
 /// "A PONG or OK means that every earlier frame of the connection took
 /// effect: earlier SUBSCRIBEs are visible to every publisher on the broker").
-#[test]
-fn two_workers_subscribe_ok_visible_to_other_worker() {
+fn two_workers_subscribe_ok_visible_to_other_worker(backend: Backend) {
     // Every subscription stays: the index grows while the race is probed.
-    let broker = Broker::start(2, &config_with("", "max_subscriptions = 1000", ""));
+    let broker = Broker::start_on(backend, 2, &config_with("", "max_subscriptions = 1000", ""));
     for (sw, pw) in [(0u32, 1u32), (1, 0)] {
         let mut s = Raw::handshake_on_worker(broker.addr(), sw);
         let mut p = Raw::handshake_on_worker(broker.addr(), pw);
@@ -1766,9 +1794,8 @@ fn two_workers_subscribe_ok_visible_to_other_worker() {
 
 /// "A PONG or OK means ... earlier PUBLISHes are queued for every matching
 /// subscription": a subscriber on the other worker receives them.
-#[test]
-fn two_workers_pong_after_publish_reaches_other_worker() {
-    let broker = Broker::start(2, BASE_CONFIG);
+fn two_workers_pong_after_publish_reaches_other_worker(backend: Backend) {
+    let broker = Broker::start_on(backend, 2, BASE_CONFIG);
     let mut s = Raw::handshake_on_worker(broker.addr(), 0);
     s.subscribe("pp.x", 1);
     let mut p = Raw::handshake_on_worker(broker.addr(), 1);
@@ -1791,9 +1818,8 @@ fn two_workers_pong_after_publish_reaches_other_worker() {
 
 /// Queue groups spanning both workers: exactly one member per message, all
 /// members (on both workers) get some.
-#[test]
-fn two_workers_queue_group_spans_workers() {
-    let broker = Broker::start(2, BASE_CONFIG);
+fn two_workers_queue_group_spans_workers(backend: Backend) {
+    let broker = Broker::start_on(backend, 2, BASE_CONFIG);
     let n = 400u32;
     let mut members: Vec<Raw> = (0..4)
         .map(|i| {
@@ -1833,9 +1859,8 @@ fn two_workers_queue_group_spans_workers() {
 
 /// Auto-unsubscribe when every message comes from the other worker, and the
 /// removal of an UNSUBSCRIBE is effective for publishers on the other worker.
-#[test]
-fn two_workers_unsubscribe_across_workers() {
-    let broker = Broker::start(2, BASE_CONFIG);
+fn two_workers_unsubscribe_across_workers(backend: Backend) {
+    let broker = Broker::start_on(backend, 2, BASE_CONFIG);
     let mut s = Raw::handshake_on_worker(broker.addr(), 0);
     let mut p = Raw::handshake_on_worker(broker.addr(), 1);
     s.subscribe("ax.x", 1);
@@ -1876,10 +1901,10 @@ fn two_workers_unsubscribe_across_workers() {
 /// "A full ring is backpressure ... Messages are never dropped because a
 /// ring is full": the smallest legal ring (256 KiB) between the workers and
 /// 20 MB crossing it to three subscribers, none lost, none reordered.
-#[test]
-fn two_workers_small_ring_no_loss() {
-    let broker = Broker::start(
-        2,
+fn two_workers_small_ring_no_loss(backend: Backend) {
+    let broker = Broker::start_on(
+        backend,
+         2,
         "[limits]\nmax_payload = 1024\nmax_pending_bytes = 67108864\n[dataplane]\nring_bytes = 262144\n",
     );
     let n = 200_000u32;
@@ -1936,12 +1961,15 @@ fn two_workers_small_ring_no_loss() {
 /// another member of the group comes and goes on the other worker: every
 /// message goes to one of the members that exist, none is lost because the
 /// member the publisher's worker picked has just left.
-#[test]
-fn two_workers_queue_group_member_churn_no_loss() {
+fn two_workers_queue_group_member_churn_no_loss(backend: Backend) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    let broker = Broker::start(2, &config_with("", "max_pending_bytes = 67108864", ""));
+    let broker = Broker::start_on(
+        backend,
+        2,
+        &config_with("", "max_pending_bytes = 67108864", ""),
+    );
     let n = 40_000u32;
     let received = Arc::new(AtomicUsize::new(0));
     let published = Arc::new(AtomicBool::new(false));
@@ -2045,8 +2073,8 @@ fn two_workers_queue_group_member_churn_no_loss() {
 /// messages for its group keep coming (from the other worker, with two):
 /// every message still goes to exactly one member (the one left), none is
 /// lost.
-fn queue_member_max_msgs_no_loss(workers: usize) {
-    let broker = Broker::start(workers, BASE_CONFIG);
+fn queue_member_max_msgs_no_loss(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, BASE_CONFIG);
     let n = 1000u32;
     let members_on = (workers - 1) as u32;
     let mut x = Raw::handshake_on_worker(broker.addr(), members_on);
@@ -2102,9 +2130,8 @@ fn collect_group_until(members: &mut [Raw], n: usize, within: Duration) -> Vec<V
 /// closed connection) leaves the others reachable from every worker. A
 /// queue group is its name (as in NATS, members with different matching
 /// filters and the same queue name form one group for a message).
-#[test]
-fn two_workers_interest_is_counted_per_subscription() {
-    let broker = Broker::start(2, BASE_CONFIG);
+fn two_workers_interest_is_counted_per_subscription(backend: Backend) {
+    let broker = Broker::start_on(backend, 2, BASE_CONFIG);
     let mut s = Raw::handshake_on_worker(broker.addr(), 1);
     let mut gone = Raw::handshake_on_worker(broker.addr(), 1);
     let mut p = Raw::handshake_on_worker(broker.addr(), 0);

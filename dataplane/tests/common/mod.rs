@@ -1,22 +1,33 @@
 //! Test harness for the blipmqd conformance, robustness and load suites.
 //!
 //! [`Broker`] runs the real `blipmqd` binary as a child process with a config
-//! file; [`Raw`] is a raw protocol connection over a blocking `TcpStream`,
-//! with every read bounded by a timeout, that builds frames with
-//! `blipmq_protocol::encode` and reads them with `decode_frame` and
-//! `ServerFrame::parse`.
+//! file, on the kernel backend (127.0.0.1) or on the afpacket backend (in a
+//! network-namespace lab of its own, see `netns/mod.rs`); [`Raw`] is a raw
+//! protocol connection over a blocking `TcpStream`, with every read bounded
+//! by a timeout, that builds frames with `blipmq_protocol::encode` and reads
+//! them with `decode_frame` and `ServerFrame::parse`.
+//!
+//! Every connection the harness makes ([`tcp_connect`], [`Raw::connect`],
+//! [`connect_small_rcvbuf`]) to an afpacket broker's address is created in
+//! that broker's client namespace, so a test body is the same for both
+//! backends.
 //!
 //! Tests that make sense with one and with two workers are written as a
-//! function of `workers` and instantiated by [`for_workers!`].
+//! function of `workers` and instantiated by [`for_workers!`]; tests that
+//! also make sense on every backend take `(backend, workers)` and are
+//! instantiated by [`for_backends!`].
 
 #![allow(dead_code)]
 
+#[path = "../netns/mod.rs"]
+pub mod netns;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{decode_frame, encode, flags, Info, Op, RawFrame, ServerFrame};
@@ -41,6 +52,49 @@ macro_rules! for_workers {
     };
 }
 
+/// Instantiates test bodies on every backend: `fn name(backend: Backend,
+/// workers: usize)` listed under `workers` as `kernel::w1::name`,
+/// `kernel::w2::name`, `afpacket::w1::name` and `afpacket::w2::name`;
+/// `fn name(backend: Backend)` listed under `two_workers` (bodies that need
+/// two workers) as `kernel::name` and `afpacket::name`. The afpacket
+/// instances skip (or fail under CI=true) where the netns lab cannot be
+/// built. Invoke it once per test file.
+#[allow(unused_macros)]
+macro_rules! for_backends {
+    (
+        workers: [$($name:ident),* $(,)?],
+        two_workers: [$($two:ident),* $(,)?] $(,)?
+    ) => {
+        mod kernel {
+            mod w1 {
+                $( #[test] fn $name() { super::super::$name($crate::common::Backend::Kernel, 1) } )*
+            }
+            mod w2 {
+                $( #[test] fn $name() { super::super::$name($crate::common::Backend::Kernel, 2) } )*
+            }
+            $( #[test] fn $two() { super::$two($crate::common::Backend::Kernel) } )*
+        }
+        mod afpacket {
+            use $crate::common::{netns, Backend};
+            mod w1 {
+                use $crate::common::{netns, Backend};
+                $( #[test] fn $name() {
+                    if netns::available() { super::super::$name(Backend::AfPacket, 1) }
+                } )*
+            }
+            mod w2 {
+                use $crate::common::{netns, Backend};
+                $( #[test] fn $name() {
+                    if netns::available() { super::super::$name(Backend::AfPacket, 2) }
+                } )*
+            }
+            $( #[test] fn $two() {
+                if netns::available() { super::$two(Backend::AfPacket) }
+            } )*
+        }
+    };
+}
+
 /// A config with the limits most tests use.
 pub const BASE_CONFIG: &str = r#"
 [server]
@@ -59,18 +113,64 @@ max_pending_bytes = 1048576
 
 static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// A running `blipmqd`; killed (SIGKILL) and reaped on drop.
+/// Which packet I/O backend a [`Broker`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Kernel TCP, listening on 127.0.0.1 (any free port).
+    Kernel,
+    /// User-space TCP on AF_PACKET, owning an address in a fresh netns lab;
+    /// the harness connects to it from the lab's client namespace.
+    AfPacket,
+}
+
+/// The port an afpacket broker listens on (each has a lab of its own).
+pub const AFPACKET_PORT: u16 = 9999;
+
+/// A running `blipmqd`; killed (SIGKILL) and reaped on drop, then its lab
+/// (afpacket) removed.
 pub struct Broker {
     child: Option<Child>,
     addr: SocketAddr,
     workers: usize,
+    backend: Backend,
     config_path: PathBuf,
+    /// Dropped after the child is reaped (field order).
+    lab: Option<netns::Lab>,
 }
 
 impl Broker {
     /// Starts `blipmqd --listen 127.0.0.1:0 --workers N --config FILE` and
     /// waits (at most 10 s) for its `blipmqd listening on ADDR` line.
     pub fn start(workers: usize, config_toml: &str) -> Broker {
+        Broker::start_on(Backend::Kernel, workers, config_toml)
+    }
+
+    /// Like [`Broker::start`] on `backend`. For afpacket it builds a fresh
+    /// lab and runs `blipmqd --backend afpacket` in its broker namespace,
+    /// listening on [`AFPACKET_PORT`]; panics if the lab cannot be built
+    /// (callers check [`netns::available`] first to skip instead).
+    pub fn start_on(backend: Backend, workers: usize, config_toml: &str) -> Broker {
+        let lab = match backend {
+            Backend::Kernel => None,
+            Backend::AfPacket => Some(
+                netns::Lab::new().expect("the netns lab for the afpacket backend is unavailable"),
+            ),
+        };
+        Broker::launch(lab, workers, config_toml)
+    }
+
+    /// An afpacket broker in a lab the caller built (e.g. with a relay).
+    pub fn start_in_lab(lab: netns::Lab, workers: usize, config_toml: &str) -> Broker {
+        Broker::launch(Some(lab), workers, config_toml)
+    }
+
+    /// Without a lab: the kernel backend; with one: afpacket in its broker
+    /// namespace.
+    fn launch(lab: Option<netns::Lab>, workers: usize, config_toml: &str) -> Broker {
+        let backend = match lab {
+            None => Backend::Kernel,
+            Some(_) => Backend::AfPacket,
+        };
         let seq = CONFIG_SEQ.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -84,9 +184,24 @@ impl Broker {
         ));
         std::fs::write(&config_path, config_toml).expect("write the broker config file");
         let log = std::env::var("BLIPMQ_TEST_LOG").unwrap_or_else(|_| "error".to_string());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blipmqd"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+        let program = env!("CARGO_BIN_EXE_blipmqd");
+        let mut command = match &lab {
+            None => {
+                let mut command = Command::new(program);
+                command.arg("--listen").arg("127.0.0.1:0");
+                command
+            }
+            Some(lab) => {
+                let mut command = lab.broker_command(program);
+                command
+                    .args(["--backend", "afpacket", "--interface", &lab.broker_if])
+                    .args(["--ip", &lab.broker_cidr()])
+                    .arg("--listen")
+                    .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
+                command
+            }
+        };
+        command
             .arg("--workers")
             .arg(workers.to_string())
             .arg("--config")
@@ -95,9 +210,8 @@ impl Broker {
             .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn blipmqd");
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("spawn blipmqd");
         let stdout = child.stdout.take().expect("blipmqd stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -115,7 +229,7 @@ impl Broker {
                 let status = child.wait();
                 let _ = std::fs::remove_file(&config_path);
                 panic!(
-                    "blipmqd did not print its listening line within 10 s (exit: {status:?}); config:\n{config_toml}"
+                    "blipmqd ({backend:?}) did not print its listening line within 10 s (exit: {status:?}); config:\n{config_toml}"
                 );
             }
         };
@@ -127,16 +241,42 @@ impl Broker {
                 let _ = child.wait();
                 panic!("unexpected first stdout line from blipmqd: {line:?}")
             });
+        if let Some(lab) = &lab {
+            assert_eq!(
+                addr,
+                lab.broker_addr(AFPACKET_PORT),
+                "listening line {line:?}"
+            );
+            register_client_namespace(addr.ip(), lab.client_ns_path());
+        }
         Broker {
             child: Some(child),
             addr,
             workers,
+            backend,
             config_path,
+            lab,
         }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The lab of an afpacket broker.
+    pub fn lab(&self) -> Option<&netns::Lab> {
+        self.lab.as_ref()
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The configuration file the broker was started with (a test may
+    /// rewrite it and reload).
+    #[allow(dead_code)]
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
     }
 
     pub fn workers(&self) -> usize {
@@ -218,7 +358,55 @@ impl Drop for Broker {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.config_path);
+        if self.lab.is_some() {
+            unregister_client_namespace(self.addr.ip());
+        }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Connecting, from the right network namespace
+// ---------------------------------------------------------------------------
+
+/// The client namespace (its /var/run/netns path) of each running afpacket
+/// broker, by the broker's address; labs give each broker its own subnet.
+static CLIENT_NAMESPACES: Mutex<Vec<(IpAddr, String)>> = Mutex::new(Vec::new());
+
+fn register_client_namespace(ip: IpAddr, path: String) {
+    let mut namespaces = CLIENT_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+    namespaces.retain(|(known, _)| *known != ip);
+    namespaces.push((ip, path));
+}
+
+fn unregister_client_namespace(ip: IpAddr) {
+    let mut namespaces = CLIENT_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+    namespaces.retain(|(known, _)| *known != ip);
+}
+
+/// Runs `f` where a client of `addr` lives: on this thread for a kernel
+/// broker, on a thread inside the client namespace for an afpacket broker
+/// (a socket keeps the namespace it was created in, so what `f` returns is
+/// usable from any thread).
+pub fn as_client_of<T: Send + 'static>(
+    addr: SocketAddr,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let namespace = CLIENT_NAMESPACES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(ip, _)| *ip == addr.ip())
+        .map(|(_, path)| path.clone());
+    match namespace {
+        None => f(),
+        Some(path) => netns::run_in(path, f),
+    }
+}
+
+/// A TCP connection to `addr`, from the broker's client namespace where it
+/// has one.
+pub fn tcp_connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    as_client_of(addr, move || TcpStream::connect_timeout(&addr, timeout))
 }
 
 // ---------------------------------------------------------------------------
@@ -383,14 +571,14 @@ pub struct Raw {
 impl Raw {
     /// Connects and reads INFO (available as `.info`).
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        let stream = tcp_connect(addr, TIMEOUT)
             .unwrap_or_else(|err| panic!("connect to blipmqd at {addr}: {err}"));
         Raw::from_stream(stream)
     }
 
     /// Connects without reading anything (`.info` is a placeholder).
     pub fn connect_no_info(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        let stream = tcp_connect(addr, TIMEOUT)
             .unwrap_or_else(|err| panic!("connect to blipmqd at {addr}: {err}"));
         Raw::wrap(stream)
     }
@@ -844,6 +1032,10 @@ fn placeholder_info() -> Info {
 /// A TCP connection whose receive buffer is tiny (set before connect), so
 /// that a subscriber that does not read backs up into the broker at once.
 pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
+    as_client_of(addr, move || connect_small_rcvbuf_here(addr, bytes))
+}
+
+fn connect_small_rcvbuf_here(addr: SocketAddr, bytes: usize) -> TcpStream {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::STREAM,

@@ -22,6 +22,17 @@
 //!
 //! Clients run inside the client namespace: [`Lab::in_client`] runs a
 //! closure on a thread that `setns`es into it first.
+//!
+//! [`Lab::with_relay`] puts a third namespace between the two, for a
+//! user-space relay that forwards (and impairs) the frames:
+//!
+//! ```text
+//!   broker ns: bqb..  <--veth-->  bqrb.. relay ns bqrc..  <--veth-->  bqc.. client ns
+//! ```
+//!
+//! There the client's interface sends one TCP segment per frame
+//! (`gso_max_segs 1`): the relay forwards frames of the MTU, and a lost
+//! frame is one lost segment, as on a wire.
 
 #![allow(dead_code)]
 
@@ -45,7 +56,18 @@ pub struct Lab {
     /// The address the broker owns in user space.
     pub broker_ip: Ipv4Addr,
     pub prefix: u8,
+    /// With [`Lab::with_relay`]: the middle namespace and its interfaces.
+    pub relay: Option<RelayLinks>,
     created: Vec<String>,
+}
+
+/// The relay namespace of a [`Lab::with_relay`] lab.
+pub struct RelayLinks {
+    pub ns: String,
+    /// The veth end facing the broker's interface.
+    pub broker_side_if: String,
+    /// The veth end facing the client's interface.
+    pub client_side_if: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -65,6 +87,13 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A veth pair from `a` in namespace `a_ns` to `b` in `b_ns`.
+fn veth(a: &str, a_ns: &str, b: &str, b_ns: &str) -> Result<(), String> {
+    ip(&[
+        "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
+    ])
+}
+
 /// Skips (prints why, returns None) or, under CI=true, fails.
 fn unavailable(why: String) -> Option<Lab> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -74,9 +103,45 @@ fn unavailable(why: String) -> Option<Lab> {
     None
 }
 
+/// Whether labs can be built here (root and `ip netns`); prints why not
+/// (the caller skips), or under CI=true panics.
+pub fn available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return unavailable("not root".to_string()).is_some();
+    }
+    match ip(&["netns", "list"]) {
+        Ok(()) => true,
+        Err(why) => unavailable(why).is_some(),
+    }
+}
+
+/// Runs `f` on a thread inside the network namespace at `path` and returns
+/// its result (a panic in `f` is propagated).
+pub fn run_in<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let handle = std::thread::spawn(move || {
+        enter(&path);
+        f()
+    });
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 impl Lab {
     /// Builds the lab, or `None` (test skipped) without root or netns.
     pub fn new() -> Option<Lab> {
+        Lab::create(false)
+    }
+
+    /// Like [`Lab::new`], with a relay namespace between broker and client
+    /// (see the module documentation).
+    pub fn with_relay() -> Option<Lab> {
+        Lab::create(true)
+    }
+
+    fn create(with_relay: bool) -> Option<Lab> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return unavailable("not root".to_string());
@@ -92,6 +157,11 @@ impl Lab {
             client_ip: Ipv4Addr::new(198, 18, subnet, 1),
             broker_ip: Ipv4Addr::new(198, 18, subnet, 2),
             prefix: 24,
+            relay: with_relay.then(|| RelayLinks {
+                ns: format!("bq-r-{pid}-{n}"),
+                broker_side_if: format!("bqrb{}_{n}", pid % 100_000),
+                client_side_if: format!("bqrc{}_{n}", pid % 100_000),
+            }),
             created: Vec::new(),
         };
         match lab.build() {
@@ -107,20 +177,29 @@ impl Lab {
             self.created.push(ns);
         }
         let (b, c) = (self.broker_ns.clone(), self.client_ns.clone());
-        ip(&[
-            "link",
-            "add",
-            &self.broker_if,
-            "netns",
-            &b,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.client_if,
-            "netns",
-            &c,
-        ])?;
+        match &self.relay {
+            None => veth(&self.broker_if, &b, &self.client_if, &c)?,
+            Some(relay) => {
+                ip(&["netns", "add", &relay.ns])?;
+                self.created.push(relay.ns.clone());
+                let r = &relay.ns;
+                veth(&self.broker_if, &b, &relay.broker_side_if, r)?;
+                veth(&relay.client_side_if, r, &self.client_if, &c)?;
+                for interface in [&relay.broker_side_if, &relay.client_side_if] {
+                    ip(&["-n", r, "link", "set", interface, "promisc", "on"])?;
+                    ip(&["-n", r, "link", "set", interface, "up"])?;
+                }
+                ip(&[
+                    "-n",
+                    &c,
+                    "link",
+                    "set",
+                    &self.client_if,
+                    "gso_max_segs",
+                    "1",
+                ])?;
+            }
+        }
         ip(&["-n", &b, "link", "set", "lo", "up"])?;
         ip(&["-n", &b, "link", "set", &self.broker_if, "up"])?;
         ip(&["-n", &c, "link", "set", "lo", "up"])?;
@@ -154,18 +233,22 @@ impl Lab {
         command
     }
 
+    /// The relay namespace's file (a [`Lab::with_relay`] lab).
+    pub fn relay_ns_path(&self) -> Option<String> {
+        self.relay
+            .as_ref()
+            .map(|relay| format!("/var/run/netns/{}", relay.ns))
+    }
+
+    /// The client namespace's file, for [`enter`] and [`run_in`].
+    pub fn client_ns_path(&self) -> String {
+        format!("/var/run/netns/{}", self.client_ns)
+    }
+
     /// Runs `f` on a thread inside the client namespace and returns its
     /// result (a panic in `f` is propagated).
     pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.client_ns);
-        let handle = std::thread::spawn(move || {
-            enter(&path);
-            f()
-        });
-        match handle.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        run_in(self.client_ns_path(), f)
     }
 
     /// Starts `f` on a thread inside the client namespace.
@@ -173,7 +256,7 @@ impl Lab {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/var/run/netns/{}", self.client_ns);
+        let path = self.client_ns_path();
         std::thread::spawn(move || {
             enter(&path);
             f()
