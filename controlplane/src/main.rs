@@ -3,16 +3,19 @@
 //! Subcommands are grouped by topic (`blipmqctl config check FILE`); new
 //! topics (`status`, `stats`, ...) are new variants of [`Command`].
 
-mod metrics;
 mod stats_view;
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use blipmq_dataplane::config::Config;
+use blipmq_dataplane::http::{self, HttpConfig, HttpServer, StatsSource};
 use blipmq_dataplane::stats::StatsReader;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,6 +54,35 @@ enum Command {
         #[arg(long, conflicts_with_all = ["json", "prometheus"])]
         watch: bool,
     },
+    /// Serve /metrics, /healthz and /varz over HTTP from the stats file
+    ///
+    /// GET /metrics is the Prometheus text format (blipmq_* metrics, one
+    /// sample per worker); GET /healthz is 200 "ok" while every worker's
+    /// heartbeat is at most --stale-after old, else 503 naming the stale
+    /// workers (also 503 while the file cannot be read); GET /varz is JSON.
+    /// Follows the file across broker restarts. Prints "blipmqctl serving
+    /// http://ADDR" once listening, then serves until killed. (blipmqd can
+    /// serve the same itself: [control] metrics_listen.)
+    Serve {
+        /// The broker's stats file (control.stats_file); it may appear later
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Address to listen on (port 0: any free port)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8222")]
+        listen: SocketAddr,
+        /// Heartbeat age after which /healthz reports a worker (workers beat every 100ms)
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+        stale_after: Duration,
+    },
+    /// Print a shell completion script for blipmqctl
+    ///
+    /// For example: blipmqctl completions bash > /etc/bash_completion.d/blipmqctl,
+    /// or blipmqctl completions zsh > "${fpath[1]}/_blipmqctl".
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +115,20 @@ fn main() -> ExitCode {
             prometheus,
             watch,
         } => stats(&file, json, prometheus, watch),
+        Command::Serve {
+            file,
+            listen,
+            stale_after,
+        } => serve(&file, listen, stale_after),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "blipmqctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,7 +157,7 @@ fn stats(file: &Path, json: bool, prometheus: bool, watch: bool) -> Result<(), S
         if json {
             println!("{}", stats_view::render_json(&snapshot));
         } else if prometheus {
-            print!("{}", metrics::render_prometheus(&snapshot));
+            print!("{}", http::render_prometheus(&snapshot));
         } else {
             print!("{}", stats_view::render_table(&snapshot, None));
         }
@@ -140,10 +186,21 @@ fn stats(file: &Path, json: bool, prometheus: bool, watch: bool) -> Result<(), S
     }
 }
 
+fn serve(file: &Path, listen: SocketAddr, stale_after: Duration) -> Result<(), String> {
+    if stale_after.is_zero() {
+        return Err("--stale-after must be greater than 0".to_owned());
+    }
+    let server = HttpServer::start(listen, StatsSource::file(file), HttpConfig { stale_after })
+        .map_err(|error| error.to_string())?;
+    // One plain line that scripts and tests wait for (the port may be 0).
+    println!("blipmqctl serving http://{}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    server.join();
+    Err("the HTTP server stopped".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
@@ -164,5 +221,53 @@ mod tests {
         assert!(Cli::try_parse_from(["blipmqctl", "config", "check"]).is_err());
         assert!(Cli::try_parse_from(["blipmqctl", "config"]).is_err());
         assert!(Cli::try_parse_from(["blipmqctl"]).is_err());
+    }
+
+    #[test]
+    fn serve_arguments() {
+        let cli = Cli::try_parse_from(["blipmqctl", "serve", "--file", "f"]).unwrap();
+        match cli.command {
+            Command::Serve {
+                file,
+                listen,
+                stale_after,
+            } => {
+                assert_eq!(file, PathBuf::from("f"));
+                assert_eq!(listen, "127.0.0.1:8222".parse().unwrap());
+                assert_eq!(stale_after, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "blipmqctl",
+            "serve",
+            "--file",
+            "f",
+            "--listen",
+            "[::1]:0",
+            "--stale-after",
+            "750ms",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Serve { stale_after, .. } if stale_after == Duration::from_millis(750)
+        ));
+        assert!(Cli::try_parse_from(["blipmqctl", "serve"]).is_err());
+        assert!(Cli::try_parse_from([
+            "blipmqctl",
+            "serve",
+            "--file",
+            "f",
+            "--listen",
+            "localhost"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["blipmqctl", "serve", "--file", "f", "--stale-after", "2"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["blipmqctl", "completions", "tcsh"]).is_err());
+        assert!(Cli::try_parse_from(["blipmqctl", "completions", "fish"]).is_ok());
     }
 }

@@ -10,6 +10,8 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod http;
 pub mod logging;
 pub mod rings;
 pub mod router;

@@ -2,14 +2,20 @@
 //! by `log.level` (or `RUST_LOG` when it is set).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
 
 use crate::config::{self, LogConfig, LogFormat};
 
 /// The environment variable that, when set and non-empty, replaces
 /// `log.level`.
 pub const ENV_FILTER_VAR: &str = "RUST_LOG";
+
+/// Swaps the installed filter on reload.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// Installs the global subscriber. Returns `Ok` without changing anything if
 /// one is already installed, so calling it twice is harmless; errors only on
@@ -20,19 +26,42 @@ pub fn init(log: &LogConfig) -> Result<(), String> {
     if tracing::dispatcher::has_been_set() {
         return Ok(());
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = fmt::layer()
         .with_writer(std::io::stderr)
         .with_thread_names(true);
+    let output = match log.format {
+        LogFormat::Text => output.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => output.json().with_ansi(false).boxed(),
+    };
     // `try_init` fails only when a global subscriber (or `log` logger) is
     // already set: someone else won the race, which is fine.
-    let _ = match log.format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
-    };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+    }
     Ok(())
+}
+
+/// Applies a new `log.level` to the running process (config reload).
+/// `RUST_LOG`, when set, still wins, as at start.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let log = LogConfig {
+        level: level.to_string(),
+        ..LogConfig::default()
+    };
+    let env = std::env::var(ENV_FILTER_VAR).ok();
+    let new = filter(&log, env.as_deref())?;
+    match FILTER.get() {
+        Some(handle) => handle
+            .reload(new)
+            .map_err(|error| format!("cannot change the log level: {error}")),
+        None => Ok(()),
+    }
 }
 
 /// The filter for `log`, or for `env` (the value of `RUST_LOG`) when that is

@@ -13,11 +13,15 @@ use crate::backend::afpacket::AfPacketDevice;
 use crate::backend::kernel::{self, KernelWorker};
 use crate::backend::userspace::{Stack, StackConfig, UserspaceWorker, WaitConfig};
 use crate::backend::WorkerPoll;
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, AUTO_SOCKET};
+use crate::control::link::control_links;
+use crate::control::socket::{default_socket_path, BindError, ControlSocket};
+use crate::control::Control;
+use crate::http::{HttpConfig, HttpServer, StatsSource};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::StatsSegment;
-use crate::worker::{CoreConfig, Shared, WorkerCore};
+use crate::worker::{ControlPort, CoreConfig, Shared, WorkerCore};
 
 /// A running broker.
 pub struct Server {
@@ -25,6 +29,10 @@ pub struct Server {
     shutdown: Arc<AtomicBool>,
     wakers: Arc<[Arc<mio::Waker>]>,
     threads: Vec<WorkerThread>,
+    /// `/metrics`, `/healthz`, `/varz` when `control.metrics_listen` is set.
+    http: Option<HttpServer>,
+    control: Arc<Control>,
+    control_socket: Option<ControlSocket>,
 }
 
 impl Server {
@@ -50,11 +58,19 @@ impl Server {
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
+        let http = start_http(config, &shared)?;
+        let (control, control_socket, ports) =
+            start_control(config, &wakers, &shared, &shutdown, local_addr)?;
+        let stall = test_stall_from_env();
         let cores = pinning_cores(config);
         let mut threads = Vec::with_capacity(workers);
-        for ((rings, poll), listener) in rings.into_iter().zip(polls).zip(listeners) {
+        for (((rings, poll), listener), port) in
+            rings.into_iter().zip(polls).zip(listeners).zip(ports)
+        {
             let id = rings.id;
-            let core = WorkerCore::new(core_config.clone(), rings, shared.clone(), Instant::now());
+            let mut core =
+                WorkerCore::new(core_config.clone(), rings, shared.clone(), Instant::now());
+            core.attach_control(port);
             let worker = KernelWorker::new(
                 core,
                 poll,
@@ -63,7 +79,7 @@ impl Server {
                 shutdown.clone(),
                 config.server.drain_timeout,
             )?;
-            let thread = spawn_worker(id, &cores, move || worker.run())?;
+            let thread = spawn_worker(id, &cores, stall, move || worker.run())?;
             threads.push(thread);
         }
         tracing::info!(%local_addr, workers, "listening");
@@ -72,6 +88,9 @@ impl Server {
             shutdown,
             wakers,
             threads,
+            http,
+            control,
+            control_socket,
         })
     }
 
@@ -99,13 +118,18 @@ impl Server {
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
+        let http = start_http(config, &shared)?;
+        let local_addr = SocketAddr::from((addr, port));
+        let (control, control_socket, ports) =
+            start_control(config, &wakers, &shared, &shutdown, local_addr)?;
+        let stall = test_stall_from_env();
         let cores = pinning_cores(config);
         let wait = WaitConfig {
             strategy: af.poll,
             spin: af.spin,
         };
         let mut threads = Vec::with_capacity(workers);
-        for (rings, poll) in rings.into_iter().zip(polls) {
+        for ((rings, poll), control_port) in rings.into_iter().zip(polls).zip(ports) {
             let id = rings.id;
             // Several workers share the interface through one fanout group
             // (its id only has to be unique on the host: the pid's low bits).
@@ -138,11 +162,12 @@ impl Server {
             let shutdown = shutdown.clone();
             let drain_timeout = config.server.drain_timeout;
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let thread = spawn_worker(id, &cores, move || {
+            let thread = spawn_worker(id, &cores, stall, move || {
                 let mut device = device;
                 let now = Instant::now();
                 let stack = Stack::new(stack_config, &mut device, now);
-                let core = WorkerCore::new(core_config, rings, shared, now);
+                let mut core = WorkerCore::new(core_config, rings, shared, now);
+                core.attach_control(control_port);
                 let worker = UserspaceWorker::new(
                     core,
                     device,
@@ -170,13 +195,15 @@ impl Server {
                 .map_err(|_| io::Error::other("an afpacket worker failed to start"))??;
             threads.push(thread);
         }
-        let local_addr = SocketAddr::from((addr, port));
         tracing::info!(%local_addr, interface = %af.interface, workers, "listening (afpacket)");
         Ok(Server {
             local_addr,
             shutdown,
             wakers,
             threads,
+            http,
+            control,
+            control_socket,
         })
     }
 
@@ -184,12 +211,24 @@ impl Server {
         self.local_addr
     }
 
+    /// The address of the HTTP metrics server, when one runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The control plane: commands, reload and the drain hook.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// The Unix control socket's path, when one is served.
+    pub fn control_socket_path(&self) -> Option<&std::path::Path> {
+        self.control_socket.as_ref().map(ControlSocket::path)
+    }
+
     /// Starts the drain: stop accepting, DISCONNECT every client, flush.
     pub fn shutdown(&self) {
-        self.shutdown.store(true, Ordering::Relaxed);
-        for waker in self.wakers.iter() {
-            let _ = waker.wake();
-        }
+        begin_shutdown(&self.shutdown, &self.wakers);
     }
 
     /// Waits for every worker to finish draining.
@@ -201,8 +240,65 @@ impl Server {
                 .map_err(|_| io::Error::other("a worker thread panicked"))??;
             cores.push(core);
         }
+        // Served during the drain too; stopped once the workers are done.
+        if let Some(http) = self.http {
+            http.stop();
+        }
+        drop(self.control_socket);
         Ok(cores)
     }
+}
+
+fn begin_shutdown(shutdown: &AtomicBool, wakers: &[Arc<mio::Waker>]) {
+    shutdown.store(true, Ordering::Relaxed);
+    for waker in wakers {
+        let _ = waker.wake();
+    }
+}
+
+type ControlParts = (Arc<Control>, Option<ControlSocket>, Vec<ControlPort>);
+
+/// The control plane: rings to every worker, and the Unix socket of
+/// `control.socket`. By default a `drain` command drains as SIGTERM does.
+fn start_control(
+    config: &Config,
+    wakers: &Arc<[Arc<mio::Waker>]>,
+    shared: &Arc<Shared>,
+    shutdown: &Arc<AtomicBool>,
+    local_addr: SocketAddr,
+) -> io::Result<ControlParts> {
+    let (links, ports) = control_links(wakers)?;
+    let drain = {
+        let (shutdown, wakers) = (shutdown.clone(), wakers.clone());
+        Box::new(move || begin_shutdown(&shutdown, &wakers))
+    };
+    let control = Arc::new(Control::new(
+        links,
+        shared.clone(),
+        config,
+        local_addr.to_string(),
+        drain,
+    ));
+    let setting = config.control.socket.trim();
+    let socket = match setting {
+        "" => None,
+        AUTO_SOCKET => match ControlSocket::bind(&default_socket_path(), control.clone()) {
+            Ok(socket) => Some(socket),
+            Err(error @ BindError::InUse(_)) => {
+                tracing::warn!("{error}; running without one");
+                None
+            }
+            Err(error) => return Err(io::Error::other(error.to_string())),
+        },
+        path => Some(
+            ControlSocket::bind(std::path::Path::new(path), control.clone())
+                .map_err(|error| io::Error::other(error.to_string()))?,
+        ),
+    };
+    if let Some(socket) = &socket {
+        tracing::info!(path = %socket.path().display(), "control socket");
+    }
+    Ok((control, socket, ports))
 }
 
 fn core_config(config: &Config) -> CoreConfig {
@@ -230,9 +326,11 @@ type WorkerThread = JoinHandle<io::Result<WorkerCore>>;
 fn spawn_worker(
     id: usize,
     cores: &[core_affinity::CoreId],
+    stall: Option<TestStall>,
     run: impl FnOnce() -> io::Result<WorkerCore> + Send + 'static,
 ) -> io::Result<WorkerThread> {
     let pin = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+    let stall = stall.filter(|stall| stall.worker == id);
     std::thread::Builder::new()
         .name(format!("blipmq-worker-{id}"))
         .spawn(move || {
@@ -241,8 +339,62 @@ fn spawn_worker(
                     tracing::debug!(worker = id, "could not pin to a core");
                 }
             }
+            if let Some(stall) = stall {
+                tracing::warn!(worker = id, ?stall.duration, "test hook: stalling before the loop");
+                std::thread::sleep(stall.duration);
+            }
             run()
         })
+}
+
+/// Test hook: `BLIPMQ_TEST_STALL_WORKER=<index>:<millis>` makes worker
+/// `index` sleep `millis` before its poll loop starts, so that it does not
+/// beat and `/healthz` can be seen turning 503 and back. Read once per
+/// broker start; unset (always, outside tests) it costs nothing.
+pub const TEST_STALL_VAR: &str = "BLIPMQ_TEST_STALL_WORKER";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TestStall {
+    worker: usize,
+    duration: Duration,
+}
+
+fn test_stall_from_env() -> Option<TestStall> {
+    let value = std::env::var(TEST_STALL_VAR).ok()?;
+    let stall = parse_test_stall(&value);
+    if stall.is_none() {
+        tracing::warn!(%value, "{TEST_STALL_VAR} is not <worker>:<millis>; ignored");
+    }
+    stall
+}
+
+fn parse_test_stall(value: &str) -> Option<TestStall> {
+    let (worker, millis) = value.trim().split_once(':')?;
+    Some(TestStall {
+        worker: worker.parse().ok()?,
+        duration: Duration::from_millis(millis.parse().ok()?),
+    })
+}
+
+/// Starts the HTTP server of `control.metrics_listen`, if set, on the
+/// segment the workers write (a file or anonymous memory: it reads it in
+/// process either way).
+fn start_http(config: &Config, shared: &Shared) -> io::Result<Option<HttpServer>> {
+    let listen = config
+        .control
+        .metrics_listen_addr()
+        .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let http = HttpServer::start(
+        listen,
+        StatsSource::Reader(shared.stats.reader()),
+        HttpConfig::default(),
+    )?;
+    let addr = http.local_addr();
+    tracing::info!(%addr, "metrics listening on http://{addr}");
+    Ok(Some(http))
 }
 
 /// The state workers share, with the stats segment in the configured file
@@ -278,5 +430,24 @@ fn session_config(config: &Config) -> SessionConfig {
         token: config.auth.token.clone(),
         ping_interval: config.server.ping_interval,
         max_pings_out: config.server.max_pings_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_stall_values() {
+        assert_eq!(
+            parse_test_stall("1:2500"),
+            Some(TestStall {
+                worker: 1,
+                duration: Duration::from_millis(2500)
+            })
+        );
+        for bad in ["", "1", "x:10", "1:", "1:2s", ":5"] {
+            assert_eq!(parse_test_stall(bad), None, "{bad:?}");
+        }
     }
 }

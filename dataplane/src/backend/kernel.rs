@@ -172,9 +172,10 @@ impl KernelWorker {
         };
         loop {
             match listener.accept() {
-                Ok((mut stream, _peer)) => {
+                Ok((mut stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let cid = self.core.accept(now);
+                    self.core.set_peer(cid, peer);
                     let token = Token(cid);
                     if let Err(error) = self.poll.registry().register(
                         &mut stream,

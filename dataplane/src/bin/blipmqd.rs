@@ -1,14 +1,24 @@
 //! `blipmqd`: the BlipMQ broker.
+//!
+//! SIGINT and SIGTERM drain (a second one exits at once), SIGHUP reloads the
+//! configuration; the control socket's `drain` and `reload` do the same.
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::mpsc;
 
 use blipmq_dataplane::cli::Args;
 use blipmq_dataplane::logging;
 use blipmq_dataplane::server::Server;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    DrainRequested,
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -23,8 +33,7 @@ fn main() -> ExitCode {
         eprintln!("blipmqd: {error}");
         return ExitCode::from(2);
     }
-    // Signals are taken before the workers start, so none is lost.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(signals) => signals,
         Err(error) => {
             eprintln!("blipmqd: cannot handle signals: {error}");
@@ -38,18 +47,52 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One plain line that scripts and tests wait for (the port may be 0 in
-    // the config).
+    let (events, next_event) = mpsc::channel();
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if events.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let control = server.control();
+    control.set_config_loader(Box::new(move || {
+        args.load_config().map_err(|error| error.to_string())
+    }));
+    control.set_log_level_setter(Box::new(logging::set_level));
+    control.set_drain_hook(Box::new(move || {
+        let _ = events.send(Event::DrainRequested);
+    }));
     println!("blipmqd listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
-    let first = signals.forever().next();
-    tracing::info!(signal = ?first, "draining");
+    loop {
+        match next_event.recv() {
+            Ok(Event::Signal(SIGHUP)) => match server.control().reload() {
+                Ok(result) => tracing::info!(%result, "SIGHUP: configuration reloaded"),
+                Err(error) => tracing::error!(%error, "SIGHUP: reload failed; nothing changed"),
+            },
+            Ok(Event::Signal(signal)) => {
+                tracing::info!(signal, "draining");
+                break;
+            }
+            Ok(Event::DrainRequested) => {
+                tracing::info!("drain requested on the control socket");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    // A second SIGINT/SIGTERM during the drain exits at once.
     std::thread::spawn(move || {
-        // A second signal while draining: stop at once.
-        if signals.forever().next().is_some() {
-            eprintln!("blipmqd: second signal, exiting without draining");
-            std::process::exit(1);
+        while let Ok(event) = next_event.recv() {
+            if let Event::Signal(SIGINT | SIGTERM) = event {
+                eprintln!("blipmqd: second signal, exiting without draining");
+                std::process::exit(1);
+            }
         }
     });
     server.shutdown();

@@ -114,12 +114,49 @@ pub struct AuthConfig {
 }
 
 /// `[control]`: how operators see the broker.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
+    /// Unix socket for `blipmqctl` (mode 0600): a path; "auto" =
+    /// `$XDG_RUNTIME_DIR/blipmqd.sock`, else `/tmp/blipmqd-UID.sock`, and
+    /// skipped with a warning if another broker holds it; "" = none.
+    pub socket: String,
     /// File the workers' counters are mapped from (shared memory; put it on
     /// tmpfs such as /dev/shm); "" keeps them in this process only.
     pub stats_file: String,
+    /// Address (`IP:PORT`) of the HTTP server for `/metrics`, `/healthz` and
+    /// `/varz`, run by the broker on its own thread; "" = off. It reads the
+    /// workers' counters in process, so it needs no `stats_file`.
+    pub metrics_listen: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> ControlConfig {
+        ControlConfig {
+            socket: AUTO_SOCKET.to_string(),
+            stats_file: String::new(),
+            metrics_listen: String::new(),
+        }
+    }
+}
+
+/// `control.socket` value for the default location.
+pub const AUTO_SOCKET: &str = "auto";
+
+impl ControlConfig {
+    /// `metrics_listen` as an address; `Ok(None)` when it is "" (off).
+    pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.metrics_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "control.metrics_listen must be an IP:PORT socket address such as \"127.0.0.1:8222\", or \"\" for off (got {:?})",
+                self.metrics_listen
+            )
+        })
+    }
 }
 
 /// `[log]`.
@@ -478,6 +515,10 @@ impl Config {
         }
 
         validate_log_level(&self.log.level)?;
+
+        self.control
+            .metrics_listen_addr()
+            .map_err(|message| ConfigError::invalid("control.metrics_listen", message))?;
 
         let dataplane = &self.dataplane;
         if !dataplane.backend.is_implemented() {

@@ -378,6 +378,16 @@ fn validation_failures_name_the_key_and_the_line() {
             "server.server_name",
             "control characters",
         ),
+        (
+            "[control]\nmetrics_listen = \"localhost:8222\"\n",
+            "control.metrics_listen",
+            "IP:PORT socket address",
+        ),
+        (
+            "[control]\nmetrics_listen = \"8222\"\n",
+            "control.metrics_listen",
+            "IP:PORT socket address",
+        ),
     ];
     for (text, key, fragment) in cases {
         let error = err(text);
@@ -404,6 +414,23 @@ fn validation_failures_name_the_key_and_the_line() {
         "[limits]\nmax_payload = 67108864\n[dataplane]\nring_bytes = 268435456\n",
     )
     .unwrap();
+}
+
+#[test]
+fn metrics_listen_is_off_or_a_socket_address() {
+    let config = Config::default();
+    assert_eq!(config.control.metrics_listen, "");
+    assert_eq!(config.control.metrics_listen_addr(), Ok(None));
+    let config = Config::from_toml_str("[control]\nmetrics_listen = \"127.0.0.1:8222\"\n").unwrap();
+    assert_eq!(
+        config.control.metrics_listen_addr(),
+        Ok(Some("127.0.0.1:8222".parse().unwrap()))
+    );
+    let config = Config::from_toml_str("[control]\nmetrics_listen = \"[::1]:0\"\n").unwrap();
+    assert_eq!(
+        config.control.metrics_listen_addr(),
+        Ok(Some("[::1]:0".parse().unwrap()))
+    );
 }
 
 #[test]

@@ -103,6 +103,9 @@ counters! {
         "Connections closed after missing the keepalive deadline.";
     ConnectionsClosedDrain = "connections_closed_drain", Counter, Sum,
         "Connections closed by a drain or shutdown.";
+    /// An operator closed it (`blipmqctl kick`).
+    ConnectionsClosedKicked = "connections_closed_kicked", Counter, Sum,
+        "Connections closed by an operator's kick.";
     /// Refused at accept time (connection limit) or at CONNECT (auth).
     ConnectionsRefused = "connections_refused", Counter, Sum,
         "Connections refused (limits or authentication).";

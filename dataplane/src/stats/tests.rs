@@ -354,7 +354,7 @@ fn unknown_version_is_refused() {
     let dir = TempDir::new();
     let path = dir.path("stats");
     drop(StatsSegment::create(&path, 1).unwrap());
-    for version in [0u32, 2, 99] {
+    for version in [0u32, LAYOUT_VERSION - 1, LAYOUT_VERSION + 1, 99] {
         patch(&path, 8, &version.to_ne_bytes());
         let err = StatsReader::open(&path).unwrap_err();
         match &err {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
 use slab::Slab;
 
+use self::control::ControlPort;
 use super::outbound::Outbound;
 use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
 use super::records::{self, GroupNames, Record, Routing};
@@ -98,6 +99,18 @@ struct Conn {
     /// Why it closes, for the statistics; an I/O error unless a close began.
     close_reason: CloseReason,
     dirty: bool,
+    /// What operators see (`blipmqctl conns`).
+    info: ConnMeta,
+}
+
+/// A connection's identity and traffic, for the control plane only.
+struct ConnMeta {
+    /// Unique in the broker: `serial % workers` is this worker's id.
+    serial: u64,
+    peer: Option<std::net::SocketAddr>,
+    accepted: Instant,
+    msgs_in: u64,
+    msgs_out: u64,
 }
 
 /// Why a connection closed: each reason has its counter.
@@ -108,6 +121,7 @@ enum CloseReason {
     SlowConsumer,
     Stale,
     Drain,
+    Kicked,
 }
 
 impl CloseReason {
@@ -118,6 +132,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => Counter::ConnectionsClosedSlowConsumer,
             CloseReason::Stale => Counter::ConnectionsClosedStale,
             CloseReason::Drain => Counter::ConnectionsClosedDrain,
+            CloseReason::Kicked => Counter::ConnectionsClosedKicked,
         }
     }
 }
@@ -180,6 +195,10 @@ pub struct WorkerCore {
     expired: Vec<SubKey>,
     /// Large payloads shared by several subscribers' queues.
     payloads: SharedPayloads,
+    /// Requests from the control plane and replies to it.
+    control: Option<ControlPort>,
+    /// The next accepted connection's [`ConnMeta::serial`].
+    next_serial: u64,
     rng: Rng,
     now: Instant,
     draining: bool,
@@ -198,7 +217,10 @@ impl WorkerCore {
             .stats
             .worker(rings.id)
             .expect("one core per worker id, within the stats segment");
+        // Alive from the start, not only from the first tick.
+        stats.heartbeat();
         let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
+        let id = rings.id;
         let overflow = (0..rings.outgoing.len())
             .map(|_| Default::default())
             .collect();
@@ -222,6 +244,8 @@ impl WorkerCore {
             assigned: Vec::new(),
             expired: Vec::new(),
             payloads: SharedPayloads::default(),
+            control: None,
+            next_serial: id as u64,
             now,
             draining: false,
             stats,
@@ -230,6 +254,11 @@ impl WorkerCore {
 
     pub fn id(&self) -> usize {
         self.rings.id
+    }
+
+    /// The peer's address, for the control plane's connection list.
+    pub fn set_peer(&mut self, cid: ConnId, peer: std::net::SocketAddr) {
+        self.conns[cid].info.peer = Some(peer);
     }
 
     /// Large payloads currently shared by subscribers' queues.
@@ -258,7 +287,15 @@ impl WorkerCore {
             slow: false,
             close_reason: CloseReason::Error,
             dirty: false,
+            info: ConnMeta {
+                serial: self.next_serial,
+                peer: None,
+                accepted: now,
+                msgs_in: 0,
+                msgs_out: 0,
+            },
         };
+        self.next_serial += self.rings.outgoing.len() as u64;
         let cid = self.conns.insert(conn);
         self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
@@ -421,7 +458,8 @@ impl WorkerCore {
 
     /// Work that needs the loop to come round again soon rather than sleep.
     pub fn has_pending_work(&self) -> bool {
-        !self.waiting.is_empty()
+        self.control.as_ref().is_some_and(ControlPort::has_replies)
+            || !self.waiting.is_empty()
             || !self.barriers.is_idle()
             || self.overflow.iter().any(|q| !q.is_empty())
     }
@@ -434,6 +472,7 @@ impl WorkerCore {
             handled += self.drain_ring(from);
             self.expire_subs();
         }
+        self.poll_control();
         handled
     }
 
@@ -897,6 +936,7 @@ impl WorkerCore {
             producer.commit();
         }
         stats.inc(Counter::MessagesPublished);
+        conns[cid].info.msgs_in += 1;
         if !remote.is_empty() {
             conns[cid].unsynced = true;
         }
@@ -1041,6 +1081,8 @@ impl WorkerCore {
     }
 }
 
+pub mod control;
+
 /// Appends MESSAGE frames to subscribers' queues, cutting off slow consumers.
 struct Delivery<'a> {
     conns: &'a mut Slab<Conn>,
@@ -1118,6 +1160,7 @@ impl Delivery<'_> {
             }
             self.stats.inc(Counter::MessagesDelivered);
             self.stats.inc(Counter::FramesOutMessage);
+            conn.info.msgs_out += 1;
         }
         if !conn.dirty {
             conn.dirty = true;

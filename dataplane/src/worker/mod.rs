@@ -11,4 +11,5 @@ pub mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use self::core::control::ControlPort;
 pub use self::core::{ConnId, CoreConfig, Shared, WorkerCore};

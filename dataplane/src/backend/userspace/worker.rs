@@ -216,6 +216,11 @@ impl<D: PacketDevice> UserspaceWorker<D> {
             let handle = self.established[i];
             let cid = self.core.accept(now);
             self.stack.bind(cid, handle);
+            if let Some(peer) = self.stack.socket(cid).remote_endpoint() {
+                let ip = std::net::IpAddr::from(peer.addr);
+                self.core
+                    .set_peer(cid, std::net::SocketAddr::from((ip, peer.port)));
+            }
             self.held.push(cid);
         }
     }

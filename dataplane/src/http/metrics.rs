@@ -1,9 +1,12 @@
 //! Prometheus text exposition of a stats [`Snapshot`], for the `/metrics`
-//! endpoint of `blipmqctl serve`.
+//! endpoint and `blipmqctl stats --prometheus`.
 
 use std::fmt::Write;
 
-use blipmq_dataplane::stats::{Counter, Snapshot};
+use crate::stats::{Counter, Snapshot};
+
+/// The content type of [`render_prometheus`] output.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders `snapshot` in the Prometheus text exposition format (version
 /// 0.0.4, content type `text/plain; version=0.0.4`).
@@ -52,7 +55,7 @@ fn escape_help(help: &str) -> String {
 mod tests {
     use std::collections::HashMap;
 
-    use blipmq_dataplane::stats::{Kind, Snapshot};
+    use crate::stats::{Kind, Snapshot};
     use prometheus_parse::{Scrape, Value};
 
     use super::*;

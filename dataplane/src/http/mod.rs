@@ -1,0 +1,26 @@
+//! The HTTP face of the stats segment: Prometheus `/metrics`, `/healthz`
+//! and `/varz` (JSON).
+//!
+//! Used twice: `blipmqd` runs an [`HttpServer`] in process when
+//! `[control] metrics_listen` is set (reading the segment it created), and
+//! `blipmqctl serve` runs one in its own process on the broker's
+//! `stats_file`. Either way the server has its own threads and only reads
+//! the segment with relaxed loads: it never touches a worker core nor
+//! makes a worker wait.
+//!
+//! The renderers ([`render_prometheus`], [`render_varz`], [`check_health`])
+//! and the request handler ([`respond`]) are sans-IO, so they are tested
+//! without sockets.
+
+mod health;
+mod metrics;
+mod server;
+mod varz;
+
+pub use health::{check_health, Health, StaleWorker, DEFAULT_STALE_AFTER};
+pub use metrics::{render_prometheus, PROMETHEUS_CONTENT_TYPE};
+pub use server::{
+    respond, HttpConfig, HttpServer, Response, StatsSource, MAX_CONNECTIONS, MAX_REQUEST_BYTES,
+    REQUEST_TIMEOUT,
+};
+pub use varz::render_varz;

@@ -1,0 +1,288 @@
+//! The control socket end to end: `blipmqd` with `[control] socket`, JSON
+//! lines from a test client, checked against what scripted clients did.
+
+#[macro_use]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use blipmq_protocol::{encode, Op, ServerFrame};
+use common::*;
+use serde_json::{json, Value};
+
+/// A fresh socket path per test (tests run in parallel).
+fn socket_path(test: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("blipmq-ctl-{}-{test}.sock", std::process::id()))
+}
+
+fn control_config(socket: &Path, extra: &str) -> String {
+    format!(
+        "[control]\nsocket = {:?}\n{extra}",
+        socket.display().to_string()
+    )
+}
+
+/// One request, one reply, on a new connection.
+fn ask(socket: &Path, request: Value) -> Value {
+    let stream = UnixStream::connect(socket).expect("connect to the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    writeln!(writer, "{request}").expect("send the request");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("read the reply");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?} is not JSON: {e}"))
+}
+
+fn ok(reply: Value) -> Value {
+    assert_eq!(reply["ok"], json!(true), "command failed: {reply}");
+    reply
+}
+
+fn named(addr: std::net::SocketAddr, worker: u32, name: &str) -> Raw {
+    let mut raw = Raw::on_worker(addr, worker);
+    raw.do_connect(&format!(r#"{{"protocol":1,"name":"{name}"}}"#));
+    raw
+}
+
+#[test]
+fn the_socket_is_private_and_status_answers_for_every_worker() {
+    let socket = socket_path("status");
+    let broker = Broker::start(2, &control_config(&socket, ""));
+    let mode = std::fs::metadata(&socket)
+        .expect("socket exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "control socket mode");
+    let status = ok(ask(&socket, json!({"cmd": "status"})));
+    assert_eq!(status["healthy"], json!(true), "{status}");
+    assert_eq!(status["pid"], json!(broker.pid()));
+    let workers = status["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2);
+    for (w, worker) in workers.iter().enumerate() {
+        assert_eq!(worker["worker"], json!(w));
+        assert_eq!(worker["responding"], json!(true));
+    }
+    let bad = ask(&socket, json!({"cmd": "frobnicate"}));
+    assert_eq!(bad["ok"], json!(false));
+    assert!(bad["error"].as_str().unwrap().contains("unknown command"));
+    let stats = ok(ask(&socket, json!({"cmd": "stats"})));
+    assert!(
+        stats.get("total").is_some() || stats.get("totals").is_some(),
+        "{stats}"
+    );
+    let config = ok(ask(&socket, json!({"cmd": "config"})));
+    assert!(config["toml"].as_str().unwrap().contains("[limits]"));
+}
+
+#[test]
+fn connections_and_subscriptions_match_what_clients_did_and_kick_closes_one() {
+    let socket = socket_path("conns");
+    let broker = Broker::start(2, &control_config(&socket, ""));
+    let mut alpha = named(broker.addr(), 0, "alpha");
+    alpha.subscribe("a.b", 1);
+    alpha.subscribe("a.*", 2);
+    let mut beta = named(broker.addr(), 1, "beta");
+    beta.subscribe_queue("a.b", 1, "q");
+    let mut publisher = named(broker.addr(), 1, "pub");
+    for _ in 0..5 {
+        publisher.publish("a.b", b"hello");
+    }
+    publisher.ping_pong();
+    for _ in 0..10 {
+        alpha.expect_msg();
+    }
+    for _ in 0..5 {
+        beta.expect_msg();
+    }
+
+    let conns = ok(ask(&socket, json!({"cmd": "connections"})));
+    let conns = conns["connections"].as_array().expect("list").clone();
+    assert_eq!(conns.len(), 3, "{conns:?}");
+    let by_name = |name: &str| {
+        conns
+            .iter()
+            .find(|c| c["name"] == json!(name))
+            .unwrap_or_else(|| panic!("no connection named {name}: {conns:?}"))
+            .clone()
+    };
+    let (a, b, p) = (by_name("alpha"), by_name("beta"), by_name("pub"));
+    assert_eq!(
+        (a["worker"].clone(), a["subscriptions"].clone()),
+        (json!(0), json!(2))
+    );
+    assert_eq!(
+        (b["worker"].clone(), b["subscriptions"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        a["msgs_out"],
+        json!(10),
+        "two subscriptions match each message"
+    );
+    assert_eq!(b["msgs_out"], json!(5));
+    assert_eq!(p["msgs_in"], json!(5));
+    assert_eq!(p["msgs_out"], json!(0));
+    let peer = a["peer"].as_str().expect("peer address");
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+
+    let subs = ok(ask(&socket, json!({"cmd": "subscriptions"})));
+    let mut subs: Vec<(String, Value, u64)> = subs["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["filter"].as_str().unwrap().to_string(),
+                s["queue"].clone(),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    subs.sort_by(|x, y| (&x.0, x.1.to_string()).cmp(&(&y.0, y.1.to_string())));
+    assert_eq!(
+        subs,
+        vec![
+            ("a.*".to_string(), Value::Null, 1),
+            ("a.b".to_string(), json!("q"), 1),
+            ("a.b".to_string(), Value::Null, 1),
+        ]
+    );
+
+    let kicked = ok(ask(&socket, json!({"cmd": "kick", "id": b["id"]})));
+    assert_eq!(kicked["kicked"], b["id"]);
+    let frames = beta.expect_closed();
+    let last = frames.last().expect("a DISCONNECT before the close");
+    assert!(last.is_op(Op::Disconnect), "{frames:?}");
+    match last.parse() {
+        ServerFrame::Disconnect { reason } => assert_eq!(reason, b"kicked by operator"),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let again = ask(&socket, json!({"cmd": "kick", "id": b["id"]}));
+    assert_eq!(again["ok"], json!(false), "{again}");
+    // The others are untouched.
+    alpha.ping_pong();
+    publisher.ping_pong();
+}
+
+#[test]
+fn reload_changes_a_limit_on_live_connections_without_disconnecting_them() {
+    let socket = socket_path("reload");
+    let config = |max_subscriptions: u32| {
+        control_config(
+            &socket,
+            &format!("[limits]\nmax_subscriptions = {max_subscriptions}\n"),
+        )
+    };
+    let broker = Broker::start(2, &config(1));
+    let mut client = Raw::handshake_on_worker(broker.addr(), 1);
+    client.subscribe("x.1", 1);
+    client.send_frame(|b| encode::put_subscribe(b, b"x.2", 2, None, true));
+    client.expect_error(429);
+
+    std::fs::write(broker.config_path(), config(3)).expect("rewrite the config");
+    let reloaded = ok(ask(&socket, json!({"cmd": "reload"})));
+    assert_eq!(reloaded["changed"], json!(["limits.max_subscriptions"]));
+    assert_eq!(reloaded["needs_restart"], json!([]));
+    assert_eq!(reloaded["live_connections"], json!(1));
+
+    // Same connection, new limit.
+    client.subscribe("x.2", 2);
+    client.subscribe("x.3", 3);
+    client.send_frame(|b| encode::put_subscribe(b, b"x.4", 4, None, true));
+    client.expect_error(429);
+    client.ping_pong();
+}
+
+#[test]
+fn sighup_reloads_the_file_and_a_bad_file_changes_nothing() {
+    let socket = socket_path("sighup");
+    let config = |max_subscriptions: &str| {
+        control_config(
+            &socket,
+            &format!("[limits]\nmax_subscriptions = {max_subscriptions}\n"),
+        )
+    };
+    let mut broker = Broker::start(1, &config("1"));
+    let mut client = Raw::handshake(broker.addr());
+    client.subscribe("y.1", 1);
+
+    std::fs::write(broker.config_path(), config("\"many\"")).expect("rewrite");
+    let bad = ask(&socket, json!({"cmd": "reload"}));
+    assert_eq!(bad["ok"], json!(false), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("max_subscriptions"),
+        "{bad}"
+    );
+
+    std::fs::write(broker.config_path(), config("2")).expect("rewrite");
+    broker.signal(libc::SIGHUP);
+    // Applied when the config command shows it (no sleep: poll the state).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = ok(ask(&socket, json!({"cmd": "config"})));
+        if shown["toml"]
+            .as_str()
+            .unwrap()
+            .contains("max_subscriptions = 2\n")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload: {shown}"
+        );
+        std::thread::yield_now();
+    }
+    client.subscribe("y.2", 2);
+    broker.assert_alive();
+}
+
+#[test]
+fn drain_on_the_socket_tells_every_client_and_exits_0() {
+    let socket = socket_path("drain");
+    let mut broker = Broker::start(2, &control_config(&socket, ""));
+    let mut clients: Vec<Raw> = (0..2)
+        .map(|w| Raw::handshake_on_worker(broker.addr(), w))
+        .collect();
+    let reply = ok(ask(&socket, json!({"cmd": "drain"})));
+    assert_eq!(reply["draining"], json!(true));
+    for client in &mut clients {
+        let frames = client.expect_closed();
+        assert!(
+            frames.iter().any(|f| f.is_op(Op::Disconnect)),
+            "every client is told: {frames:?}"
+        );
+    }
+    let status = broker.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}
+
+#[test]
+fn a_second_broker_cannot_take_a_live_socket() {
+    let socket = socket_path("twice");
+    let _first = Broker::start(1, &control_config(&socket, ""));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_blipmqd"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg({
+            let path = socket.with_extension("second.toml");
+            std::fs::write(&path, control_config(&socket, "")).unwrap();
+            path
+        })
+        .output()
+        .expect("run a second blipmqd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another blipmqd"), "{stderr}");
+    let _ = std::fs::remove_file(socket.with_extension("second.toml"));
+    // The first still answers.
+    ok(ask(&socket, json!({"cmd": "status"})));
+}
