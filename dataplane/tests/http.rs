@@ -264,8 +264,8 @@ fn metrics_count_a_scripted_workload() {
 
 #[test]
 fn healthz_turns_503_while_a_worker_stalls() {
-    // Worker 1 sleeps 6 s before its loop, so it does not beat: /healthz
-    // gives it the 2 s start-up grace, then names it, then recovers.
+    // Worker 1 beats once when it is built, then sleeps 6 s before its
+    // loop: /healthz names it once that beat is 2 s old, then recovers.
     let broker = Blipmqd::start(2, &[(TEST_STALL_VAR, "1:6000")]);
     let stalled = get_until(broker.metrics, "/healthz", |a| {
         a.status == 503 && a.body.contains("worker 1 ")
@@ -274,7 +274,7 @@ fn healthz_turns_503_while_a_worker_stalls() {
     assert!(
         stalled
             .body
-            .contains("unhealthy: worker 1 has no heartbeat"),
+            .contains("unhealthy: worker 1 heartbeat is"),
         "{}",
         stalled.body
     );
@@ -284,11 +284,12 @@ fn healthz_turns_503_while_a_worker_stalls() {
         varz["workers"][0]["heartbeat_age_ms"]
             .as_u64()
             .is_some_and(|ms| ms <= 2000)
-            && varz["workers"][1]["heartbeat_age_ms"].is_null()
+            && varz["workers"][1]["heartbeat_age_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms > 2000)
     });
     let varz: serde_json::Value = serde_json::from_str(&varz.body).unwrap();
     assert!(varz["workers"][0]["heartbeat_age_ms"].is_u64(), "{varz}");
-    assert!(varz["workers"][1]["heartbeat_age_ms"].is_null(), "{varz}");
     assert_eq!(varz["healthy"], false);
 
     let recovered = get_until(broker.metrics, "/healthz", |a| a.status == 200);
