@@ -48,6 +48,14 @@ fn matching(c: &mut Criterion) {
             black_box(cold_index.lookup(&subjects[next]).local.len())
         })
     });
+    // The trie walk alone, without the cache's insert and eviction.
+    let (mut uncached_index, _) = busy_index(0);
+    group.bench_function("trie_walk_without_cache", |b| {
+        b.iter(|| {
+            next = (next + 7919) % subjects.len();
+            black_box(uncached_index.lookup(&subjects[next]).local.len())
+        })
+    });
     group.finish();
 }
 

@@ -272,9 +272,7 @@ fn healthz_turns_503_while_a_worker_stalls() {
     });
     assert_eq!(stalled.status, 503, "{stalled:?}");
     assert!(
-        stalled
-            .body
-            .contains("unhealthy: worker 1 heartbeat is"),
+        stalled.body.contains("unhealthy: worker 1 heartbeat is"),
         "{}",
         stalled.body
     );
