@@ -1,5 +1,7 @@
 //! The subscriptions of one filter: what a trie node stores.
 
+use std::sync::Arc;
+
 use super::hash::FastMap;
 use super::matches::{Matches, MAX_WORKERS};
 use super::{SubKey, WorkerId};
@@ -140,7 +142,7 @@ pub(super) enum RemoteRemoval {
 /// The members of one queue group on one filter.
 #[derive(Debug)]
 pub(super) struct GroupInterest {
-    name: Box<[u8]>,
+    name: Arc<[u8]>,
     pub(super) local: KeyList,
     pub(super) remote: RemoteCounts,
 }
@@ -202,7 +204,7 @@ impl Interest {
             out.remote.insert(worker);
         }
         for group in &self.groups {
-            let matched = out.group_mut(&group.name);
+            let matched = out.shared_group_mut(&group.name);
             matched.local.extend_from_slice(group.local.keys());
             for &(worker, count) in group.remote.entries() {
                 matched.add_remote(worker, count);

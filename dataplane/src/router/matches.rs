@@ -1,5 +1,7 @@
 //! The result of a lookup: who must receive a message on one subject.
 
+use std::sync::Arc;
+
 use super::{SubKey, WorkerId};
 
 /// Workers are numbered below this, so a set of them fits one `u64`.
@@ -86,7 +88,7 @@ impl Iterator for WorkerSetIter {
 }
 
 /// Everything a subject matches. Order within the lists carries no meaning.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Matches {
     /// Local plain (non-queue) subscriptions; each subscription once.
     pub local: Vec<SubKey>,
@@ -95,7 +97,18 @@ pub struct Matches {
     /// One entry per distinct queue-group name across all matching filters:
     /// NATS groups members by name, whatever filter they subscribed with.
     pub groups: Vec<GroupMatch>,
+    /// Emptied group entries kept for the next fill, so that refilling
+    /// allocates nothing.
+    spare_groups: Vec<GroupMatch>,
 }
+
+impl PartialEq for Matches {
+    fn eq(&self, other: &Matches) -> bool {
+        self.local == other.local && self.remote == other.remote && self.groups == other.groups
+    }
+}
+
+impl Eq for Matches {}
 
 impl Matches {
     pub fn is_empty(&self) -> bool {
@@ -106,23 +119,44 @@ impl Matches {
     pub(super) fn clear(&mut self) {
         self.local.clear();
         self.remote = WorkerSet::empty();
-        self.groups.clear();
+        for mut group in self.groups.drain(..) {
+            group.local.clear();
+            group.remote.clear();
+            self.spare_groups.push(group);
+        }
     }
 
     /// The entry for group `name`, created empty if the subject had none yet.
     pub(super) fn group_mut(&mut self, name: &[u8]) -> &mut GroupMatch {
-        let at = match self.group_position(name) {
-            Some(at) => at,
-            None => {
-                self.groups.push(GroupMatch {
-                    name: name.into(),
-                    local: Vec::new(),
-                    remote: Vec::new(),
-                });
-                self.groups.len() - 1
+        match self.group_position(name) {
+            Some(at) => &mut self.groups[at],
+            None => self.push_group(name.into()),
+        }
+    }
+
+    /// [`group_mut`](Self::group_mut) for a name the index already shares:
+    /// no allocation.
+    pub(super) fn shared_group_mut(&mut self, name: &Arc<[u8]>) -> &mut GroupMatch {
+        match self.group_position(name) {
+            Some(at) => &mut self.groups[at],
+            None => self.push_group(Arc::clone(name)),
+        }
+    }
+
+    fn push_group(&mut self, name: Arc<[u8]>) -> &mut GroupMatch {
+        let group = match self.spare_groups.pop() {
+            Some(mut spare) => {
+                spare.name = name;
+                spare
             }
+            None => GroupMatch {
+                name,
+                local: Vec::new(),
+                remote: Vec::new(),
+            },
         };
-        &mut self.groups[at]
+        self.groups.push(group);
+        self.groups.last_mut().expect("just pushed")
     }
 
     pub(super) fn group_position(&self, name: &[u8]) -> Option<usize> {
@@ -134,7 +168,8 @@ impl Matches {
 /// each message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMatch {
-    pub name: Box<[u8]>,
+    /// Shared with the index, so that a lookup does not copy it.
+    pub name: Arc<[u8]>,
     /// Members on this worker.
     pub local: Vec<SubKey>,
     /// Other workers and how many members each holds (always > 0), so a

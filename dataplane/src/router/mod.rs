@@ -41,10 +41,18 @@ pub type WorkerId = u16;
 pub struct SubscriptionIndex {
     trie: Trie,
     cache: LookupCache,
-    /// Filled on every lookup when the cache is disabled.
+    /// Filled on a lookup that the cache does not keep.
     uncached: Matches,
+    /// Hashes of subjects recently looked up once: a subject enters the
+    /// cache on its second miss, so a stream of one-off subjects (one per
+    /// device, say) neither allocates entries nor evicts the hot ones.
+    doorkeeper: Box<[u64]>,
+    hasher: ahash::RandomState,
     local_len: usize,
 }
+
+/// Slots of the doorkeeper (a power of two).
+const DOORKEEPER_SLOTS: usize = 4096;
 
 impl SubscriptionIndex {
     /// `cache_capacity` is the number of subjects whose matches are kept;
@@ -54,6 +62,8 @@ impl SubscriptionIndex {
             trie: Trie::default(),
             cache: LookupCache::new(cache_capacity),
             uncached: Matches::default(),
+            doorkeeper: vec![0; DOORKEEPER_SLOTS].into_boxed_slice(),
+            hasher: ahash::RandomState::new(),
             local_len: 0,
         }
     }
@@ -143,8 +153,9 @@ impl SubscriptionIndex {
         if let Some(slot) = self.cache.find(subject) {
             return self.cache.matches(slot);
         }
+        let uncached = !self.cache.is_enabled() || self.first_miss(subject);
         let trie = &self.trie;
-        if !self.cache.is_enabled() {
+        if uncached {
             self.uncached.clear();
             trie.collect(subject, &mut self.uncached);
             return &self.uncached;
@@ -153,6 +164,20 @@ impl SubscriptionIndex {
             .cache
             .insert_with(subject, |matches| trie.collect(subject, matches));
         self.cache.matches(slot)
+    }
+
+    /// Records a cache miss on `subject`; true unless it missed recently.
+    fn first_miss(&mut self, subject: &[u8]) -> bool {
+        // 0 marks an empty slot; a subject hashing to 0 is simply never
+        // remembered (and so never cached), which is harmless.
+        let hash = self.hasher.hash_one(subject);
+        let slot = &mut self.doorkeeper[hash as usize & (DOORKEEPER_SLOTS - 1)];
+        if *slot == hash {
+            *slot = 0;
+            return false;
+        }
+        *slot = hash;
+        true
     }
 
     /// The number of local subscriptions, plain and queue.

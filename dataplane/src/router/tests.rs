@@ -309,6 +309,8 @@ fn a_cache_hit_matches_a_fresh_index() {
     };
     let mut cached = build(4);
     for subject in ["a.b", "a.c", "c", "x.b", "a"] {
+        // A subject enters the cache on its second miss.
+        let once = normalize(cached.lookup(subject.as_bytes()));
         let first: *const Matches = cached.lookup(subject.as_bytes());
         let hit = cached.lookup(subject.as_bytes());
         assert!(
@@ -316,6 +318,7 @@ fn a_cache_hit_matches_a_fresh_index() {
             "second lookup of {subject} is served from the cache"
         );
         let hit = normalize(hit);
+        assert_eq!(hit, once, "{subject}");
         assert_eq!(hit, lookup(&mut build(0), subject), "{subject}");
         assert_eq!(hit, lookup(&mut build(4), subject), "{subject}");
     }
@@ -346,10 +349,26 @@ fn the_cache_stays_bounded() {
     let mut index = SubscriptionIndex::new(3);
     index.insert_local(b">", None, 1);
     for n in 0..100 {
-        assert_eq!(local_keys(&mut index, &format!("s.{n}")), [1]);
+        for _ in 0..2 {
+            assert_eq!(local_keys(&mut index, &format!("s.{n}")), [1]);
+        }
         assert!(index.cache.len() <= 3);
     }
     assert_eq!(index.cache.len(), 3);
+}
+
+#[test]
+fn one_off_subjects_do_not_enter_the_cache() {
+    let mut index = SubscriptionIndex::new(16);
+    index.insert_local(b"dev.>", None, 1);
+    for n in 0..1000 {
+        assert_eq!(local_keys(&mut index, &format!("dev.{n}")), [1]);
+    }
+    assert_eq!(index.cache.len(), 0, "a stream of one-off subjects");
+    for _ in 0..3 {
+        assert_eq!(local_keys(&mut index, "dev.hot"), [1]);
+    }
+    assert_eq!(index.cache.len(), 1, "a repeated subject is cached");
 }
 
 #[test]

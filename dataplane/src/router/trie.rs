@@ -181,7 +181,7 @@ impl Trie {
         // Each item: a node and the subject tokens still to match there
         // (`None`: all consumed). Only a node with both a literal and a `*`
         // child forks, so the stack stays empty for most subjects.
-        let mut forks: Vec<(&Node, Option<&[u8]>)> = Vec::new();
+        let mut forks = ForkStack::default();
         let mut current = Some((&self.root, Some(subject)));
         while let Some((node, rest)) = current.take().or_else(|| forks.pop()) {
             let Some(rest) = rest else {
@@ -210,5 +210,40 @@ impl Trie {
     #[cfg(test)]
     pub(super) fn node_count(&self) -> usize {
         self.root.count_nodes()
+    }
+}
+
+/// Pending forks of a walk: a few inline (a subject rarely forks more than
+/// a handful of times), the rest spilled to the heap, so that a lookup does
+/// not allocate.
+#[derive(Default)]
+struct ForkStack<'a> {
+    inline: [Option<Fork<'a>>; 8],
+    len: usize,
+    spilled: Vec<Fork<'a>>,
+}
+
+/// A node and the subject tokens still to match there.
+type Fork<'a> = (&'a Node, Option<&'a [u8]>);
+
+impl<'a> ForkStack<'a> {
+    fn push(&mut self, fork: Fork<'a>) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = Some(fork);
+            self.len += 1;
+        } else {
+            self.spilled.push(fork);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Fork<'a>> {
+        if let Some(fork) = self.spilled.pop() {
+            return Some(fork);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.inline[self.len].take()
     }
 }
