@@ -1,5 +1,6 @@
-//! The smoltcp side of a worker: one interface, its TCP sockets, a pool of
-//! listening sockets, and the map from the core's connection ids to sockets.
+//! The smoltcp side of a worker: one interface, its TCP sockets (in small
+//! socket sets behind a demux by peer, see [`Stack`]), a pool of listening
+//! sockets, and the map from the core's connection ids to sockets.
 //!
 //! smoltcp has no accept backlog: a listening socket *becomes* the
 //! connection when a SYN arrives. So the stack keeps `listeners` sockets in
@@ -13,12 +14,17 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
+use ahash::AHashMap;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use super::PacketDevice;
 use crate::worker::ConnId;
+
+/// Connections per socket set: the sockets smoltcp scans for one frame.
+const SHARD_SIZE: usize = 64;
 
 /// Settings of a user-space TCP stack.
 #[derive(Debug, Clone)]
@@ -37,29 +43,160 @@ pub struct StackConfig {
     pub timeout: Duration,
 }
 
+/// The peer of a connection: its IPv4 address and port (the local end is
+/// always the stack's address and port).
+type PeerKey = (u32, u16);
+
+/// Where a connection's socket lives.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    shard: u32,
+    handle: SocketHandle,
+    key: Option<PeerKey>,
+}
+
+/// What the ingress demux finds for a peer.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    shard: u32,
+    handle: SocketHandle,
+    /// None once the core released the connection (closing).
+    cid: Option<ConnId>,
+}
+
+/// A small socket set: what smoltcp walks for a frame of one of its
+/// connections, and on egress.
+struct Shard {
+    sockets: SocketSet<'static>,
+    /// Sockets in the set (bound or closing).
+    len: usize,
+    /// Bound connections, for a timer-driven poll (a socket may time out).
+    members: Vec<ConnId>,
+    /// Listed in `Stack::dirty`: needs an egress poll this iteration.
+    dirty: bool,
+    /// smoltcp's next timer for the set, as of its last egress poll.
+    poll_at: Option<smoltcp::time::Instant>,
+}
+
 /// A socket the core closed, still sending its last bytes and FIN.
 struct Closing {
-    handle: SocketHandle,
+    slot: Slot,
     deadline: std::time::Instant,
     aborted: bool,
 }
 
+/// Per-frame cost is kept flat as connections grow: smoltcp's
+/// `Interface::poll_*` walks every socket of the set it is given, so the
+/// stack keeps several sets. Listening and half-open sockets live in
+/// `listen_set`; a socket that completes its handshake moves to a shard of
+/// at most [`SHARD_SIZE`] sockets. Each received frame is demultiplexed by
+/// its peer (IPv4 source address and TCP source port) before smoltcp sees
+/// it, and handed to the interface together with the set that owns that
+/// peer (or with `listen_set`: SYNs, ARP, ICMP, strays, which smoltcp
+/// resets). Egress polls only the sets that received, were written to, or
+/// have a timer due.
 pub struct Stack {
     config: StackConfig,
     iface: Interface,
-    sockets: SocketSet<'static>,
+    caps: DeviceCapabilities,
     epoch: std::time::Instant,
     /// Sockets listening or in the middle of a handshake.
+    listen_set: SocketSet<'static>,
     listeners: Vec<SocketHandle>,
+    listen_dirty: bool,
+    listen_poll_at: Option<smoltcp::time::Instant>,
     accepting: bool,
+    shards: Vec<Shard>,
+    /// Shards with fewer than SHARD_SIZE sockets.
+    with_room: Vec<u32>,
+    /// Shards to poll on egress.
+    dirty: Vec<u32>,
+    /// Established (and closing) sockets by peer.
+    routes: AHashMap<PeerKey, Route>,
     /// The socket of each connection, by connection id.
-    conns: Vec<Option<SocketHandle>>,
+    conns: Vec<Option<Slot>>,
     closing: Vec<Closing>,
+    /// Connections that received a frame (or whose timers ran) since the
+    /// last [`Stack::take_touched`].
+    touched: Vec<ConnId>,
 }
 
 /// smoltcp's clock: microseconds since the stack started.
 fn timestamp(epoch: std::time::Instant, now: std::time::Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
+}
+
+/// The peer of a TCP/IPv4 Ethernet frame sent to `port`; None for anything
+/// else (ARP, ICMP, other ports, malformed frames).
+fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
+    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || ip.len() < ihl + 4 {
+        return None;
+    }
+    let tcp = &ip[ihl..];
+    if u16::from_be_bytes([tcp[2], tcp[3]]) != port {
+        return None;
+    }
+    let addr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    Some((addr, u16::from_be_bytes([tcp[0], tcp[1]])))
+}
+
+/// A device that yields one already received frame, with the tx token that
+/// came with it: how a demultiplexed frame is handed to the interface.
+struct OneFrame<'f, T: phy::TxToken> {
+    frame: Option<&'f [u8]>,
+    tx: Option<T>,
+    caps: &'f DeviceCapabilities,
+}
+
+struct FrameRx<'f>(&'f [u8]);
+
+impl phy::RxToken for FrameRx<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.0)
+    }
+}
+
+impl<'f, T: phy::TxToken> phy::Device for OneFrame<'f, T> {
+    type RxToken<'a>
+        = FrameRx<'f>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = T
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(FrameRx<'f>, T)> {
+        let frame = self.frame.take()?;
+        let tx = self.tx.take()?;
+        Some((FrameRx(frame), tx))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<T> {
+        self.tx.take()
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+fn earliest(
+    a: Option<smoltcp::time::Instant>,
+    b: Option<smoltcp::time::Instant>,
+) -> Option<smoltcp::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Stack {
@@ -76,6 +213,7 @@ impl Stack {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ (u64::from(std::process::id()) << 32);
         iface_config.random_seed = seed;
+        let caps = device.capabilities();
         let mut iface = Interface::new(iface_config, device, timestamp(epoch, now));
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(config.addr.into(), config.prefix));
@@ -86,12 +224,20 @@ impl Stack {
         let mut stack = Stack {
             config,
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            caps,
             epoch,
+            listen_set: SocketSet::new(Vec::new()),
             listeners: Vec::new(),
+            listen_dirty: true,
+            listen_poll_at: None,
             accepting: true,
+            shards: Vec::new(),
+            with_room: Vec::new(),
+            dirty: Vec::new(),
+            routes: AHashMap::new(),
             conns: Vec::new(),
             closing: Vec::new(),
+            touched: Vec::new(),
         };
         stack.refill_listeners();
         stack
@@ -117,10 +263,11 @@ impl Stack {
             addr: Some(self.config.addr.into()),
             port: self.config.port,
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        let socket = self.listen_set.get_mut::<tcp::Socket>(handle);
         if let Err(error) = socket.listen(endpoint) {
             tracing::warn!(?error, "cannot listen");
         }
+        self.listen_dirty = true;
     }
 
     /// Tops the pool up to `listeners` sockets in LISTEN.
@@ -131,16 +278,24 @@ impl Stack {
         let listening = self
             .listeners
             .iter()
-            .filter(|&&h| self.sockets.get::<tcp::Socket>(h).state() == State::Listen)
+            .filter(|&&h| self.listen_set.get::<tcp::Socket>(h).state() == State::Listen)
             .count();
         // Half-open handshakes are bounded too (a SYN flood must not grow
         // the pool without limit): past 4x, new SYNs are reset.
         let room = (4 * self.config.listeners).saturating_sub(self.listeners.len());
         for _ in 0..self.config.listeners.saturating_sub(listening).min(room) {
             let socket = self.new_socket();
-            let handle = self.sockets.add(socket);
+            let handle = self.listen_set.add(socket);
             self.listen(handle);
             self.listeners.push(handle);
+        }
+    }
+
+    fn mark_dirty(&mut self, shard: u32) {
+        let entry = &mut self.shards[shard as usize];
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(shard);
         }
     }
 
@@ -161,25 +316,94 @@ impl Stack {
             if processed > 0 && processed % refill_every == 0 {
                 self.refill_listeners();
             }
-            match self
-                .iface
-                .poll_ingress_single(ts, device, &mut self.sockets)
-            {
-                PollIngressSingleResult::None => break,
-                _ => processed += 1,
-            }
+            let Some((rx, tx)) = device.receive(ts) else {
+                break;
+            };
+            processed += 1;
+            let Stack {
+                config,
+                iface,
+                caps,
+                listen_set,
+                listen_dirty,
+                shards,
+                dirty,
+                routes,
+                touched,
+                ..
+            } = self;
+            phy::RxToken::consume(rx, |frame| {
+                let route = peer_of(frame, config.port).and_then(|key| routes.get(&key));
+                let mut one = OneFrame {
+                    frame: Some(frame),
+                    tx: Some(tx),
+                    caps,
+                };
+                match route {
+                    Some(route) => {
+                        let shard = &mut shards[route.shard as usize];
+                        iface.poll_ingress_single(ts, &mut one, &mut shard.sockets);
+                        if !shard.dirty {
+                            shard.dirty = true;
+                            dirty.push(route.shard);
+                        }
+                        if let Some(cid) = route.cid {
+                            touched.push(cid);
+                        }
+                    }
+                    None => {
+                        iface.poll_ingress_single(ts, &mut one, listen_set);
+                        *listen_dirty = true;
+                    }
+                }
+            });
         }
         processed
     }
 
-    /// Sends what the sockets have to send.
+    /// Connections that received frames (or ran timers) since the last
+    /// call, possibly repeated.
+    pub fn take_touched(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.touched);
+    }
+
+    /// Sends what the sockets have to send: polls the sets that received,
+    /// were written to, or have a timer due.
     pub fn poll_egress<D: PacketDevice>(&mut self, device: &mut D, now: std::time::Instant) {
         let ts = self.now(now);
+        for index in 0..self.shards.len() {
+            let shard = &mut self.shards[index];
+            if !shard.dirty && shard.poll_at.is_some_and(|at| at <= ts) {
+                // A timer: a socket may retransmit, or time out and close.
+                shard.dirty = true;
+                self.dirty.push(index as u32);
+                self.touched.extend_from_slice(&shard.members);
+            }
+        }
+        if self.listen_dirty || self.listen_poll_at.is_some_and(|at| at <= ts) {
+            Self::egress_set(&mut self.iface, ts, device, &mut self.listen_set);
+            self.listen_poll_at = self.iface.poll_at(ts, &self.listen_set);
+            self.listen_dirty = false;
+        }
+        for i in 0..self.dirty.len() {
+            let shard = &mut self.shards[self.dirty[i] as usize];
+            Self::egress_set(&mut self.iface, ts, device, &mut shard.sockets);
+            shard.poll_at = self.iface.poll_at(ts, &shard.sockets);
+            shard.dirty = false;
+        }
+        self.dirty.clear();
+    }
+
+    fn egress_set<D: PacketDevice>(
+        iface: &mut Interface,
+        ts: smoltcp::time::Instant,
+        device: &mut D,
+        sockets: &mut SocketSet<'static>,
+    ) {
         // Bounded: each round sends at least one segment or stops.
         for _ in 0..1024 {
-            if self.iface.poll_egress(ts, device, &mut self.sockets)
-                == smoltcp::iface::PollResult::None
-            {
+            if iface.poll_egress(ts, device, sockets) == smoltcp::iface::PollResult::None {
                 break;
             }
         }
@@ -192,7 +416,7 @@ impl Stack {
         let mut i = 0;
         while i < self.listeners.len() {
             let handle = self.listeners[i];
-            let state = self.sockets.get::<tcp::Socket>(handle).state();
+            let state = self.listen_set.get::<tcp::Socket>(handle).state();
             match state {
                 State::Listen | State::SynReceived => i += 1,
                 State::Closed => {
@@ -201,7 +425,7 @@ impl Stack {
                         self.listen(handle);
                         i += 1;
                     } else {
-                        self.sockets.remove(handle);
+                        self.listen_set.remove(handle);
                         self.listeners.swap_remove(i);
                     }
                 }
@@ -216,22 +440,70 @@ impl Stack {
         self.refill_listeners();
     }
 
-    /// Records that `handle` carries connection `cid`.
+    /// A shard with room for one more socket.
+    fn shard_with_room(&mut self) -> u32 {
+        if let Some(&shard) = self.with_room.last() {
+            return shard;
+        }
+        let shard = self.shards.len() as u32;
+        self.shards.push(Shard {
+            sockets: SocketSet::new(Vec::with_capacity(SHARD_SIZE)),
+            len: 0,
+            members: Vec::with_capacity(SHARD_SIZE),
+            dirty: false,
+            poll_at: None,
+        });
+        self.with_room.push(shard);
+        shard
+    }
+
+    /// Records that `handle` (from [`Stack::take_established`]) carries
+    /// connection `cid`, and moves its socket into a shard.
     pub fn bind(&mut self, cid: ConnId, handle: SocketHandle) {
+        let socket = self.listen_set.remove(handle);
+        let shard = self.shard_with_room();
+        let entry = &mut self.shards[shard as usize];
+        let handle = entry.sockets.add(socket);
+        entry.len += 1;
+        entry.members.push(cid);
+        if entry.len >= SHARD_SIZE {
+            self.with_room.pop();
+        }
+        let key = match entry.sockets.get::<tcp::Socket>(handle).remote_endpoint() {
+            Some(peer) => match peer.addr {
+                IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port)),
+            },
+            None => None,
+        };
+        if let Some(key) = key {
+            self.routes.insert(
+                key,
+                Route {
+                    shard,
+                    handle,
+                    cid: Some(cid),
+                },
+            );
+        }
+        self.mark_dirty(shard);
         if self.conns.len() <= cid {
             self.conns.resize(cid + 1, None);
         }
-        self.conns[cid] = Some(handle);
+        self.conns[cid] = Some(Slot { shard, handle, key });
     }
 
     pub fn has(&self, cid: ConnId) -> bool {
         self.conns.get(cid).is_some_and(Option::is_some)
     }
 
-    /// The socket of connection `cid` (which must be bound).
+    /// The socket of connection `cid` (which must be bound); its set is
+    /// polled on the next egress.
     pub fn socket(&mut self, cid: ConnId) -> &mut tcp::Socket<'static> {
-        let handle = self.conns[cid].expect("a bound connection");
-        self.sockets.get_mut::<tcp::Socket>(handle)
+        let slot = self.conns[cid].expect("a bound connection");
+        self.mark_dirty(slot.shard);
+        self.shards[slot.shard as usize]
+            .sockets
+            .get_mut::<tcp::Socket>(slot.handle)
     }
 
     /// Connection ids bound now.
@@ -245,20 +517,47 @@ impl Stack {
         );
     }
 
+    /// Removes a socket from its shard (and its route).
+    fn remove(&mut self, slot: Slot) {
+        let shard = &mut self.shards[slot.shard as usize];
+        shard.sockets.remove(slot.handle);
+        if shard.len == SHARD_SIZE {
+            self.with_room.push(slot.shard);
+        }
+        shard.len -= 1;
+        if let Some(key) = slot.key {
+            if let Some(route) = self.routes.get(&key) {
+                if route.shard == slot.shard && route.handle == slot.handle {
+                    self.routes.remove(&key);
+                }
+            }
+        }
+    }
+
     /// The core is done with `cid`: send what the socket holds, then FIN;
     /// abort after `linger`.
     pub fn release(&mut self, cid: ConnId, now: std::time::Instant, linger: Duration) {
-        let Some(handle) = self.conns.get_mut(cid).and_then(Option::take) else {
+        let Some(slot) = self.conns.get_mut(cid).and_then(Option::take) else {
             return;
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        let shard = &mut self.shards[slot.shard as usize];
+        if let Some(at) = shard.members.iter().position(|&member| member == cid) {
+            shard.members.swap_remove(at);
+        }
+        if let Some(route) = slot.key.and_then(|key| self.routes.get_mut(&key)) {
+            if route.shard == slot.shard && route.handle == slot.handle {
+                route.cid = None;
+            }
+        }
+        let socket = shard.sockets.get_mut::<tcp::Socket>(slot.handle);
         if socket.state() == State::Closed {
-            self.sockets.remove(handle);
+            self.remove(slot);
             return;
         }
         socket.close();
+        self.mark_dirty(slot.shard);
         self.closing.push(Closing {
-            handle,
+            slot,
             deadline: now + linger,
             aborted: false,
         });
@@ -270,7 +569,10 @@ impl Stack {
         let mut i = 0;
         while i < self.closing.len() {
             let entry = &mut self.closing[i];
-            let socket = self.sockets.get_mut::<tcp::Socket>(entry.handle);
+            let slot = entry.slot;
+            let socket = self.shards[slot.shard as usize]
+                .sockets
+                .get_mut::<tcp::Socket>(slot.handle);
             let done = match socket.state() {
                 // Everything we sent, FIN included, is acknowledged.
                 State::Closed | State::TimeWait | State::FinWait2 => true,
@@ -278,14 +580,14 @@ impl Stack {
                 _ => false,
             };
             if done {
-                let handle = entry.handle;
-                self.sockets.remove(handle);
                 self.closing.swap_remove(i);
+                self.remove(slot);
                 continue;
             }
             if now >= entry.deadline {
                 socket.abort();
                 entry.aborted = true;
+                self.mark_dirty(slot.shard);
             }
             i += 1;
         }
@@ -300,26 +602,89 @@ impl Stack {
     pub fn stop_listening(&mut self) {
         self.accepting = false;
         for handle in self.listeners.drain(..) {
-            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+            let socket = self.listen_set.get_mut::<tcp::Socket>(handle);
             socket.abort();
-            self.sockets.remove(handle);
+            self.listen_set.remove(handle);
         }
+        self.listen_dirty = true;
     }
 
     /// Aborts every socket that is left (end of the drain).
     pub fn abort_all(&mut self) {
-        for handle in self.conns.iter_mut().filter_map(Option::take) {
-            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+        for cid in 0..self.conns.len() {
+            if let Some(slot) = self.conns[cid].take() {
+                self.shards[slot.shard as usize]
+                    .sockets
+                    .get_mut::<tcp::Socket>(slot.handle)
+                    .abort();
+                self.mark_dirty(slot.shard);
+            }
         }
-        for entry in &mut self.closing {
-            self.sockets.get_mut::<tcp::Socket>(entry.handle).abort();
+        for i in 0..self.closing.len() {
+            let entry = &mut self.closing[i];
             entry.aborted = true;
+            let slot = entry.slot;
+            self.shards[slot.shard as usize]
+                .sockets
+                .get_mut::<tcp::Socket>(slot.handle)
+                .abort();
+            self.mark_dirty(slot.shard);
         }
     }
 
     /// How long until smoltcp has timers to run; `None` = only on input.
     pub fn poll_delay(&mut self, now: std::time::Instant) -> Option<Duration> {
+        if !self.dirty.is_empty() || self.listen_dirty {
+            return Some(Duration::ZERO);
+        }
         let ts = self.now(now);
-        self.iface.poll_delay(ts, &self.sockets).map(Duration::from)
+        let mut at = self.listen_poll_at;
+        for shard in &self.shards {
+            at = earliest(at, shard.poll_at);
+        }
+        at.map(|at| {
+            if at > ts {
+                Duration::from(at - ts)
+            } else {
+                Duration::ZERO
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_of;
+
+    fn frame(ethertype: [u8; 2], proto: u8, src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&ethertype);
+        f[14] = 0x45;
+        f[14 + 9] = proto;
+        f[14 + 12..14 + 16].copy_from_slice(&src);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn peer_of_tcp_to_our_port_only() {
+        let tcp = frame([8, 0], 6, [198, 18, 1, 1], 40000, 9999);
+        assert_eq!(peer_of(&tcp, 9999), Some((0xc612_0101, 40000)));
+        assert_eq!(peer_of(&tcp, 1234), None);
+        assert_eq!(
+            peer_of(&frame([8, 6], 6, [1, 2, 3, 4], 1, 9999), 9999),
+            None
+        );
+        assert_eq!(
+            peer_of(&frame([8, 0], 1, [1, 2, 3, 4], 1, 9999), 9999),
+            None
+        );
+        assert_eq!(peer_of(&tcp[..30], 9999), None);
+        let mut options = frame([8, 0], 6, [1, 2, 3, 4], 5, 9999);
+        options[14] = 0x46; // 24-byte IP header: the ports move by 4.
+        options[38..40].copy_from_slice(&7u16.to_be_bytes());
+        options[40..42].copy_from_slice(&9999u16.to_be_bytes());
+        assert_eq!(peer_of(&options, 9999), Some((0x0102_0304, 7)));
     }
 }

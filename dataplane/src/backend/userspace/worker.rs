@@ -138,14 +138,16 @@ impl<D: PacketDevice> UserspaceWorker<D> {
             worked = received > 0;
             self.accept_new(now);
             worked |= self.core.poll_peers(now) > 0;
-            if received > 0 {
-                self.stack.conn_ids(&mut self.ids);
+            // Only the connections that received frames (or ran timers),
+            // and those with unread input held back: not all of them.
+            self.stack.take_touched(&mut self.ids);
+            self.ids.append(&mut self.held);
+            if !self.ids.is_empty() {
+                self.ids.sort_unstable();
+                self.ids.dedup();
                 let ids = std::mem::take(&mut self.ids);
                 self.read(&ids, now);
                 self.ids = ids;
-            } else if !self.held.is_empty() {
-                let held = std::mem::take(&mut self.held);
-                self.read(&held, now);
             }
             self.core.finish_iteration(now);
             for worker in self.core.take_wake().iter() {
