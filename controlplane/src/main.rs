@@ -1,9 +1,11 @@
 //! `blipmqctl`: the BlipMQ operator CLI.
 //!
-//! Subcommands are grouped by topic (`blipmqctl config check FILE`); new
-//! topics (`status`, `stats`, ...) are new variants of [`Command`].
+//! A thin dispatcher: the control socket client is in [`client`], the
+//! tables in [`tables`] and [`stats_view`].
 
+mod client;
 mod stats_view;
+mod tables;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use blipmq_dataplane::config::Config;
 use blipmq_dataplane::http::{self, HttpConfig, HttpServer, StatsSource};
-use blipmq_dataplane::stats::StatsReader;
+use blipmq_dataplane::stats::{Snapshot, StatsReader};
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
+use serde_json::{json, Map, Value};
+
+use crate::client::ControlClient;
+use crate::tables::ConnSort;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,27 +29,38 @@ use clap_complete::Shell;
     version,
     about = "Operator tool for the BlipMQ broker",
     long_about = "Operator tool for the BlipMQ broker.\n\n\
+        Commands that talk to a running blipmqd use its control socket: \
+        --socket PATH, else $BLIPMQ_SOCKET, else the broker's default \
+        ($XDG_RUNTIME_DIR/blipmqd.sock, else /tmp/blipmqd-UID.sock).\n\n\
         Exit status: 0 on success, 1 when the command fails (e.g. an invalid \
-        configuration), 2 on a usage error."
+        configuration, no broker running, or the broker refused), 2 on a \
+        usage error."
 )]
 struct Cli {
+    /// blipmqd's control socket [default: $BLIPMQ_SOCKET, else the broker's default path]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Work with blipmqd configuration files
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Show the workers' counters from the broker's stats file
+    /// Show the broker's version, uptime, health and every worker's state
+    Status {
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the workers' counters
     ///
-    /// Reads the shared-memory file named by the broker's
-    /// control.stats_file; the broker is not slowed down by readers.
+    /// From --file (the broker's control.stats_file, a shared-memory file
+    /// readers cannot slow down); without it, from the stats file the
+    /// running broker names, else over its control socket.
     Stats {
         /// The broker's stats file (control.stats_file)
         #[arg(long, value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
         /// Print JSON instead of a table
         #[arg(long, conflicts_with = "prometheus")]
         json: bool,
@@ -54,6 +71,53 @@ enum Command {
         #[arg(long, conflicts_with_all = ["json", "prometheus"])]
         watch: bool,
     },
+    /// List client connections
+    Conns {
+        /// Order by this column (counts and ages largest first)
+        #[arg(long, value_enum, default_value = "id")]
+        sort: ConnSort,
+        /// Show at most N connections (after sorting)
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List subscriptions by filter and queue group, over every worker
+    Subs {
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a client connection (it is sent DISCONNECT "kicked by operator")
+    Kick {
+        /// The connection's id, as `blipmqctl conns` shows it
+        #[arg(value_name = "ID")]
+        id: u64,
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the configuration file, as SIGHUP does
+    ///
+    /// Limits, auth.token, keepalive and log.level apply at once, to live
+    /// connections too; other changed keys are reported as needing a
+    /// restart and keep their running values.
+    Reload {
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain the broker, as SIGTERM does: stop accepting, DISCONNECT every
+    /// client, flush, exit
+    Drain {
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with blipmqd configuration files
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Serve /metrics, /healthz and /varz over HTTP from the stats file
     ///
     /// GET /metrics is the Prometheus text format (blipmq_* metrics, one
@@ -101,20 +165,40 @@ enum ConfigCommand {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Print the running broker's configuration as TOML (auth.token redacted)
+    Show {
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let socket = cli.socket;
     let result = match cli.command {
-        Command::Config(ConfigCommand::Check { file, show_secrets }) => {
-            config_check(&file, show_secrets)
-        }
+        Command::Status { json } => status(&socket_path(socket), json),
         Command::Stats {
-            file,
+            file: Some(file),
             json,
             prometheus,
             watch,
-        } => stats(&file, json, prometheus, watch),
+        } => stats_from_file(&file, json, prometheus, watch),
+        Command::Stats {
+            file: None,
+            json,
+            prometheus,
+            watch,
+        } => stats_from_broker(&socket_path(socket), json, prometheus, watch),
+        Command::Conns { sort, limit, json } => conns(&socket_path(socket), sort, limit, json),
+        Command::Subs { json } => subs(&socket_path(socket), json),
+        Command::Kick { id, json } => kick(&socket_path(socket), id, json),
+        Command::Reload { json } => reload(&socket_path(socket), json),
+        Command::Drain { json } => drain(&socket_path(socket), json),
+        Command::Config(ConfigCommand::Check { file, show_secrets }) => {
+            config_check(&file, show_secrets)
+        }
+        Command::Config(ConfigCommand::Show { json }) => config_show(&socket_path(socket), json),
         Command::Serve {
             file,
             listen,
@@ -139,6 +223,106 @@ fn main() -> ExitCode {
     }
 }
 
+fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    client::resolve_socket_path(flag)
+}
+
+/// One command, one reply (without "ok"); errors as operators read them.
+fn ask(socket: &Path, request: Value) -> Result<Map<String, Value>, String> {
+    client::ask(socket, &request).map_err(|error| error.to_string())
+}
+
+fn print_json(reply: Map<String, Value>) {
+    println!("{}", Value::Object(reply));
+}
+
+fn status(socket: &Path, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "status"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        print!("{}", tables::render_status(&reply));
+    }
+    Ok(())
+}
+
+fn conns(socket: &Path, sort: ConnSort, limit: Option<usize>, json: bool) -> Result<(), String> {
+    let mut reply = ask(socket, json!({"cmd": "connections"}))?;
+    let mut list = match reply.remove("connections") {
+        Some(Value::Array(list)) => list,
+        _ => return Err("the broker's reply has no \"connections\" list".to_owned()),
+    };
+    tables::sort_connections(&mut list, sort);
+    if let Some(limit) = limit {
+        list.truncate(limit);
+    }
+    if json {
+        reply.insert("connections".into(), Value::Array(list));
+        print_json(reply);
+    } else {
+        print!("{}", tables::render_connections(&list));
+    }
+    Ok(())
+}
+
+fn subs(socket: &Path, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "subscriptions"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        let list = reply
+            .get("subscriptions")
+            .and_then(Value::as_array)
+            .ok_or("the broker's reply has no \"subscriptions\" list")?;
+        print!("{}", tables::render_subscriptions(list));
+    }
+    Ok(())
+}
+
+fn kick(socket: &Path, id: u64, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "kick", "id": id}))?;
+    if json {
+        print_json(reply);
+    } else {
+        println!("kicked connection {id}");
+    }
+    Ok(())
+}
+
+fn reload(socket: &Path, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "reload"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        print!("{}", tables::render_reload(&reply));
+    }
+    Ok(())
+}
+
+fn drain(socket: &Path, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "drain"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        println!("blipmqd is draining: its clients are told to go, then it exits");
+    }
+    Ok(())
+}
+
+fn config_show(socket: &Path, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "config"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        let toml = reply
+            .get("toml")
+            .and_then(Value::as_str)
+            .ok_or("the broker's reply has no \"toml\"")?;
+        print!("{toml}");
+    }
+    Ok(())
+}
+
 fn config_check(file: &std::path::Path, show_secrets: bool) -> Result<(), String> {
     let config = Config::load(file).map_err(|error| error.to_string())?;
     let shown = if show_secrets {
@@ -150,17 +334,31 @@ fn config_check(file: &std::path::Path, show_secrets: bool) -> Result<(), String
     Ok(())
 }
 
-fn stats(file: &Path, json: bool, prometheus: bool, watch: bool) -> Result<(), String> {
+/// Prints one snapshot in the chosen format.
+fn print_snapshot(snapshot: &Snapshot, json: bool, prometheus: bool) {
+    if json {
+        println!("{}", stats_view::render_json(snapshot));
+    } else if prometheus {
+        print!("{}", http::render_prometheus(snapshot));
+    } else {
+        print!("{}", stats_view::render_table(snapshot, None));
+    }
+}
+
+/// Clears the terminal and draws the live view.
+fn redraw(snapshot: &Snapshot, previous: &Snapshot, elapsed: Duration) {
+    let rates = snapshot.rate_since(previous, elapsed);
+    print!(
+        "\x1b[2J\x1b[H{}",
+        stats_view::render_table(snapshot, Some(&rates))
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn stats_from_file(file: &Path, json: bool, prometheus: bool, watch: bool) -> Result<(), String> {
     let mut reader = StatsReader::open(file).map_err(|error| error.to_string())?;
     if !watch {
-        let snapshot = reader.snapshot();
-        if json {
-            println!("{}", stats_view::render_json(&snapshot));
-        } else if prometheus {
-            print!("{}", http::render_prometheus(&snapshot));
-        } else {
-            print!("{}", stats_view::render_table(&snapshot, None));
-        }
+        print_snapshot(&reader.snapshot(), json, prometheus);
         return Ok(());
     }
     let mut previous = reader.snapshot();
@@ -176,13 +374,57 @@ fn stats(file: &Path, json: bool, prometheus: bool, watch: bool) -> Result<(), S
         }
         let snapshot = reader.snapshot();
         let now = Instant::now();
-        let rates = snapshot.rate_since(&previous, now - at);
-        print!(
-            "\x1b[2J\x1b[H{}",
-            stats_view::render_table(&snapshot, Some(&rates))
-        );
+        redraw(&snapshot, &previous, now - at);
         previous = snapshot;
         at = now;
+    }
+}
+
+/// `stats` without --file: the broker's stats file when it has one (the
+/// cheapest to read, and followed across restarts), else its `stats` command.
+fn stats_from_broker(
+    socket: &Path,
+    json: bool,
+    prometheus: bool,
+    watch: bool,
+) -> Result<(), String> {
+    let mut broker = ControlClient::connect(socket).map_err(|error| error.to_string())?;
+    let status = broker
+        .command("status")
+        .map_err(|error| error.to_string())?;
+    let stats_file = status
+        .get("stats_file")
+        .and_then(Value::as_str)
+        .filter(|file| !file.is_empty())
+        .map(PathBuf::from);
+    // A relative or unreachable path (another mount namespace) falls back to the socket.
+    if let Some(file) = stats_file.filter(|file| StatsReader::open(file).is_ok()) {
+        drop(broker);
+        return stats_from_file(&file, json, prometheus, watch);
+    }
+    let mut snapshot_now = || -> Result<Snapshot, String> {
+        let reply = broker.command("stats").map_err(|error| error.to_string())?;
+        stats_view::snapshot_from_varz(&Value::Object(reply))
+    };
+    if !watch {
+        print_snapshot(&snapshot_now()?, json, prometheus);
+        return Ok(());
+    }
+    let mut previous = snapshot_now()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let snapshot = snapshot_now()?;
+        // The broker's own clock: the rates stay right when a reply is late.
+        let elapsed = Duration::from_nanos(
+            snapshot
+                .taken_unix_nanos()
+                .saturating_sub(previous.taken_unix_nanos()),
+        );
+        if elapsed.is_zero() {
+            continue;
+        }
+        redraw(&snapshot, &previous, elapsed);
+        previous = snapshot;
     }
 }
 
@@ -221,6 +463,40 @@ mod tests {
         assert!(Cli::try_parse_from(["blipmqctl", "config", "check"]).is_err());
         assert!(Cli::try_parse_from(["blipmqctl", "config"]).is_err());
         assert!(Cli::try_parse_from(["blipmqctl"]).is_err());
+    }
+
+    #[test]
+    fn socket_commands() {
+        let cli =
+            Cli::try_parse_from(["blipmqctl", "conns", "--sort", "msgs-in", "--socket", "/s"])
+                .unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+        assert!(matches!(
+            cli.command,
+            Command::Conns {
+                sort: ConnSort::MsgsIn,
+                limit: None,
+                json: false
+            }
+        ));
+        let cli =
+            Cli::try_parse_from(["blipmqctl", "--socket", "/s", "kick", "7", "--json"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+        assert!(matches!(cli.command, Command::Kick { id: 7, json: true }));
+        let cli = Cli::try_parse_from(["blipmqctl", "stats"]).unwrap();
+        assert!(matches!(cli.command, Command::Stats { file: None, .. }));
+        assert!(matches!(
+            Cli::try_parse_from(["blipmqctl", "config", "show"])
+                .unwrap()
+                .command,
+            Command::Config(ConfigCommand::Show { json: false })
+        ));
+        assert!(Cli::try_parse_from(["blipmqctl", "kick"]).is_err());
+        assert!(Cli::try_parse_from(["blipmqctl", "kick", "x"]).is_err());
+        assert!(Cli::try_parse_from(["blipmqctl", "conns", "--sort", "color"]).is_err());
+        for command in ["status", "subs", "reload", "drain"] {
+            assert!(Cli::try_parse_from(["blipmqctl", command, "--json"]).is_ok());
+        }
     }
 
     #[test]

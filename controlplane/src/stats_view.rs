@@ -1,5 +1,5 @@
 //! Human (table) and machine (JSON) views of a stats [`Snapshot`], for
-//! `blipmqctl status` and its live mode.
+//! `blipmqctl stats` and its live mode (from the stats file or the socket).
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -130,13 +130,42 @@ pub fn render_json(snapshot: &Snapshot) -> Value {
     })
 }
 
+/// Rebuilds a [`Snapshot`] from the broker's `/varz`-shaped JSON (the
+/// control socket's `stats` reply), so both sources share one view.
+/// Counters the broker did not send read as 0.
+pub fn snapshot_from_varz(varz: &Value) -> Result<Snapshot, String> {
+    let number = |key: &str| {
+        varz[key]
+            .as_u64()
+            .ok_or_else(|| format!("the stats reply has no numeric {key:?}"))
+    };
+    let pid = u32::try_from(number("pid")?).map_err(|_| "the stats reply's pid is too large")?;
+    let workers = varz["workers"]
+        .as_array()
+        .ok_or("the stats reply has no \"workers\" list")?
+        .iter()
+        .map(|worker| {
+            Counter::ALL
+                .iter()
+                .map(|c| worker["counters"][c.name()].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    Ok(Snapshot::new(
+        pid,
+        number("start_unix_nanos")?,
+        number("now_unix_nanos")?,
+        workers,
+    ))
+}
+
 /// `999`, `12.5`, `1.2k`, `3.4M`, `5.6G`, `7.8T`.
-fn fmt_count(v: f64) -> String {
+pub(crate) fn fmt_count(v: f64) -> String {
     scaled(v, 1000.0, &["", "k", "M", "G", "T"])
 }
 
 /// `512B`, `1.5KiB`, `3.2MiB`, `1.1GiB`, `2.0TiB`.
-fn fmt_bytes(v: f64) -> String {
+pub(crate) fn fmt_bytes(v: f64) -> String {
     scaled(v, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB"])
 }
 
@@ -156,7 +185,7 @@ fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
 }
 
 /// `850ms`, `2.5s`, `3m10s`, then as [`fmt_duration`].
-fn fmt_age(d: Duration) -> String {
+pub(crate) fn fmt_age(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else if d < Duration::from_secs(60) {
@@ -167,7 +196,7 @@ fn fmt_age(d: Duration) -> String {
 }
 
 /// `12s`, `4m05s`, `3h12m`, `2d03h`.
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),
@@ -338,6 +367,14 @@ mod tests {
         // Survives a round trip through text.
         let text = serde_json::to_string(&v).unwrap();
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
+    }
+
+    #[test]
+    fn varz_round_trips_to_the_same_snapshot() {
+        let snap = snapshot(1);
+        let varz = blipmq_dataplane::http::render_varz(&snap, Duration::from_secs(3));
+        assert_eq!(snapshot_from_varz(&varz).unwrap(), snap);
+        assert!(snapshot_from_varz(&json!({"pid": 1})).is_err());
     }
 
     #[test]
