@@ -79,6 +79,76 @@ struct Cli {
     /// redis-server executable [default: from PATH]
     #[arg(long, value_name = "PATH")]
     redis_server: Option<PathBuf>,
+
+    /// Instead of the comparison: BlipMQ only, each scenario (default
+    /// tp-1x1-128B, tp-1x4-1KiB) --repeat times without and with
+    /// `blipmqctl stats --watch` beside the broker; reports whether the
+    /// watcher changes throughput by more than the noise between runs
+    #[arg(long)]
+    stats_watch_overhead: bool,
+
+    /// --stats-watch-overhead: runs per scenario and arm (at least 2, for the noise)
+    #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=50))]
+    repeat: u32,
+
+    /// blipmqctl executable for --stats-watch-overhead [default: next to blipmqd]
+    #[arg(long, value_name = "PATH")]
+    blipmqctl: Option<PathBuf>,
+}
+
+/// Scenarios of --stats-watch-overhead when none are named: one small-message
+/// 1 → 1 and one fan-out with larger messages.
+const STATS_WATCH_SCENARIOS: [&str; 2] = ["tp-1x1-128B", "tp-1x4-1KiB"];
+
+/// One run of the plan: a scenario on a broker with its own settings, and
+/// (stats-watch overhead mode) which arm and round it is.
+struct PlannedRun {
+    scenario: scenarios::Scenario,
+    kind: BrokerKind,
+    settings: Settings,
+    arm: Option<report::StatsWatchArm>,
+}
+
+/// blipmqctl: --blipmqctl, else next to blipmqd, else next to this binary.
+fn blipmqctl_path(cli: &Cli, bins: &Binaries) -> Result<PathBuf> {
+    if let Some(path) = &cli.blipmqctl {
+        if !path.is_file() {
+            bail!("blipmqctl executable {} does not exist", path.display());
+        }
+        return Ok(path.clone());
+    }
+    let beside_blipmqd = bins
+        .blipmqd
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(|dir| dir.join("blipmqctl"));
+    let beside_bench = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("blipmqctl")));
+    beside_blipmqd
+        .into_iter()
+        .chain(beside_bench)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no blipmqctl next to blipmqd: build it (cargo build --release -p blipmq-controlplane) \
+                 or pass --blipmqctl PATH"
+            )
+        })
+}
+
+/// A fresh directory for the stats files, on tmpfs when there is one (as
+/// blipmqd's docs ask: no write-back of the counter pages to a disk).
+fn stats_dir() -> Result<PathBuf> {
+    let shm = PathBuf::from("/dev/shm");
+    let base = if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("blipmq-bench-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn main() {
@@ -150,6 +220,57 @@ fn binaries(cli: &Cli) -> Result<Binaries> {
     })
 }
 
+/// --stats-watch-overhead: every scenario `repeats` times without and with
+/// the watcher, alternating, the order swapped every round so that a drift
+/// of the machine's speed does not fall on one arm. Both arms share the
+/// stats-file config; only `stats_watcher` differs.
+fn stats_watch_plan(
+    selected: &[scenarios::Scenario],
+    repeats: usize,
+    settings: &Settings,
+    blipmqctl: &std::path::Path,
+    stats_dir: &std::path::Path,
+) -> Result<Vec<PlannedRun>> {
+    let mut plan = Vec::new();
+    for round in 1..=repeats {
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for scenario in selected {
+            for watcher in order {
+                let arm_name = if watcher { "with" } else { "without" };
+                // Its own log directory, so that no run overwrites another's logs.
+                let log_dir = settings
+                    .log_dir
+                    .join(format!("round{round}-{arm_name}-watcher"));
+                std::fs::create_dir_all(&log_dir)
+                    .with_context(|| format!("cannot create {}", log_dir.display()))?;
+                plan.push(PlannedRun {
+                    scenario: scenario.clone(),
+                    kind: BrokerKind::Blipmq,
+                    settings: Settings {
+                        log_dir,
+                        stats_file: Some(
+                            stats_dir
+                                .join(format!("{}-round{round}-{arm_name}.stats", scenario.name)),
+                        ),
+                        stats_watcher: watcher.then(|| blipmqctl.to_path_buf()),
+                        ..settings.clone()
+                    },
+                    arm: Some(report::StatsWatchArm {
+                        round,
+                        watcher,
+                        ..Default::default()
+                    }),
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
 fn run(cli: Cli) -> Result<i32> {
     if cli.list {
         list(&cli);
@@ -171,7 +292,26 @@ fn run(cli: Cli) -> Result<i32> {
     if kinds.is_empty() {
         bail!("no broker selected");
     }
-    let selected = scenarios::select(&cli.scenarios)?;
+    if cli.stats_watch_overhead {
+        // The watcher reads blipmqd's stats file; the others have none.
+        kinds = vec![BrokerKind::Blipmq];
+    }
+    let selected = if cli.stats_watch_overhead && cli.scenarios.is_empty() {
+        scenarios::select(&STATS_WATCH_SCENARIOS.map(String::from))?
+    } else {
+        scenarios::select(&cli.scenarios)?
+    };
+    if cli.stats_watch_overhead {
+        if let Some(other) = selected
+            .iter()
+            .find(|s| !matches!(s.kind, scenarios::Kind::Throughput { .. }))
+        {
+            bail!(
+                "--stats-watch-overhead measures throughput: {} is not a throughput scenario",
+                other.name
+            );
+        }
+    }
     let bins = binaries(&cli)?;
     for &kind in &kinds {
         let path = bins.path(kind)?;
@@ -200,6 +340,11 @@ fn run(cli: Cli) -> Result<i32> {
             idle_max + 256
         );
     }
+    let blipmqctl = if cli.stats_watch_overhead {
+        Some(blipmqctl_path(&cli, &bins)?)
+    } else {
+        None
+    };
     brokers::install_signal_handler()?;
 
     let log_dir = cli.out.join("logs");
@@ -212,6 +357,12 @@ fn run(cli: Cli) -> Result<i32> {
         workers,
         log_dir: log_dir.clone(),
         max_clients: idle_max + 100,
+        stats_file: None,
+        stats_watcher: None,
+    };
+    let stats_dir = match blipmqctl {
+        Some(_) => Some(stats_dir()?),
+        None => None,
     };
 
     let machine = report::machine::Machine::describe();
@@ -232,8 +383,9 @@ fn run(cli: Cli) -> Result<i32> {
                 .unwrap_or_default(),
             config: match kind {
                 BrokerKind::Blipmq => format!(
-                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, else defaults",
-                    brokers::MAX_PENDING_BYTES
+                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults",
+                    brokers::MAX_PENDING_BYTES,
+                    if stats_dir.is_some() { "stats_file on tmpfs, " } else { "" }
                 ),
                 BrokerKind::Nats => "max_pending: 1 GiB, write_deadline: 30s, else defaults (GOMAXPROCS = cores)".into(),
                 BrokerKind::Redis => format!(
@@ -245,16 +397,30 @@ fn run(cli: Cli) -> Result<i32> {
         .collect();
 
     // The plan.
-    let runs: Vec<(scenarios::Scenario, BrokerKind)> = selected
-        .iter()
-        .flat_map(|s| {
-            kinds
-                .iter()
-                .filter(|k| s.applies_to(**k))
-                .map(|k| (s.clone(), *k))
-        })
-        .collect();
-    let estimate: Duration = runs.iter().map(|(s, _)| s.estimate(&timing)).sum();
+    let runs: Vec<PlannedRun> = match (&blipmqctl, &stats_dir) {
+        (Some(blipmqctl), Some(stats_dir)) => stats_watch_plan(
+            &selected,
+            cli.repeat as usize,
+            &settings,
+            blipmqctl,
+            stats_dir,
+        )?,
+        _ => selected
+            .iter()
+            .flat_map(|s| {
+                kinds
+                    .iter()
+                    .filter(|k| s.applies_to(**k))
+                    .map(|k| PlannedRun {
+                        scenario: s.clone(),
+                        kind: *k,
+                        settings: settings.clone(),
+                        arm: None,
+                    })
+            })
+            .collect(),
+    };
+    let estimate: Duration = runs.iter().map(|r| r.scenario.estimate(&timing)).sum();
     eprintln!(
         "blipmq-bench: {} runs ({} scenarios × {}), about {:.0} s; results in {}",
         runs.len(),
@@ -292,25 +458,54 @@ fn run(cli: Cli) -> Result<i32> {
     };
 
     let mut results = Vec::new();
-    for (scenario, kind) in &runs {
-        current.set_prefix(format!("{} on {}", scenario.name, kind.label()));
-        current.set_message("");
-        let result = scenarios::run(scenario, *kind, &bins, &settings, &timing, &|msg| {
-            current.set_message(msg)
+    for planned in &runs {
+        let arm_label = planned.arm.as_ref().map_or(String::new(), |arm| {
+            format!(
+                " (round {}, {} watcher)",
+                arm.round,
+                if arm.watcher { "with" } else { "without" }
+            )
         });
-        say(result.summary());
+        current.set_prefix(format!(
+            "{} on {}{arm_label}",
+            planned.scenario.name,
+            planned.kind.label()
+        ));
+        current.set_message("");
+        let mut result = scenarios::run(
+            &planned.scenario,
+            planned.kind,
+            &bins,
+            &planned.settings,
+            &timing,
+            &|msg| current.set_message(msg),
+        );
+        if let Some(arm) = &planned.arm {
+            // Keep the watcher figures the run filled in.
+            let figures = result.stats_watch.get_or_insert_with(Default::default);
+            figures.round = arm.round;
+            figures.watcher = arm.watcher;
+        }
+        if let Some(stats_file) = &planned.settings.stats_file {
+            let _ = std::fs::remove_file(stats_file);
+        }
+        say(format!("{}{arm_label}", result.summary()));
         results.push(result);
         overall.inc(1);
+    }
+    if let Some(dir) = &stats_dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
     current.finish_and_clear();
     overall.finish_and_clear();
 
     let report = Report {
         tool: format!("blipmq-bench {}", env!("CARGO_PKG_VERSION")),
-        mode: if cli.quick {
-            "quick".into()
-        } else {
-            "full".into()
+        mode: match (cli.quick, cli.stats_watch_overhead) {
+            (false, false) => "full".into(),
+            (true, false) => "quick".into(),
+            (false, true) => "stats-watch overhead (full phases)".into(),
+            (true, true) => "stats-watch overhead (quick phases)".into(),
         },
         started_unix,
         duration_secs: started.elapsed().as_secs_f64(),
@@ -328,6 +523,14 @@ fn run(cli: Cli) -> Result<i32> {
             "per_connection_output_limit_bytes": brokers::MAX_PENDING_BYTES,
             "nofile_limit": nofile,
         }),
+        stats_watch_overhead: blipmqctl.as_ref().map(|path| {
+            report::stats_watch::summarize(
+                &selected,
+                &results,
+                cli.repeat as usize,
+                path.display().to_string(),
+            )
+        }),
         scenarios: selected,
         results,
     };
@@ -338,14 +541,20 @@ fn run(cli: Cli) -> Result<i32> {
     let json_path = cli.out.join("results.json");
     report::json::write(&report, &json_path)?;
     let mut written = vec![md_path, json_path];
-    for (name, svg) in [
-        ("throughput.svg", report::svg::throughput(&report, false)),
-        (
-            "throughput-mbps.svg",
-            report::svg::throughput(&report, true),
-        ),
-        ("latency.svg", report::svg::latency(&report)),
-    ] {
+    // The plots compare brokers, one run each; the overhead mode has neither.
+    let plots = if report.stats_watch_overhead.is_some() {
+        Vec::new()
+    } else {
+        vec![
+            ("throughput.svg", report::svg::throughput(&report, false)),
+            (
+                "throughput-mbps.svg",
+                report::svg::throughput(&report, true),
+            ),
+            ("latency.svg", report::svg::latency(&report)),
+        ]
+    };
+    for (name, svg) in plots {
         if let Some(svg) = svg {
             let path = cli.out.join(name);
             std::fs::write(&path, svg)

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use crate::brokers::blipmq::StatsWatcher;
 use crate::brokers::{Binaries, Broker, BrokerKind, Settings};
 use crate::proto::blipmq::Blipmq;
 use crate::proto::nats::Nats;
@@ -321,6 +322,18 @@ fn run_inner(
     on_progress("starting broker".into());
     let mut broker = Broker::start(kind, bins, settings, &scenario.name)?;
     result.rss_start_bytes = broker.rss_bytes().ok();
+    // The operator's live view beside the broker, from before the warm-up
+    // until after the last message (stats-watch overhead mode only).
+    let watcher = match (&settings.stats_watcher, &settings.stats_file) {
+        (Some(exe), Some(stats_file)) if kind == BrokerKind::Blipmq => {
+            on_progress("starting blipmqctl stats --watch".into());
+            let output = settings
+                .log_dir
+                .join(format!("{}-blipmqctl-watch.out", scenario.name));
+            Some(StatsWatcher::start(exe, stats_file, &output)?)
+        }
+        _ => None,
+    };
     let throughput = |pubs, subs, payload, queue| FlowSpec {
         pubs,
         subs,
@@ -383,6 +396,12 @@ fn run_inner(
     }
     if result.rss_end_bytes.is_none() {
         result.rss_end_bytes = broker.rss_bytes().ok();
+    }
+    if let Some(watcher) = watcher {
+        let figures = watcher.finish()?;
+        let arm = result.stats_watch.get_or_insert_with(Default::default);
+        arm.watcher_cpu_secs = Some(figures.cpu_secs);
+        arm.watcher_output_bytes = Some(figures.output_bytes);
     }
     on_progress("stopping broker".into());
     let stop = broker.stop();

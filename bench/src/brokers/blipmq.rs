@@ -1,22 +1,25 @@
 //! blipmqd from this workspace.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use blipmq_protocol::{decode_frame, Op};
 
 use super::{
-    log_file, log_tail, spawn_registered, Broker, BrokerKind, Settings, MAX_PENDING_BYTES,
-    START_TIMEOUT,
+    log_file, log_tail, procfs, spawn_registered, terminate, Broker, BrokerKind, Settings,
+    MAX_PENDING_BYTES, START_TIMEOUT,
 };
 
 /// The config every bench instance runs with; everything else is default.
-pub fn config_text() -> String {
-    format!(
+/// `stats_file`: share the workers' counters there (`[control] stats_file`).
+pub fn config_text(stats_file: Option<&Path>) -> String {
+    let mut text = format!(
         "# Written by blipmq-bench.\n\
          [server]\n\
          # Shorter than the default 5s: the bench's clients are gone when it stops.\n\
@@ -26,12 +29,20 @@ pub fn config_text() -> String {
          [limits]\n\
          # Same per-connection output limit as NATS and Redis get.\n\
          max_pending_bytes = {MAX_PENDING_BYTES}\n"
-    )
+    );
+    if let Some(path) = stats_file {
+        // Debug quoting escapes `"` and `\\` as a TOML basic string wants.
+        text += &format!(
+            "\n[control]\n# For `blipmqctl stats --file`.\nstats_file = {:?}\n",
+            path.display().to_string()
+        );
+    }
+    text
 }
 
 pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
     let config_path = settings.log_dir.join(format!("{tag}-blipmq.toml"));
-    std::fs::write(&config_path, config_text())
+    std::fs::write(&config_path, config_text(settings.stats_file.as_deref()))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = log_file(log_path)?;
     let mut command = Command::new(exe);
@@ -104,6 +115,101 @@ fn probe(stream: &mut TcpStream) -> std::io::Result<()> {
             Ok(Some((frame, _))) if frame.op == Op::Info as u8 => return Ok(()),
             Ok(None) if have < buf.len() => continue,
             _ => return Err(std::io::Error::other("no INFO")),
+        }
+    }
+}
+
+/// `blipmqctl stats --file FILE --watch` running beside a broker: the
+/// operator's live view, whose cost to the broker the stats-watch overhead
+/// mode measures. Registered like a broker, so Ctrl-C and the harness's
+/// death stop it too; dropping it stops it.
+pub struct StatsWatcher {
+    child: Option<Child>,
+    output_path: std::path::PathBuf,
+}
+
+/// What the watcher did during a run.
+#[derive(Debug, Clone)]
+pub struct WatcherFigures {
+    /// Its user + system CPU seconds over its whole life.
+    pub cpu_secs: f64,
+    /// Bytes of live view it printed (about one screen a second).
+    pub output_bytes: u64,
+}
+
+/// How long blipmqd gets to create its stats file after it serves.
+const STATS_FILE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl StatsWatcher {
+    /// Waits for `stats_file` (blipmqd creates it at start), then starts
+    /// `exe stats --file stats_file --watch` with its output in `output_path`.
+    pub fn start(exe: &Path, stats_file: &Path, output_path: &Path) -> Result<StatsWatcher> {
+        let deadline = Instant::now() + STATS_FILE_TIMEOUT;
+        while !stats_file.is_file() {
+            if Instant::now() > deadline {
+                bail!(
+                    "blipmqd did not create its stats file {} within {STATS_FILE_TIMEOUT:?}",
+                    stats_file.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let output = File::create(output_path)
+            .with_context(|| format!("cannot create {}", output_path.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("stats")
+            .arg("--file")
+            .arg(stats_file)
+            .arg("--watch")
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output);
+        let child = spawn_registered(&mut command)?;
+        Ok(StatsWatcher {
+            child: Some(child),
+            output_path: output_path.to_path_buf(),
+        })
+    }
+
+    /// Checks that it is still watching (it never exits on its own), and
+    /// stops it.
+    pub fn finish(mut self) -> Result<WatcherFigures> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("watcher already stopped"))?;
+        let early_exit = child.try_wait().ok().flatten();
+        let cpu_secs = procfs::cpu_seconds(child.id()).unwrap_or(0.0);
+        terminate(&mut child, libc::SIGTERM, WATCHER_GRACE);
+        if let Some(status) = early_exit {
+            bail!(
+                "blipmqctl stats --watch exited during the run ({status}); output {}:\n{}",
+                self.output_path.display(),
+                log_tail(&self.output_path, 5)
+            );
+        }
+        let output_bytes = std::fs::metadata(&self.output_path).map_or(0, |m| m.len());
+        if output_bytes == 0 {
+            bail!(
+                "blipmqctl stats --watch printed nothing during the run (output {})",
+                self.output_path.display()
+            );
+        }
+        Ok(WatcherFigures {
+            cpu_secs,
+            output_bytes,
+        })
+    }
+}
+
+/// blipmqctl dies on SIGTERM at once; anything slower is killed.
+const WATCHER_GRACE: Duration = Duration::from_secs(2);
+
+impl Drop for StatsWatcher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _: Option<ExitStatus> = terminate(&mut child, libc::SIGTERM, WATCHER_GRACE);
         }
     }
 }

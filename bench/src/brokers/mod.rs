@@ -155,6 +155,11 @@ pub struct Settings {
     pub log_dir: PathBuf,
     /// Redis `maxclients` (it refuses clients above it).
     pub max_clients: usize,
+    /// blipmqd `[control] stats_file` (None: the default, no shared file).
+    pub stats_file: Option<PathBuf>,
+    /// `blipmqctl` to run as `stats --file STATS_FILE --watch` beside
+    /// blipmqd for the whole run (needs `stats_file`); None: no watcher.
+    pub stats_watcher: Option<PathBuf>,
 }
 
 /// Per-connection output limit given to every broker, so that none cuts a
@@ -207,7 +212,7 @@ pub fn install_signal_handler() -> Result<()> {
         if let Some(signal) = signals.forever().next() {
             let count = kill_all_children();
             let _ = std::io::stderr().write_all(
-                format!("\nblipmq-bench: signal {signal}: stopped {count} broker process(es), exiting\n").as_bytes(),
+                format!("\nblipmq-bench: signal {signal}: stopped {count} broker or blipmqctl process(es), exiting\n").as_bytes(),
             );
             std::process::exit(130);
         }
@@ -421,36 +426,45 @@ impl Broker {
                 took: Duration::ZERO,
             };
         };
-        let pid = child.id() as libc::pid_t;
-        let mut status = child.try_wait().ok().flatten();
-        if status.is_none() {
-            // SAFETY: signalling our own child.
-            unsafe {
-                libc::kill(pid, self.kind.stop_signal());
-            }
-            while started.elapsed() < STOP_GRACE {
-                if let Ok(Some(exit)) = child.try_wait() {
-                    status = Some(exit);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        if status.is_none() {
-            // SAFETY: our child, not reaped yet, leader of the group we
-            // created for it.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        deregister(child.id());
+        let status = terminate(&mut child, self.kind.stop_signal(), STOP_GRACE);
         StopReport {
             status,
             took: started.elapsed(),
         }
     }
+}
+
+/// Sends `signal` to a registered child, waits up to `grace` for it to
+/// exit, then SIGKILLs its process group; reaps and deregisters it.
+/// Returns its exit status, or None when it had to be killed.
+fn terminate(child: &mut Child, signal: libc::c_int, grace: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    let mut status = child.try_wait().ok().flatten();
+    if status.is_none() {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+        while started.elapsed() < grace {
+            if let Ok(Some(exit)) = child.try_wait() {
+                status = Some(exit);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if status.is_none() {
+        // SAFETY: our child, not reaped yet, leader of the group we
+        // created for it.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    deregister(child.id());
+    status
 }
 
 impl Drop for Broker {

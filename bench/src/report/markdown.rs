@@ -114,19 +114,10 @@ impl Table {
     }
 }
 
-pub fn render(report: &Report) -> String {
-    let kinds = report.broker_kinds();
-    let mut md = String::new();
+/// Title, machine and broker versions, and the other-load warning.
+pub fn header(report: &Report, title: &str, md: &mut String) {
     let m = &report.machine;
-    let _ = writeln!(
-        md,
-        "# BlipMQ bench: {}\n",
-        kinds
-            .iter()
-            .map(|k| k.label())
-            .collect::<Vec<_>>()
-            .join(" vs ")
-    );
+    let _ = writeln!(md, "# {title}\n");
     let _ = writeln!(
         md,
         "{} run, started {}, took {:.0} s. Machine: {} ({} CPUs online, {} usable), {} RAM, {}, {}{}.\n",
@@ -163,6 +154,70 @@ pub fn render(report: &Report) -> String {
             super::NOISY_LOAD
         );
     }
+}
+
+/// Every run that was not clean, with its counts and notes.
+pub fn problems(report: &Report, md: &mut String) {
+    let problems: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.status != Status::Ok || !r.notes.is_empty())
+        .collect();
+    *md += "\n## Problems\n\n";
+    if problems.is_empty() {
+        *md += "None: every subscriber received every message, in order, in every run.\n";
+    }
+    for r in problems {
+        let _ = writeln!(
+            md,
+            "- `{}` on {}{}: **{}**; sent {}, expected {} deliveries, received {}.",
+            r.scenario,
+            r.broker.label(),
+            match &r.stats_watch {
+                Some(arm) => format!(
+                    " (round {}, {})",
+                    arm.round,
+                    if arm.watcher {
+                        "with the watcher"
+                    } else {
+                        "without"
+                    }
+                ),
+                None => String::new(),
+            },
+            r.status.label(),
+            r.sent,
+            r.expected,
+            r.received
+        );
+        for problem in r.problems.iter().chain(&r.notes) {
+            let _ = writeln!(md, "  - {}", problem.replace('\n', " "));
+        }
+    }
+}
+
+pub fn render(report: &Report) -> String {
+    let kinds = report.broker_kinds();
+    let mut md = String::new();
+    if let Some(summary) = &report.stats_watch_overhead {
+        header(
+            report,
+            "BlipMQ bench: `blipmqctl stats --watch` overhead",
+            &mut md,
+        );
+        super::stats_watch::render(report, summary, &mut md);
+        problems(report, &mut md);
+        return md;
+    }
+    let title = format!(
+        "BlipMQ bench: {}",
+        kinds
+            .iter()
+            .map(|k| k.label())
+            .collect::<Vec<_>>()
+            .join(" vs ")
+    );
+    header(report, &title, &mut md);
     md += "\nBrokers and the load generator share the machine. Every run starts a fresh broker. \
            A run that lost, reordered or duplicated a message shows its verdict instead of a speed; \
            see Problems below. Ratios are BlipMQ's figure divided by NATS's.\n\n";
@@ -309,30 +364,7 @@ pub fn render(report: &Report) -> String {
         md += &table.text;
     }
 
-    let problems: Vec<_> = report
-        .results
-        .iter()
-        .filter(|r| r.status != Status::Ok || !r.notes.is_empty())
-        .collect();
-    md += "\n## Problems\n\n";
-    if problems.is_empty() {
-        md += "None: every subscriber received every message, in order, in every run.\n";
-    }
-    for r in problems {
-        let _ = writeln!(
-            md,
-            "- `{}` on {}: **{}**; sent {}, expected {} deliveries, received {}.",
-            r.scenario,
-            r.broker.label(),
-            r.status.label(),
-            r.sent,
-            r.expected,
-            r.received
-        );
-        for problem in r.problems.iter().chain(&r.notes) {
-            let _ = writeln!(md, "  - {}", problem.replace('\n', " "));
-        }
-    }
+    problems(report, &mut md);
     md
 }
 

@@ -3,6 +3,7 @@
 pub mod json;
 pub mod machine;
 pub mod markdown;
+pub mod stats_watch;
 pub mod svg;
 
 use hdrhistogram::Histogram;
@@ -149,6 +150,23 @@ pub struct RunResult {
     pub connections: Option<ConnFigures>,
     pub rss_start_bytes: Option<u64>,
     pub rss_end_bytes: Option<u64>,
+    /// Stats-watch overhead mode only: which arm and round this run was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_watch: Option<StatsWatchArm>,
+}
+
+/// A run of the stats-watch overhead mode (`--stats-watch-overhead`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatsWatchArm {
+    /// 1-based repetition.
+    pub round: usize,
+    /// `blipmqctl stats --watch` ran beside the broker.
+    pub watcher: bool,
+    /// The watcher's own CPU seconds over the run (it runs on the same
+    /// cores as the broker).
+    pub watcher_cpu_secs: Option<f64>,
+    /// Bytes of live view it printed.
+    pub watcher_output_bytes: Option<u64>,
 }
 
 impl RunResult {
@@ -191,6 +209,7 @@ impl RunResult {
             connections: None,
             rss_start_bytes: None,
             rss_end_bytes: None,
+            stats_watch: None,
         }
     }
 
@@ -388,6 +407,9 @@ pub struct Report {
     pub settings: serde_json::Value,
     pub scenarios: Vec<Scenario>,
     pub results: Vec<RunResult>,
+    /// `--stats-watch-overhead` only: the watcher's effect on throughput.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_watch_overhead: Option<stats_watch::Summary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
