@@ -6,6 +6,7 @@
 //! See bench/README.md.
 
 mod brokers;
+mod lab;
 mod proto;
 mod report;
 mod run;
@@ -94,11 +95,33 @@ struct Cli {
     /// blipmqctl executable for --stats-watch-overhead [default: next to blipmqd]
     #[arg(long, value_name = "PATH")]
     blipmqctl: Option<PathBuf>,
+
+    /// blipmqd's backend. kernel: on 127.0.0.1, as always. afpacket: BlipMQ
+    /// only, through a veth pair (root): blipmqd in one network namespace
+    /// owning 198.18.X.2 in user space, the clients in another; each run
+    /// twice, the second with its syscalls counted
+    #[arg(long, value_enum, default_value = "kernel")]
+    backend: lab::Backend,
+
+    /// BlipMQ only: the kernel and afpacket backends through the same veth
+    /// pair, side by side (default scenarios tp-1x1-128B, tp-1x4-1KiB,
+    /// tp-1x1-16KiB, lat-10k), with the broker's syscalls per 1,000
+    /// delivered messages from a second run of each
+    #[arg(long)]
+    veth_compare: bool,
+
+    /// perf executable for the syscall counts of the veth lab [default: from PATH]
+    #[arg(long, value_name = "PATH")]
+    perf: Option<PathBuf>,
 }
 
 /// Scenarios of --stats-watch-overhead when none are named: one small-message
 /// 1 → 1 and one fan-out with larger messages.
 const STATS_WATCH_SCENARIOS: [&str; 2] = ["tp-1x1-128B", "tp-1x4-1KiB"];
+
+/// Scenarios of the veth lab (--backend afpacket, --veth-compare) when
+/// none are named.
+const VETH_SCENARIOS: [&str; 4] = ["tp-1x1-128B", "tp-1x4-1KiB", "tp-1x1-16KiB", "lat-10k"];
 
 /// One run of the plan: a scenario on a broker with its own settings, and
 /// (stats-watch overhead mode) which arm and round it is.
@@ -271,6 +294,65 @@ fn stats_watch_plan(
     Ok(plan)
 }
 
+/// The veth lab's plan: per scenario, every backend's run, then every
+/// backend's syscall-counting run (the probe slows the broker, so the speed
+/// comes from the first, the syscalls from the second).
+fn veth_plan(
+    selected: &[scenarios::Scenario],
+    backends: &[lab::Backend],
+    settings: &Settings,
+    lab: &lab::VethLab,
+    perf: &std::path::Path,
+) -> Result<Vec<PlannedRun>> {
+    let mut plan = Vec::new();
+    for scenario in selected {
+        for count_syscalls in [false, true] {
+            for &backend in backends {
+                let pass = if count_syscalls { "-syscalls" } else { "" };
+                let log_dir = settings.log_dir.join(format!("{}{pass}", backend.name()));
+                std::fs::create_dir_all(&log_dir)
+                    .with_context(|| format!("cannot create {}", log_dir.display()))?;
+                plan.push(PlannedRun {
+                    scenario: scenario.clone(),
+                    kind: BrokerKind::Blipmq,
+                    settings: Settings {
+                        log_dir,
+                        lab: Some(lab.target(backend)),
+                        count_syscalls: count_syscalls.then(|| perf.to_path_buf()),
+                        ..settings.clone()
+                    },
+                    arm: None,
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// perf, and whether it can count tracepoints here.
+fn perf_path(cli: &Cli) -> Result<PathBuf> {
+    let perf = cli
+        .perf
+        .clone()
+        .or_else(|| brokers::find_in_path("perf"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no perf for the syscall counts: apt-get install -y linux-perf, or pass --perf PATH")
+        })?;
+    let check = std::process::Command::new(&perf)
+        .args(["stat", "-e", "raw_syscalls:sys_enter", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", perf.display()))?;
+    if !check.status.success() {
+        bail!(
+            "`perf stat -e raw_syscalls:sys_enter true` fails here (tracefs, perf_event_paranoid?): {}",
+            String::from_utf8_lossy(&check.stderr).trim()
+        );
+    }
+    Ok(perf)
+}
+
 fn run(cli: Cli) -> Result<i32> {
     if cli.list {
         list(&cli);
@@ -296,8 +378,25 @@ fn run(cli: Cli) -> Result<i32> {
         // The watcher reads blipmqd's stats file; the others have none.
         kinds = vec![BrokerKind::Blipmq];
     }
+    let lab_backends: Vec<lab::Backend> = if cli.veth_compare {
+        vec![lab::Backend::Kernel, lab::Backend::Afpacket]
+    } else if cli.backend == lab::Backend::Afpacket {
+        vec![lab::Backend::Afpacket]
+    } else {
+        Vec::new()
+    };
+    let in_lab = !lab_backends.is_empty();
+    if in_lab {
+        if cli.stats_watch_overhead {
+            bail!("--stats-watch-overhead runs on 127.0.0.1: leave out --backend afpacket / --veth-compare");
+        }
+        // Only blipmqd has backends.
+        kinds = vec![BrokerKind::Blipmq];
+    }
     let selected = if cli.stats_watch_overhead && cli.scenarios.is_empty() {
         scenarios::select(&STATS_WATCH_SCENARIOS.map(String::from))?
+    } else if in_lab && cli.scenarios.is_empty() {
+        scenarios::select(&VETH_SCENARIOS.map(String::from))?
     } else {
         scenarios::select(&cli.scenarios)?
     };
@@ -312,6 +411,15 @@ fn run(cli: Cli) -> Result<i32> {
             );
         }
     }
+    if in_lab {
+        if let Some(other) = selected.iter().find(|s| s.group == Group::Connections) {
+            bail!(
+                "the veth lab runs throughput, latency and queue scenarios: leave out {}",
+                other.name
+            );
+        }
+    }
+    let perf = if in_lab { Some(perf_path(&cli)?) } else { None };
     let bins = binaries(&cli)?;
     for &kind in &kinds {
         let path = bins.path(kind)?;
@@ -359,6 +467,17 @@ fn run(cli: Cli) -> Result<i32> {
         max_clients: idle_max + 100,
         stats_file: None,
         stats_watcher: None,
+        lab: None,
+        count_syscalls: None,
+    };
+    // The veth lab, after the signal handler (which deletes it too); this
+    // thread then opens every client socket from the client namespace.
+    let mut veth_lab = if in_lab {
+        let veth_lab = lab::VethLab::create()?;
+        veth_lab.enter_client()?;
+        Some(veth_lab)
+    } else {
+        None
     };
     let stats_dir = match blipmqctl {
         Some(_) => Some(stats_dir()?),
@@ -383,9 +502,19 @@ fn run(cli: Cli) -> Result<i32> {
                 .unwrap_or_default(),
             config: match kind {
                 BrokerKind::Blipmq => format!(
-                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults",
+                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults{}",
                     brokers::MAX_PENDING_BYTES,
-                    if stats_dir.is_some() { "stats_file on tmpfs, " } else { "" }
+                    if stats_dir.is_some() { "stats_file on tmpfs, " } else { "" },
+                    if in_lab {
+                        format!(
+                            "; backends: {} (afpacket: --backend afpacket --interface IF --ip 198.18.X.2/24 \
+                             --listen 0.0.0.0:{}; kernel: --listen 198.18.X.2:0)",
+                            lab_backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+                            lab::AFPACKET_PORT
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
                 BrokerKind::Nats => "max_pending: 1 GiB, write_deadline: 30s, else defaults (GOMAXPROCS = cores)".into(),
                 BrokerKind::Redis => format!(
@@ -398,6 +527,12 @@ fn run(cli: Cli) -> Result<i32> {
 
     // The plan.
     let runs: Vec<PlannedRun> = match (&blipmqctl, &stats_dir) {
+        _ if in_lab => match (&veth_lab, &perf) {
+            (Some(veth_lab), Some(perf)) => {
+                veth_plan(&selected, &lab_backends, &settings, veth_lab, perf)?
+            }
+            _ => unreachable!("the lab and perf exist in the lab modes"),
+        },
         (Some(blipmqctl), Some(stats_dir)) => stats_watch_plan(
             &selected,
             cli.repeat as usize,
@@ -472,6 +607,9 @@ fn run(cli: Cli) -> Result<i32> {
             planned.kind.label()
         ));
         current.set_message("");
+        if let (Some(veth_lab), Some(target)) = (veth_lab.as_mut(), &planned.settings.lab) {
+            veth_lab.set_kernel_address(target.backend == lab::Backend::Kernel)?;
+        }
         let mut result = scenarios::run(
             &planned.scenario,
             planned.kind,
@@ -480,6 +618,10 @@ fn run(cli: Cli) -> Result<i32> {
             &timing,
             &|msg| current.set_message(msg),
         );
+        if let Some(target) = &planned.settings.lab {
+            result.backend = Some(target.backend);
+            result.syscall_pass = planned.settings.count_syscalls.is_some();
+        }
         if let Some(arm) = &planned.arm {
             // Keep the watcher figures the run filled in.
             let figures = result.stats_watch.get_or_insert_with(Default::default);
@@ -502,6 +644,15 @@ fn run(cli: Cli) -> Result<i32> {
     let report = Report {
         tool: format!("blipmq-bench {}", env!("CARGO_PKG_VERSION")),
         mode: match (cli.quick, cli.stats_watch_overhead) {
+            (quick, _) if in_lab => format!(
+                "{} through one veth pair ({} phases)",
+                if cli.veth_compare {
+                    "AF_PACKET vs kernel backend"
+                } else {
+                    "AF_PACKET backend"
+                },
+                if quick { "quick" } else { "full" }
+            ),
             (false, false) => "full".into(),
             (true, false) => "quick".into(),
             (false, true) => "stats-watch overhead (full phases)".into(),
@@ -522,6 +673,8 @@ fn run(cli: Cli) -> Result<i32> {
             },
             "per_connection_output_limit_bytes": brokers::MAX_PENDING_BYTES,
             "nofile_limit": nofile,
+            "backends": lab_backends,
+            "syscall_counter": perf.as_ref().map(|p| p.display().to_string()),
         }),
         stats_watch_overhead: blipmqctl.as_ref().map(|path| {
             report::stats_watch::summarize(
@@ -533,6 +686,7 @@ fn run(cli: Cli) -> Result<i32> {
         }),
         scenarios: selected,
         results,
+        veth_lab: veth_lab.as_ref().map(|l| l.describe()),
     };
     let markdown = report::markdown::render(&report);
     let md_path = cli.out.join("results.md");
@@ -542,7 +696,7 @@ fn run(cli: Cli) -> Result<i32> {
     report::json::write(&report, &json_path)?;
     let mut written = vec![md_path, json_path];
     // The plots compare brokers, one run each; the overhead mode has neither.
-    let plots = if report.stats_watch_overhead.is_some() {
+    let plots = if report.stats_watch_overhead.is_some() || report.veth_lab.is_some() {
         Vec::new()
     } else {
         vec![

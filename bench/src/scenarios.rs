@@ -321,6 +321,9 @@ fn run_inner(
 ) -> Result<()> {
     on_progress("starting broker".into());
     let mut broker = Broker::start(kind, bins, settings, &scenario.name)?;
+    if let Some(perf) = &settings.count_syscalls {
+        broker.count_syscalls_with(perf);
+    }
     result.rss_start_bytes = broker.rss_bytes().ok();
     // The operator's live view beside the broker, from before the warm-up
     // until after the last message (stats-watch overhead mode only).
@@ -396,6 +399,11 @@ fn run_inner(
     }
     if result.rss_end_bytes.is_none() {
         result.rss_end_bytes = broker.rss_bytes().ok();
+    }
+    match broker.syscalls.take() {
+        Some(Ok(counts)) => result.set_syscalls(counts),
+        Some(Err(why)) => result.problems.push(format!("syscalls not counted: {why}")),
+        None => {}
     }
     if let Some(watcher) = watcher {
         let figures = watcher.finish()?;

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use blipmq_protocol::{decode_frame, Op};
 
+use crate::lab::{Backend, AFPACKET_PORT};
+
 use super::{
     log_file, log_tail, procfs, spawn_registered, terminate, Broker, BrokerKind, Settings,
     MAX_PENDING_BYTES, START_TIMEOUT,
@@ -45,10 +47,35 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
     std::fs::write(&config_path, config_text(settings.stats_file.as_deref()))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = log_file(log_path)?;
-    let mut command = Command::new(exe);
+    // On 127.0.0.1; or in a veth lab's broker namespace (`ip netns exec`
+    // execs blipmqd in place, so the child's pid is blipmqd's), on the
+    // lab's address with the kernel backend or owning it in user space
+    // with the afpacket backend.
+    let mut command = match &settings.lab {
+        None => {
+            let mut command = Command::new(exe);
+            command.arg("--listen").arg("127.0.0.1:0");
+            command
+        }
+        Some(lab) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &lab.broker_ns]).arg(exe);
+            match lab.backend {
+                Backend::Kernel => {
+                    command.arg("--listen").arg(format!("{}:0", lab.broker_ip));
+                }
+                Backend::Afpacket => {
+                    command
+                        .args(["--backend", "afpacket", "--interface", &lab.broker_if])
+                        .args(["--ip", &lab.broker_cidr()])
+                        .arg("--listen")
+                        .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
+                }
+            }
+            command
+        }
+    };
     command
-        .arg("--listen")
-        .arg("127.0.0.1:0")
         .arg("--workers")
         .arg(settings.workers.to_string())
         .arg("--config")
@@ -88,7 +115,12 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
     let addr: SocketAddr = line
         .trim()
         .strip_prefix("blipmqd listening on ")
-        .and_then(|addr| addr.parse().ok())
+        .and_then(|addr| addr.parse::<SocketAddr>().ok())
+        // The afpacket backend prints 0.0.0.0: clients go to the lab's address.
+        .map(|addr| match &settings.lab {
+            Some(lab) => SocketAddr::from((lab.broker_ip, addr.port())),
+            None => addr,
+        })
         .ok_or_else(|| {
             anyhow!(
                 "blipmqd did not start: stdout {:?}; log:\n{}",

@@ -7,6 +7,7 @@ pub mod blipmq;
 pub mod nats;
 pub mod procfs;
 pub mod redis;
+pub mod syscalls;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -160,6 +161,12 @@ pub struct Settings {
     /// `blipmqctl` to run as `stats --file STATS_FILE --watch` beside
     /// blipmqd for the whole run (needs `stats_file`); None: no watcher.
     pub stats_watcher: Option<PathBuf>,
+    /// blipmqd only: run it in a veth lab's broker namespace, with this
+    /// backend (None: on 127.0.0.1 with the kernel backend, as by default).
+    pub lab: Option<crate::lab::LabTarget>,
+    /// `perf` to count the broker's syscalls in the measured window with
+    /// (None: not counted).
+    pub count_syscalls: Option<PathBuf>,
 }
 
 /// Per-connection output limit given to every broker, so that none cuts a
@@ -211,6 +218,12 @@ pub fn install_signal_handler() -> Result<()> {
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let count = kill_all_children();
+            let namespaces = crate::lab::delete_registered();
+            if namespaces > 0 {
+                let _ = std::io::stderr().write_all(
+                    format!("\nblipmq-bench: deleted {namespaces} network namespace(s)\n").as_bytes(),
+                );
+            }
             let _ = std::io::stderr().write_all(
                 format!("\nblipmq-bench: signal {signal}: stopped {count} broker or blipmqctl process(es), exiting\n").as_bytes(),
             );
@@ -278,6 +291,11 @@ pub struct Broker {
     pub pid: u32,
     pub log_path: PathBuf,
     child: Option<Child>,
+    /// `perf` for [`Broker::begin_window`] (None: syscalls not counted).
+    perf: Option<PathBuf>,
+    syscall_probe: Option<syscalls::SyscallProbe>,
+    /// What the probe counted in the measured window, or why it could not.
+    pub syscalls: Option<std::result::Result<syscalls::SyscallCounts, String>>,
 }
 
 /// How a stop went.
@@ -350,6 +368,35 @@ impl Broker {
             pid: child.id(),
             log_path,
             child: Some(child),
+            perf: None,
+            syscall_probe: None,
+            syscalls: None,
+        }
+    }
+
+    /// Counts this broker's syscalls from [`Broker::begin_window`] to
+    /// [`Broker::end_window`] with `perf`.
+    pub fn count_syscalls_with(&mut self, perf: &Path) {
+        self.perf = Some(perf.to_path_buf());
+    }
+
+    /// The measured window starts: attach the syscall probe, if any
+    /// (returns once it counts).
+    pub fn begin_window(&mut self) {
+        let Some(perf) = self.perf.clone() else {
+            return;
+        };
+        let output = self.log_path.with_extension("perf-stat.txt");
+        match syscalls::SyscallProbe::start(&perf, self.pid, &output) {
+            Ok(probe) => self.syscall_probe = Some(probe),
+            Err(error) => self.syscalls = Some(Err(format!("{error:#}"))),
+        }
+    }
+
+    /// The measured window ends: stop the probe and keep its counts.
+    pub fn end_window(&mut self) {
+        if let Some(probe) = self.syscall_probe.take() {
+            self.syscalls = Some(probe.finish().map_err(|error| format!("{error:#}")));
         }
     }
 

@@ -170,9 +170,21 @@ pub fn problems(report: &Report, md: &mut String) {
     for r in problems {
         let _ = writeln!(
             md,
-            "- `{}` on {}{}: **{}**; sent {}, expected {} deliveries, received {}.",
+            "- `{}` on {}{}{}: **{}**; sent {}, expected {} deliveries, received {}.",
             r.scenario,
             r.broker.label(),
+            match r.backend {
+                Some(backend) => format!(
+                    " ({}{})",
+                    backend.name(),
+                    if r.syscall_pass {
+                        ", syscall-counting run"
+                    } else {
+                        ""
+                    }
+                ),
+                None => String::new(),
+            },
             match &r.stats_watch {
                 Some(arm) => format!(
                     " (round {}, {})",
@@ -206,6 +218,12 @@ pub fn render(report: &Report) -> String {
             &mut md,
         );
         super::stats_watch::render(report, summary, &mut md);
+        problems(report, &mut md);
+        return md;
+    }
+    if report.veth_lab.is_some() {
+        header(report, &format!("BlipMQ bench: {}", report.mode), &mut md);
+        super::veth::render(report, &mut md);
         problems(report, &mut md);
         return md;
     }

@@ -5,11 +5,14 @@ pub mod machine;
 pub mod markdown;
 pub mod stats_watch;
 pub mod svg;
+pub mod veth;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::brokers::syscalls::SyscallCounts;
 use crate::brokers::BrokerKind;
+use crate::lab::Backend;
 use crate::run::flow::{FlowOutcome, FlowSpec, Pace};
 use crate::scenarios::{Group, Scenario};
 
@@ -153,6 +156,29 @@ pub struct RunResult {
     /// Stats-watch overhead mode only: which arm and round this run was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_watch: Option<StatsWatchArm>,
+    /// Veth lab modes only: blipmqd's backend in this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    /// Veth lab modes only: this run counted the broker's syscalls (its
+    /// speed is not reported: the probe slows the broker).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub syscall_pass: bool,
+    /// The broker's syscalls in the measured window (syscall pass only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<SyscallFigures>,
+}
+
+/// The broker's syscalls in a run's measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyscallFigures {
+    pub method: String,
+    pub total: u64,
+    /// Messages delivered in the same window.
+    pub delivered: u64,
+    /// total / delivered × 1000.
+    pub per_1000_delivered: Option<f64>,
+    /// Per syscall name: (name, count, per 1,000 delivered), largest first.
+    pub by_name: Vec<(String, u64, f64)>,
 }
 
 /// A run of the stats-watch overhead mode (`--stats-watch-overhead`).
@@ -210,7 +236,29 @@ impl RunResult {
             rss_start_bytes: None,
             rss_end_bytes: None,
             stats_watch: None,
+            backend: None,
+            syscall_pass: false,
+            syscalls: None,
         }
+    }
+
+    /// Keeps the probe's counts, per 1,000 messages delivered in the window.
+    pub fn set_syscalls(&mut self, counts: SyscallCounts) {
+        let per_1000 = |count: u64| count as f64 * 1000.0 / self.delivered.max(1) as f64;
+        self.syscalls = Some(SyscallFigures {
+            method: counts.method,
+            total: counts.total,
+            delivered: self.delivered,
+            per_1000_delivered: (self.delivered > 0).then(|| per_1000(counts.total)),
+            by_name: counts
+                .by_name
+                .into_iter()
+                .map(|(name, count)| {
+                    let per = per_1000(count);
+                    (name, count, per)
+                })
+                .collect(),
+        });
     }
 
     pub fn set_error(&mut self, problem: String) {
@@ -333,7 +381,17 @@ impl RunResult {
 
     /// One line for the console.
     pub fn summary(&self) -> String {
-        let head = format!("{:<16} {:<7}", self.scenario, self.broker.label());
+        let mut head = format!("{:<16} {:<7}", self.scenario, self.broker.label());
+        if let Some(backend) = self.backend {
+            head += &format!(
+                " {:<8}{}",
+                backend.name(),
+                if self.syscall_pass { " (syscalls)" } else { "" }
+            );
+        }
+        if let Some(per_1000) = self.syscalls.as_ref().and_then(|s| s.per_1000_delivered) {
+            head += &format!(" {per_1000:.1} syscalls/1000 msgs");
+        }
         if self.status != Status::Ok {
             let why = self.problems.first().cloned().unwrap_or_default();
             return format!("{head} {} — {why}", self.status.label());
@@ -410,6 +468,9 @@ pub struct Report {
     /// `--stats-watch-overhead` only: the watcher's effect on throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_watch_overhead: Option<stats_watch::Summary>,
+    /// `--backend afpacket` / `--veth-compare` only: the lab.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub veth_lab: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -324,6 +324,8 @@ pub fn run<W: Wire>(
         on_progress("warming up".into());
     }
 
+    // The syscall probe (if any) counts from here to the last snapshot.
+    broker.begin_window();
     let t0_ns = shared.clock.now_ns();
     let delivered0 = shared.delivered_total();
     let cpu0 = broker.cpu_seconds().unwrap_or(0.0);
@@ -409,6 +411,7 @@ pub fn run<W: Wire>(
     };
     let delivered1 = shared.delivered_total();
     let cpu1 = broker.cpu_seconds().unwrap_or(cpu0);
+    broker.end_window();
     let self1 = procfs::self_cpu_seconds()?;
     let busy1 = procfs::machine_busy_seconds().unwrap_or(busy0);
     let last_ns = shared
