@@ -31,12 +31,17 @@ use self::checksum::Verdict;
 use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, TxRing};
 use crate::backend::userspace::{DeviceStats, PacketDevice};
 
+/// How often (in receive calls) the ARP socket of a fanout member is read.
+const ARP_CHECK_EVERY: u32 = 64;
+
 /// A packet socket with its rings, as a smoltcp device.
 pub struct AfPacketDevice {
     socket: PacketSocket,
     /// With fanout: every ARP frame, for this worker's neighbour cache.
     arp: Option<ArpSocket>,
     arp_buf: Vec<u8>,
+    /// Receive calls left before the ARP socket is read again.
+    arp_countdown: u32,
     /// Whether this device answers ARP requests (with fanout, only the
     /// first worker does; the others learn from them).
     arp_responder: bool,
@@ -85,6 +90,7 @@ impl AfPacketDevice {
             socket,
             arp,
             arp_buf: vec![0; 2048],
+            arp_countdown: 0,
             arp_responder: fanout.is_none_or(|(_, worker)| worker == 0),
             rx,
             tx,
@@ -179,7 +185,12 @@ impl phy::Device for AfPacketDevice {
     type TxToken<'a> = AfTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(AfRxToken<'_>, AfTxToken<'_>)> {
-        if let Some(arp) = &self.arp {
+        // The ARP socket costs a syscall per look and ARP is rare: look on
+        // every ARP_CHECK_EVERY-th call only (a sleeping worker is woken by
+        // its fd anyway).
+        self.arp_countdown = self.arp_countdown.saturating_sub(1);
+        if let Some(arp) = self.arp.as_ref().filter(|_| self.arp_countdown == 0) {
+            self.arp_countdown = ARP_CHECK_EVERY;
             if let Some(len) = arp.recv(&mut self.arp_buf) {
                 self.stats.rx_frames += 1;
                 self.stats.rx_bytes += len as u64;
