@@ -25,8 +25,9 @@ use crate::worker::Shared;
 
 /// How long a command waits for the workers.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
-/// A heartbeat older than this makes `status` report the worker stale.
-const STALE_AFTER: Duration = Duration::from_secs(3);
+/// A heartbeat older than this makes `status` report the worker stale: the
+/// same threshold as `/healthz`.
+const STALE_AFTER: Duration = crate::http::DEFAULT_STALE_AFTER;
 
 /// Reads the configuration again, as at start (file plus flags).
 pub type ConfigLoader = Box<dyn Fn() -> Result<Config, String> + Send>;
