@@ -189,6 +189,8 @@ pub struct WorkerCore {
     overflow: Vec<std::collections::VecDeque<Box<[u8]>>>,
     barriers: Barriers,
     waiting: Vec<ConnId>,
+    /// An empty list with capacity, swapped with `waiting` on each pass.
+    waiting_spare: Vec<ConnId>,
     dirty: Vec<ConnId>,
     wake: WorkerSet,
     assigned: Vec<(usize, Target)>,
@@ -239,6 +241,7 @@ impl WorkerCore {
             overflow,
             barriers: Barriers::default(),
             waiting: Vec::new(),
+            waiting_spare: Vec::new(),
             dirty: Vec::new(),
             wake: WorkerSet::empty(),
             assigned: Vec::new(),
@@ -807,8 +810,11 @@ impl WorkerCore {
         if self.waiting.is_empty() {
             return;
         }
-        let waiting = std::mem::take(&mut self.waiting);
-        for cid in waiting {
+        // Swap in the spare list, so that a connection that keeps waiting
+        // (a publisher stalled on a full ring) costs no allocation per turn.
+        let mut waiting = std::mem::take(&mut self.waiting_spare);
+        std::mem::swap(&mut waiting, &mut self.waiting);
+        for cid in waiting.drain(..) {
             let Some(conn) = self.conns.get_mut(cid) else {
                 continue;
             };
@@ -825,6 +831,7 @@ impl WorkerCore {
                 _ => self.waiting.push(cid),
             }
         }
+        self.waiting_spare = waiting;
     }
 
     /// Routes one published message: local subscriptions get it now, other
