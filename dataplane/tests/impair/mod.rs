@@ -282,41 +282,23 @@ fn send_held(to: &mut AfPacketDevice, dir: &mut Direction) -> bool {
 }
 
 /// Writes the full TCP checksum of an IPv4/TCP Ethernet frame (other frames
-/// are left alone).
+/// are left alone), with smoltcp's wire types.
 fn complete_tcp_checksum(frame: &mut [u8]) {
-    const ETH: usize = 14;
-    if frame.len() < ETH + 20 || frame[12..14] != [0x08, 0x00] || frame[ETH + 9] != 6 {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+    let Ok(mut eth) = EthernetFrame::new_checked(frame) else {
+        return;
+    };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
         return;
     }
-    let header_len = usize::from(frame[ETH] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]));
-    let tcp = ETH + header_len;
-    let end = ETH + total_len;
-    if end > frame.len() || tcp + 20 > end {
+    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else {
+        return;
+    };
+    if ip.next_header() != IpProtocol::Tcp {
         return;
     }
-    let mut sum = sum16(0, &frame[ETH + 12..ETH + 20]) + 6 + (end - tcp) as u32;
-    frame[tcp + 16] = 0;
-    frame[tcp + 17] = 0;
-    sum = sum16(sum, &frame[tcp..end]);
-    let checksum = !fold(sum);
-    frame[tcp + 16..tcp + 18].copy_from_slice(&checksum.to_be_bytes());
-}
-
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut pairs = data.chunks_exact(2);
-    for pair in &mut pairs {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) {
+        tcp.fill_checksum(&src.into(), &dst.into());
     }
-    if let [last] = pairs.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
