@@ -100,6 +100,7 @@ impl KernelWorker {
         let mut next_tick = Instant::now() + TICK;
         let mut drain_deadline = None;
         loop {
+            self.core.take_resumed(&mut self.readable);
             let busy = self.core.has_pending_work() || !self.readable.is_empty();
             let timeout = if busy {
                 Duration::ZERO
@@ -233,8 +234,9 @@ impl KernelWorker {
             }
             if !self.core.wants_input(cid) {
                 // Waiting: leave the bytes in the kernel so TCP paces the
-                // sender; come back next turn.
-                return ReadOutcome::More;
+                // sender; the core hands the connection back when it
+                // resumes (`take_resumed`).
+                return ReadOutcome::Drained;
             }
             match stream.read(&mut self.scratch) {
                 Ok(0) => {

@@ -49,20 +49,29 @@
 //! A worker may block in epoll when idle, so a producer must know whether to
 //! wake its consumer. The protocol, using the per-worker [`Doorbell`]:
 //!
-//! * consumer: [`set_sleeping(true)`](Doorbell::set_sleeping), then re-check
+//! * consumer: [`set(Sleep::OnRecords)`](Doorbell::set), then re-check
 //!   every incoming ring with [`Consumer::is_empty`], and block only if all
-//!   are empty (otherwise `set_sleeping(false)` and keep working); after
-//!   waking, `set_sleeping(false)`;
+//!   are empty (otherwise `set(Sleep::Awake)` and keep working); after
+//!   waking, `set(Sleep::Awake)`;
 //! * producer: [`publish`](Producer::publish), then
 //!   [`is_sleeping`](Doorbell::is_sleeping) on the consumer's doorbell, and
 //!   wake it (eventfd / `mio::Waker`, owned by the caller) if it sleeps.
 //!
-//! `set_sleeping` is a SeqCst store, `is_empty` reloads the producer position
+//! `set` is a SeqCst store, `is_empty` reloads the producer position
 //! with a SeqCst load, and `is_sleeping` issues a SeqCst fence before its
 //! SeqCst load, so the producer's (Release) publish cannot be reordered after
 //! its doorbell check. Hence at least one side sees the other: either the
 //! consumer's re-check sees the new records, or the producer sees the
 //! sleeping flag and wakes it. No wake-up is lost.
+//!
+//! The same protocol runs the other way for a producer that waits for its
+//! consumers (a full ring, or a barrier): it sets
+//! [`Sleep::OnRecordsOrRelease`], fences, and blocks only if no
+//! [`Producer::consumer_position`] moved since it last looked; a consumer,
+//! after [`release`](Consumer::release), wakes the producer if
+//! [`awaits_release`](Doorbell::awaits_release). A producer that merely
+//! idles (`OnRecords`) is not woken by releases, so at low load a record
+//! costs one wake-up, not two.
 
 mod region;
 mod ring;
@@ -70,5 +79,5 @@ mod ring;
 #[cfg(test)]
 mod tests;
 
-pub use region::{Doorbell, RingRegion, RingSet, WorkerRings};
+pub use region::{Doorbell, RingRegion, RingSet, Sleep, WorkerRings};
 pub use ring::{Consumer, Producer};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -29,21 +29,37 @@ pub(crate) struct Mapping {
     _mmap: MmapMut,
 }
 
-/// A per-worker flag in the region saying whether the worker is (about to
-/// be) blocked waiting for events, so producers know whether to wake it.
-/// See the wake-up protocol in the [module docs](super).
+/// A per-worker word in the region saying whether the worker is (about to
+/// be) blocked waiting for events, and for which, so that its peers know
+/// whether to wake it. See the wake-up protocol in the [module docs](super).
 #[repr(C)]
 pub struct Doorbell {
-    sleeping: AtomicBool,
+    state: AtomicU8,
+}
+
+/// What a worker is waiting for; see [`Doorbell::set`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Sleep {
+    /// Running: nobody needs to wake it.
+    Awake = 0,
+    /// Blocked until records arrive (or its own events).
+    OnRecords = 1,
+    /// Blocked until records arrive or a consumer releases space of one of
+    /// its rings: it has publishers stalled on a full ring, or answers
+    /// waiting for a barrier.
+    OnRecordsOrRelease = 2,
 }
 
 impl Doorbell {
-    /// Called by the worker itself: `true` just before its last check of its
-    /// incoming rings ([`Consumer::is_empty`]) before blocking, `false` when
-    /// it stays awake or wakes up. SeqCst store.
+    /// Called by the worker itself: a sleeping state just before its last
+    /// checks before blocking (its incoming rings with
+    /// [`Consumer::is_empty`], and for [`Sleep::OnRecordsOrRelease`] its
+    /// consumers' positions), [`Sleep::Awake`] when it stays awake or wakes
+    /// up. SeqCst store.
     #[inline]
-    pub fn set_sleeping(&self, sleeping: bool) {
-        self.sleeping.store(sleeping, Ordering::SeqCst);
+    pub fn set(&self, state: Sleep) {
+        self.state.store(state as u8, Ordering::SeqCst);
     }
 
     /// Called by a producer after [`Producer::publish`]: whether the worker
@@ -52,14 +68,23 @@ impl Doorbell {
     #[inline]
     pub fn is_sleeping(&self) -> bool {
         fence(Ordering::SeqCst);
-        self.sleeping.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) != Sleep::Awake as u8
+    }
+
+    /// Called by a consumer after [`Consumer::release`]: whether the worker
+    /// (the ring's producer) sleeps until space is released. Fenced like
+    /// [`is_sleeping`](Self::is_sleeping).
+    #[inline]
+    pub fn awaits_release(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.state.load(Ordering::SeqCst) == Sleep::OnRecordsOrRelease as u8
     }
 }
 
 impl fmt::Debug for Doorbell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Doorbell")
-            .field("sleeping", &self.sleeping.load(Ordering::Relaxed))
+            .field("state", &self.state.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -299,7 +324,7 @@ impl WorkerRings {
         // SAFETY: `worker < len`, so the element lies in the doorbell array
         // at the start of the mapping, which `doorbells._map` keeps alive at
         // least as long as `self`; it is zero-initialised (a valid
-        // `AtomicBool`), aligned, and only accessed through shared refs.
+        // `AtomicU8`, `Sleep::Awake`), aligned, and only accessed through shared refs.
         unsafe { &*self.doorbells.base.as_ptr().add(worker) }
     }
 }

@@ -434,13 +434,13 @@ fn three_workers_rings_are_independent() {
     assert!(workers[2].incoming[0].as_mut().unwrap().is_empty());
 
     // Doorbells are shared: what one worker sets, every worker sees.
-    workers[1].doorbell(1).set_sleeping(true);
+    workers[1].doorbell(1).set(Sleep::OnRecords);
     for w in &workers {
         assert!(!w.doorbell(0).is_sleeping());
         assert!(w.doorbell(1).is_sleeping());
         assert!(!w.doorbell(2).is_sleeping());
     }
-    workers[1].doorbell(1).set_sleeping(false);
+    workers[1].doorbell(1).set(Sleep::Awake);
     assert!(!workers[0].doorbell(1).is_sleeping());
 }
 
@@ -530,7 +530,7 @@ fn two_threads_records_arrive_intact_and_in_order() {
 }
 
 /// The doorbell protocol: a consumer that sleeps (parks) only after
-/// `set_sleeping(true)` and a final `is_empty` check is always woken.
+/// `set(Sleep::OnRecords)` and a final `is_empty` check is always woken.
 #[test]
 fn sleeping_consumer_is_always_woken() {
     let mut workers = RingRegion::new(2, CAP).unwrap().into_workers();
@@ -561,7 +561,7 @@ fn sleeping_consumer_is_always_woken() {
                     break;
                 }
                 let bell = consumer_rings.doorbell(1);
-                bell.set_sleeping(true);
+                bell.set(Sleep::OnRecords);
                 if c.is_empty() {
                     let start = Instant::now();
                     thread::park_timeout(Duration::from_secs(2));
@@ -569,7 +569,7 @@ fn sleeping_consumer_is_always_woken() {
                         lost.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                bell.set_sleeping(false);
+                bell.set(Sleep::Awake);
             }
             done.store(true, Ordering::Release);
         })
@@ -589,5 +589,79 @@ fn sleeping_consumer_is_always_woken() {
     }
     consumer.join().unwrap();
     assert!(done.load(Ordering::Acquire));
+    assert_eq!(lost.load(Ordering::Relaxed), 0, "lost wake-ups");
+}
+
+/// The release direction: a producer that sleeps on a full ring (after
+/// `set(Sleep::OnRecordsOrRelease)` and a final look at the consumer's
+/// position) is always woken by the consumer's release.
+#[test]
+fn producer_sleeping_on_a_full_ring_is_always_woken() {
+    let mut workers = RingRegion::new(2, CAP).unwrap().into_workers();
+    let mut c = workers[1].incoming[0].take().unwrap();
+    let mut p = workers[0].outgoing[1].take().unwrap();
+    let consumer_rings = workers.pop().unwrap();
+    let producer_rings = workers.pop().unwrap();
+    let rounds: u64 = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        200_000
+    };
+    let lost = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let lost = lost.clone();
+        thread::spawn(move || {
+            let bell = producer_rings.doorbell(0);
+            let record = [0u8; 248];
+            for seq in 0..rounds {
+                loop {
+                    let mut bytes = record;
+                    bytes[..8].copy_from_slice(&seq.to_le_bytes());
+                    if push(&mut p, &bytes) {
+                        break;
+                    }
+                    p.publish();
+                    let seen = p.consumer_position();
+                    bell.set(Sleep::OnRecordsOrRelease);
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    if p.consumer_position() == seen {
+                        let start = Instant::now();
+                        thread::park_timeout(Duration::from_secs(2));
+                        if p.consumer_position() == seen
+                            && start.elapsed() >= Duration::from_secs(2)
+                        {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    bell.set(Sleep::Awake);
+                }
+            }
+            p.publish();
+        })
+    };
+    let waker = producer.thread().clone();
+    let mut seq = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seq < rounds && Instant::now() < deadline {
+        let mut got = 0;
+        while let Some(r) = c.peek() {
+            assert_eq!(r[..8], seq.to_le_bytes());
+            c.advance();
+            seq += 1;
+            got += 1;
+            if got == 5 {
+                break;
+            }
+        }
+        c.release();
+        if consumer_rings.doorbell(0).awaits_release() {
+            waker.unpark();
+        }
+        if seq.is_multiple_of(3) {
+            thread::yield_now();
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(seq, rounds);
     assert_eq!(lost.load(Ordering::Relaxed), 0, "lost wake-ups");
 }

@@ -15,19 +15,22 @@ use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
 use slab::Slab;
 
 use self::control::ControlPort;
+use super::answers::HeldAnswers;
 use super::outbound::Outbound;
 use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
 use super::records::{self, GroupNames, Record, Routing};
 use super::sync::Barriers;
-use crate::rings::WorkerRings;
+use crate::rings::{Producer, Sleep, WorkerRings};
 use crate::router::{SubKey, SubscriptionIndex, WorkerId, WorkerSet};
 use crate::session::{Session, SessionConfig, Step, Tick};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
 
 pub type ConnId = usize;
 
-/// An empty input buffer larger than this gives its memory back.
-const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
+/// An empty input buffer larger than this gives its memory back. Above a
+/// read chunk plus a partial frame, so that a streaming publisher's buffer
+/// is kept, not freed and allocated again on every read.
+const IDLE_INPUT_CAPACITY: usize = 128 * 1024;
 
 /// Settings of a worker core.
 #[derive(Debug, Clone)]
@@ -74,11 +77,6 @@ enum Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     None,
-    /// An answer held until the barrier `ticket` completes.
-    Barrier {
-        ticket: u64,
-        answer: Answer,
-    },
     /// A PUBLISH waits for room in a ring (backpressure).
     Room,
 }
@@ -88,6 +86,8 @@ struct Conn {
     /// Received bytes not yet decoded; the backend appends to it.
     input: Vec<u8>,
     output: Outbound,
+    /// Answers waiting for a barrier, and every answer after them.
+    held: HeldAnswers,
     wait: Wait,
     /// Pushed records to other workers since its last answer.
     unsynced: bool,
@@ -158,7 +158,7 @@ enum Target {
 enum Flow {
     /// Consumed; go on with the next frame.
     Continue,
-    /// Consumed; stop reading this connection (waiting or closing).
+    /// Consumed; stop reading this connection (it closes).
     Stop,
     /// Not consumed; try this frame again later (ring full).
     Retry,
@@ -191,6 +191,15 @@ pub struct WorkerCore {
     waiting: Vec<ConnId>,
     /// An empty list with capacity, swapped with `waiting` on each pass.
     waiting_spare: Vec<ConnId>,
+    /// Connections that stopped waiting: the backend reads them again.
+    resumed: Vec<ConnId>,
+    /// Connections with answers held behind a barrier.
+    holding: Vec<ConnId>,
+    /// The consumers' positions of the outgoing rings when the waiting
+    /// connections were last retried, and the barrier then done: if
+    /// neither moved, they cannot progress, and the worker may sleep.
+    retried_at_heads: Vec<u64>,
+    retried_at_barrier: u64,
     dirty: Vec<ConnId>,
     wake: WorkerSet,
     assigned: Vec<(usize, Target)>,
@@ -223,9 +232,8 @@ impl WorkerCore {
         stats.heartbeat();
         let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
         let id = rings.id;
-        let overflow = (0..rings.outgoing.len())
-            .map(|_| Default::default())
-            .collect();
+        let workers = rings.outgoing.len();
+        let overflow = (0..workers).map(|_| Default::default()).collect();
         WorkerCore {
             info: config.session.info_json(rings.id),
             index: SubscriptionIndex::new(config.cache_subjects),
@@ -242,6 +250,10 @@ impl WorkerCore {
             barriers: Barriers::default(),
             waiting: Vec::new(),
             waiting_spare: Vec::new(),
+            resumed: Vec::new(),
+            holding: Vec::new(),
+            retried_at_heads: vec![0; workers],
+            retried_at_barrier: 0,
             dirty: Vec::new(),
             wake: WorkerSet::empty(),
             assigned: Vec::new(),
@@ -284,6 +296,7 @@ impl WorkerCore {
             session: Session::new(self.config.session.clone(), now),
             input: Vec::new(),
             output: Outbound::default(),
+            held: HeldAnswers::default(),
             wait: Wait::None,
             unsynced: false,
             closing: None,
@@ -380,8 +393,9 @@ impl WorkerCore {
     /// deadline.
     pub fn should_close(&self, cid: ConnId, now: Instant) -> bool {
         let conn = &self.conns[cid];
-        conn.closing
-            .is_some_and(|deadline| conn.output.is_empty() || now >= deadline)
+        conn.closing.is_some_and(|deadline| {
+            (conn.output.is_empty() && !conn.held.is_holding()) || now >= deadline
+        })
     }
 
     /// Connections with output or a pending close since the last call.
@@ -407,6 +421,9 @@ impl WorkerCore {
         }
         let mut conn = self.conns.remove(cid);
         conn.output.release_all(&mut self.payloads);
+        if conn.held.is_holding() {
+            self.holding.retain(|&c| c != cid);
+        }
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         self.stats.inc(conn.close_reason.counter());
         self.stats.sub(Counter::ConnectionsOpen, 1);
@@ -452,7 +469,7 @@ impl WorkerCore {
         let ids: Vec<ConnId> = self.conns.iter().map(|(cid, _)| cid).collect();
         for cid in ids {
             if self.conns[cid].closing.is_none() {
-                encode::put_disconnect(self.conns[cid].output.frames(), "draining");
+                encode::put_disconnect(self.answer_buffer(cid), "draining");
                 self.stats.inc(Counter::FramesOutDisconnect);
                 self.start_close(cid, CloseReason::Drain);
             }
@@ -460,11 +477,25 @@ impl WorkerCore {
     }
 
     /// Work that needs the loop to come round again soon rather than sleep.
+    /// Waiting for peers is not: [`prepare_sleep`](Self::prepare_sleep)
+    /// sleeps until a peer releases ring space.
     pub fn has_pending_work(&self) -> bool {
         self.control.as_ref().is_some_and(ControlPort::has_replies)
-            || !self.waiting.is_empty()
+    }
+
+    /// Whether anything waits for other workers to consume records: a
+    /// publisher stalled on a full ring, an answer behind a barrier, control
+    /// records outside a full ring.
+    pub fn awaits_peers(&self) -> bool {
+        !self.waiting.is_empty()
             || !self.barriers.is_idle()
             || self.overflow.iter().any(|q| !q.is_empty())
+    }
+
+    /// Moves the connections that stopped waiting into `into`: they may
+    /// hold unread input the backend left in the socket.
+    pub fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.resumed);
     }
 
     /// Handles the records other workers sent. Returns how many.
@@ -484,8 +515,12 @@ impl WorkerCore {
     /// peers to wake (see [`take_wake`](Self::take_wake)).
     pub fn finish_iteration(&mut self, now: Instant) {
         self.now = now;
+        for (seen, producer) in self.retried_at_heads.iter_mut().zip(&self.rings.outgoing) {
+            *seen = producer.as_ref().map_or(0, Producer::consumer_position);
+        }
         self.flush_overflow();
         self.barriers.advance(&self.rings.outgoing);
+        self.release_answers();
         self.resume_waiting();
         let mut published = false;
         for (to, producer) in self.rings.outgoing.iter_mut().enumerate() {
@@ -527,24 +562,47 @@ impl WorkerCore {
         }
     }
 
-    /// Before sleeping: say so, then check once more that nothing arrived.
+    /// Before sleeping: say so, and for what, then check once more that
+    /// nothing arrived and, when waiting for peers, that none released
+    /// space since the waiters were last retried.
     pub fn prepare_sleep(&mut self) -> bool {
         let id = self.rings.id;
-        self.rings.doorbell(id).set_sleeping(true);
+        let on_release = self.awaits_peers();
+        self.rings.doorbell(id).set(if on_release {
+            Sleep::OnRecordsOrRelease
+        } else {
+            Sleep::OnRecords
+        });
         let empty = self
             .rings
             .incoming
             .iter_mut()
             .all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
-        if !empty {
-            self.rings.doorbell(id).set_sleeping(false);
+        let idle = empty && !(on_release && self.peers_moved());
+        if !idle {
+            self.rings.doorbell(id).set(Sleep::Awake);
         }
-        empty
+        idle
+    }
+
+    /// Whether a consumer released space, or a barrier completed, since the
+    /// waiting connections were last retried.
+    fn peers_moved(&self) -> bool {
+        // Pairs with the consumer's fence between its release and its
+        // doorbell check (`Doorbell::awaits_release`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.barriers.done() != self.retried_at_barrier
+            || self
+                .rings
+                .outgoing
+                .iter()
+                .zip(&self.retried_at_heads)
+                .any(|(p, &seen)| p.as_ref().is_some_and(|p| p.consumer_position() != seen))
     }
 
     pub fn woke_up(&mut self) {
         let id = self.rings.id;
-        self.rings.doorbell(id).set_sleeping(false);
+        self.rings.doorbell(id).set(Sleep::Awake);
     }
 
     // ---- internals ----
@@ -569,13 +627,13 @@ impl WorkerCore {
 
     fn send_error(&mut self, cid: ConnId, code: ErrorCode, reason: &str) {
         tracing::debug!(conn = cid, code = code.as_u16(), reason, "error");
-        encode::put_error(self.conns[cid].output.frames(), code, reason);
+        encode::put_error(self.answer_buffer(cid), code, reason);
         self.stats.inc(Counter::FramesOutError);
         self.mark_dirty(cid);
     }
 
     fn write_answer(&mut self, cid: ConnId, answer: Answer) {
-        let out = self.conns[cid].output.frames();
+        let out = self.answer_buffer(cid);
         match answer {
             Answer::Ok => {
                 encode::put_ok(out);
@@ -591,19 +649,50 @@ impl WorkerCore {
 
     /// Answers now, or after a barrier when this connection's earlier frames
     /// reached other workers.
+    /// Answers now, or once a barrier passes when this connection's earlier
+    /// frames reached other workers; the connection goes on meanwhile.
     fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
         let conn = &mut self.conns[cid];
         if conn.unsynced {
             conn.unsynced = false;
-            conn.wait = Wait::Barrier {
-                ticket: self.barriers.request(),
-                answer,
-            };
-            self.waiting.push(cid);
-            return Flow::Stop;
+            if !conn.held.is_holding() {
+                self.holding.push(cid);
+            }
+            conn.held.hold_until(self.barriers.request());
         }
         self.write_answer(cid, answer);
         Flow::Continue
+    }
+
+    /// Where the connection's next answer (OK, PONG, ERROR, DISCONNECT)
+    /// goes: behind the held ones, if any.
+    fn answer_buffer(&mut self, cid: ConnId) -> &mut Vec<u8> {
+        let conn = &mut self.conns[cid];
+        if conn.held.is_holding() {
+            conn.held.buffer()
+        } else {
+            conn.output.frames()
+        }
+    }
+
+    /// Moves answers whose barriers passed into their connections' output.
+    fn release_answers(&mut self) {
+        let WorkerCore {
+            holding,
+            conns,
+            barriers,
+            dirty,
+            ..
+        } = self;
+        let done = barriers.done();
+        holding.retain(|&cid| {
+            let conn = &mut conns[cid];
+            if conn.held.release(done, conn.output.frames()) && !conn.dirty {
+                conn.dirty = true;
+                dirty.push(cid);
+            }
+            conn.held.is_holding()
+        });
     }
 
     /// Decodes and handles the bytes kept in the connection's input buffer.
@@ -807,6 +896,7 @@ impl WorkerCore {
     }
 
     fn resume_waiting(&mut self) {
+        self.retried_at_barrier = self.barriers.done();
         if self.waiting.is_empty() {
             return;
         }
@@ -819,13 +909,9 @@ impl WorkerCore {
                 continue;
             };
             match conn.wait {
-                Wait::Barrier { ticket, answer } if self.barriers.is_done(ticket) => {
-                    conn.wait = Wait::None;
-                    self.write_answer(cid, answer);
-                    self.process_input(cid);
-                }
                 Wait::Room => {
                     conn.wait = Wait::None;
+                    self.resumed.push(cid);
                     self.process_input(cid);
                 }
                 _ => self.waiting.push(cid),
@@ -986,6 +1072,10 @@ impl WorkerCore {
         }
         if handled > 0 {
             consumer.release();
+            // A producer stalled on this ring sleeps until space is freed.
+            if self.rings.doorbell(from).awaits_release() {
+                self.wake.insert(from as WorkerId);
+            }
         }
         self.rings.incoming[from] = Some(consumer);
         handled

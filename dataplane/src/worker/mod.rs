@@ -2,6 +2,7 @@
 //! accept to close and runs to completion (architecture.md). [`core`] is its
 //! sans-IO state; the backends drive it.
 
+pub mod answers;
 pub mod core;
 pub mod outbound;
 pub mod payloads;

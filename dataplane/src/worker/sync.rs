@@ -6,7 +6,7 @@
 //! snapshot of its rings' producer positions once per loop iteration for all
 //! connections that asked; a snapshot is complete when every consumer has
 //! released past it. Snapshots complete in order, so one counter (`done`)
-//! says which waiting connections may be answered.
+//! says which held answers may go (see `answers.rs`).
 
 use std::collections::VecDeque;
 
@@ -18,6 +18,9 @@ pub struct Barriers {
     issued: u64,
     done: u64,
     pending: VecDeque<(u64, Vec<u64>)>,
+    /// Target lists of completed snapshots, reused: no allocation per
+    /// snapshot in the steady state.
+    spare: Vec<Vec<u64>>,
 }
 
 impl Barriers {
@@ -26,6 +29,11 @@ impl Barriers {
     pub fn request(&mut self) -> u64 {
         self.requested = true;
         self.issued + 1
+    }
+
+    /// The last ticket done.
+    pub fn done(&self) -> u64 {
+        self.done
     }
 
     pub fn is_done(&self, ticket: u64) -> bool {
@@ -45,10 +53,13 @@ impl Barriers {
         }
         self.requested = false;
         self.issued += 1;
-        let targets = producers
-            .iter()
-            .map(|p| p.as_ref().map_or(0, Producer::published_position))
-            .collect();
+        let mut targets = self.spare.pop().unwrap_or_default();
+        targets.clear();
+        targets.extend(
+            producers
+                .iter()
+                .map(|p| p.as_ref().map_or(0, Producer::published_position)),
+        );
         self.pending.push_back((self.issued, targets));
     }
 
@@ -63,7 +74,9 @@ impl Barriers {
                 break;
             }
             self.done = *ticket;
-            self.pending.pop_front();
+            if let Some((_, targets)) = self.pending.pop_front() {
+                self.spare.push(targets);
+            }
         }
     }
 }

@@ -92,7 +92,12 @@ impl Cluster {
                 moved += core.poll_peers(self.now);
                 core.finish_iteration(self.now);
             }
-            if moved == 0 && self.cores.iter().all(|c| !c.has_pending_work()) {
+            if moved == 0
+                && self
+                    .cores
+                    .iter()
+                    .all(|c| !c.has_pending_work() && !c.awaits_peers())
+            {
                 return;
             }
         }
@@ -199,6 +204,46 @@ fn pong_after_a_cross_worker_publish_waits_for_the_peer() {
     cluster.settle();
     assert_eq!(cluster.output(1, publisher), vec![Out::Pong]);
     assert_eq!(cluster.output(0, sub), vec![msg("x", 1, b"m")]);
+}
+
+/// The answer waits for the barrier, the connection does not: frames after
+/// the PING are handled at once, and their answers queue behind the PONG.
+#[test]
+fn a_publisher_streams_on_while_its_pong_waits_for_the_peer() {
+    let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    cluster.settle();
+    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
+    let publisher = cluster.connect(1);
+    cluster.send_with(1, publisher, |o| {
+        encode::put_publish(o, b"x", None, b"m1", false);
+        encode::put_ping(o);
+        encode::put_publish(o, b"x", None, b"m2", false);
+        encode::put_unsubscribe(o, 99, 0, false);
+        encode::put_ping(o);
+    });
+    assert_eq!(
+        cluster.output(1, publisher),
+        vec![],
+        "an answer overtook the PONG, or the PONG came before the peer ran"
+    );
+    assert!(cluster.cores[1].wants_input(publisher));
+    assert_eq!(
+        cluster.cores[1].stats.get(Counter::MessagesPublished),
+        2,
+        "the frames after the PING were not handled at once"
+    );
+    cluster.settle();
+    let answers = cluster.output(1, publisher);
+    assert!(
+        matches!(&answers[..], [Out::Pong, Out::Error(404, _), Out::Pong]),
+        "{answers:?}"
+    );
+    assert_eq!(
+        cluster.output(0, sub),
+        vec![msg("x", 1, b"m1"), msg("x", 1, b"m2")]
+    );
 }
 
 #[test]

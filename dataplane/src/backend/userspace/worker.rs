@@ -63,7 +63,7 @@ pub struct UserspaceWorker<D: PacketDevice> {
 
 enum ReadOutcome {
     Drained,
-    /// Unread bytes left (the core waits, or the turn's reads are used).
+    /// Unread bytes left: the turn's reads are used up.
     Held,
     Closed,
 }
@@ -117,6 +117,7 @@ impl<D: PacketDevice> UserspaceWorker<D> {
         let mut worked = true;
         let can_sleep = self.can_sleep;
         loop {
+            self.core.take_resumed(&mut self.held);
             let before = Instant::now();
             let busy = worked
                 || self.core.has_pending_work()
@@ -258,8 +259,9 @@ impl<D: PacketDevice> UserspaceWorker<D> {
             }
             if !core.wants_input(cid) {
                 // Waiting: the bytes stay in the receive buffer, whose window
-                // paces the sender.
-                return ReadOutcome::Held;
+                // paces the sender; the core hands the connection back when
+                // it resumes (`take_resumed`).
+                return ReadOutcome::Drained;
             }
             let read = socket.recv(|bytes| {
                 core.on_received(cid, bytes, now);

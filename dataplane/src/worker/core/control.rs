@@ -173,7 +173,7 @@ impl WorkerCore {
             return false;
         };
         tracing::info!(conn = serial, "kicked by operator");
-        encode::put_disconnect(self.conns[cid].output.frames(), KICK_REASON);
+        encode::put_disconnect(self.answer_buffer(cid), KICK_REASON);
         self.stats.inc(Counter::FramesOutDisconnect);
         self.start_close(cid, CloseReason::Kicked);
         true
