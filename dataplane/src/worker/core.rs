@@ -27,10 +27,10 @@ use crate::stats::{Counter, StatsSegment, WorkerStats};
 
 pub type ConnId = usize;
 
-/// An empty input buffer larger than this gives its memory back. Above a
-/// read chunk plus a partial frame, so that a streaming publisher's buffer
-/// is kept, not freed and allocated again on every read.
-const IDLE_INPUT_CAPACITY: usize = 128 * 1024;
+/// An empty input buffer larger than this gives its memory back at the next
+/// tick (not on every drain, which made a streaming publisher allocate
+/// again on every read).
+const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
 
 /// Settings of a worker core.
 #[derive(Debug, Clone)]
@@ -435,6 +435,10 @@ impl WorkerCore {
         self.stats.heartbeat();
         let mut stale = Vec::new();
         for (cid, conn) in self.conns.iter_mut() {
+            conn.output.trim();
+            if conn.input.is_empty() && conn.input.capacity() > IDLE_INPUT_CAPACITY {
+                conn.input = Vec::new();
+            }
             if let Some(deadline) = conn.closing {
                 if now >= deadline && !conn.dirty {
                     conn.dirty = true;
@@ -706,9 +710,6 @@ impl WorkerCore {
         let mut input = std::mem::take(&mut conn.input);
         let consumed = self.process_frames(cid, &input);
         input.drain(..consumed);
-        if input.is_empty() && input.capacity() > IDLE_INPUT_CAPACITY {
-            input = Vec::new();
-        }
         self.conns[cid].input = input;
     }
 
@@ -911,8 +912,12 @@ impl WorkerCore {
             match conn.wait {
                 Wait::Room => {
                     conn.wait = Wait::None;
-                    self.resumed.push(cid);
                     self.process_input(cid);
+                    // Still stalled: it stays out of the backend's reads,
+                    // or the loop would spin on it.
+                    if self.wants_input(cid) {
+                        self.resumed.push(cid);
+                    }
                 }
                 _ => self.waiting.push(cid),
             }

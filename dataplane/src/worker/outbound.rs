@@ -22,8 +22,8 @@ use super::payloads::{PayloadId, SharedPayloads};
 const COMPACT_AFTER: usize = 256 * 1024;
 /// ... or once this many written splices wait to be settled.
 const SETTLE_SPLICES_AFTER: usize = 1024;
-/// An empty buffer larger than this gives its memory back, so that idle
-/// connections stay small.
+/// An idle empty buffer larger than this gives its memory back (see
+/// [`Outbound::trim`]), so that idle connections stay small.
 const KEEP_IDLE_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
@@ -157,7 +157,14 @@ impl Outbound {
         self.splices.clear();
         self.cursor = 0;
         self.splice_sent = 0;
-        if self.buf.capacity() > KEEP_IDLE_CAPACITY {
+    }
+
+    /// Gives a large buffer's memory back if the queue is empty. Called
+    /// from the periodic tick, not on every drain: a busy subscriber's queue
+    /// empties many times a second, and freeing it each time made every
+    /// refill allocate and fault its pages in again.
+    pub fn trim(&mut self) {
+        if self.is_empty() && self.buf.capacity() > KEEP_IDLE_CAPACITY {
             self.buf = Vec::new();
             self.splices = VecDeque::new();
         }

@@ -313,8 +313,24 @@ fn a_full_ring_stalls_the_publisher_and_loses_nothing() {
         "publisher not stalled"
     );
     assert!(cluster.cores[1].stats.get(Counter::RingFullStalls) > 0);
+    // While the ring stays full, the retries neither hand the publisher
+    // back to the backend's reads (a spinning loop) nor let it go idle
+    // unawares: it waits for its peer.
+    let mut resumed = Vec::new();
+    for _ in 0..3 {
+        cluster.cores[1].finish_iteration(cluster.now);
+        cluster.cores[1].take_resumed(&mut resumed);
+    }
+    assert!(resumed.is_empty(), "a stalled publisher was handed back");
+    assert!(cluster.cores[1].awaits_peers());
+    assert!(!cluster.cores[1].has_pending_work());
     cluster.settle();
     assert!(cluster.cores[1].wants_input(publisher));
+    cluster.cores[1].take_resumed(&mut resumed);
+    assert!(
+        resumed.contains(&publisher),
+        "the backend is not told to read the publisher again"
+    );
     let got = cluster.output(0, sub);
     let expected: Vec<_> = (0..2000u32)
         .map(|i| msg("x", 1, &i.to_be_bytes()))
