@@ -7,120 +7,29 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use blipmq_client::{Client, Options};
 use common::netns::Lab;
-use common::{Next, Raw};
+use common::{Broker, Next, Raw, AFPACKET_PORT as PORT};
 
-const PORT: u16 = 9999;
 /// Every test finishes well within this, or fails.
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
-/// `blipmqd --backend afpacket` inside the lab's broker namespace; killed
-/// on drop.
-struct AfBroker {
-    child: Option<Child>,
-    addr: SocketAddr,
-    config_path: std::path::PathBuf,
+/// The afpacket broker every test here starts: a fresh lab, 1 or more
+/// workers, the test's `extra` config; None (skipped) without a lab.
+fn start(workers: usize, extra: &str) -> Option<Broker> {
+    let lab = Lab::new()?;
+    let config = format!("[server]\ndrain_timeout = \"2s\"\npin_workers = false\n{extra}");
+    Some(Broker::start_in_lab(lab, workers, &config))
 }
 
-impl AfBroker {
-    fn start(lab: &Lab, extra_config: &str) -> AfBroker {
-        AfBroker::start_with(lab, 1, extra_config)
-    }
-
-    fn start_with(lab: &Lab, workers: usize, extra_config: &str) -> AfBroker {
-        let config_path = std::env::temp_dir().join(format!(
-            "blipmqd-afpacket-{}-{}.toml",
-            std::process::id(),
-            lab.broker_if
-        ));
-        let config =
-            format!("[server]\ndrain_timeout = \"2s\"\npin_workers = false\n{extra_config}");
-        std::fs::write(&config_path, config).expect("write the config");
-        let log = std::env::var("BLIPMQ_TEST_LOG").unwrap_or_else(|_| "warn".to_string());
-        let mut child = lab
-            .broker_command(env!("CARGO_BIN_EXE_blipmqd"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--backend", "afpacket", "--interface", &lab.broker_if])
-            .args(["--ip", &lab.broker_cidr()])
-            .args(["--workers", &workers.to_string()])
-            .args(["--listen", &format!("0.0.0.0:{PORT}")])
-            .env("RUST_LOG", log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn blipmqd");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                let _ = std::fs::remove_file(&config_path);
-                panic!(
-                    "blipmqd (afpacket) did not print its listening line within 10 s: {status:?}"
-                );
-            }
-        };
-        let addr: SocketAddr = line
-            .strip_prefix("blipmqd listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        assert_eq!(addr, lab.broker_addr(PORT), "listening line {line:?}");
-        AfBroker {
-            child: Some(child),
-            addr,
-            config_path,
-        }
-    }
-
-    /// SIGTERM; waits (at most 10 s) for a clean exit.
-    fn terminate(mut self) {
-        let mut child = self.child.take().expect("child");
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "blipmqd exited with {status}");
-                return;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("blipmqd did not exit within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for AfBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.config_path);
-    }
+/// SIGTERM; the broker must exit cleanly within 10 s.
+fn stop(broker: Broker) {
+    let status = broker.terminate_within(Duration::from_secs(10));
+    assert!(status.success(), "blipmqd exited with {status}");
 }
 
 /// Runs `body` with a fresh lab and broker, within [`TEST_LIMIT`]; skips
@@ -134,11 +43,12 @@ fn with_workers(
     extra_config: &str,
     body: impl FnOnce(SocketAddr) + Send + 'static,
 ) {
-    let Some(lab) = Lab::new() else { return };
-    let broker = AfBroker::start_with(&lab, workers, extra_config);
-    let addr = broker.addr;
+    let Some(broker) = start(workers, extra_config) else {
+        return;
+    };
+    let addr = broker.addr();
     let started = Instant::now();
-    let handle = lab.spawn_in_client(move || body(addr));
+    let handle = lab(&broker).spawn_in_client(move || body(addr));
     while !handle.is_finished() {
         assert!(
             started.elapsed() < TEST_LIMIT,
@@ -149,7 +59,11 @@ fn with_workers(
     if let Err(panic) = handle.join() {
         std::panic::resume_unwind(panic);
     }
-    broker.terminate();
+    stop(broker);
+}
+
+fn lab(broker: &Broker) -> &Lab {
+    broker.lab().expect("an afpacket broker runs in a lab")
 }
 
 fn options() -> Options {
@@ -363,11 +277,12 @@ fn throughput_one_to_one() {
 /// the broker exits cleanly.
 #[test]
 fn shutdown_drains_clients() {
-    let Some(lab) = Lab::new() else { return };
-    let broker = AfBroker::start(&lab, "");
-    let addr = broker.addr;
+    let Some(mut broker) = start(1, "") else {
+        return;
+    };
+    let addr = broker.addr();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let client = lab.spawn_in_client(move || {
+    let client = lab(&broker).spawn_in_client(move || {
         let mut raw = Raw::handshake(addr);
         raw.subscribe("drain", 1);
         ready_tx.send(()).unwrap();
@@ -387,10 +302,14 @@ fn shutdown_drains_clients() {
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the client connected");
-    broker.terminate();
+    // The lab (owned by the broker) outlives the client thread.
+    broker.send_sigterm();
+    let status = broker.wait_exit(Duration::from_secs(10));
     if let Err(panic) = client.join() {
         std::panic::resume_unwind(panic);
     }
+    let status = status.expect("blipmqd did not exit within 10 s of SIGTERM");
+    assert!(status.success(), "blipmqd exited with {status}");
 }
 
 /// `poll = "busy"`: the worker spins instead of sleeping; same results.
@@ -624,8 +543,8 @@ impl RawLink {
 
 #[test]
 fn corrupt_checksums_are_dropped() {
-    let Some(lab) = Lab::new() else { return };
-    let broker = AfBroker::start(&lab, "");
+    let Some(broker) = start(1, "") else { return };
+    let lab = lab(&broker);
     let client_if = lab.client_if.clone();
     let src = lab.client_ip.octets();
     let dst = lab.broker_ip.octets();
@@ -664,5 +583,5 @@ fn corrupt_checksums_are_dropped() {
             "an intact SYN was not answered"
         );
     });
-    broker.terminate();
+    stop(broker);
 }

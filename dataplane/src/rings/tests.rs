@@ -529,15 +529,22 @@ fn two_threads_records_arrive_intact_and_in_order() {
     assert_eq!(c.occupancy(), 0);
 }
 
+/// Ring 0 -> 1's two ends, and the two workers' handles (for the
+/// doorbells), as the wake-up tests use them.
+fn pair_with_doorbells() -> (Producer, Consumer, WorkerRings, WorkerRings) {
+    let mut workers = RingRegion::new(2, CAP).unwrap().into_workers();
+    let consumer = workers[1].incoming[0].take().unwrap();
+    let producer = workers[0].outgoing[1].take().unwrap();
+    let consumer_rings = workers.pop().unwrap();
+    let producer_rings = workers.pop().unwrap();
+    (producer, consumer, producer_rings, consumer_rings)
+}
+
 /// The doorbell protocol: a consumer that sleeps (parks) only after
 /// `set(Sleep::OnRecords)` and a final `is_empty` check is always woken.
 #[test]
 fn sleeping_consumer_is_always_woken() {
-    let mut workers = RingRegion::new(2, CAP).unwrap().into_workers();
-    let mut c = workers[1].incoming[0].take().unwrap();
-    let mut p = workers[0].outgoing[1].take().unwrap();
-    let consumer_rings = workers.pop().unwrap();
-    let producer_rings = workers.pop().unwrap();
+    let (mut p, mut c, producer_rings, consumer_rings) = pair_with_doorbells();
     let rounds: u64 = if cfg!(debug_assertions) {
         5_000
     } else {
@@ -597,11 +604,7 @@ fn sleeping_consumer_is_always_woken() {
 /// position) is always woken by the consumer's release.
 #[test]
 fn producer_sleeping_on_a_full_ring_is_always_woken() {
-    let mut workers = RingRegion::new(2, CAP).unwrap().into_workers();
-    let mut c = workers[1].incoming[0].take().unwrap();
-    let mut p = workers[0].outgoing[1].take().unwrap();
-    let consumer_rings = workers.pop().unwrap();
-    let producer_rings = workers.pop().unwrap();
+    let (mut p, mut c, producer_rings, consumer_rings) = pair_with_doorbells();
     let rounds: u64 = if cfg!(debug_assertions) {
         20_000
     } else {

@@ -84,6 +84,16 @@ impl Cluster {
         self.send(w, cid, &bytes);
     }
 
+    /// A subscriber to `x` (sid 1) on worker 0, its interest seen
+    /// everywhere, and a publisher on worker 1.
+    fn subscriber_and_publisher(&mut self) -> (ConnId, ConnId) {
+        let sub = self.connect(0);
+        self.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+        self.settle();
+        assert_eq!(self.output(0, sub), vec![Out::Ok]);
+        (sub, self.connect(1))
+    }
+
     /// Runs every core's loop until nothing moves.
     fn settle(&mut self) {
         for _ in 0..1000 {
@@ -191,11 +201,7 @@ fn subscribe_ok_waits_until_every_worker_sees_the_subscription() {
 #[test]
 fn pong_after_a_cross_worker_publish_waits_for_the_peer() {
     let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
-    let sub = cluster.connect(0);
-    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
-    cluster.settle();
-    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
-    let publisher = cluster.connect(1);
+    let (sub, publisher) = cluster.subscriber_and_publisher();
     cluster.send_with(1, publisher, |o| {
         encode::put_publish(o, b"x", None, b"m", false);
         encode::put_ping(o);
@@ -211,11 +217,7 @@ fn pong_after_a_cross_worker_publish_waits_for_the_peer() {
 #[test]
 fn a_publisher_streams_on_while_its_pong_waits_for_the_peer() {
     let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
-    let sub = cluster.connect(0);
-    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
-    cluster.settle();
-    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
-    let publisher = cluster.connect(1);
+    let (sub, publisher) = cluster.subscriber_and_publisher();
     cluster.send_with(1, publisher, |o| {
         encode::put_publish(o, b"x", None, b"m1", false);
         encode::put_ping(o);
