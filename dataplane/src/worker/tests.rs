@@ -326,6 +326,16 @@ fn a_full_ring_stalls_the_publisher_and_loses_nothing() {
     assert!(resumed.is_empty(), "a stalled publisher was handed back");
     assert!(cluster.cores[1].awaits_peers());
     assert!(!cluster.cores[1].has_pending_work());
+    // So worker 1 may sleep (nothing moved since its retry)...
+    assert!(cluster.cores[1].prepare_sleep());
+    // ...and worker 0, having consumed records and freed space, wakes it.
+    cluster.cores[0].take_wake(); // (forget earlier candidates)
+    cluster.cores[0].poll_peers(cluster.now);
+    assert!(
+        cluster.cores[0].take_wake().contains(1),
+        "the stalled producer was not woken when space was freed"
+    );
+    cluster.cores[1].woke_up();
     cluster.settle();
     assert!(cluster.cores[1].wants_input(publisher));
     cluster.cores[1].take_resumed(&mut resumed);
@@ -338,6 +348,18 @@ fn a_full_ring_stalls_the_publisher_and_loses_nothing() {
         .map(|i| msg("x", 1, &i.to_be_bytes()))
         .collect();
     assert_eq!(got, expected);
+
+    // A producer that merely idles is not woken by releases: at low load a
+    // record costs one wake-up (of its consumer), not two.
+    cluster.send_with(1, publisher, |o| {
+        encode::put_publish(o, b"x", None, b"one", false)
+    });
+    assert!(!cluster.cores[1].awaits_peers());
+    assert!(cluster.cores[1].prepare_sleep());
+    cluster.cores[0].take_wake();
+    assert_eq!(cluster.cores[0].poll_peers(cluster.now), 1);
+    assert!(!cluster.cores[0].take_wake().contains(1));
+    cluster.cores[1].woke_up();
 }
 
 #[test]
