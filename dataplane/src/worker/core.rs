@@ -164,11 +164,12 @@ enum Flow {
     Retry,
 }
 
-/// A small, fast PRNG for queue-group picks (xorshift64*).
-struct Rng(u64);
+/// A small, fast PRNG for queue-group picks (xorshift64*); the seed must
+/// not be 0. Tests use it too.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, bound: u32) -> u32 {
+    pub(crate) fn below(&mut self, bound: u32) -> u32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -651,8 +652,6 @@ impl WorkerCore {
         self.mark_dirty(cid);
     }
 
-    /// Answers now, or after a barrier when this connection's earlier frames
-    /// reached other workers.
     /// Answers now, or once a barrier passes when this connection's earlier
     /// frames reached other workers; the connection goes on meanwhile.
     fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {

@@ -578,3 +578,114 @@ fn shared_payloads_of_a_cut_off_or_closed_subscriber_are_released() {
     cluster.cores[0].on_closed(gone);
     assert_eq!(cluster.cores[0].shared_payloads_in_use(), 0);
 }
+
+/// Random scripts on 8 connections over 2 workers with tiny rings (stalls,
+/// held answers, overflowing interest), interleaved at random with the
+/// workers' loops: every connection gets exactly the answers its frames
+/// call for, in frame order, and every subscription gets each publisher's
+/// messages in the order published, none twice.
+#[test]
+fn random_scripts_keep_answers_in_frame_order() {
+    const SUBJECTS: [&[u8]; 3] = [b"s.a", b"s.b", b"s.c"];
+    const FILTERS: [&[u8]; 4] = [b"s.a", b"s.b", b"s.*", b">"];
+    let mut stalls = 0;
+    for seed in 1..=20u64 {
+        let mut rng = super::core::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut cluster = Cluster::new(2, 4096, 1 << 26);
+        let conns: Vec<(usize, ConnId)> = (0..8).map(|i| (i % 2, cluster.connect(i % 2))).collect();
+        let mut expected: Vec<Vec<Out>> = vec![Vec::new(); conns.len()];
+        let mut got: Vec<Vec<Out>> = vec![Vec::new(); conns.len()];
+        let mut sids: Vec<Vec<u32>> = vec![Vec::new(); conns.len()];
+        let mut next_sid = 1u32;
+        let mut published = vec![0u32; conns.len()];
+        for _ in 0..400 {
+            let c = rng.below(conns.len() as u32) as usize;
+            let (w, cid) = conns[c];
+            let mut bytes = Vec::new();
+            // Now and then a burst that overfills a 4 KiB ring.
+            let most = if rng.below(8) == 0 { 150 } else { 6 };
+            let frames = 1 + rng.below(most);
+            for _ in 0..frames {
+                let ack = rng.below(2) == 0;
+                match rng.below(10) {
+                    0 => {
+                        let filter = FILTERS[rng.below(4) as usize];
+                        encode::put_subscribe(&mut bytes, filter, next_sid, None, ack);
+                        sids[c].push(next_sid);
+                        next_sid += 1;
+                        if ack {
+                            expected[c].push(Out::Ok);
+                        }
+                    }
+                    1 => {
+                        encode::put_ping(&mut bytes);
+                        expected[c].push(Out::Pong);
+                    }
+                    2 if !sids[c].is_empty() => {
+                        let at = rng.below(sids[c].len() as u32) as usize;
+                        let sid = sids[c].swap_remove(at);
+                        encode::put_unsubscribe(&mut bytes, sid, 0, ack);
+                        if ack {
+                            expected[c].push(Out::Ok);
+                        }
+                    }
+                    2 => {
+                        encode::put_unsubscribe(&mut bytes, 999_999, 0, ack);
+                        expected[c].push(Out::Error(404, String::new()));
+                    }
+                    _ => {
+                        let subject = SUBJECTS[rng.below(3) as usize];
+                        let mut payload = (c as u32).to_be_bytes().to_vec();
+                        payload.extend_from_slice(&published[c].to_be_bytes());
+                        published[c] += 1;
+                        encode::put_publish(&mut bytes, subject, None, &payload, ack);
+                        if ack {
+                            expected[c].push(Out::Ok);
+                        }
+                    }
+                }
+            }
+            cluster.send(w, cid, &bytes);
+            // Let the workers run a random number of loop turns.
+            for _ in 0..rng.below(3) {
+                let w = rng.below(2) as usize;
+                cluster.cores[w].poll_peers(cluster.now);
+                cluster.cores[w].finish_iteration(cluster.now);
+            }
+            if rng.below(4) == 0 {
+                let c = rng.below(conns.len() as u32) as usize;
+                let (w, cid) = conns[c];
+                got[c].extend(cluster.output(w, cid));
+            }
+        }
+        cluster.settle();
+        stalls += cluster.cores[0].stats.get(Counter::RingFullStalls)
+            + cluster.cores[1].stats.get(Counter::RingFullStalls);
+        for (c, &(w, cid)) in conns.iter().enumerate() {
+            got[c].extend(cluster.output(w, cid));
+            let answers: Vec<Out> = got[c]
+                .iter()
+                .filter(|out| !matches!(out, Out::Message { .. }))
+                .map(|out| match out {
+                    Out::Error(code, _) => Out::Error(*code, String::new()),
+                    other => other.clone(),
+                })
+                .collect();
+            assert_eq!(answers, expected[c], "seed {seed}, connection {c}");
+            // Per subscription and publisher: increasing, so in order and
+            // never twice.
+            let mut last: std::collections::HashMap<(u32, u32), u32> = Default::default();
+            for out in &got[c] {
+                if let Out::Message { sid, payload, .. } = out {
+                    let publisher = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                    let n = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+                    if let Some(&prev) = last.get(&(*sid, publisher)) {
+                        assert!(n > prev, "seed {seed}: sid {sid} got {n} after {prev}");
+                    }
+                    last.insert((*sid, publisher), n);
+                }
+            }
+        }
+    }
+    assert!(stalls > 0, "the scripts never filled a ring");
+}
