@@ -402,18 +402,23 @@ fn stats_from_broker(
         drop(broker);
         return stats_from_file(&file, json, prometheus, watch);
     }
-    let mut snapshot_now = || -> Result<Snapshot, String> {
-        let reply = broker.command("stats").map_err(|error| error.to_string())?;
-        stats_view::snapshot_from_varz(&Value::Object(reply))
-    };
     if !watch {
-        print_snapshot(&snapshot_now()?, json, prometheus);
+        print_snapshot(&socket_snapshot(&mut broker)?, json, prometheus);
         return Ok(());
     }
-    let mut previous = snapshot_now()?;
+    let mut previous = socket_snapshot(&mut broker)?;
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let snapshot = snapshot_now()?;
+        let snapshot = match socket_snapshot(&mut broker) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // Restarted or gone: keep watching for the next broker there.
+                eprintln!("blipmqctl: lost the broker ({error}); retrying every second");
+                (broker, previous) = reconnect(socket);
+                eprintln!("blipmqctl: reconnected to {}", socket.display());
+                continue;
+            }
+        };
         // The broker's own clock: the rates stay right when a reply is late.
         let elapsed = Duration::from_nanos(
             snapshot
@@ -425,6 +430,24 @@ fn stats_from_broker(
         }
         redraw(&snapshot, &previous, elapsed);
         previous = snapshot;
+    }
+}
+
+/// The broker's counters over its control socket.
+fn socket_snapshot(broker: &mut ControlClient) -> Result<Snapshot, String> {
+    let reply = broker.command("stats").map_err(|error| error.to_string())?;
+    stats_view::snapshot_from_varz(&Value::Object(reply))
+}
+
+/// Waits, a try a second, until a broker answers on `socket` again.
+fn reconnect(socket: &Path) -> (ControlClient, Snapshot) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Ok(mut broker) = ControlClient::connect(socket) {
+            if let Ok(snapshot) = socket_snapshot(&mut broker) {
+                return (broker, snapshot);
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blipmq_client::{Client, Options};
 use blipmq_dataplane::config::Config;
@@ -385,6 +385,60 @@ fn stats_come_from_the_socket_or_the_brokers_stats_file() {
     assert_eq!(stats["pid"], json!(std::process::id()));
     drop(broker);
     let _ = std::fs::remove_file(&file);
+}
+
+/// `stats --watch` over the socket outlives a broker restart: it says it
+/// lost the broker, waits, and draws the new one's counters.
+#[test]
+fn stats_watch_follows_a_restarted_broker() {
+    let broker = Broker::start("watch-restart", "");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_blipmqctl"))
+        .arg("--socket")
+        .arg(&broker.socket)
+        .args(["stats", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn blipmqctl stats --watch");
+    // Both streams into one channel, in arrival order.
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = watch.stdout.take().unwrap();
+    let stderr = watch.stderr.take().unwrap();
+    for stream in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // Bounded as a whole: the live view prints lines every second.
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return,
+                Ok(_) => {}
+                Err(_) => panic!("blipmqctl stats --watch printed no {what:?} in time"),
+            }
+        }
+    };
+    wait_for("rates over");
+    drop(broker);
+    wait_for("lost the broker");
+    let _broker = Broker::start("watch-restart", "");
+    wait_for("reconnected to");
+    wait_for("rates over");
+    let still_running = matches!(watch.try_wait(), Ok(None));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(still_running, "blipmqctl stats --watch exited");
 }
 
 #[test]

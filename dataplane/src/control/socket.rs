@@ -4,13 +4,15 @@
 //! The socket is created mode 0600 and guarded by an exclusive lock on
 //! `PATH.lock`, so a second broker cannot take over a live one's socket.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,13 +37,18 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
-/// A served control socket; stops and removes its file on drop.
+/// A served control socket; stops and removes its file on drop, and ends
+/// the connections it serves (a watching `blipmqctl` sees the broker go).
 pub struct ControlSocket {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    clients: Clients,
     _lock: File,
 }
+
+/// The connections being served, by serial, to shut down on drop.
+type Clients = Arc<Mutex<HashMap<u64, UnixStream>>>;
 
 /// Why the socket could not be bound.
 #[derive(Debug)]
@@ -89,17 +96,20 @@ impl ControlSocket {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
         control.set_socket_path(path.to_path_buf());
         let stop = Arc::new(AtomicBool::new(false));
+        let clients = Clients::default();
         let thread = {
             let stop = stop.clone();
+            let clients = clients.clone();
             std::thread::Builder::new()
                 .name("blipmq-control".into())
-                .spawn(move || accept_loop(listener, control, stop))
+                .spawn(move || accept_loop(listener, control, stop, clients))
                 .map_err(io_error)?
         };
         Ok(ControlSocket {
             path: path.to_path_buf(),
             stop,
             thread: Some(thread),
+            clients,
             _lock: lock,
         })
     }
@@ -117,6 +127,11 @@ impl Drop for ControlSocket {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        for stream in clients.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        drop(clients);
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_file(lock_path(&self.path));
     }
@@ -128,19 +143,35 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn accept_loop(listener: UnixListener, control: Arc<Control>, stop: Arc<AtomicBool>) {
-    for stream in listener.incoming() {
+fn accept_loop(
+    listener: UnixListener,
+    control: Arc<Control>,
+    stop: Arc<AtomicBool>,
+    clients: Clients,
+) {
+    for (serial, stream) in (0u64..).zip(listener.incoming()) {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         match stream {
             Ok(stream) => {
+                if let Ok(handle) = stream.try_clone() {
+                    let mut served = clients.lock().unwrap_or_else(|e| e.into_inner());
+                    served.insert(serial, handle);
+                }
                 let control = control.clone();
+                let done = clients.clone();
                 let spawned = std::thread::Builder::new()
                     .name("blipmq-control-client".into())
-                    .spawn(move || serve_client(stream, &control));
+                    .spawn(move || {
+                        serve_client(stream, &control);
+                        let mut served = done.lock().unwrap_or_else(|e| e.into_inner());
+                        served.remove(&serial);
+                    });
                 if let Err(error) = spawned {
                     tracing::warn!(%error, "cannot serve a control client");
+                    let mut served = clients.lock().unwrap_or_else(|e| e.into_inner());
+                    served.remove(&serial);
                 }
             }
             Err(error) => tracing::warn!(%error, "control socket accept failed"),
