@@ -265,11 +265,11 @@ fn stats_watch_plan(
             for watcher in order {
                 let arm_name = if watcher { "with" } else { "without" };
                 // Its own log directory, so that no run overwrites another's logs.
-                let log_dir = settings
-                    .log_dir
-                    .join(format!("round{round}-{arm_name}-watcher"));
-                std::fs::create_dir_all(&log_dir)
-                    .with_context(|| format!("cannot create {}", log_dir.display()))?;
+                let log_dir = created_dir(
+                    settings
+                        .log_dir
+                        .join(format!("round{round}-{arm_name}-watcher")),
+                )?;
                 plan.push(PlannedRun {
                     scenario: scenario.clone(),
                     kind: BrokerKind::Blipmq,
@@ -294,6 +294,12 @@ fn stats_watch_plan(
     Ok(plan)
 }
 
+/// `dir`, made if missing.
+fn created_dir(dir: PathBuf) -> Result<PathBuf> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// The veth lab's plan: per scenario, every backend's run, then every
 /// backend's syscall-counting run (the probe slows the broker, so the speed
 /// comes from the first, the syscalls from the second).
@@ -309,9 +315,8 @@ fn veth_plan(
         for count_syscalls in [false, true] {
             for &backend in backends {
                 let pass = if count_syscalls { "-syscalls" } else { "" };
-                let log_dir = settings.log_dir.join(format!("{}{pass}", backend.name()));
-                std::fs::create_dir_all(&log_dir)
-                    .with_context(|| format!("cannot create {}", log_dir.display()))?;
+                let log_dir =
+                    created_dir(settings.log_dir.join(format!("{}{pass}", backend.name())))?;
                 plan.push(PlannedRun {
                     scenario: scenario.clone(),
                     kind: BrokerKind::Blipmq,
@@ -455,9 +460,7 @@ fn run(cli: Cli) -> Result<i32> {
     };
     brokers::install_signal_handler()?;
 
-    let log_dir = cli.out.join("logs");
-    std::fs::create_dir_all(&log_dir)
-        .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let log_dir = created_dir(cli.out.join("logs"))?;
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -918,7 +918,9 @@ impl WorkerCore {
                         self.resumed.push(cid);
                     }
                 }
-                _ => self.waiting.push(cid),
+                // A stale entry: the connection closed and its slot was
+                // reused. (Kept, it would keep the worker awaiting peers.)
+                Wait::None => {}
             }
         }
         self.waiting_spare = waiting;

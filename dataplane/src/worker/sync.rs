@@ -36,10 +36,6 @@ impl Barriers {
         self.done
     }
 
-    pub fn is_done(&self, ticket: u64) -> bool {
-        ticket <= self.done
-    }
-
     pub fn is_idle(&self) -> bool {
         !self.requested && self.pending.is_empty()
     }

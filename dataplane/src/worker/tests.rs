@@ -689,3 +689,23 @@ fn random_scripts_keep_answers_in_frame_order() {
     }
     assert!(stalls > 0, "the scripts never filled a ring");
 }
+
+/// A publisher that closes while stalled leaves no entry behind that would
+/// keep its worker waiting for peers, even when a new connection takes its
+/// slot.
+#[test]
+fn a_stalled_publisher_that_closes_leaves_nothing_waiting() {
+    let mut cluster = Cluster::new(2, 4096, 1 << 24);
+    let (_sub, publisher) = cluster.subscriber_and_publisher();
+    let mut burst = Vec::new();
+    for i in 0..2000u32 {
+        encode::put_publish(&mut burst, b"x", None, &i.to_be_bytes(), false);
+    }
+    cluster.send(1, publisher, &burst);
+    assert!(!cluster.cores[1].wants_input(publisher), "not stalled");
+    cluster.cores[1].on_closed(publisher);
+    let reused = cluster.connect(1);
+    assert_eq!(reused, publisher, "the slot was not reused");
+    cluster.settle();
+    assert!(!cluster.cores[1].awaits_peers());
+}
