@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::afpacket::ring::RingConfig;
-use crate::backend::afpacket::AfPacketDevice;
-use crate::backend::kernel::{self, KernelWorker};
-use crate::backend::userspace::{Stack, StackConfig, UserspaceWorker, WaitConfig};
-use crate::backend::WorkerPoll;
+use crate::backend::afpacket::AfPacketBackend;
+use crate::backend::driver::Driver;
+use crate::backend::kernel::KernelBackend;
+use crate::backend::{Backend, WorkerPoll, WorkerTransport};
 use crate::config::{BackendKind, Config, AUTO_SOCKET};
 use crate::control::link::control_links;
 use crate::control::socket::{default_socket_path, BindError, ControlSocket};
@@ -33,84 +32,43 @@ pub struct Server {
     http: Option<HttpServer>,
     control: Arc<Control>,
     control_socket: Option<ControlSocket>,
+    /// What the backend keeps for the workers' lifetime (a driver
+    /// library, devices); released after they stopped.
+    backend: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Server {
+    /// Starts the broker on the backend of `dataplane.backend`.
     pub fn start(config: &Config) -> io::Result<Server> {
-        match config.dataplane.backend {
-            BackendKind::Kernel => {}
-            BackendKind::AfPacket => return Server::start_afpacket(config),
-            BackendKind::Dpdk => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the dpdk backend is not implemented",
-                ))
-            }
-        }
-        let workers = config.effective_workers();
-        let core_config = core_config(config);
-        let listeners = kernel::bind_listeners(config.server.listen, workers)?;
-        let local_addr = listeners[0].local_addr()?;
-        let rings = RingRegion::new(workers, config.dataplane.ring_bytes)?.into_workers();
-        let polls = (0..workers)
-            .map(|_| WorkerPoll::new())
-            .collect::<io::Result<Vec<_>>>()?;
-        let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let shared = Arc::new(shared_state(config, workers)?);
-        let http = start_http(config, &shared)?;
-        let (control, control_socket, ports) =
-            start_control(config, &wakers, &shared, &shutdown, local_addr)?;
-        let stall = test_stall_from_env();
+        // Read before any backend starts: a driver library may change this
+        // thread's affinity, which later threads would inherit.
         let cores = pinning_cores(config);
-        let mut threads = Vec::with_capacity(workers);
-        for (((rings, poll), listener), port) in
-            rings.into_iter().zip(polls).zip(listeners).zip(ports)
-        {
-            let id = rings.id;
-            let mut core =
-                WorkerCore::new(core_config.clone(), rings, shared.clone(), Instant::now());
-            core.attach_control(port);
-            let worker = KernelWorker::new(
-                core,
-                poll,
-                listener,
-                wakers.clone(),
-                shutdown.clone(),
-                config.server.drain_timeout,
-            )?;
-            let thread = spawn_worker(id, &cores, stall, move || worker.run())?;
-            threads.push(thread);
+        match config.dataplane.backend {
+            BackendKind::Kernel => {
+                let backend =
+                    KernelBackend::bind(config.server.listen, config.effective_workers())?;
+                Server::start_with(config, backend, &cores)
+            }
+            BackendKind::AfPacket => {
+                Server::start_with(config, AfPacketBackend::new(config)?, &cores)
+            }
+            BackendKind::Dpdk => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the dpdk backend is not implemented",
+            )),
         }
-        tracing::info!(%local_addr, workers, "listening");
-        Ok(Server {
-            local_addr,
-            shutdown,
-            wakers,
-            threads,
-            http,
-            control,
-            control_socket,
-        })
     }
 
-    /// The afpacket backend: per worker, a packet socket with TPACKET_V3
-    /// rings on `afpacket.interface` and a user-space TCP stack owning
-    /// `afpacket.ip`; several workers split the flows with
-    /// PACKET_FANOUT_HASH.
-    fn start_afpacket(config: &Config) -> io::Result<Server> {
-        let af = &config.afpacket;
-        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
-        let (addr, prefix) = af.parse_ip().map_err(invalid)?;
-        let port = config.server.listen.port();
+    /// Starts the broker over `backend`: rings, control, and one worker
+    /// thread per core, each running the driver loop over its transport.
+    pub fn start_with<B: Backend>(
+        config: &Config,
+        mut backend: B,
+        cores: &[core_affinity::CoreId],
+    ) -> io::Result<Server> {
         let workers = config.effective_workers();
         let core_config = core_config(config);
-        let ring_config = RingConfig {
-            block_size: af.block_size,
-            block_count: af.block_count,
-            frame_size: af.frame_size,
-            block_timeout_ms: af.block_timeout_ms,
-        };
+        let local_addr = backend.local_addr();
         let rings = RingRegion::new(workers, config.dataplane.ring_bytes)?.into_workers();
         let polls = (0..workers)
             .map(|_| WorkerPoll::new())
@@ -119,83 +77,66 @@ impl Server {
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
         let http = start_http(config, &shared)?;
-        let local_addr = SocketAddr::from((addr, port));
         let (control, control_socket, ports) =
             start_control(config, &wakers, &shared, &shutdown, local_addr)?;
         let stall = test_stall_from_env();
-        let cores = pinning_cores(config);
-        let wait = WaitConfig {
-            strategy: af.poll,
-            spin: af.spin,
-        };
-        let mut threads = Vec::with_capacity(workers);
+        let policy = backend.wait_policy();
+        let drain_timeout = config.server.drain_timeout;
+        let mut threads: Vec<WorkerThread> = Vec::with_capacity(workers);
         for ((rings, poll), control_port) in rings.into_iter().zip(polls).zip(ports) {
             let id = rings.id;
-            // Several workers share the interface through one fanout group
-            // (its id only has to be unique on the host: the pid's low bits).
-            let fanout = (workers > 1).then(|| (std::process::id() as u16, id));
-            let device =
-                AfPacketDevice::open(&af.interface, ring_config, fanout).map_err(|error| {
-                    io::Error::new(
-                        error.kind(),
-                        format!("afpacket on {}: {error}", af.interface),
-                    )
-                })?;
-            let mac = af
-                .parse_mac()
-                .map_err(invalid)?
-                .unwrap_or_else(|| device.link_mac());
-            let stack_config = StackConfig {
-                addr,
-                prefix,
-                gateway: af.gateway,
-                mac,
-                port,
-                rx_buffer: af.tcp_rx_buffer,
-                tx_buffer: af.tcp_tx_buffer,
-                listeners: af.listeners,
-                timeout: Duration::from_secs(30),
-            };
+            let part = backend.worker(id)?;
             let core_config = core_config.clone();
             let shared = shared.clone();
-            let wakers = wakers.clone();
-            let shutdown = shutdown.clone();
-            let drain_timeout = config.server.drain_timeout;
+            let worker_wakers = wakers.clone();
+            let worker_shutdown = shutdown.clone();
+            // The worker reports whether its transport started before the
+            // next one is made: a failed start is the start's error.
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let thread = spawn_worker(id, &cores, stall, move || {
-                let mut device = device;
+            let stall = stall.filter(|stall| stall.worker == id);
+            let thread = spawn_worker(id, cores, move || {
                 let now = Instant::now();
-                let stack = Stack::new(stack_config, &mut device, now);
-                let mut core = WorkerCore::new(core_config, rings, shared, now);
-                core.attach_control(control_port);
-                let worker = UserspaceWorker::new(
-                    core,
-                    device,
-                    stack,
-                    poll,
-                    wakers,
-                    shutdown,
-                    drain_timeout,
-                    wait,
-                );
-                let worker = match worker {
-                    Ok(worker) => {
+                let transport = match part.start(poll, now) {
+                    Ok(transport) => {
                         let _ = ready_tx.send(Ok(()));
-                        worker
+                        transport
                     }
                     Err(error) => {
                         let _ = ready_tx.send(Err(io::Error::new(error.kind(), error.to_string())));
                         return Err(error);
                     }
                 };
-                worker.run()
+                let mut core = WorkerCore::new(core_config, rings, shared, now);
+                core.attach_control(control_port);
+                if let Some(stall) = stall {
+                    tracing::warn!(worker = id, ?stall.duration, "test hook: stalling before the loop");
+                    std::thread::sleep(stall.duration);
+                }
+                let driver = Driver::new(
+                    core,
+                    transport,
+                    policy,
+                    worker_wakers,
+                    worker_shutdown,
+                    drain_timeout,
+                );
+                driver.run()
             })?;
-            ready_rx
+            let started = ready_rx
                 .recv()
-                .map_err(|_| io::Error::other("an afpacket worker failed to start"))??;
+                .map_err(|_| io::Error::other(format!("worker {id} failed to start")))
+                .and_then(|started| started);
+            if let Err(error) = started {
+                begin_shutdown(&shutdown, &wakers);
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                let _ = thread.join();
+                return Err(error);
+            }
             threads.push(thread);
         }
-        tracing::info!(%local_addr, interface = %af.interface, workers, "listening (afpacket)");
+        tracing::info!(%local_addr, backend = backend.name(), workers, "listening");
         Ok(Server {
             local_addr,
             shutdown,
@@ -204,6 +145,7 @@ impl Server {
             http,
             control,
             control_socket,
+            backend: Some(Box::new(backend)),
         })
     }
 
@@ -240,6 +182,7 @@ impl Server {
                 .map_err(|_| io::Error::other("a worker thread panicked"))??;
             cores.push(core);
         }
+        drop(self.backend);
         // Served during the drain too; stopped once the workers are done.
         if let Some(http) = self.http {
             http.stop();
@@ -312,7 +255,7 @@ fn core_config(config: &Config) -> CoreConfig {
 }
 
 /// The cores workers are pinned to, round robin; none when pinning is off.
-fn pinning_cores(config: &Config) -> Vec<core_affinity::CoreId> {
+pub fn pinning_cores(config: &Config) -> Vec<core_affinity::CoreId> {
     if config.server.pin_workers {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -326,11 +269,9 @@ type WorkerThread = JoinHandle<io::Result<WorkerCore>>;
 fn spawn_worker(
     id: usize,
     cores: &[core_affinity::CoreId],
-    stall: Option<TestStall>,
     run: impl FnOnce() -> io::Result<WorkerCore> + Send + 'static,
 ) -> io::Result<WorkerThread> {
     let pin = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-    let stall = stall.filter(|stall| stall.worker == id);
     std::thread::Builder::new()
         .name(format!("blipmq-worker-{id}"))
         .spawn(move || {
@@ -338,10 +279,6 @@ fn spawn_worker(
                 if !core_affinity::set_for_current(core_id) {
                     tracing::debug!(worker = id, "could not pin to a core");
                 }
-            }
-            if let Some(stall) = stall {
-                tracing::warn!(worker = id, ?stall.duration, "test hook: stalling before the loop");
-                std::thread::sleep(stall.duration);
             }
             run()
         })

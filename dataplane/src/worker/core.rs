@@ -31,6 +31,9 @@ pub type ConnId = usize;
 /// tick (not on every drain, which made a streaming publisher allocate
 /// again on every read).
 const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
+/// How often the core's timers run: server PINGs, close deadlines, buffer
+/// trimming, the heartbeat.
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// Settings of a worker core.
 #[derive(Debug, Clone)]
@@ -213,6 +216,8 @@ pub struct WorkerCore {
     next_serial: u64,
     rng: Rng,
     now: Instant,
+    /// When [`on_tick`](Self::on_tick) is next due.
+    next_tick: Instant,
     draining: bool,
     pub stats: WorkerStats,
 }
@@ -263,6 +268,7 @@ impl WorkerCore {
             control: None,
             next_serial: id as u64,
             now,
+            next_tick: now + TICK,
             draining: false,
             stats,
         }
@@ -428,6 +434,31 @@ impl WorkerCore {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         self.stats.inc(conn.close_reason.counter());
         self.stats.sub(Counter::ConnectionsOpen, 1);
+    }
+
+    /// Whether `cid` is an open connection of this core.
+    pub fn contains(&self, cid: ConnId) -> bool {
+        self.conns.contains(cid)
+    }
+
+    /// The ids of the open connections.
+    pub fn conn_ids(&self, into: &mut Vec<ConnId>) {
+        into.clear();
+        into.extend(self.conns.iter().map(|(cid, _)| cid));
+    }
+
+    /// When the core next needs [`handle_timeout`](Self::handle_timeout)
+    /// even if nothing else happens.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            self.on_tick(now);
+            self.next_tick = now + TICK;
+        }
     }
 
     /// Server PINGs, stale connections and close deadlines.

@@ -19,6 +19,7 @@
 //! No allocation per packet: the rings are mapped once, tokens borrow them.
 
 pub mod checksum;
+pub mod factory;
 pub mod ring;
 
 use std::io;
@@ -30,6 +31,8 @@ use smoltcp::time::Instant;
 use self::checksum::Verdict;
 use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, TxRing};
 use crate::backend::userspace::{DeviceStats, PacketDevice};
+
+pub use self::factory::AfPacketBackend;
 
 /// How often (in receive calls) the ARP socket of a fanout member is read.
 const ARP_CHECK_EVERY: u32 = 64;

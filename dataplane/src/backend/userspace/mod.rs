@@ -7,18 +7,19 @@
 //! * [`stack::Stack`]: the smoltcp interface, its sockets and the pool of
 //!   listening sockets; it maps smoltcp socket handles to the core's
 //!   connection ids.
-//! * [`worker::UserspaceWorker`]: the worker loop, which mirrors the kernel
-//!   backend's loop step for step.
+//! * [`transport::UserspaceTransport`]: the backend [`Transport`] over the
+//!   stack, which the one worker loop ([`crate::backend::driver`]) drives.
 //!
 //! [`WorkerCore`]: crate::worker::WorkerCore
+//! [`Transport`]: crate::backend::Transport
 
 pub mod stack;
-pub mod worker;
+pub mod transport;
 
 use std::os::fd::RawFd;
 
 pub use self::stack::{Stack, StackConfig};
-pub use self::worker::{UserspaceWorker, WaitConfig};
+pub use self::transport::{UserspaceTransport, UserspaceWorker};
 
 /// A packet I/O device the user-space stack runs on.
 pub trait PacketDevice: smoltcp::phy::Device {

@@ -41,6 +41,29 @@ pub struct StackConfig {
     /// How long a connection may leave sent data unacknowledged (or a
     /// handshake unanswered) before it is aborted.
     pub timeout: Duration,
+    /// How long a closed connection's socket may go on sending its last
+    /// bytes and FIN before it is aborted.
+    pub linger: Duration,
+}
+
+impl StackConfig {
+    /// The settings a broker's stack takes from its config: the port of
+    /// `server.listen`, the linger of `server.drain_timeout`, a 30 s
+    /// timeout; the backend fills in its address, MAC and buffers.
+    pub fn for_broker(config: &crate::config::Config) -> StackConfig {
+        StackConfig {
+            addr: Ipv4Addr::UNSPECIFIED,
+            prefix: 32,
+            gateway: None,
+            mac: [0; 6],
+            port: config.server.listen.port(),
+            rx_buffer: 256 << 10,
+            tx_buffer: 256 << 10,
+            listeners: 64,
+            timeout: Duration::from_secs(30),
+            linger: config.server.drain_timeout,
+        }
+    }
 }
 
 /// The peer of a connection: its IPv4 address and port (the local end is
@@ -535,8 +558,9 @@ impl Stack {
     }
 
     /// The core is done with `cid`: send what the socket holds, then FIN;
-    /// abort after `linger`.
-    pub fn release(&mut self, cid: ConnId, now: std::time::Instant, linger: Duration) {
+    /// abort after the configured linger.
+    pub fn release(&mut self, cid: ConnId, now: std::time::Instant) {
+        let linger = self.config.linger;
         let Some(slot) = self.conns.get_mut(cid).and_then(Option::take) else {
             return;
         };

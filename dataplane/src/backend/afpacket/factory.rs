@@ -1,0 +1,86 @@
+//! The afpacket backend's factory: per worker, a packet socket with
+//! TPACKET_V3 rings on `afpacket.interface` and a user-space TCP stack
+//! owning `afpacket.ip`; several workers split the flows with
+//! PACKET_FANOUT_HASH.
+
+use std::io;
+use std::net::SocketAddr;
+
+use super::ring::RingConfig;
+use super::AfPacketDevice;
+use crate::backend::userspace::{StackConfig, UserspaceWorker};
+use crate::backend::{Backend, WaitPolicy};
+use crate::config::Config;
+
+pub struct AfPacketBackend {
+    interface: String,
+    ring: RingConfig,
+    mac: Option<[u8; 6]>,
+    /// The stack settings every worker shares (the MAC filled per device).
+    stack: StackConfig,
+    workers: usize,
+    wait: WaitPolicy,
+}
+
+impl AfPacketBackend {
+    pub fn new(config: &Config) -> io::Result<AfPacketBackend> {
+        let af = &config.afpacket;
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        let (addr, prefix) = af.parse_ip().map_err(invalid)?;
+        Ok(AfPacketBackend {
+            interface: af.interface.clone(),
+            ring: RingConfig {
+                block_size: af.block_size,
+                block_count: af.block_count,
+                frame_size: af.frame_size,
+                block_timeout_ms: af.block_timeout_ms,
+            },
+            mac: af.parse_mac().map_err(invalid)?,
+            stack: StackConfig {
+                addr,
+                prefix,
+                gateway: af.gateway,
+                rx_buffer: af.tcp_rx_buffer,
+                tx_buffer: af.tcp_tx_buffer,
+                listeners: af.listeners,
+                ..StackConfig::for_broker(config)
+            },
+            workers: config.effective_workers(),
+            wait: WaitPolicy {
+                strategy: af.poll,
+                spin: af.spin,
+            },
+        })
+    }
+}
+
+impl Backend for AfPacketBackend {
+    type Worker = UserspaceWorker<AfPacketDevice>;
+
+    fn name(&self) -> &'static str {
+        "afpacket"
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.stack.addr, self.stack.port))
+    }
+
+    fn wait_policy(&self) -> WaitPolicy {
+        self.wait
+    }
+
+    fn worker(&mut self, id: usize) -> io::Result<UserspaceWorker<AfPacketDevice>> {
+        // Several workers share the interface through one fanout group (its
+        // id only has to be unique on the host: the pid's low bits).
+        let fanout = (self.workers > 1).then(|| (std::process::id() as u16, id));
+        let device = AfPacketDevice::open(&self.interface, self.ring, fanout).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("afpacket on {}: {error}", self.interface),
+            )
+        })?;
+        let mut stack = self.stack.clone();
+        stack.mac = self.mac.unwrap_or_else(|| device.link_mac());
+        Ok(UserspaceWorker { device, stack })
+    }
+}
