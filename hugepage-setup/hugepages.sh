@@ -601,8 +601,10 @@ release() {
         targets+=("$file $(record_get counts "$file")")
     done
     if [ ${#targets[@]} = 0 ]; then
+        local which="every size"
+        [ -z "$SIZE_KB" ] || which="the $(human "$SIZE_KB") pool"
         printf 'no pool recorded by %s (%s): giving back every page of %s%s\n' "$PROG" "$STATE_DIR/counts" \
-            "${SIZE_KB:+the $(human "$SIZE_KB") pool}${SIZE_KB:-every size}" "${NODE:+ on node $NODE}"
+            "$which" "${NODE:+ on node $NODE}"
         for kb in ${SIZE_KB:-$(kernel_sizes)}; do
             targets+=("$(pool_file "$kb" "$NODE") 0")
         done
