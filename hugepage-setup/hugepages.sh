@@ -682,7 +682,15 @@ check() {
             printf '  none (DPDK needs one: %s --size 2M --pages N mounts %s)\n' "$PROG" "$DEFAULT_MOUNT"
         fi
     fi
-    [ "$(id -u)" = 0 ] || printf '  (not root: processes of other users are not seen)\n'
+    if [ "$(id -u)" != 0 ]; then
+        printf '  (not root: processes of other users are not seen)\n'
+    else
+        local proc hidden=()
+        for proc in /proc/[0-9]*; do
+            { : <"$proc/maps"; } 2>/dev/null || [ ! -e "$proc" ] || hidden+=("${proc#/proc/}")
+        done
+        [ ${#hidden[@]} = 0 ] || printf '  (processes not inspectable, even as root: pid %s)\n' "${hidden[*]}"
+    fi
     local keys
     keys=$(record_keys counts)
     if [ -n "$keys" ]; then
