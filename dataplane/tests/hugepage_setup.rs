@@ -1359,6 +1359,9 @@ fn real_reservation_mount_refusal_and_release() {
         ],
         &state,
     );
+    if run.code == Some(1) && run.stderr.contains("cannot write") {
+        return skip(&format!("the kernel refused the pool size: {}", run.stderr));
+    }
     if run.code == Some(3) {
         return skip(&format!(
             "the kernel gave fewer pages than asked: {}",
