@@ -12,7 +12,11 @@
 #   vagrant/netns-lab.sh up       build the lab (idempotent: rebuilds)
 #   vagrant/netns-lab.sh down     remove it
 #   vagrant/netns-lab.sh status   show it
-#   vagrant/netns-lab.sh broker [ARGS]   run blipmqd in the broker namespace
+#   vagrant/netns-lab.sh broker [ARGS]   run blipmqd in the broker namespace:
+#       blipmqd --backend afpacket --interface BROKER_IF --ip LAB_SUBNET.2/24
+#       --listen 0.0.0.0:PORT --workers 1 ARGS, where a flag given in ARGS
+#       (--workers 2 or --workers=2, --listen ...) replaces the script's
+#       (these flags override the keys of a --config file, as flags do)
 #   vagrant/netns-lab.sh client CMD...   run a command in the client namespace
 #
 # Offloads stay as veth sets them (tx checksum offload, TSO/GSO on): the
@@ -23,7 +27,8 @@
 # (needs ethtool).
 #
 # Environment: LAB_SUBNET (default 198.18.0), BROKER_NS, CLIENT_NS,
-# BROKER_IF, CLIENT_IF, BLIPMQD (path to the binary), PORT (default 9999).
+# BROKER_IF, CLIENT_IF, PORT (default 9999), BLIPMQD (path to the binary;
+# default: target/release/blipmqd of this checkout, or of CARGO_TARGET_DIR).
 set -euo pipefail
 
 SUBNET=${LAB_SUBNET:-198.18.0}
@@ -32,7 +37,7 @@ CLIENT_NS=${CLIENT_NS:-blipmq-c}
 BROKER_IF=${BROKER_IF:-bq-b0}
 CLIENT_IF=${CLIENT_IF:-bq-c0}
 PORT=${PORT:-9999}
-BLIPMQD=${BLIPMQD:-$(cd "$(dirname "$0")/.." && pwd)/target/release/blipmqd}
+BLIPMQD=${BLIPMQD:-${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/release/blipmqd}
 
 case "$SUBNET" in
     198.18.* | 198.19.*) ;;
@@ -87,15 +92,42 @@ status() {
     done
 }
 
+# has_flag FLAG ARGS...: whether ARGS give FLAG (as "FLAG V" or "FLAG=V")
+# before a "--" (after which DPDK's EAL arguments would follow).
+has_flag() {
+    local flag=$1 arg
+    shift
+    for arg in "$@"; do
+        [ "$arg" != -- ] || return 1
+        [ "$arg" = "$flag" ] || [[ $arg == "$flag="* ]] && return 0
+    done
+    return 1
+}
+
+broker() {
+    need_root
+    if [ ! -x "$BLIPMQD" ]; then
+        echo "netns-lab: no blipmqd at $BLIPMQD: cargo build --release -p blipmq-dataplane --bin blipmqd, or set BLIPMQD" >&2
+        exit 1
+    fi
+    # The lab's settings, each unless the user's ARGS give that flag.
+    local defaults=() flag value
+    for flag in --backend=afpacket --interface="$BROKER_IF" --ip="$SUBNET.2/24" \
+        --listen="0.0.0.0:$PORT" --workers=1; do
+        value=${flag#*=}
+        flag=${flag%%=*}
+        has_flag "$flag" "$@" || defaults+=("$flag" "$value")
+    done
+    exec ip netns exec "$BROKER_NS" "$BLIPMQD" "${defaults[@]}" "$@"
+}
+
 case "${1:-}" in
     up) up ;;
     down) need_root; down ;;
     status) status ;;
     broker)
-        need_root
         shift
-        exec ip netns exec "$BROKER_NS" "$BLIPMQD" --backend afpacket --interface "$BROKER_IF" \
-            --ip "$SUBNET.2/24" --listen "0.0.0.0:$PORT" --workers 1 "$@"
+        broker "$@"
         ;;
     client)
         need_root
