@@ -194,7 +194,9 @@ fn generate_consts(build: &cc::Build, cflags: &[String], wrapper: &Path, out: &P
         assert_eq!(n, name, "constants generator out of step");
         let value: u64 = value.parse().expect("constant value");
         if neg != "0" {
-            fail(&format!("{name} is negative; CONST_GROUPS only takes flags"));
+            fail(&format!(
+                "{name} is negative; CONST_GROUPS only takes flags"
+            ));
         }
         if *ty == "u32" && value > u64::from(u32::MAX) {
             fail(&format!("{name} = {value} does not fit its Rust type u32"));
@@ -246,12 +248,14 @@ fn generate_bindings(cflags: &[String], wrapper: &Path, out: &Path) {
         // DPDK's comments hold C snippets that rustdoc would run as doctests.
         .generate_comments(false)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
-    let bindings = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.generate()))
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => fail(&format!("bindgen failed on wrapper.h: {e}")),
-        Err(_) => fail("bindgen panicked (is libclang-dev installed? apt-get install libclang-dev)"),
-    };
+    let bindings =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.generate())) {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => fail(&format!("bindgen failed on wrapper.h: {e}")),
+            Err(_) => {
+                fail("bindgen panicked (is libclang-dev installed? apt-get install libclang-dev)")
+            }
+        };
     bindings
         .write_to_file(out.join("bindings.rs"))
         .expect("writing bindings.rs");

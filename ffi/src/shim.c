@@ -121,6 +121,11 @@ uint16_t blipmq_pktmbuf_tailroom(const struct rte_mbuf *m)
 	return rte_pktmbuf_tailroom(m);
 }
 
+struct rte_mbuf *blipmq_pktmbuf_lastseg(struct rte_mbuf *m)
+{
+	return rte_pktmbuf_lastseg(m);
+}
+
 int blipmq_pktmbuf_is_contiguous(const struct rte_mbuf *m)
 {
 	return rte_pktmbuf_is_contiguous(m);

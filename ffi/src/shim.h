@@ -44,6 +44,7 @@ int blipmq_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 void blipmq_pktmbuf_reset(struct rte_mbuf *m);
 uint16_t blipmq_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t blipmq_pktmbuf_tailroom(const struct rte_mbuf *m);
+struct rte_mbuf *blipmq_pktmbuf_lastseg(struct rte_mbuf *m);
 int blipmq_pktmbuf_is_contiguous(const struct rte_mbuf *m);
 /* RTE_MBUF_DIRECT(m): neither attached to another mbuf nor to an external buffer. */
 int blipmq_mbuf_is_direct(const struct rte_mbuf *m);
