@@ -92,6 +92,7 @@ impl Eal {
     /// Ethernet ports that exist and are owned by no one (what
     /// `RTE_ETH_FOREACH_DEV` visits), in id order.
     pub fn ports(&self) -> Vec<u16> {
+        let _ethdev = crate::port::ethdev_lock();
         let mut ports = Vec::new();
         let mut next: u64 = 0;
         // Each step returns a port id at or after its argument, or
@@ -119,11 +120,27 @@ impl Eal {
             Error::InvalidArgument(format!("port name {name:?} contains a NUL byte"))
         })?;
         let mut port = 0u16;
+        let _ethdev = crate::port::ethdev_lock();
         // SAFETY: c_name is a valid C string and port a valid out pointer,
         // both live across the call.
         let ret = unsafe { sys::rte_eth_dev_get_port_by_name(c_name.as_ptr(), &mut port) };
         check(|| format!("rte_eth_dev_get_port_by_name({name})"), ret)?;
         Ok(port)
+    }
+
+    /// Hot-plugs a device (`rte_dev_probe`), e.g. a vdev such as
+    /// `net_tap0,iface=dtap0`; its port then shows in [`ports`](Eal::ports).
+    pub fn probe_device(&self, devargs: &str) -> Result<()> {
+        let c_args = CString::new(devargs).map_err(|_| {
+            Error::InvalidArgument(format!("devargs {devargs:?} contain a NUL byte"))
+        })?;
+        let _ethdev = crate::port::ethdev_lock();
+        // SAFETY: the EAL is initialised (self exists); c_args is a valid C
+        // string that DPDK parses and copies; ethdev control calls are
+        // serialised by the lock.
+        let ret = unsafe { sys::rte_dev_probe(c_args.as_ptr()) };
+        check(|| format!("rte_dev_probe({devargs})"), ret)?;
+        Ok(())
     }
 
     /// Whether the EAL runs on hugepages (false under `--no-huge`).

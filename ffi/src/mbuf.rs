@@ -27,6 +27,18 @@ macro_rules! field {
 /// [`data_mut`](Mbuf::data_mut) return `None` for a chain (see
 /// [`is_contiguous`](Mbuf::is_contiguous)); walk a chain with
 /// [`segments`](Mbuf::segments).
+///
+/// ```compile_fail
+/// # use blipmq_dpdk_sys::{Eal, Mempool, Result};
+/// # fn f(eal: &Eal) -> Result<()> {
+/// let m;
+/// {
+///     let pool = Mempool::pktmbuf(eal, "p", 1023, 0, Mempool::DEFAULT_DATA_ROOM, None)?;
+///     m = pool.alloc();
+/// } // error: `pool` does not live long enough
+/// # Ok(())
+/// # }
+/// ```
 #[repr(transparent)]
 pub struct Mbuf<'m> {
     ptr: NonNull<sys::rte_mbuf>,

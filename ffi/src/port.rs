@@ -116,13 +116,25 @@ impl From<&sys::rte_eth_stats> for PortStats {
     }
 }
 
+/// Serialises every ethdev control-path call of the process (DPDK's are not
+/// thread-safe, not even across ports: they share the device table). The
+/// burst fast path and the per-queue interrupt calls never take it. Lock
+/// order: a port's state first, then this.
+static ETHDEV: Mutex<()> = Mutex::new(());
+
+pub(crate) fn ethdev_lock() -> MutexGuard<'static, ()> {
+    ETHDEV.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Eal {
     /// What port `port_id` reports about itself; no [`Port`] needed.
     pub fn port_info(&self, port_id: u16) -> Result<PortInfo> {
+        let _ethdev = ethdev_lock();
         port_info(port_id)
     }
 }
 
+/// Needs the [`ETHDEV`] lock held.
 fn port_info(port_id: u16) -> Result<PortInfo> {
     let mut di = sys::rte_eth_dev_info::default();
     // SAFETY: di is a valid, writable rte_eth_dev_info; DPDK checks port_id.
@@ -195,16 +207,41 @@ struct Shared {
     _eal: Eal,
 }
 
+/// A port's state, locked, with the process's [`ETHDEV`] lock: what every
+/// control call on the port holds.
+struct Control<'a> {
+    state: MutexGuard<'a, State>,
+    _ethdev: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Control<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Control<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Control<'_> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Control {
+            state,
+            _ethdev: ethdev_lock(),
+        }
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         let id = self.id;
-        let phase = self.lock().phase;
+        let ctl = self.lock();
+        let phase = ctl.phase;
         if phase == Phase::Started {
             // SAFETY: the port is started and no queue handle is left (each
             // holds this Shared), so no burst runs on it.
@@ -222,6 +259,7 @@ impl Drop for Shared {
                 tracing::warn!(port = id, error = %Error::ret("rte_eth_dev_close", ret), "port close failed");
             }
         }
+        drop(ctl);
         PORT_OPEN[usize::from(id)].store(false, Ordering::Release);
     }
 }
@@ -239,6 +277,20 @@ impl Drop for Shared {
 /// gone (if it was ever configured). The `&self` control calls (stats, link,
 /// ...) may run on any thread while workers burst; they are serialised among
 /// themselves.
+///
+/// A pool cannot go while a port that may hold its mbufs lives:
+///
+/// ```compile_fail
+/// # use blipmq_dpdk_sys::{Eal, Mempool, Port, Result};
+/// # fn f(eal: &Eal) -> Result<()> {
+/// let mut port = Port::open(eal, 0)?;
+/// {
+///     let pool = Mempool::pktmbuf(eal, "rx", 1023, 32, Mempool::DEFAULT_DATA_ROOM, None)?;
+///     port.setup_rx_queue(0, 512, &pool)?;
+/// } // error: `pool` does not live long enough (the port closes later)
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Port<'m> {
     shared: Arc<Shared>,
@@ -249,6 +301,7 @@ impl<'m> Port<'m> {
     /// Takes port `port_id`; fails if it does not exist or already has a
     /// `Port` in this process.
     pub fn open(eal: &Eal, port_id: u16) -> Result<Port<'m>> {
+        let _ethdev = ethdev_lock();
         // SAFETY: the EAL is initialised (eal exists); the call checks any id.
         let valid = unsafe { sys::rte_eth_dev_is_valid_port(port_id) } == 1;
         if usize::from(port_id) >= MAX_PORTS || !valid {
@@ -625,6 +678,13 @@ impl<'m> Port<'m> {
         let _state = self.shared.lock();
         rx_intr_fd(self.id(), queue)
     }
+}
+
+impl Drop for Port<'_> {
+    /// Nothing to do here (the device is closed by the last of the port and
+    /// its queues, in `Shared`'s drop), but a `Drop` impl makes the borrow
+    /// checker keep the pools (`'m`) alive until the port is dropped.
+    fn drop(&mut self) {}
 }
 
 fn check_setup(id: u16, state: &State, queues: usize, queue: u16, dir: &str) -> Result<()> {

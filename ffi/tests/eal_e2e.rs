@@ -113,6 +113,9 @@ mod e2e {
         step("thread_registration", &mut || {
             thread_registration(&eal, &pool)
         });
+        step("rx_interrupts_on_tap", &mut || {
+            rx_interrupts_on_tap(&eal, &pool)
+        });
         step("memzone", &mut || memzone(&eal));
         assert_eq!(pool.in_use(), 0, "mbufs leaked");
         drop(pool);
@@ -512,6 +515,55 @@ mod e2e {
                 assert_eq!(Eal::current_lcore(), None, "unregistered");
             });
         });
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    /// net_ring has no receive interrupts; net_tap has. It needs root and
+    /// /dev/net/tun, and creates a kernel tap interface (no address, no
+    /// traffic sent) that goes away with the port.
+    fn rx_interrupts_on_tap(eal: &Eal, pool: &Mempool) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/net/tun").exists() {
+            crate::common::skip("rx_interrupts_on_tap: net_tap needs root and /dev/net/tun");
+            return;
+        }
+        let iface = format!("bmqffi{}", std::process::id() % 10_000_000);
+        eal.probe_device(&format!("net_tap9,iface={iface}"))
+            .expect("probe net_tap9");
+        let id = eal.port_by_name("net_tap9").expect("net_tap9");
+        assert!(eal.ports().contains(&id));
+        let mut port = Port::open(eal, id).unwrap();
+        let conf = PortConf {
+            rx_interrupts: true,
+            ..PortConf::default()
+        };
+        port.configure(1, 1, &conf)
+            .expect("configure with rx interrupts");
+        port.setup_rx_queue(0, 256, pool).unwrap();
+        port.setup_tx_queue(0, 256).unwrap();
+        port.start().unwrap();
+        let fd = port.rx_intr_fd(0).expect("tap has an rx interrupt fd");
+        let mut rx = port.rx_queue(0).unwrap();
+        assert_eq!(rx.intr_fd(), Some(fd));
+        // SAFETY: F_GETFD on any int is harmless; checks the fd is open.
+        assert!(
+            unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
+            "fd {fd} is open"
+        );
+        // net_tap's fd is its queue's own (readable when packets wait): it has
+        // no arm/disarm op, and says so.
+        for r in [rx.intr_enable(), rx.intr_disable()] {
+            if let Err(e) = r {
+                assert_eq!(e.code(), Some(libc::ENOTSUP), "{e}");
+            }
+        }
+        let mut b = MbufBurst::<32>::new();
+        for _ in 0..4 {
+            rx.rx_burst(&mut b); // whatever the kernel sent (router solicitations)
+        }
+        b.clear();
+        drop(rx);
+        port.close().expect("close");
         assert_eq!(pool.in_use(), 0);
     }
 
