@@ -221,7 +221,15 @@ impl Drop for EalInner {
         if ret < 0 {
             tracing::warn!(error = %Error::errno("rte_eal_cleanup"), "EAL cleanup failed");
         }
-        if self.primary && self.runtime_dir.exists() {
+        // DPDK's runtime directory is <base>/dpdk/<file-prefix>: never remove
+        // anything that does not look like one.
+        let looks_like_dpdk = self.runtime_dir.is_absolute()
+            && self
+                .runtime_dir
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|p| p == "dpdk");
+        if self.primary && looks_like_dpdk && self.runtime_dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.runtime_dir) {
                 tracing::warn!(dir = %self.runtime_dir.display(), error = %e,
                     "could not remove the DPDK runtime directory");
@@ -232,6 +240,11 @@ impl Drop for EalInner {
 
 /// A registered non-EAL thread (see [`Eal::register_thread`]); unregisters
 /// on drop. Not `Send`: it must be dropped by the thread it registered.
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<blipmq_dpdk_sys::ThreadRegistration>();
+/// ```
 #[derive(Debug)]
 pub struct ThreadRegistration {
     lcore: u32,
@@ -252,5 +265,29 @@ impl Drop for ThreadRegistration {
         // rte_thread_register registered, and the EAL is still up (_eal is
         // dropped after this body).
         unsafe { sys::rte_thread_unregister() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+
+    #[test]
+    fn auto_traits() {
+        send::<Eal>();
+        sync::<Eal>();
+        send::<Mempool>();
+        sync::<Mempool>();
+        send::<Mbuf<'static>>();
+        send::<MbufBurst<'static, 32>>();
+        send::<Port<'static>>();
+        sync::<Port<'static>>();
+        send::<RxQueue<'static>>();
+        send::<TxQueue<'static>>();
+        send::<Memzone>();
+        sync::<Memzone>();
     }
 }

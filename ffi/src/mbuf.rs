@@ -322,9 +322,10 @@ impl fmt::Debug for Mbuf<'_> {
 /// `m` must be a valid mbuf whose data bytes are initialised and not written
 /// during `'a`.
 unsafe fn segment_bytes<'a>(m: *const sys::rte_mbuf) -> &'a [u8] {
-    // SAFETY: m is valid (caller); mtod points at data_len bytes of its buffer.
+    // SAFETY: m is valid (caller); buf_addr + data_off (rte_pktmbuf_mtod)
+    // points at data_len bytes of its buffer.
     unsafe {
-        let data = sys::blipmq_pktmbuf_mtod(m).cast::<u8>();
+        let data = (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off));
         let len = usize::from((*m).data_len);
         if len == 0 {
             return &[];
@@ -338,10 +339,11 @@ unsafe fn segment_bytes<'a>(m: *const sys::rte_mbuf) -> &'a [u8] {
 /// As [`segment_bytes`], and nothing else may read or write the bytes during
 /// `'a`.
 unsafe fn segment_bytes_mut<'a>(m: *mut sys::rte_mbuf) -> &'a mut [u8] {
-    // SAFETY: m is valid and its bytes are exclusively ours (caller); mtod
-    // points at data_len bytes of its buffer.
+    // SAFETY: m is valid and its bytes are exclusively ours (caller);
+    // buf_addr + data_off (rte_pktmbuf_mtod) points at data_len bytes of its
+    // buffer.
     unsafe {
-        let data = sys::blipmq_pktmbuf_mtod(m).cast::<u8>();
+        let data = (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off));
         let len = usize::from((*m).data_len);
         if len == 0 {
             return &mut [];

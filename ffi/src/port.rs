@@ -768,6 +768,11 @@ fn give_back(shared: &Shared, queue: u16, dir: Dir) {
 /// A receive queue of a started port, held by one thread (`Send`, not
 /// `Sync`): while it exists the port cannot be stopped, and no other handle
 /// on this queue can be taken.
+///
+/// ```compile_fail
+/// fn sync<T: Sync>() {}
+/// sync::<blipmq_dpdk_sys::RxQueue<'static>>();
+/// ```
 #[derive(Debug)]
 pub struct RxQueue<'m> {
     shared: Arc<Shared>,
@@ -858,6 +863,11 @@ impl Drop for RxQueue<'_> {
 
 /// A transmit queue of a started port, held by one thread (`Send`, not
 /// `Sync`); see [`RxQueue`].
+///
+/// ```compile_fail
+/// fn sync<T: Sync>() {}
+/// sync::<blipmq_dpdk_sys::TxQueue<'static>>();
+/// ```
 #[derive(Debug)]
 pub struct TxQueue<'m> {
     shared: Arc<Shared>,

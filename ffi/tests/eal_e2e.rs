@@ -194,6 +194,18 @@ mod e2e {
         assert!(m.extend_from_slice(b"abc"));
         assert_eq!(m.data().unwrap(), b"0123456789abc");
         assert_eq!(m.len(), 13);
+        // The Rust-side field reads agree with DPDK's inline accessors.
+        // SAFETY: m is a valid mbuf; the accessors only read its header.
+        unsafe {
+            assert_eq!(
+                sys::blipmq_pktmbuf_mtod(m.as_ptr()).cast_const(),
+                m.data().unwrap().as_ptr().cast()
+            );
+            assert_eq!(sys::blipmq_pktmbuf_pkt_len(m.as_ptr()), 13);
+            assert_eq!(sys::blipmq_pktmbuf_data_len(m.as_ptr()), 13);
+            assert_eq!(sys::blipmq_pktmbuf_is_contiguous(m.as_ptr()), 1);
+            assert_eq!(sys::blipmq_mbuf_ol_flags(m.as_ptr()), m.ol_flags());
+        }
         m.prepend(2).expect("prepend").copy_from_slice(b"<<");
         assert_eq!(m.data().unwrap(), b"<<0123456789abc");
         assert_eq!(m.headroom(), 126);
