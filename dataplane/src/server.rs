@@ -52,9 +52,15 @@ impl Server {
             BackendKind::AfPacket => {
                 Server::start_with(config, AfPacketBackend::new(config)?, &cores)
             }
+            #[cfg(feature = "dpdk")]
+            BackendKind::Dpdk => {
+                let backend = crate::backend::dpdk::DpdkBackend::new(config, &cores)?;
+                Server::start_with(config, backend, &cores)
+            }
+            #[cfg(not(feature = "dpdk"))]
             BackendKind::Dpdk => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "the dpdk backend is not implemented",
+                "this blipmqd was built without the dpdk feature",
             )),
         }
     }

@@ -55,6 +55,8 @@
 //! [`WorkerCore`]: crate::worker::WorkerCore
 
 pub mod afpacket;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod driver;
 pub mod kernel;
 pub mod userspace;

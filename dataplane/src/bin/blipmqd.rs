@@ -44,7 +44,13 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(error) => {
             eprintln!("blipmqd: cannot start on {}: {error}", config.server.listen);
-            return ExitCode::FAILURE;
+            // Bad settings (EAL arguments, a missing port) exit like a bad
+            // configuration; the rest (an address in use, ...) with 1.
+            return if error.kind() == std::io::ErrorKind::InvalidInput {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     let (events, next_event) = mpsc::channel();

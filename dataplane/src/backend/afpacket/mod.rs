@@ -7,7 +7,7 @@
 //! * Transmit fills tx slots in place; [`PacketDevice::flush_tx`] kicks all
 //!   slots of a burst with one `sendto`.
 //! * Checksums: smoltcp computes them on transmit but does not verify them
-//!   on receive; the device does, per frame ([`checksum`]), trusting frames
+//!   on receive; the device does, per frame ([`checksum`](crate::backend::userspace::checksum)), trusting frames
 //!   the kernel marks `TP_STATUS_CSUM_VALID` (checked by the NIC) or
 //!   `TP_STATUS_CSUMNOTREADY` (a local sender's partial checksum, as a veth
 //!   peer with tx checksum offload sends them). Corrupt frames are dropped
@@ -18,7 +18,6 @@
 //!
 //! No allocation per packet: the rings are mapped once, tokens borrow them.
 
-pub mod checksum;
 pub mod factory;
 pub mod ring;
 
@@ -28,9 +27,9 @@ use std::os::fd::RawFd;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use self::checksum::Verdict;
 use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, TxRing};
-use crate::backend::userspace::{DeviceStats, PacketDevice};
+use crate::backend::userspace::checksum::{self, Verdict};
+use crate::backend::userspace::{is_arp_reply, DeviceStats, PacketDevice};
 
 pub use self::factory::AfPacketBackend;
 
@@ -177,10 +176,6 @@ impl phy::TxToken for AfTxToken<'_> {
             f(&mut self.scratch[..len])
         }
     }
-}
-
-fn is_arp_reply(frame: &[u8]) -> bool {
-    frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
 }
 
 impl phy::Device for AfPacketDevice {

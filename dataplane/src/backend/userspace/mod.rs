@@ -13,12 +13,13 @@
 //! [`WorkerCore`]: crate::worker::WorkerCore
 //! [`Transport`]: crate::backend::Transport
 
+pub mod checksum;
 pub mod stack;
 pub mod transport;
 
 use std::os::fd::RawFd;
 
-pub use self::stack::{Stack, StackConfig};
+pub use self::stack::{Stack, StackConfig, StackStats};
 pub use self::transport::{UserspaceTransport, UserspaceWorker};
 
 /// A packet I/O device the user-space stack runs on.
@@ -47,6 +48,8 @@ pub struct DeviceStats {
     pub rx_corrupt: u64,
     /// Dropped: longer than the ring could hold.
     pub rx_truncated: u64,
+    /// Dropped: a frame in several buffers (DPDK multi-segment mbufs).
+    pub rx_segmented: u64,
     /// Dropped: not IPv4 or ARP.
     pub rx_ignored: u64,
     pub tx_frames: u64,
@@ -60,4 +63,14 @@ pub struct DeviceStats {
     pub tx_errors: u64,
     /// Frames the kernel refused.
     pub tx_rejected: u64,
+}
+
+/// Is `frame` an Ethernet ARP frame?
+pub fn is_arp(frame: &[u8]) -> bool {
+    frame.len() >= 14 && frame[12..14] == [0x08, 0x06]
+}
+
+/// Is `frame` an ARP reply?
+pub fn is_arp_reply(frame: &[u8]) -> bool {
+    is_arp(frame) && frame.len() >= 22 && frame[20..22] == [0, 2]
 }

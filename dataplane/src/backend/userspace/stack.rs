@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::tcp::{self, State};
@@ -44,6 +44,10 @@ pub struct StackConfig {
     /// How long a closed connection's socket may go on sending its last
     /// bytes and FIN before it is aborted.
     pub linger: Duration,
+    /// Other workers' stacks own connections on the same address: a segment
+    /// of an unknown connection may be theirs, so it is dropped (and
+    /// counted) instead of reset. Only SYNs open connections here.
+    pub shared_address: bool,
 }
 
 impl StackConfig {
@@ -62,6 +66,7 @@ impl StackConfig {
             listeners: 64,
             timeout: Duration::from_secs(30),
             linger: config.server.drain_timeout,
+            shared_address: false,
         }
     }
 }
@@ -101,6 +106,14 @@ struct Shard {
     poll_at: Option<smoltcp::time::Instant>,
 }
 
+/// What the stack itself dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    /// TCP segments of connections this stack does not own (another
+    /// worker's, with `shared_address`), dropped rather than reset.
+    pub rx_not_owned: u64,
+}
+
 /// A socket the core closed, still sending its last bytes and FIN.
 struct Closing {
     slot: Slot,
@@ -136,12 +149,16 @@ pub struct Stack {
     dirty: Vec<u32>,
     /// Established (and closing) sockets by peer.
     routes: AHashMap<PeerKey, Route>,
+    /// Peers of the listeners in the middle of a handshake (as of the last
+    /// `take_established`): their segments go to `listen_set`.
+    half_open: AHashSet<PeerKey>,
     /// The socket of each connection, by connection id.
     conns: Vec<Option<Slot>>,
     closing: Vec<Closing>,
     /// Connections that received a frame (or whose timers ran) since the
     /// last [`Stack::take_touched`].
     touched: Vec<ConnId>,
+    stats: StackStats,
 }
 
 /// smoltcp's clock: microseconds since the stack started.
@@ -166,6 +183,20 @@ fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
     }
     let addr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     Some((addr, u16::from_be_bytes([tcp[0], tcp[1]])))
+}
+
+fn peer_key(peer: smoltcp::wire::IpEndpoint) -> Option<PeerKey> {
+    match peer.addr {
+        IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port)),
+    }
+}
+
+/// Whether a TCP/IPv4 Ethernet frame (as [`peer_of`] found it) opens a
+/// connection: SYN without ACK.
+fn is_syn(frame: &[u8]) -> bool {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let flags = frame.get(14 + ihl + 13).copied().unwrap_or(0);
+    flags & 0x12 == 0x02
 }
 
 /// A device that yields one already received frame, with the tx token that
@@ -258,9 +289,11 @@ impl Stack {
             with_room: Vec::new(),
             dirty: Vec::new(),
             routes: AHashMap::new(),
+            half_open: AHashSet::new(),
             conns: Vec::new(),
             closing: Vec::new(),
             touched: Vec::new(),
+            stats: StackStats::default(),
         };
         stack.refill_listeners();
         stack
@@ -352,11 +385,21 @@ impl Stack {
                 shards,
                 dirty,
                 routes,
+                half_open,
                 touched,
+                stats,
                 ..
             } = self;
             phy::RxToken::consume(rx, |frame| {
-                let route = peer_of(frame, config.port).and_then(|key| routes.get(&key));
+                let peer = peer_of(frame, config.port);
+                let route = peer.and_then(|key| routes.get(&key));
+                if let (None, Some(key)) = (route, peer) {
+                    let ours = is_syn(frame) || half_open.contains(&key);
+                    if config.shared_address && !ours {
+                        stats.rx_not_owned += 1;
+                        return;
+                    }
+                }
                 let mut one = OneFrame {
                     frame: Some(frame),
                     tx: Some(tx),
@@ -436,12 +479,19 @@ impl Stack {
     /// replaced by a new listener. The caller binds each to a connection id.
     pub fn take_established(&mut self, into: &mut Vec<SocketHandle>) {
         into.clear();
+        self.half_open.clear();
         let mut i = 0;
         while i < self.listeners.len() {
             let handle = self.listeners[i];
-            let state = self.listen_set.get::<tcp::Socket>(handle).state();
-            match state {
-                State::Listen | State::SynReceived => i += 1,
+            let socket = self.listen_set.get::<tcp::Socket>(handle);
+            match socket.state() {
+                State::Listen => i += 1,
+                State::SynReceived => {
+                    if let Some(key) = socket.remote_endpoint().and_then(peer_key) {
+                        self.half_open.insert(key);
+                    }
+                    i += 1;
+                }
                 State::Closed => {
                     // The handshake failed (RST or timeout): listen again.
                     if self.accepting {
@@ -492,12 +542,11 @@ impl Stack {
         if entry.len >= SHARD_SIZE {
             self.with_room.pop();
         }
-        let key = match entry.sockets.get::<tcp::Socket>(handle).remote_endpoint() {
-            Some(peer) => match peer.addr {
-                IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port)),
-            },
-            None => None,
-        };
+        let key = entry
+            .sockets
+            .get::<tcp::Socket>(handle)
+            .remote_endpoint()
+            .and_then(peer_key);
         if let Some(key) = key {
             self.routes.insert(
                 key,
@@ -615,6 +664,10 @@ impl Stack {
             }
             i += 1;
         }
+    }
+
+    pub fn stats(&self) -> StackStats {
+        self.stats
     }
 
     /// Sockets still flushing after their connection was closed.

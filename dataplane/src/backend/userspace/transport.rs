@@ -240,6 +240,10 @@ impl<D: PacketDevice> Transport for UserspaceTransport<D> {
         self.stack.abort_all();
         self.stack.poll_egress(&mut self.device, now);
         self.device.flush_tx();
-        tracing::info!(stats = ?self.device.stats(), "user-space transport stopped");
+        tracing::info!(
+            device = ?self.device.stats(),
+            stack = ?self.stack.stats(),
+            "user-space transport stopped"
+        );
     }
 }
