@@ -10,7 +10,7 @@
 #       builds and runs the AF_PACKET tests as root, with CI=true so that a
 #       missing capability fails them instead of skipping them:
 #       cargo test --release -p blipmq-dataplane \
-#           --test afpacket --test afpacket_bulk --test conformance
+#           --test afpacket --test bulk --test conformance
 #   provision.sh nic-test IF CIDR [CLIENT_IF CLIENT_CIDR]
 #       a real broker on a real NIC: takes the kernel's addresses off IF,
 #       starts `blipmqd --backend afpacket --interface IF --ip CIDR`, and
@@ -48,7 +48,11 @@ PIDFILE=/run/blipmq-nic-test.pid
 #   ca-certificates curl        HTTPS for cargo's registry (and rustup)
 #   iproute2                    `ip netns`, veth: the tests' network labs
 #   iputils-ping procps ethtool nic-test: ping, sysctl, OFFLOADS=off labs
-PACKAGES=(build-essential pkg-config ca-certificates curl iproute2 iputils-ping procps ethtool)
+#   dpdk dpdk-dev libdpdk-dev   DPDK 22.11 (PMDs, headers, pkg-config libdpdk)
+#                               for ffi/ and the dpdk backend
+#   libclang-dev                bindgen (ffi/ generates its bindings)
+PACKAGES=(build-essential pkg-config ca-certificates curl iproute2 iputils-ping procps ethtool
+    dpdk dpdk-dev libdpdk-dev libclang-dev)
 
 step() { printf '\n==> provision: %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
@@ -113,7 +117,7 @@ run_tests() {
     command -v cargo >/dev/null 2>&1 || die "test: no cargo (run: $0 deps)"
     cd "$REPO"
     export CI=${CI:-true}
-    run cargo test --release -p blipmq-dataplane --test afpacket --test afpacket_bulk --test conformance
+    run cargo test --release -p blipmq-dataplane --test afpacket --test bulk --test conformance
 }
 
 # The physical NICs in ifindex order, less the one with the default route.
