@@ -18,9 +18,9 @@ use self::control::ControlPort;
 use super::answers::HeldAnswers;
 use super::outbound::Outbound;
 use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
+use super::peers::Peers;
 use super::records::{self, GroupNames, Record, Routing};
-use super::sync::Barriers;
-use crate::rings::{Producer, Sleep, WorkerRings};
+use crate::rings::WorkerRings;
 use crate::router::{SubKey, SubscriptionIndex, WorkerId, WorkerSet};
 use crate::session::{Session, SessionConfig, Step, Tick};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
@@ -181,14 +181,10 @@ pub struct WorkerCore {
     config: CoreConfig,
     info: Vec<u8>,
     shared: Arc<Shared>,
-    rings: WorkerRings,
-    peers: usize,
+    peers: Peers,
     conns: Slab<Conn>,
     subs: Slab<Sub>,
     index: SubscriptionIndex,
-    /// Interest records waiting for room in a full ring, per destination.
-    overflow: Vec<std::collections::VecDeque<Box<[u8]>>>,
-    barriers: Barriers,
     waiting: Vec<ConnId>,
     /// An empty list with capacity, swapped with `waiting` on each pass.
     waiting_spare: Vec<ConnId>,
@@ -196,13 +192,7 @@ pub struct WorkerCore {
     resumed: Vec<ConnId>,
     /// Connections with answers held behind a barrier.
     holding: Vec<ConnId>,
-    /// The consumers' positions of the outgoing rings when the waiting
-    /// connections were last retried, and the barrier then done: if
-    /// neither moved, they cannot progress, and the worker may sleep.
-    retried_at_heads: Vec<u64>,
-    retried_at_barrier: u64,
     dirty: Vec<ConnId>,
-    wake: WorkerSet,
     assigned: Vec<(usize, Target)>,
     expired: Vec<SubKey>,
     /// Large payloads shared by several subscribers' queues.
@@ -231,10 +221,7 @@ impl WorkerCore {
             .expect("one core per worker id, within the stats segment");
         // Alive from the start, not only from the first tick.
         stats.heartbeat();
-        let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
         let id = rings.id;
-        let workers = rings.outgoing.len();
-        let overflow = (0..workers).map(|_| Default::default()).collect();
         WorkerCore {
             info: config.session.info_json(rings.id),
             index: SubscriptionIndex::new(config.cache_subjects),
@@ -243,20 +230,14 @@ impl WorkerCore {
             ),
             config,
             shared,
-            rings,
-            peers,
+            peers: Peers::new(rings),
             conns: Slab::new(),
             subs: Slab::new(),
-            overflow,
-            barriers: Barriers::default(),
             waiting: Vec::new(),
             waiting_spare: Vec::new(),
             resumed: Vec::new(),
             holding: Vec::new(),
-            retried_at_heads: vec![0; workers],
-            retried_at_barrier: 0,
             dirty: Vec::new(),
-            wake: WorkerSet::empty(),
             assigned: Vec::new(),
             expired: Vec::new(),
             payloads: SharedPayloads::default(),
@@ -269,7 +250,7 @@ impl WorkerCore {
     }
 
     pub fn id(&self) -> usize {
-        self.rings.id
+        self.peers.id()
     }
 
     /// The peer's address, for the control plane's connection list.
@@ -312,7 +293,7 @@ impl WorkerCore {
                 msgs_out: 0,
             },
         };
-        self.next_serial += self.rings.outgoing.len() as u64;
+        self.next_serial += self.peers.workers() as u64;
         let cid = self.conns.insert(conn);
         self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
@@ -492,9 +473,7 @@ impl WorkerCore {
     /// publisher stalled on a full ring, an answer behind a barrier, control
     /// records outside a full ring.
     pub fn awaits_peers(&self) -> bool {
-        !self.waiting.is_empty()
-            || !self.barriers.is_idle()
-            || self.overflow.iter().any(|q| !q.is_empty())
+        !self.waiting.is_empty() || self.peers.awaits_consumers()
     }
 
     /// Moves the connections that stopped waiting into `into`: they may
@@ -507,7 +486,7 @@ impl WorkerCore {
     pub fn poll_peers(&mut self, now: Instant) -> usize {
         self.now = now;
         let mut handled = 0;
-        for from in 0..self.rings.incoming.len() {
+        for from in 0..self.peers.incoming() {
             handled += self.drain_ring(from);
             self.expire_subs();
         }
@@ -520,94 +499,29 @@ impl WorkerCore {
     /// peers to wake (see [`take_wake`](Self::take_wake)).
     pub fn finish_iteration(&mut self, now: Instant) {
         self.now = now;
-        for (seen, producer) in self.retried_at_heads.iter_mut().zip(&self.rings.outgoing) {
-            *seen = producer.as_ref().map_or(0, Producer::consumer_position);
-        }
-        self.flush_overflow();
-        self.barriers.advance(&self.rings.outgoing);
+        self.peers.note_heads_before_retry();
+        self.peers.flush_overflow();
+        self.peers.advance_barriers();
         self.release_answers();
         self.resume_waiting();
-        let mut published = false;
-        for (to, producer) in self.rings.outgoing.iter_mut().enumerate() {
-            if let Some(producer) = producer {
-                if producer.publish() {
-                    published = true;
-                    self.wake.insert(to as WorkerId);
-                }
-            }
-        }
-        let ready = self.overflow.iter().all(|q| q.is_empty());
-        self.barriers.snapshot(&self.rings.outgoing, ready);
-        self.barriers.advance(&self.rings.outgoing);
-        if published {
-            self.record_ring_occupancy();
-            // Pairs with the SeqCst of a consumer going to sleep: either it
-            // sees our records, or we see that it sleeps and wake it.
-            std::sync::atomic::fence(Ordering::SeqCst);
-        }
+        self.peers.publish(&self.stats);
     }
 
     /// Peers that got records this iteration and are asleep.
     pub fn take_wake(&mut self) -> WorkerSet {
-        let candidates = std::mem::replace(&mut self.wake, WorkerSet::empty());
-        let mut wake = WorkerSet::empty();
-        for w in candidates.iter() {
-            if self.rings.doorbell(w as usize).is_sleeping() {
-                wake.insert(w);
-            }
-        }
-        wake
-    }
-
-    /// Ring occupancy high-water mark, sampled when a batch is published.
-    fn record_ring_occupancy(&self) {
-        for producer in self.rings.outgoing.iter().flatten() {
-            let used = producer.published_position() - producer.consumer_position();
-            self.stats.max(Counter::RingOccupancyHighWater, used);
-        }
+        self.peers.take_wake()
     }
 
     /// Before sleeping: say so, and for what, then check once more that
     /// nothing arrived and, when waiting for peers, that none released
     /// space since the waiters were last retried.
     pub fn prepare_sleep(&mut self) -> bool {
-        let id = self.rings.id;
         let on_release = self.awaits_peers();
-        self.rings.doorbell(id).set(if on_release {
-            Sleep::OnRecordsOrRelease
-        } else {
-            Sleep::OnRecords
-        });
-        let empty = self
-            .rings
-            .incoming
-            .iter_mut()
-            .all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
-        let idle = empty && !(on_release && self.peers_moved());
-        if !idle {
-            self.rings.doorbell(id).set(Sleep::Awake);
-        }
-        idle
-    }
-
-    /// Whether a consumer released space, or a barrier completed, since the
-    /// waiting connections were last retried.
-    fn peers_moved(&self) -> bool {
-        // Pairs with the consumer's fence between its release and its
-        // doorbell check (`Doorbell::awaits_release`).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.barriers.done() != self.retried_at_barrier
-            || self
-                .rings
-                .outgoing
-                .iter()
-                .zip(&self.retried_at_heads)
-                .any(|(p, &seen)| p.as_ref().is_some_and(|p| p.consumer_position() != seen))
+        self.peers.prepare_sleep(on_release)
     }
 
     pub fn woke_up(&mut self) {
-        let id = self.rings.id;
-        self.rings.doorbell(id).set(Sleep::Awake);
+        self.peers.woke_up();
     }
 
     // ---- internals ----
@@ -661,7 +575,7 @@ impl WorkerCore {
             if !conn.held.is_holding() {
                 self.holding.push(cid);
             }
-            conn.held.hold_until(self.barriers.request());
+            conn.held.hold_until(self.peers.request_barrier());
         }
         self.write_answer(cid, answer);
         Flow::Continue
@@ -683,11 +597,11 @@ impl WorkerCore {
         let WorkerCore {
             holding,
             conns,
-            barriers,
+            peers,
             dirty,
             ..
         } = self;
-        let done = barriers.done();
+        let done = peers.barrier_done();
         holding.retain(|&cid| {
             let conn = &mut conns[cid];
             if conn.held.release(done, conn.output.frames()) && !conn.dirty {
@@ -822,10 +736,10 @@ impl WorkerCore {
         }) as SubKey;
         self.index.insert_local(filter, queue, key);
         self.stats.inc(Counter::Subscriptions);
-        self.broadcast_interest(true, filter, queue);
+        self.peers.broadcast_interest(true, filter, queue);
         let conn = &mut self.conns[cid];
         conn.session.bind_sid(sid, key);
-        conn.unsynced |= self.peers > 0;
+        conn.unsynced |= self.peers.any();
     }
 
     fn remove_sub(&mut self, key: SubKey) {
@@ -833,7 +747,8 @@ impl WorkerCore {
         self.index
             .remove_local(&sub.filter, sub.queue.as_deref(), key);
         self.stats.sub(Counter::Subscriptions, 1);
-        self.broadcast_interest(false, &sub.filter, sub.queue.as_deref());
+        self.peers
+            .broadcast_interest(false, &sub.filter, sub.queue.as_deref());
         if let Some(conn) = self.conns.get_mut(sub.conn) {
             conn.session.release_sid(sub.sid);
         }
@@ -848,55 +763,8 @@ impl WorkerCore {
         }
     }
 
-    fn broadcast_interest(&mut self, add: bool, filter: &[u8], queue: Option<&[u8]>) {
-        let len = records::interest_len(filter, queue);
-        for to in 0..self.rings.outgoing.len() {
-            if self.rings.outgoing[to].is_some() {
-                self.push_control(to, len, |slot| {
-                    records::write_interest(slot, add, filter, queue)
-                });
-            }
-        }
-    }
-
-    /// Sends a record that must not wait on the caller (interest changes,
-    /// forwarded group deliveries): into the ring when it has room and
-    /// nothing is queued before it, else into the overflow queue, in order.
-    fn push_control(&mut self, to: usize, len: usize, write: impl FnOnce(&mut [u8])) {
-        let producer = self.rings.outgoing[to]
-            .as_mut()
-            .expect("records go to peers only");
-        let overflow = &mut self.overflow[to];
-        if overflow.is_empty() {
-            if let Some(slot) = producer.try_reserve(len) {
-                write(slot);
-                producer.commit();
-                return;
-            }
-        }
-        let mut record = vec![0; len].into_boxed_slice();
-        write(&mut record);
-        overflow.push_back(record);
-    }
-
-    fn flush_overflow(&mut self) {
-        for (to, queue) in self.overflow.iter_mut().enumerate() {
-            let Some(producer) = self.rings.outgoing[to].as_mut() else {
-                continue;
-            };
-            while let Some(record) = queue.front() {
-                let Some(slot) = producer.try_reserve(record.len()) else {
-                    break;
-                };
-                slot.copy_from_slice(record);
-                producer.commit();
-                queue.pop_front();
-            }
-        }
-    }
-
     fn resume_waiting(&mut self) {
-        self.retried_at_barrier = self.barriers.done();
+        self.peers.note_barrier_before_retry();
         if self.waiting.is_empty() {
             return;
         }
@@ -932,7 +800,7 @@ impl WorkerCore {
     fn route(&mut self, cid: ConnId, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
         let WorkerCore {
             index,
-            rings,
+            peers,
             assigned,
             rng,
             stats,
@@ -978,9 +846,7 @@ impl WorkerCore {
         };
         for worker in remote.iter() {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
-            let producer = rings.outgoing[worker as usize]
-                .as_mut()
-                .expect("interest only from peers");
+            let producer = peers.producer(worker);
             if len > producer.max_record() {
                 // Only a message matching a great many queue groups gets
                 // here (frames are bounded well below a ring's record size).
@@ -1020,9 +886,7 @@ impl WorkerCore {
         delivery.finish();
         for worker in remote.iter() {
             let len = records::data_len(subject, reply, payload, groups_for(worker));
-            let producer = rings.outgoing[worker as usize]
-                .as_mut()
-                .expect("checked above");
+            let producer = peers.producer(worker);
             let slot = producer.try_reserve(len).expect("room checked above");
             records::write_data(
                 slot,
@@ -1047,7 +911,7 @@ impl WorkerCore {
     fn drain_ring(&mut self, from: usize) -> usize {
         const BATCH: usize = 4096;
         // Taken out for the batch, so that each record can use the whole core.
-        let Some(mut consumer) = self.rings.incoming[from].take() else {
+        let Some(mut consumer) = self.peers.take_incoming(from) else {
             return 0;
         };
         let mut handled = 0;
@@ -1076,14 +940,7 @@ impl WorkerCore {
             self.expire_subs();
             handled += 1;
         }
-        if handled > 0 {
-            consumer.release();
-            // A producer stalled on this ring sleeps until space is freed.
-            if self.rings.doorbell(from).awaits_release() {
-                self.wake.insert(from as WorkerId);
-            }
-        }
-        self.rings.incoming[from] = Some(consumer);
+        self.peers.put_back(from, consumer, handled > 0);
         handled
     }
 
@@ -1170,7 +1027,7 @@ impl WorkerCore {
                 hops: routing.hops + 1,
             };
             let len = records::data_len(subject, reply, payload, std::iter::once(name));
-            self.push_control(to as usize, len, |slot| {
+            self.peers.push_control(to as usize, len, |slot| {
                 records::write_data(
                     slot,
                     routing,

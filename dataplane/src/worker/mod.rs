@@ -6,6 +6,7 @@ pub mod answers;
 pub mod core;
 pub mod outbound;
 pub mod payloads;
+mod peers;
 pub mod records;
 pub mod sync;
 
