@@ -16,12 +16,14 @@ use slab::Slab;
 
 use self::control::ControlPort;
 use super::answers::HeldAnswers;
+use super::groups::{GroupPicks, Target};
 use super::outbound::Outbound;
 use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
 use super::peers::Peers;
 use super::records::{self, GroupNames, Record, Routing};
+use super::subscriptions::{SubTable, Subscriptions};
 use crate::rings::WorkerRings;
-use crate::router::{SubKey, SubscriptionIndex, WorkerId, WorkerSet};
+use crate::router::{SubKey, WorkerId, WorkerSet};
 use crate::session::{Session, SessionConfig, Step, Tick};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
 
@@ -137,23 +139,6 @@ impl CloseReason {
     }
 }
 
-struct Sub {
-    conn: ConnId,
-    sid: u32,
-    filter: Box<[u8]>,
-    queue: Option<Box<[u8]>>,
-    delivered: u64,
-    /// 0 = no limit.
-    max_msgs: u64,
-}
-
-/// Where a queue group's one delivery goes.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Local(SubKey),
-    Remote(WorkerId),
-}
-
 /// How far a frame got.
 enum Flow {
     /// Consumed; go on with the next frame.
@@ -164,27 +149,14 @@ enum Flow {
     Retry,
 }
 
-/// A small, fast PRNG for queue-group picks (xorshift64*); the seed must
-/// not be 0. Tests use it too.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn below(&mut self, bound: u32) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % bound as u64) as u32
-    }
-}
-
 pub struct WorkerCore {
     config: CoreConfig,
     info: Vec<u8>,
     shared: Arc<Shared>,
     peers: Peers,
     conns: Slab<Conn>,
-    subs: Slab<Sub>,
-    index: SubscriptionIndex,
+    subscriptions: Subscriptions,
+    groups: GroupPicks,
     waiting: Vec<ConnId>,
     /// An empty list with capacity, swapped with `waiting` on each pass.
     waiting_spare: Vec<ConnId>,
@@ -193,15 +165,12 @@ pub struct WorkerCore {
     /// Connections with answers held behind a barrier.
     holding: Vec<ConnId>,
     dirty: Vec<ConnId>,
-    assigned: Vec<(usize, Target)>,
-    expired: Vec<SubKey>,
     /// Large payloads shared by several subscribers' queues.
     payloads: SharedPayloads,
     /// Requests from the control plane and replies to it.
     control: Option<ControlPort>,
     /// The next accepted connection's [`ConnMeta::serial`].
     next_serial: u64,
-    rng: Rng,
     now: Instant,
     draining: bool,
     pub stats: WorkerStats,
@@ -224,22 +193,17 @@ impl WorkerCore {
         let id = rings.id;
         WorkerCore {
             info: config.session.info_json(rings.id),
-            index: SubscriptionIndex::new(config.cache_subjects),
-            rng: Rng(
-                0x9e37_79b9_7f4a_7c15 ^ (rings.id as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd)
-            ),
+            subscriptions: Subscriptions::new(config.cache_subjects),
+            groups: GroupPicks::new(id),
             config,
             shared,
             peers: Peers::new(rings),
             conns: Slab::new(),
-            subs: Slab::new(),
             waiting: Vec::new(),
             waiting_spare: Vec::new(),
             resumed: Vec::new(),
             holding: Vec::new(),
             dirty: Vec::new(),
-            assigned: Vec::new(),
-            expired: Vec::new(),
             payloads: SharedPayloads::default(),
             control: None,
             next_serial: id as u64,
@@ -706,11 +670,8 @@ impl WorkerCore {
             Step::Unsubscribe {
                 key, max_msgs, ack, ..
             } => {
-                let sub = &mut self.subs[key as usize];
-                if max_msgs == 0 || sub.delivered >= max_msgs as u64 {
+                if self.subscriptions.limit(key, max_msgs) {
                     self.remove_sub(key);
-                } else {
-                    sub.max_msgs = max_msgs as u64;
                 }
                 if ack {
                     self.answer(cid, Answer::Ok)
@@ -726,15 +687,7 @@ impl WorkerCore {
     }
 
     fn subscribe(&mut self, cid: ConnId, sid: u32, filter: &[u8], queue: Option<&[u8]>) {
-        let key = self.subs.insert(Sub {
-            conn: cid,
-            sid,
-            filter: filter.into(),
-            queue: queue.map(Into::into),
-            delivered: 0,
-            max_msgs: 0,
-        }) as SubKey;
-        self.index.insert_local(filter, queue, key);
+        let key = self.subscriptions.insert(cid, sid, filter, queue);
         self.stats.inc(Counter::Subscriptions);
         self.peers.broadcast_interest(true, filter, queue);
         let conn = &mut self.conns[cid];
@@ -743,9 +696,7 @@ impl WorkerCore {
     }
 
     fn remove_sub(&mut self, key: SubKey) {
-        let sub = self.subs.remove(key as usize);
-        self.index
-            .remove_local(&sub.filter, sub.queue.as_deref(), key);
+        let sub = self.subscriptions.remove(key);
         self.stats.sub(Counter::Subscriptions, 1);
         self.peers
             .broadcast_interest(false, &sub.filter, sub.queue.as_deref());
@@ -756,10 +707,8 @@ impl WorkerCore {
 
     /// Subscriptions that reached their `max_msgs` during a delivery.
     fn expire_subs(&mut self) {
-        while let Some(key) = self.expired.pop() {
-            if self.subs.contains(key as usize) {
-                self.remove_sub(key);
-            }
+        while let Some(key) = self.subscriptions.pop_expired() {
+            self.remove_sub(key);
         }
     }
 
@@ -799,53 +748,21 @@ impl WorkerCore {
     /// nothing, when a needed ring lacks room.
     fn route(&mut self, cid: ConnId, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
         let WorkerCore {
-            index,
+            subscriptions,
+            groups,
             peers,
-            assigned,
-            rng,
             stats,
             conns,
-            subs,
-            expired,
             payloads,
             config,
             dirty,
             now,
             ..
         } = self;
-        let matches = index.lookup(subject);
-        let mut remote = matches.remote;
-        assigned.clear();
-        for (group_at, group) in matches.groups.iter().enumerate() {
-            let total = group.total_members();
-            if total == 0 {
-                continue;
-            }
-            let mut pick = rng.below(total);
-            if (pick as usize) < group.local.len() {
-                assigned.push((group_at, Target::Local(group.local[pick as usize])));
-                continue;
-            }
-            pick -= group.local.len() as u32;
-            for &(worker, members) in &group.remote {
-                if pick < members {
-                    assigned.push((group_at, Target::Remote(worker)));
-                    remote.insert(worker);
-                    break;
-                }
-                pick -= members;
-            }
-        }
-        let groups_for = |worker: WorkerId| {
-            assigned
-                .iter()
-                .filter_map(move |&(group_at, target)| match target {
-                    Target::Remote(w) if w == worker => Some(&*matches.groups[group_at].name),
-                    _ => None,
-                })
-        };
+        let (matches, subs) = subscriptions.lookup(subject);
+        let remote = groups.assign(matches);
         for worker in remote.iter() {
-            let len = records::data_len(subject, reply, payload, groups_for(worker));
+            let len = records::data_len(subject, reply, payload, groups.names_for(matches, worker));
             let producer = peers.producer(worker);
             if len > producer.max_record() {
                 // Only a message matching a great many queue groups gets
@@ -859,43 +776,30 @@ impl WorkerCore {
                 return false;
             }
         }
-        let local_groups = assigned
-            .iter()
-            .filter(|(_, target)| matches!(target, Target::Local(_)))
-            .count();
         let mut delivery = Delivery {
             conns,
             subs,
             stats,
-            expired,
             dirty,
             payloads,
             shared: None,
             max_pending: config.max_pending_bytes,
             now: *now,
         };
-        delivery.share_if_worth_it(payload, matches.local.len() + local_groups);
-        for &key in &matches.local {
+        delivery.share_if_worth_it(
+            payload,
+            matches.local.len() + groups.local_members().count(),
+        );
+        for key in matches.local.iter().copied().chain(groups.local_members()) {
             delivery.deliver(key, subject, reply, payload);
-        }
-        for &(_, target) in assigned.iter() {
-            if let Target::Local(key) = target {
-                delivery.deliver(key, subject, reply, payload);
-            }
         }
         delivery.finish();
         for worker in remote.iter() {
-            let len = records::data_len(subject, reply, payload, groups_for(worker));
+            let names = groups.names_for(matches, worker);
+            let len = records::data_len(subject, reply, payload, names.clone());
             let producer = peers.producer(worker);
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(
-                slot,
-                Routing::default(),
-                subject,
-                reply,
-                payload,
-                groups_for(worker),
-            );
+            records::write_data(slot, Routing::default(), subject, reply, payload, names);
             producer.commit();
         }
         stats.inc(Counter::MessagesPublished);
@@ -926,12 +830,8 @@ impl WorkerCore {
                     routing,
                 } => self.deliver_record(subject, reply, groups, payload, routing),
                 Record::Interest { add, filter, queue } => {
-                    let worker = from as WorkerId;
-                    if add {
-                        self.index.add_remote(filter, queue, worker);
-                    } else {
-                        self.index.remove_remote(filter, queue, worker);
-                    }
+                    self.subscriptions
+                        .on_interest(add, filter, queue, from as WorkerId);
                 }
             }
             consumer.advance();
@@ -959,63 +859,43 @@ impl WorkerCore {
         let mut forward: Vec<(&[u8], WorkerId)> = Vec::new();
         {
             let WorkerCore {
-                index,
-                rng,
+                subscriptions,
+                groups: picks,
                 stats,
                 conns,
-                subs,
-                expired,
                 payloads,
                 config,
                 dirty,
                 now,
                 ..
             } = self;
-            let matches = index.lookup(subject);
+            let (matches, subs) = subscriptions.lookup(subject);
+            let plain: &[SubKey] = if routing.groups_only {
+                &[]
+            } else {
+                &matches.local
+            };
             let mut delivery = Delivery {
                 conns,
                 subs,
                 stats,
-                expired,
                 dirty,
                 payloads,
                 shared: None,
                 max_pending: config.max_pending_bytes,
                 now: *now,
             };
-            let plain = if routing.groups_only {
-                0
-            } else {
-                matches.local.len()
-            };
-            delivery.share_if_worth_it(payload, plain + groups.iter().count());
-            if !routing.groups_only {
-                for &key in &matches.local {
-                    delivery.deliver(key, subject, reply, payload);
-                }
+            delivery.share_if_worth_it(payload, plain.len() + groups.iter().count());
+            for &key in plain {
+                delivery.deliver(key, subject, reply, payload);
             }
+            let may_forward = routing.hops < records::MAX_HOPS;
             for name in groups.iter() {
-                let Some(group) = matches.groups.iter().find(|g| &*g.name == name) else {
-                    delivery.stats.inc(Counter::DroppedNoGroupMember);
-                    continue;
-                };
-                if !group.local.is_empty() {
-                    let key = group.local[rng.below(group.local.len() as u32) as usize];
-                    delivery.deliver(key, subject, reply, payload);
-                    continue;
-                }
-                let members: u32 = group.remote.iter().map(|&(_, count)| count).sum();
-                if members == 0 || routing.hops >= records::MAX_HOPS {
-                    delivery.stats.inc(Counter::DroppedNoGroupMember);
-                    continue;
-                }
-                let mut pick = rng.below(members);
-                for &(worker, count) in &group.remote {
-                    if pick < count {
-                        forward.push((name, worker));
-                        break;
-                    }
-                    pick -= count;
+                let group = matches.groups.iter().find(|g| &*g.name == name);
+                match group.and_then(|group| picks.pick_for_record(group, may_forward)) {
+                    Some(Target::Local(key)) => delivery.deliver(key, subject, reply, payload),
+                    Some(Target::Remote(worker)) => forward.push((name, worker)),
+                    None => delivery.stats.inc(Counter::DroppedNoGroupMember),
                 }
             }
             delivery.finish();
@@ -1046,9 +926,8 @@ pub mod control;
 /// Appends MESSAGE frames to subscribers' queues, cutting off slow consumers.
 struct Delivery<'a> {
     conns: &'a mut Slab<Conn>,
-    subs: &'a mut Slab<Sub>,
+    subs: &'a mut SubTable,
     stats: &'a WorkerStats,
-    expired: &'a mut Vec<SubKey>,
     dirty: &'a mut Vec<ConnId>,
     payloads: &'a mut SharedPayloads,
     /// This message's payload, when shared rather than copied per queue.
@@ -1074,17 +953,10 @@ impl Delivery<'_> {
     }
 
     fn deliver(&mut self, key: SubKey, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
-        let Some(sub) = self.subs.get_mut(key as usize) else {
+        let Some((cid, sid)) = self.subs.count_delivery(key) else {
             return;
         };
-        if sub.max_msgs != 0 && sub.delivered >= sub.max_msgs {
-            return;
-        }
-        sub.delivered += 1;
-        if sub.max_msgs != 0 && sub.delivered == sub.max_msgs {
-            self.expired.push(key);
-        }
-        let conn = &mut self.conns[sub.conn];
+        let conn = &mut self.conns[cid];
         if conn.slow {
             self.stats.inc(Counter::DroppedSlowConsumer);
             return;
@@ -1104,19 +976,15 @@ impl Delivery<'_> {
             conn.slow = true;
             conn.closing = Some(self.now);
             conn.close_reason = CloseReason::SlowConsumer;
-            tracing::warn!(
-                conn = sub.conn,
-                dropped = dropped + 1,
-                "slow consumer cut off"
-            );
+            tracing::warn!(conn = cid, dropped = dropped + 1, "slow consumer cut off");
         } else {
             match self.shared {
                 Some(id) => {
                     let out = conn.output.frames();
-                    encode::put_message_head(out, subject, sub.sid, reply, payload.len());
+                    encode::put_message_head(out, subject, sid, reply, payload.len());
                     conn.output.splice(self.payloads, id);
                 }
-                None => encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload),
+                None => encode::put_message(conn.output.frames(), subject, sid, reply, payload),
             }
             self.stats.inc(Counter::MessagesDelivered);
             self.stats.inc(Counter::FramesOutMessage);
@@ -1124,7 +992,7 @@ impl Delivery<'_> {
         }
         if !conn.dirty {
             conn.dirty = true;
-            self.dirty.push(sub.conn);
+            self.dirty.push(cid);
         }
     }
 }

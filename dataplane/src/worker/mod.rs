@@ -4,10 +4,12 @@
 
 pub mod answers;
 pub mod core;
+mod groups;
 pub mod outbound;
 pub mod payloads;
 mod peers;
 pub mod records;
+mod subscriptions;
 pub mod sync;
 
 #[cfg(test)]

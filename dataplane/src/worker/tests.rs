@@ -590,7 +590,7 @@ fn random_scripts_keep_answers_in_frame_order() {
     const FILTERS: [&[u8]; 4] = [b"s.a", b"s.b", b"s.*", b">"];
     let mut stalls = 0;
     for seed in 1..=20u64 {
-        let mut rng = super::core::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = super::groups::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut cluster = Cluster::new(2, 4096, 1 << 26);
         let conns: Vec<(usize, ConnId)> = (0..8).map(|i| (i % 2, cluster.connect(i % 2))).collect();
         let mut expected: Vec<Vec<Out>> = vec![Vec::new(); conns.len()];

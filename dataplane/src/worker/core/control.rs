@@ -107,7 +107,7 @@ impl WorkerCore {
             WorkerRequest::Status => to_json(&WorkerStatus {
                 worker: self.id(),
                 connections: self.conns.len(),
-                subscriptions: self.subs.len(),
+                subscriptions: self.subscriptions.len(),
                 draining: self.draining,
             }),
             WorkerRequest::Connections => to_json(&self.connection_list()),
@@ -144,7 +144,7 @@ impl WorkerCore {
         // (filter, queue) -> (subscriptions, messages delivered)
         type Key<'a> = (&'a [u8], Option<&'a [u8]>);
         let mut grouped: BTreeMap<Key<'_>, (u64, u64)> = BTreeMap::new();
-        for (_, sub) in self.subs.iter() {
+        for sub in self.subscriptions.iter() {
             let entry = grouped
                 .entry((&sub.filter, sub.queue.as_deref()))
                 .or_default();
