@@ -1,6 +1,6 @@
-//! One worker's broker state, sans-IO: its connections, their sessions and
-//! queues, its subscriptions, its replica of the other workers' interest, and
-//! its ends of the rings.
+//! One worker's broker state, sans-IO: the facade over its parts (see the
+//! module list in `worker/mod.rs`), and the paths that run through several
+//! of them: frames in, routing, records from the other workers, closes.
 //!
 //! The backend feeds it bytes, time and ring records, and takes from it the
 //! bytes to write and the connections to close. Nothing here blocks, and the
@@ -12,27 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
-use slab::Slab;
 
 use self::control::ControlPort;
-use super::answers::HeldAnswers;
+use super::connections::{CloseReason, Connections, Wait};
+use super::delivery::Delivery;
 use super::groups::{GroupPicks, Target};
-use super::outbound::Outbound;
-use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
 use super::peers::Peers;
 use super::records::{self, GroupNames, Record, Routing};
-use super::subscriptions::{SubTable, Subscriptions};
+use super::subscriptions::Subscriptions;
 use crate::rings::WorkerRings;
 use crate::router::{SubKey, WorkerId, WorkerSet};
-use crate::session::{Session, SessionConfig, Step, Tick};
+use crate::session::{Session, SessionConfig, Step};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
 
 pub type ConnId = usize;
-
-/// An empty input buffer larger than this gives its memory back at the next
-/// tick (not on every drain, which made a streaming publisher allocate
-/// again on every read).
-const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
 
 /// Settings of a worker core.
 #[derive(Debug, Clone)]
@@ -75,70 +68,6 @@ enum Answer {
     Pong,
 }
 
-/// Why a connection does not process its input now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    None,
-    /// A PUBLISH waits for room in a ring (backpressure).
-    Room,
-}
-
-struct Conn {
-    session: Session,
-    /// Received bytes not yet decoded; the backend appends to it.
-    input: Vec<u8>,
-    output: Outbound,
-    /// Answers waiting for a barrier, and every answer after them.
-    held: HeldAnswers,
-    wait: Wait,
-    /// Pushed records to other workers since its last answer.
-    unsynced: bool,
-    /// Set when the connection is on its way out: close once the output is
-    /// flushed, or at this deadline.
-    closing: Option<Instant>,
-    /// Cut off as a slow consumer: messages for it are counted as dropped.
-    slow: bool,
-    /// Why it closes, for the statistics; an I/O error unless a close began.
-    close_reason: CloseReason,
-    dirty: bool,
-    /// What operators see (`blipmqctl conns`).
-    info: ConnMeta,
-}
-
-/// A connection's identity and traffic, for the control plane only.
-struct ConnMeta {
-    /// Unique in the broker: `serial % workers` is this worker's id.
-    serial: u64,
-    peer: Option<std::net::SocketAddr>,
-    accepted: Instant,
-    msgs_in: u64,
-    msgs_out: u64,
-}
-
-/// Why a connection closed: each reason has its counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseReason {
-    Client,
-    Error,
-    SlowConsumer,
-    Stale,
-    Drain,
-    Kicked,
-}
-
-impl CloseReason {
-    fn counter(self) -> Counter {
-        match self {
-            CloseReason::Client => Counter::ConnectionsClosedClient,
-            CloseReason::Error => Counter::ConnectionsClosedError,
-            CloseReason::SlowConsumer => Counter::ConnectionsClosedSlowConsumer,
-            CloseReason::Stale => Counter::ConnectionsClosedStale,
-            CloseReason::Drain => Counter::ConnectionsClosedDrain,
-            CloseReason::Kicked => Counter::ConnectionsClosedKicked,
-        }
-    }
-}
-
 /// How far a frame got.
 enum Flow {
     /// Consumed; go on with the next frame.
@@ -153,24 +82,12 @@ pub struct WorkerCore {
     config: CoreConfig,
     info: Vec<u8>,
     shared: Arc<Shared>,
-    peers: Peers,
-    conns: Slab<Conn>,
+    conns: Connections,
     subscriptions: Subscriptions,
+    peers: Peers,
     groups: GroupPicks,
-    waiting: Vec<ConnId>,
-    /// An empty list with capacity, swapped with `waiting` on each pass.
-    waiting_spare: Vec<ConnId>,
-    /// Connections that stopped waiting: the backend reads them again.
-    resumed: Vec<ConnId>,
-    /// Connections with answers held behind a barrier.
-    holding: Vec<ConnId>,
-    dirty: Vec<ConnId>,
-    /// Large payloads shared by several subscribers' queues.
-    payloads: SharedPayloads,
     /// Requests from the control plane and replies to it.
     control: Option<ControlPort>,
-    /// The next accepted connection's [`ConnMeta::serial`].
-    next_serial: u64,
     now: Instant,
     draining: bool,
     pub stats: WorkerStats,
@@ -191,22 +108,16 @@ impl WorkerCore {
         // Alive from the start, not only from the first tick.
         stats.heartbeat();
         let id = rings.id;
+        let peers = Peers::new(rings);
         WorkerCore {
-            info: config.session.info_json(rings.id),
+            info: config.session.info_json(id),
+            conns: Connections::new(config.max_pending_bytes, id, peers.workers()),
             subscriptions: Subscriptions::new(config.cache_subjects),
             groups: GroupPicks::new(id),
+            peers,
             config,
             shared,
-            peers: Peers::new(rings),
-            conns: Slab::new(),
-            waiting: Vec::new(),
-            waiting_spare: Vec::new(),
-            resumed: Vec::new(),
-            holding: Vec::new(),
-            dirty: Vec::new(),
-            payloads: SharedPayloads::default(),
             control: None,
-            next_serial: id as u64,
             now,
             draining: false,
             stats,
@@ -224,7 +135,7 @@ impl WorkerCore {
 
     /// Large payloads currently shared by subscribers' queues.
     pub fn shared_payloads_in_use(&self) -> usize {
-        self.payloads.live()
+        self.conns.shared_payloads_in_use()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -238,27 +149,9 @@ impl WorkerCore {
     /// A new connection: queue INFO, or ERROR 503 past the connection limit.
     pub fn accept(&mut self, now: Instant) -> ConnId {
         self.now = now;
-        let conn = Conn {
-            session: Session::new(self.config.session.clone(), now),
-            input: Vec::new(),
-            output: Outbound::default(),
-            held: HeldAnswers::default(),
-            wait: Wait::None,
-            unsynced: false,
-            closing: None,
-            slow: false,
-            close_reason: CloseReason::Error,
-            dirty: false,
-            info: ConnMeta {
-                serial: self.next_serial,
-                peer: None,
-                accepted: now,
-                msgs_in: 0,
-                msgs_out: 0,
-            },
-        };
-        self.next_serial += self.peers.workers() as u64;
-        let cid = self.conns.insert(conn);
+        let cid = self
+            .conns
+            .insert(Session::new(self.config.session.clone(), now), now);
         self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
         if self.draining || open >= self.config.max_connections {
@@ -274,7 +167,7 @@ impl WorkerCore {
             self.stats.inc(Counter::ConnectionsAccepted);
             encode::put_info(self.conns[cid].output.frames(), &self.info);
             self.stats.inc(Counter::FramesOutInfo);
-            self.mark_dirty(cid);
+            self.conns.mark_dirty(cid);
         }
         cid
     }
@@ -321,18 +214,18 @@ impl WorkerCore {
     /// The first contiguous run of bytes waiting to be written to the
     /// connection (empty when none); see also [`output_vectored`](Self::output_vectored).
     pub fn output(&self, cid: ConnId) -> &[u8] {
-        self.conns[cid].output.front(&self.payloads)
+        self.conns.output(cid)
     }
 
     /// Fills `slices` with the bytes waiting for the connection, in order,
     /// for one writev; returns how many slices were filled.
     pub fn output_vectored<'a>(&'a self, cid: ConnId, slices: &mut [IoSlice<'a>]) -> usize {
-        self.conns[cid].output.gather(&self.payloads, slices)
+        self.conns.output_vectored(cid, slices)
     }
 
     pub fn on_output_written(&mut self, cid: ConnId, written: usize) {
         self.stats.add(Counter::BytesOut, written as u64);
-        self.conns[cid].output.advance(written, &mut self.payloads);
+        self.conns.on_output_written(cid, written);
     }
 
     /// The connection is done: flushed after a close started, or past its
@@ -346,13 +239,7 @@ impl WorkerCore {
 
     /// Connections with output or a pending close since the last call.
     pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
-        into.clear();
-        std::mem::swap(into, &mut self.dirty);
-        for &cid in into.iter() {
-            if let Some(conn) = self.conns.get_mut(cid) {
-                conn.dirty = false;
-            }
-        }
+        self.conns.take_dirty(into);
     }
 
     /// The socket is gone: forget the connection and its subscriptions.
@@ -365,11 +252,7 @@ impl WorkerCore {
         for key in keys {
             self.remove_sub(key);
         }
-        let mut conn = self.conns.remove(cid);
-        conn.output.release_all(&mut self.payloads);
-        if conn.held.is_holding() {
-            self.holding.retain(|&c| c != cid);
-        }
+        let conn = self.conns.remove(cid);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         self.stats.inc(conn.close_reason.counter());
         self.stats.sub(Counter::ConnectionsOpen, 1);
@@ -379,33 +262,7 @@ impl WorkerCore {
     pub fn on_tick(&mut self, now: Instant) {
         self.now = now;
         self.stats.heartbeat();
-        let mut stale = Vec::new();
-        for (cid, conn) in self.conns.iter_mut() {
-            conn.output.trim();
-            if conn.input.is_empty() && conn.input.capacity() > IDLE_INPUT_CAPACITY {
-                conn.input = Vec::new();
-            }
-            if let Some(deadline) = conn.closing {
-                if now >= deadline && !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(cid);
-                }
-                continue;
-            }
-            match conn.session.on_tick(now) {
-                Tick::Nothing => {}
-                Tick::SendPing => {
-                    encode::put_ping(conn.output.frames());
-                    self.stats.inc(Counter::FramesOutPing);
-                    if !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(cid);
-                    }
-                }
-                Tick::Stale => stale.push(cid),
-            }
-        }
-        for cid in stale {
+        for cid in self.conns.on_tick(now, &self.stats) {
             self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
             self.start_close(cid, CloseReason::Stale);
         }
@@ -419,7 +276,7 @@ impl WorkerCore {
         let ids: Vec<ConnId> = self.conns.iter().map(|(cid, _)| cid).collect();
         for cid in ids {
             if self.conns[cid].closing.is_none() {
-                encode::put_disconnect(self.answer_buffer(cid), "draining");
+                encode::put_disconnect(self.conns.answer_buffer(cid), "draining");
                 self.stats.inc(Counter::FramesOutDisconnect);
                 self.start_close(cid, CloseReason::Drain);
             }
@@ -437,13 +294,13 @@ impl WorkerCore {
     /// publisher stalled on a full ring, an answer behind a barrier, control
     /// records outside a full ring.
     pub fn awaits_peers(&self) -> bool {
-        !self.waiting.is_empty() || self.peers.awaits_consumers()
+        self.conns.awaits_room() || self.peers.awaits_consumers()
     }
 
     /// Moves the connections that stopped waiting into `into`: they may
     /// hold unread input the backend left in the socket.
     pub fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
-        into.append(&mut self.resumed);
+        self.conns.take_resumed(into);
     }
 
     /// Handles the records other workers sent. Returns how many.
@@ -466,7 +323,7 @@ impl WorkerCore {
         self.peers.note_heads_before_retry();
         self.peers.flush_overflow();
         self.peers.advance_barriers();
-        self.release_answers();
+        self.conns.release_answers(self.peers.barrier_done());
         self.resume_waiting();
         self.peers.publish(&self.stats);
     }
@@ -490,33 +347,26 @@ impl WorkerCore {
 
     // ---- internals ----
 
-    fn mark_dirty(&mut self, cid: ConnId) {
-        let conn = &mut self.conns[cid];
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(cid);
-        }
-    }
-
     fn start_close(&mut self, cid: ConnId, reason: CloseReason) {
         let deadline = self.now + self.config.drain_timeout;
-        let conn = &mut self.conns[cid];
-        if conn.closing.is_none() {
-            conn.closing = Some(deadline);
-            conn.close_reason = reason;
-        }
-        self.mark_dirty(cid);
+        self.conns.start_close(cid, reason, deadline);
     }
 
     fn send_error(&mut self, cid: ConnId, code: ErrorCode, reason: &str) {
         tracing::debug!(conn = cid, code = code.as_u16(), reason, "error");
-        encode::put_error(self.answer_buffer(cid), code, reason);
+        encode::put_error(self.conns.answer_buffer(cid), code, reason);
         self.stats.inc(Counter::FramesOutError);
-        self.mark_dirty(cid);
+        self.conns.mark_dirty(cid);
     }
 
-    fn write_answer(&mut self, cid: ConnId, answer: Answer) {
-        let out = self.answer_buffer(cid);
+    /// Answers now, or once a barrier passes when this connection's earlier
+    /// frames reached other workers; the connection goes on meanwhile.
+    fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
+        if self.conns[cid].unsynced {
+            let ticket = self.peers.request_barrier();
+            self.conns.hold_answers(cid, ticket);
+        }
+        let out = self.conns.answer_buffer(cid);
         match answer {
             Answer::Ok => {
                 encode::put_ok(out);
@@ -527,53 +377,8 @@ impl WorkerCore {
                 self.stats.inc(Counter::FramesOutPong);
             }
         }
-        self.mark_dirty(cid);
-    }
-
-    /// Answers now, or once a barrier passes when this connection's earlier
-    /// frames reached other workers; the connection goes on meanwhile.
-    fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
-        let conn = &mut self.conns[cid];
-        if conn.unsynced {
-            conn.unsynced = false;
-            if !conn.held.is_holding() {
-                self.holding.push(cid);
-            }
-            conn.held.hold_until(self.peers.request_barrier());
-        }
-        self.write_answer(cid, answer);
+        self.conns.mark_dirty(cid);
         Flow::Continue
-    }
-
-    /// Where the connection's next answer (OK, PONG, ERROR, DISCONNECT)
-    /// goes: behind the held ones, if any.
-    fn answer_buffer(&mut self, cid: ConnId) -> &mut Vec<u8> {
-        let conn = &mut self.conns[cid];
-        if conn.held.is_holding() {
-            conn.held.buffer()
-        } else {
-            conn.output.frames()
-        }
-    }
-
-    /// Moves answers whose barriers passed into their connections' output.
-    fn release_answers(&mut self) {
-        let WorkerCore {
-            holding,
-            conns,
-            peers,
-            dirty,
-            ..
-        } = self;
-        let done = peers.barrier_done();
-        holding.retain(|&cid| {
-            let conn = &mut conns[cid];
-            if conn.held.release(done, conn.output.frames()) && !conn.dirty {
-                conn.dirty = true;
-                dirty.push(cid);
-            }
-            conn.held.is_holding()
-        });
     }
 
     /// Decodes and handles the bytes kept in the connection's input buffer.
@@ -644,8 +449,7 @@ impl WorkerCore {
                 ack,
             } => {
                 if !self.route(cid, subject, reply, payload) {
-                    self.conns[cid].wait = Wait::Room;
-                    self.waiting.push(cid);
+                    self.conns.wait_for_room(cid);
                     return Flow::Retry;
                 }
                 if ack {
@@ -712,100 +516,74 @@ impl WorkerCore {
         }
     }
 
+    /// Retries the connections whose PUBLISH waited for ring room.
     fn resume_waiting(&mut self) {
         self.peers.note_barrier_before_retry();
-        if self.waiting.is_empty() {
+        if !self.conns.awaits_room() {
             return;
         }
-        // Swap in the spare list, so that a connection that keeps waiting
-        // (a publisher stalled on a full ring) costs no allocation per turn.
-        let mut waiting = std::mem::take(&mut self.waiting_spare);
-        std::mem::swap(&mut waiting, &mut self.waiting);
+        let mut waiting = self.conns.take_waiting();
         for cid in waiting.drain(..) {
-            let Some(conn) = self.conns.get_mut(cid) else {
+            if !self.conns.stop_waiting(cid) {
                 continue;
-            };
-            match conn.wait {
-                Wait::Room => {
-                    conn.wait = Wait::None;
-                    self.process_input(cid);
-                    // Still stalled: it stays out of the backend's reads,
-                    // or the loop would spin on it.
-                    if self.wants_input(cid) {
-                        self.resumed.push(cid);
-                    }
-                }
-                // A stale entry: the connection closed and its slot was
-                // reused. (Kept, it would keep the worker awaiting peers.)
-                Wait::None => {}
+            }
+            self.process_input(cid);
+            // Still stalled: it stays out of the backend's reads, or the
+            // loop would spin on it.
+            if self.wants_input(cid) {
+                self.conns.resumed(cid);
             }
         }
-        self.waiting_spare = waiting;
+        self.conns.retried(waiting);
     }
 
     /// Routes one published message: local subscriptions get it now, other
     /// workers with interest get one record each. Returns false, having done
     /// nothing, when a needed ring lacks room.
     fn route(&mut self, cid: ConnId, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
-        let WorkerCore {
-            subscriptions,
-            groups,
-            peers,
-            stats,
-            conns,
-            payloads,
-            config,
-            dirty,
-            now,
-            ..
-        } = self;
-        let (matches, subs) = subscriptions.lookup(subject);
-        let remote = groups.assign(matches);
+        let (matches, subs) = self.subscriptions.lookup(subject);
+        let remote = self.groups.assign(matches);
         for worker in remote.iter() {
-            let len = records::data_len(subject, reply, payload, groups.names_for(matches, worker));
-            let producer = peers.producer(worker);
+            let groups = self.groups.names_for(matches, worker);
+            let len = records::data_len(subject, reply, payload, groups);
+            let producer = self.peers.producer(worker);
             if len > producer.max_record() {
                 // Only a message matching a great many queue groups gets
                 // here (frames are bounded well below a ring's record size).
                 tracing::warn!(len, "message too large for a ring record; refused");
-                stats.inc(Counter::DroppedOversized);
+                self.stats.inc(Counter::DroppedOversized);
                 return true;
             }
             if !producer.has_room(len) {
-                stats.inc(Counter::RingFullStalls);
+                self.stats.inc(Counter::RingFullStalls);
                 return false;
             }
         }
-        let mut delivery = Delivery {
-            conns,
-            subs,
-            stats,
-            dirty,
-            payloads,
-            shared: None,
-            max_pending: config.max_pending_bytes,
-            now: *now,
-        };
-        delivery.share_if_worth_it(
-            payload,
-            matches.local.len() + groups.local_members().count(),
-        );
-        for key in matches.local.iter().copied().chain(groups.local_members()) {
+        let recipients = matches.local.len() + self.groups.local_members().count();
+        let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
+        delivery.share_if_worth_it(payload, recipients);
+        for key in matches
+            .local
+            .iter()
+            .copied()
+            .chain(self.groups.local_members())
+        {
             delivery.deliver(key, subject, reply, payload);
         }
         delivery.finish();
         for worker in remote.iter() {
-            let names = groups.names_for(matches, worker);
-            let len = records::data_len(subject, reply, payload, names.clone());
-            let producer = peers.producer(worker);
+            let groups = self.groups.names_for(matches, worker);
+            let len = records::data_len(subject, reply, payload, groups.clone());
+            let producer = self.peers.producer(worker);
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(slot, Routing::default(), subject, reply, payload, names);
+            records::write_data(slot, Routing::default(), subject, reply, payload, groups);
             producer.commit();
         }
-        stats.inc(Counter::MessagesPublished);
-        conns[cid].info.msgs_in += 1;
+        self.stats.inc(Counter::MessagesPublished);
+        let conn = &mut self.conns[cid];
+        conn.info.msgs_in += 1;
         if !remote.is_empty() {
-            conns[cid].unsynced = true;
+            conn.unsynced = true;
         }
         self.expire_subs();
         true
@@ -857,49 +635,27 @@ impl WorkerCore {
         routing: Routing,
     ) {
         let mut forward: Vec<(&[u8], WorkerId)> = Vec::new();
-        {
-            let WorkerCore {
-                subscriptions,
-                groups: picks,
-                stats,
-                conns,
-                payloads,
-                config,
-                dirty,
-                now,
-                ..
-            } = self;
-            let (matches, subs) = subscriptions.lookup(subject);
-            let plain: &[SubKey] = if routing.groups_only {
-                &[]
-            } else {
-                &matches.local
-            };
-            let mut delivery = Delivery {
-                conns,
-                subs,
-                stats,
-                dirty,
-                payloads,
-                shared: None,
-                max_pending: config.max_pending_bytes,
-                now: *now,
-            };
-            delivery.share_if_worth_it(payload, plain.len() + groups.iter().count());
-            for &key in plain {
-                delivery.deliver(key, subject, reply, payload);
-            }
-            let may_forward = routing.hops < records::MAX_HOPS;
-            for name in groups.iter() {
-                let group = matches.groups.iter().find(|g| &*g.name == name);
-                match group.and_then(|group| picks.pick_for_record(group, may_forward)) {
-                    Some(Target::Local(key)) => delivery.deliver(key, subject, reply, payload),
-                    Some(Target::Remote(worker)) => forward.push((name, worker)),
-                    None => delivery.stats.inc(Counter::DroppedNoGroupMember),
-                }
-            }
-            delivery.finish();
+        let (matches, subs) = self.subscriptions.lookup(subject);
+        let plain: &[SubKey] = if routing.groups_only {
+            &[]
+        } else {
+            &matches.local
+        };
+        let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
+        delivery.share_if_worth_it(payload, plain.len() + groups.iter().count());
+        for &key in plain {
+            delivery.deliver(key, subject, reply, payload);
         }
+        let may_forward = routing.hops < records::MAX_HOPS;
+        for name in groups.iter() {
+            let group = matches.groups.iter().find(|g| &*g.name == name);
+            match group.and_then(|group| self.groups.pick_for_record(group, may_forward)) {
+                Some(Target::Local(key)) => delivery.deliver(key, subject, reply, payload),
+                Some(Target::Remote(worker)) => forward.push((name, worker)),
+                None => self.stats.inc(Counter::DroppedNoGroupMember),
+            }
+        }
+        delivery.finish();
         for (name, to) in forward {
             self.stats.inc(Counter::GroupForwards);
             let routing = Routing {
@@ -922,77 +678,3 @@ impl WorkerCore {
 }
 
 pub mod control;
-
-/// Appends MESSAGE frames to subscribers' queues, cutting off slow consumers.
-struct Delivery<'a> {
-    conns: &'a mut Slab<Conn>,
-    subs: &'a mut SubTable,
-    stats: &'a WorkerStats,
-    dirty: &'a mut Vec<ConnId>,
-    payloads: &'a mut SharedPayloads,
-    /// This message's payload, when shared rather than copied per queue.
-    shared: Option<PayloadId>,
-    max_pending: usize,
-    now: Instant,
-}
-
-impl Delivery<'_> {
-    /// Copies a large payload once for all of this message's local
-    /// recipients, instead of once per recipient.
-    fn share_if_worth_it(&mut self, payload: &[u8], recipients: usize) {
-        if recipients >= 2 && payload.len() >= SHARE_MIN_PAYLOAD {
-            self.shared = Some(self.payloads.store(payload));
-        }
-    }
-
-    /// Ends the message: a shared payload no queue took is recycled.
-    fn finish(&mut self) {
-        if let Some(id) = self.shared.take() {
-            self.payloads.release_if_unused(id);
-        }
-    }
-
-    fn deliver(&mut self, key: SubKey, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
-        let Some((cid, sid)) = self.subs.count_delivery(key) else {
-            return;
-        };
-        let conn = &mut self.conns[cid];
-        if conn.slow {
-            self.stats.inc(Counter::DroppedSlowConsumer);
-            return;
-        }
-        let len = encode::message_len(subject, reply, payload.len());
-        if conn.output.pending_len() + len > self.max_pending {
-            // Slow consumer: drop its backlog, tell it where its socket still
-            // takes bytes, and close it at once.
-            let dropped = conn.output.discard_unsent(self.payloads);
-            self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
-            encode::put_error(
-                conn.output.frames(),
-                ErrorCode::Unavailable,
-                "slow consumer",
-            );
-            self.stats.inc(Counter::FramesOutError);
-            conn.slow = true;
-            conn.closing = Some(self.now);
-            conn.close_reason = CloseReason::SlowConsumer;
-            tracing::warn!(conn = cid, dropped = dropped + 1, "slow consumer cut off");
-        } else {
-            match self.shared {
-                Some(id) => {
-                    let out = conn.output.frames();
-                    encode::put_message_head(out, subject, sid, reply, payload.len());
-                    conn.output.splice(self.payloads, id);
-                }
-                None => encode::put_message(conn.output.frames(), subject, sid, reply, payload),
-            }
-            self.stats.inc(Counter::MessagesDelivered);
-            self.stats.inc(Counter::FramesOutMessage);
-            conn.info.msgs_out += 1;
-        }
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(cid);
-        }
-    }
-}
