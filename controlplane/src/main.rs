@@ -455,8 +455,15 @@ fn serve(file: &Path, listen: SocketAddr, stale_after: Duration) -> Result<(), S
     if stale_after.is_zero() {
         return Err("--stale-after must be greater than 0".to_owned());
     }
-    let server = HttpServer::start(listen, StatsSource::file(file), HttpConfig { stale_after })
-        .map_err(|error| error.to_string())?;
+    let server = HttpServer::start(
+        listen,
+        StatsSource::file(file),
+        HttpConfig {
+            stale_after,
+            ..HttpConfig::default()
+        },
+    )
+    .map_err(|error| error.to_string())?;
     // One plain line that scripts and tests wait for (the port may be 0).
     println!("blipmqctl serving http://{}", server.local_addr());
     let _ = std::io::stdout().flush();

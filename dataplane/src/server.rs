@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backend::afpacket::AfPacketBackend;
 use crate::backend::driver::Driver;
 use crate::backend::kernel::KernelBackend;
-use crate::backend::{Backend, WorkerPoll, WorkerTransport};
+use crate::backend::{Backend, PortMonitor, WorkerPoll, WorkerTransport};
 use crate::config::{BackendKind, Config, AUTO_SOCKET};
 use crate::control::link::control_links;
 use crate::control::socket::{default_socket_path, BindError, ControlSocket};
@@ -82,9 +82,10 @@ impl Server {
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
-        let http = start_http(config, &shared)?;
+        let http = start_http(config, &shared, backend.port_monitor())?;
         let (control, control_socket, ports) =
             start_control(config, &wakers, &shared, &shutdown, local_addr)?;
+        control.set_port_monitor(backend.port_monitor());
         let stall = test_stall_from_env();
         let policy = backend.wait_policy();
         let drain_timeout = config.server.drain_timeout;
@@ -322,7 +323,11 @@ fn parse_test_stall(value: &str) -> Option<TestStall> {
 /// Starts the HTTP server of `control.metrics_listen`, if set, on the
 /// segment the workers write (a file or anonymous memory: it reads it in
 /// process either way).
-fn start_http(config: &Config, shared: &Shared) -> io::Result<Option<HttpServer>> {
+fn start_http(
+    config: &Config,
+    shared: &Shared,
+    port: Option<Arc<dyn PortMonitor>>,
+) -> io::Result<Option<HttpServer>> {
     let listen = config
         .control
         .metrics_listen_addr()
@@ -333,7 +338,10 @@ fn start_http(config: &Config, shared: &Shared) -> io::Result<Option<HttpServer>
     let http = HttpServer::start(
         listen,
         StatsSource::Reader(shared.stats.reader()),
-        HttpConfig::default(),
+        HttpConfig {
+            port,
+            ..HttpConfig::default()
+        },
     )?;
     let addr = http.local_addr();
     tracing::info!(%addr, "metrics listening on http://{addr}");

@@ -55,7 +55,7 @@ macro_rules! bulk_tests {
 
             #[test]
             fn one_gib_in_order_over_clean_relay() {
-                clean(super::$backend);
+                clean($backend);
             }
 
             /// What `tc netem loss 1% reorder ...` on the client's interface
@@ -63,7 +63,7 @@ macro_rules! bulk_tests {
             /// the subscriber's ACKs) lost, 1% reordered.
             #[test]
             fn one_gib_in_order_with_client_side_loss_and_reordering() {
-                client_side_loss(super::$backend);
+                client_side_loss($backend);
             }
 
             /// Loss and reordering in both directions, so the broker's
@@ -72,7 +72,7 @@ macro_rules! bulk_tests {
             /// retransmission timeout (at least 1 s).
             #[test]
             fn bulk_in_order_with_loss_and_reordering_both_ways() {
-                both_ways_loss(super::$backend);
+                both_ways_loss($backend);
             }
         }
     };

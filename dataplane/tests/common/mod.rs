@@ -21,6 +21,8 @@
 
 #[path = "../netns/mod.rs"]
 pub mod netns;
+#[path = "../system_lock/mod.rs"]
+pub mod system_lock;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -181,6 +183,12 @@ fn dpdk_eal_args(lab: &netns::Lab, vdev: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Where DPDK keeps the runtime files of `--file-prefix prefix` (as root:
+/// the tests that run DPDK brokers need root for their labs).
+pub fn dpdk_runtime_dir(prefix: &str) -> PathBuf {
+    PathBuf::from("/var/run/dpdk").join(prefix)
 }
 
 /// A running `blipmqd`; killed (SIGKILL) and reaped on drop, then its lab
@@ -458,6 +466,11 @@ impl Drop for Broker {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let (Backend::Dpdk | Backend::DpdkTap, Some(lab)) = (self.backend, &self.lab) {
+            // SIGKILL skipped the broker's own cleanup of DPDK's runtime
+            // directory (a drained broker removes it itself).
+            let _ = std::fs::remove_dir_all(dpdk_runtime_dir(lab.name()));
         }
         let _ = std::fs::remove_file(&self.config_path);
         if self.lab.is_some() {

@@ -301,7 +301,10 @@ impl PacketDevice for AfPacketDevice {
         self.link_mac()
     }
 
-    fn stats(&self) -> DeviceStats {
+    fn stats(&mut self) -> DeviceStats {
+        if let Ok(drops) = self.socket.take_drops() {
+            self.stats.rx_missed += drops;
+        }
         let mut stats = self.stats;
         stats.tx_rejected = self.tx.rejected;
         stats

@@ -472,6 +472,30 @@ impl PacketSocket {
         self.fd.as_raw_fd()
     }
 
+    /// Frames the kernel dropped for a full rx ring since the last call
+    /// (reading `PACKET_STATISTICS` resets the kernel's counters).
+    pub fn take_drops(&self) -> io::Result<u64> {
+        let mut stats = libc::tpacket_stats_v3 {
+            tp_packets: 0,
+            tp_drops: 0,
+            tp_freeze_q_cnt: 0,
+        };
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: `stats` is a valid tpacket_stats_v3 (what a TPACKET_V3
+        // socket writes) and `len` its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                std::ptr::from_mut(&mut stats).cast(),
+                &mut len,
+            )
+        };
+        check(rc, "PACKET_STATISTICS")?;
+        Ok(u64::from(stats.tp_drops))
+    }
+
     /// Asks the kernel to send every slot marked for sending. Returns false
     /// when it could not take them now (retry later).
     pub fn kick(&self) -> io::Result<bool> {

@@ -19,16 +19,16 @@
 //! worker's cache), bursts are fixed arrays.
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use blipmq_dpdk_sys::sys::consts as c;
-use blipmq_dpdk_sys::{Mbuf, MbufBurst, Mempool, RxQueue, ThreadRegistration, TxQueue};
+use blipmq_dpdk_sys::{Mbuf, MbufBurst, Mempool, Port, RxQueue, ThreadRegistration, TxQueue};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use super::arp::{ArpCopy, ArpFanout};
 use crate::backend::userspace::checksum::{self, Offload, Verdict};
-use crate::backend::userspace::{is_arp, DeviceStats, PacketDevice};
+use crate::backend::userspace::{is_arp, DeviceStats, NicStats, PacketDevice};
 
 /// The largest burst (the config's `dpdk.burst` is at most this).
 pub const BURST_MAX: usize = crate::config::dpdk::MAX_BURST;
@@ -61,6 +61,8 @@ pub struct DpdkDevice {
     stats: DeviceStats,
     /// Where a frame that is dropped is written (smoltcp needs a buffer).
     scratch: Box<[u8]>,
+    /// The port, for its counters (one worker reports them).
+    port: Option<Weak<Port<'static>>>,
     /// DPDK knows this thread (mempool caches): dropped with the device, on
     /// the worker's thread.
     _registration: ThreadRegistration,
@@ -79,6 +81,8 @@ pub struct DpdkQueues {
     pub arp: Arc<ArpFanout>,
     pub mtu: usize,
     pub mac: [u8; 6],
+    /// For the worker that reports the port's own counters.
+    pub port: Option<Weak<Port<'static>>>,
 }
 
 impl DpdkDevice {
@@ -103,6 +107,7 @@ impl DpdkDevice {
             intr_fd,
             stats: DeviceStats::default(),
             scratch: vec![0; 1 << 16].into_boxed_slice(),
+            port: queues.port,
             _registration: registration,
             _lifeline: lifeline,
         }
@@ -343,7 +348,22 @@ impl PacketDevice for DpdkDevice {
         self.mac
     }
 
-    fn stats(&self) -> DeviceStats {
+    fn stats(&mut self) -> DeviceStats {
         self.stats
+    }
+
+    fn nic_stats(&mut self) -> Option<NicStats> {
+        let port = self.port.as_ref()?.upgrade()?;
+        let stats = port.stats().ok()?;
+        Some(NicStats {
+            rx_packets: stats.ipackets,
+            tx_packets: stats.opackets,
+            rx_bytes: stats.ibytes,
+            tx_bytes: stats.obytes,
+            rx_missed: stats.imissed,
+            rx_errors: stats.ierrors,
+            tx_errors: stats.oerrors,
+            rx_nombuf: stats.rx_nombuf,
+        })
     }
 }

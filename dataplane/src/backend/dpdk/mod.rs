@@ -40,7 +40,9 @@ fn setup_error(what: impl std::fmt::Display) -> io::Error {
 pub struct DpdkBackend {
     /// Queue pairs not yet handed to a worker.
     queues: Vec<Option<DpdkQueues>>,
-    port: Option<Port<'static>>,
+    /// Shared only weakly (worker 0 and the control plane read its
+    /// counters), so that it is closed here.
+    port: Option<Arc<Port<'static>>>,
     /// Leaked at start so that ports, queues and mbufs may borrow it for
     /// `'static`; freed in `Drop` once nothing can use it any more.
     pool: Option<&'static Mempool>,
@@ -61,7 +63,16 @@ impl DpdkBackend {
         let (addr, prefix) = dpdk.parse_ip().map_err(setup_error)?;
         let args = eal_args::complete(&dpdk.eal_args, cpus);
         tracing::info!(args = ?args, "initialising DPDK");
-        let eal = eal_args::init_keeping_affinity(&args).map_err(setup_error)?;
+        let eal = eal_args::init_keeping_affinity(&args).map_err(|error| {
+            if args.iter().any(|arg| arg == "--no-huge") {
+                setup_error(error)
+            } else {
+                setup_error(format!(
+                    "{error} (are enough hugepages reserved? see hugepage-setup/hugepages.sh --check; \
+                     or run without them: --no-huge)"
+                ))
+            }
+        })?;
         let port_id = find_port(&eal, &dpdk.port)?;
         let info = eal.port_info(port_id).map_err(setup_error)?;
         check_queues(&info, workers)?;
@@ -154,6 +165,7 @@ impl DpdkBackend {
             "DPDK port started"
         );
         let arp = Arc::new(ArpFanout::new(workers));
+        let port = Arc::new(port);
         for queue in 0..queues {
             backend.queues.push(Some(DpdkQueues {
                 worker: usize::from(queue),
@@ -166,6 +178,7 @@ impl DpdkBackend {
                 // The Ethernet frame of a 1500-byte IP packet.
                 mtu: 1514,
                 mac,
+                port: (queue == 0).then(|| Arc::downgrade(&port)),
             }));
         }
         backend.port = Some(port);
@@ -264,19 +277,24 @@ impl Backend for DpdkBackend {
 impl Drop for DpdkBackend {
     fn drop(&mut self) {
         self.queues.clear();
-        // Stops and closes the port once no worker holds a queue.
-        self.port = None;
         let Some(pool) = self.pool.take() else {
             return;
         };
-        if Arc::strong_count(&self.lifeline) > 1 {
+        // Stops and closes the port once no worker holds a queue; a reader
+        // of its counters that holds it now keeps it (and so the pool).
+        let port_closed = match self.port.take() {
+            Some(port) => Arc::into_inner(port).is_some(),
+            None => true,
+        };
+        if !port_closed || Arc::strong_count(&self.lifeline) > 1 {
             tracing::warn!("DPDK workers still running: leaving the mbuf pool and the EAL");
             std::mem::forget(self.eal.clone());
             return;
         }
         // SAFETY: `pool` came from `Box::leak` in `new`, once. Every copy of
-        // the reference went to a queue pair or a port: the queue pairs not
-        // handed out were dropped above, the port too, and every worker's
+        // the reference went to a queue pair or the port: the queue pairs
+        // not handed out were dropped above, the port was closed (its last
+        // handle dropped), and every worker's
         // device held a clone of `lifeline`, which is now the only one, so
         // no device (or mbuf, which a device frees before it goes) is
         // left. Nothing can reach the pool after this.

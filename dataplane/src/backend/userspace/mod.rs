@@ -19,6 +19,8 @@ pub mod transport;
 
 use std::os::fd::RawFd;
 
+use crate::stats::{Counter, WorkerStats};
+
 pub use self::stack::{Stack, StackConfig, StackStats};
 pub use self::transport::{UserspaceTransport, UserspaceWorker};
 
@@ -32,11 +34,44 @@ pub trait PacketDevice: smoltcp::phy::Device {
     /// Whether queued frames could not be handed over yet (retry soon).
     fn tx_pending(&self) -> bool;
     /// Descriptors that poll readable when frames arrive; none if the
-    /// device cannot sleep (the worker then spins).
+    /// device cannot wake the worker (it then naps between polls).
     fn wait_fds(&self, into: &mut Vec<RawFd>);
     /// The device's own MAC address.
     fn mac(&self) -> [u8; 6];
-    fn stats(&self) -> DeviceStats;
+    /// The counters of this worker's queue; may ask the kernel (called at
+    /// the core's tick, not per packet).
+    fn stats(&mut self) -> DeviceStats;
+    /// The whole port's counters, from the one worker that reports them.
+    fn nic_stats(&mut self) -> Option<NicStats> {
+        None
+    }
+}
+
+/// A NIC's own counters for the whole port (DPDK's `rte_eth_stats`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NicStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_nombuf: u64,
+}
+
+impl NicStats {
+    /// Writes the counters into a worker's stats block.
+    pub fn report(&self, stats: &WorkerStats) {
+        stats.set(Counter::PortNicRxPackets, self.rx_packets);
+        stats.set(Counter::PortNicTxPackets, self.tx_packets);
+        stats.set(Counter::PortNicRxBytes, self.rx_bytes);
+        stats.set(Counter::PortNicTxBytes, self.tx_bytes);
+        stats.set(Counter::PortNicRxMissed, self.rx_missed);
+        stats.set(Counter::PortNicRxErrors, self.rx_errors);
+        stats.set(Counter::PortNicTxErrors, self.tx_errors);
+        stats.set(Counter::PortNicRxNoMbuf, self.rx_nombuf);
+    }
 }
 
 /// Counters of a packet device.
@@ -44,6 +79,8 @@ pub trait PacketDevice: smoltcp::phy::Device {
 pub struct DeviceStats {
     pub rx_frames: u64,
     pub rx_bytes: u64,
+    /// Lost before the device took them: its receive ring was full.
+    pub rx_missed: u64,
     /// Dropped: a checksum did not match or the headers were malformed.
     pub rx_corrupt: u64,
     /// Dropped: longer than the ring could hold.
@@ -73,4 +110,25 @@ pub fn is_arp(frame: &[u8]) -> bool {
 /// Is `frame` an ARP reply?
 pub fn is_arp_reply(frame: &[u8]) -> bool {
     is_arp(frame) && frame.len() >= 22 && frame[20..22] == [0, 2]
+}
+
+impl DeviceStats {
+    /// Writes the counters, with the stack's, into a worker's stats block
+    /// (the `port_*` counters).
+    pub fn report(&self, stack: &StackStats, stats: &WorkerStats) {
+        stats.set(Counter::PortRxPackets, self.rx_frames);
+        stats.set(Counter::PortRxBytes, self.rx_bytes);
+        stats.set(Counter::PortTxPackets, self.tx_frames);
+        stats.set(Counter::PortTxBytes, self.tx_bytes);
+        stats.set(Counter::PortTxBursts, self.tx_kicks);
+        stats.set(Counter::PortRxMissed, self.rx_missed);
+        stats.set(Counter::PortRxCorrupt, self.rx_corrupt);
+        stats.set(Counter::PortRxForeign, self.rx_ignored);
+        stats.set(Counter::PortRxTruncated, self.rx_truncated);
+        stats.set(Counter::PortRxSegmented, self.rx_segmented);
+        stats.set(Counter::PortRxNotOwned, stack.rx_not_owned);
+        stats.set(Counter::PortTxDropped, self.tx_dropped);
+        stats.set(Counter::PortTxFull, self.tx_full);
+        stats.set(Counter::PortTxErrors, self.tx_errors + self.tx_rejected);
+    }
 }

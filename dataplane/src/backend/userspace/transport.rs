@@ -21,6 +21,7 @@ use smoltcp::socket::tcp::State;
 
 use super::{PacketDevice, Stack, StackConfig};
 use crate::backend::{Ingress, Read, Transport, WorkerPoll, WorkerTransport, Write};
+use crate::stats::WorkerStats;
 use crate::worker::ConnId;
 
 const DEVICE: Token = Token(0);
@@ -234,6 +235,13 @@ impl<D: PacketDevice> Transport for UserspaceTransport<D> {
 
     fn is_lingering(&self) -> bool {
         self.stack.closing_count() > 0
+    }
+
+    fn report(&mut self, stats: &WorkerStats) {
+        self.device.stats().report(&self.stack.stats(), stats);
+        if let Some(nic) = self.device.nic_stats() {
+            nic.report(stats);
+        }
     }
 
     fn shutdown(&mut self, now: Instant) {
