@@ -19,6 +19,8 @@
 //! No allocation per packet: the rings are mapped once, tokens borrow them.
 
 mod checksum;
+// The packet rings in shared memory: the only `unsafe` of this backend.
+#[allow(unsafe_code)]
 pub mod ring;
 
 use std::io;
