@@ -492,19 +492,17 @@ fn link_info(fd: RawFd, name: &str) -> io::Result<LinkInfo> {
         ));
     }
     let mut req = ifreq(name);
-    // SAFETY: SIOCGIFMTU fills `ifr_mtu` of the ifreq we pass.
-    check(
-        unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) },
-        "SIOCGIFMTU",
-    )?;
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (shorter than
+    // IFNAMSIZ, checked above, in a zeroed array) of the `ifreq` we pass and
+    // writes `ifr_mtu` in it; `req` is a live, writable `ifreq`.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
+    check(rc, "SIOCGIFMTU")?;
     // SAFETY: the kernel just wrote the mtu member of the union.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu }.max(68) as usize;
     let mut req = ifreq(name);
-    // SAFETY: SIOCGIFHWADDR fills `ifr_hwaddr`.
-    check(
-        unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) },
-        "SIOCGIFHWADDR",
-    )?;
+    // SAFETY: as for SIOCGIFMTU; SIOCGIFHWADDR writes `ifr_hwaddr`.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    check(rc, "SIOCGIFHWADDR")?;
     let mut mac = [0u8; 6];
     // SAFETY: the kernel just wrote the hwaddr member of the union.
     let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
@@ -512,11 +510,9 @@ fn link_info(fd: RawFd, name: &str) -> io::Result<LinkInfo> {
         *dst = *src as u8;
     }
     let mut req = ifreq(name);
-    // SAFETY: SIOCGIFFLAGS fills `ifr_flags`.
-    check(
-        unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) },
-        "SIOCGIFFLAGS",
-    )?;
+    // SAFETY: as for SIOCGIFMTU; SIOCGIFFLAGS writes `ifr_flags`.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    check(rc, "SIOCGIFFLAGS")?;
     // SAFETY: the kernel just wrote the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     Ok(LinkInfo {
@@ -580,7 +576,7 @@ pub(crate) fn open(
     let geometry = Geometry::of(config)?;
     // Protocol 0: no frame is queued before the rings exist; bind() below
     // starts reception.
-    // SAFETY: plain socket(2) call.
+    // SAFETY: socket(2) takes no pointers; the result is checked.
     let raw = check(
         unsafe {
             libc::socket(
@@ -674,17 +670,16 @@ pub(crate) fn open(
     };
     addr.sll_protocol = (protocol as u16).to_be();
     addr.sll_ifindex = link.ifindex;
-    // SAFETY: `addr` is a valid sockaddr_ll of the size passed.
-    check(
-        unsafe {
-            libc::bind(
-                raw,
-                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        },
-        "bind(AF_PACKET)",
-    )?;
+    // SAFETY: `addr` is a live sockaddr_ll and we pass its size; bind only
+    // reads it.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    check(rc, "bind(AF_PACKET)")?;
     if let Some(group) = fanout {
         let mode = (libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_DEFRAG) as libc::c_int;
         let arg: libc::c_int = libc::c_int::from(group) | (mode << 16);
@@ -738,7 +733,7 @@ pub(crate) struct ArpSocket {
 
 impl ArpSocket {
     pub(crate) fn open(ifindex: i32) -> io::Result<ArpSocket> {
-        // SAFETY: plain socket(2) call.
+        // SAFETY: socket(2) takes no pointers; the result is checked.
         let raw = check(
             unsafe {
                 libc::socket(
@@ -762,17 +757,16 @@ impl ArpSocket {
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
         addr.sll_ifindex = ifindex;
-        // SAFETY: `addr` is a valid sockaddr_ll of the size passed.
-        check(
-            unsafe {
-                libc::bind(
-                    raw,
-                    &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            },
-            "bind(AF_PACKET, ETH_P_ARP)",
-        )?;
+        // SAFETY: `addr` is a live sockaddr_ll and we pass its size; bind
+        // only reads it.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        check(rc, "bind(AF_PACKET, ETH_P_ARP)")?;
         Ok(ArpSocket { fd })
     }
 
