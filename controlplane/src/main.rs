@@ -3,6 +3,8 @@
 //! A thin dispatcher: the control socket client is in [`client`], the
 //! tables in [`tables`] and [`stats_view`].
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod stats_view;
 mod tables;

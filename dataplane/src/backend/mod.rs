@@ -58,7 +58,10 @@
 //! [`WorkerCore`]: crate::worker::WorkerCore
 
 pub mod afpacket;
+// Frees its leaked mbuf pool and keeps the thread's CPU affinity across
+// the EAL's start: the only `unsafe` outside ffi/.
 #[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
 pub mod dpdk;
 pub mod driver;
 pub mod kernel;

@@ -3,6 +3,8 @@
 //! SIGINT and SIGTERM drain (a second one exits at once), SIGHUP reloads the
 //! configuration; the control socket's `drain` and `reload` do the same.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::mpsc;

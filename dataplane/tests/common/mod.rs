@@ -413,6 +413,9 @@ impl Broker {
     /// Sends a signal to the broker.
     pub fn signal(&self, sig: libc::c_int) {
         let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) takes no pointers: no memory of ours is at stake.
+        // `pid` is our child's; the tests signal a running broker, which no
+        // `wait` has reaped, so the pid names no other process.
         let rc = unsafe { libc::kill(pid, sig) };
         assert_eq!(
             rc,
