@@ -100,6 +100,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the packet device: each worker's queue (frames, bytes, drops),
+    /// the port's own counters and extended statistics (DPDK)
+    Port {
+        /// Also list extended statistics that are zero
+        #[arg(long)]
+        all: bool,
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-read the configuration file, as SIGHUP does
     ///
     /// Limits, auth.token, keepalive and log.level apply at once, to live
@@ -194,6 +204,7 @@ fn main() -> ExitCode {
         } => stats_from_broker(&socket_path(socket), json, prometheus, watch),
         Command::Conns { sort, limit, json } => conns(&socket_path(socket), sort, limit, json),
         Command::Subs { json } => subs(&socket_path(socket), json),
+        Command::Port { all, json } => port(&socket_path(socket), all, json),
         Command::Kick { id, json } => kick(&socket_path(socket), id, json),
         Command::Reload { json } => reload(&socket_path(socket), json),
         Command::Drain { json } => drain(&socket_path(socket), json),
@@ -277,6 +288,16 @@ fn subs(socket: &Path, json: bool) -> Result<(), String> {
             .and_then(Value::as_array)
             .ok_or("the broker's reply has no \"subscriptions\" list")?;
         print!("{}", tables::render_subscriptions(list));
+    }
+    Ok(())
+}
+
+fn port(socket: &Path, all: bool, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "port"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        print!("{}", tables::render_port(&reply, all));
     }
     Ok(())
 }

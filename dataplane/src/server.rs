@@ -75,7 +75,12 @@ impl Server {
         let workers = config.effective_workers();
         let core_config = core_config(config);
         let local_addr = backend.local_addr();
-        let rings = RingRegion::new(workers, config.dataplane.ring_bytes)?.into_workers();
+        let rings = RingRegion::with_pages(
+            workers,
+            config.dataplane.ring_bytes,
+            backend.hugepage_rings(),
+        )?
+        .into_workers();
         let polls = (0..workers)
             .map(|_| WorkerPoll::new())
             .collect::<io::Result<Vec<_>>>()?;

@@ -131,6 +131,11 @@ pub trait Backend: Send + 'static {
     fn port_monitor(&self) -> Option<Arc<dyn PortMonitor>> {
         None
     }
+    /// Whether the rings between workers should be in hugepages (where the
+    /// host has set them aside for the dataplane).
+    fn hugepage_rings(&self) -> bool {
+        false
+    }
 }
 
 /// What the control plane may ask a backend about its device, live (the

@@ -210,7 +210,7 @@ impl phy::TxToken for DpdkTxToken<'_> {
         // smoltcp writes a frame we drop into the scratch buffer.
         let scratch_len = len.min(self.scratch.len());
         if self.learn_only {
-            self.stats.tx_dropped += 1;
+            // The receiving worker answers; not a drop.
             return f(&mut self.scratch[..scratch_len]);
         }
         if self.sending.is_full() && self.tx.tx_burst(self.sending) == 0 {
@@ -260,8 +260,7 @@ impl phy::Device for DpdkDevice {
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(DpdkRxToken, DpdkTxToken<'_>)> {
         if let Some(copy) = self.arp.take(self.worker) {
-            self.stats.rx_frames += 1;
-            self.stats.rx_bytes += copy.bytes().len() as u64;
+            // Not counted: the receiving worker counted the frame.
             return Some((DpdkRxToken::Arp(copy), self.tx_token(true)));
         }
         loop {

@@ -28,7 +28,7 @@ use blipmq_dpdk_sys::{Eal, Mempool, Port, PortConf, PortInfo};
 use self::arp::ArpFanout;
 pub use self::device::{DpdkDevice, DpdkQueues, Offloads};
 use crate::backend::userspace::{StackConfig, UserspaceTransport};
-use crate::backend::{Backend, WaitPolicy, WorkerPoll, WorkerTransport};
+use crate::backend::{Backend, PortMonitor, WaitPolicy, WorkerPoll, WorkerTransport};
 use crate::config::{Config, PollStrategy};
 
 /// A start-up error: bad settings, EAL arguments, or a missing port or
@@ -50,6 +50,7 @@ pub struct DpdkBackend {
     /// may still be in use.
     lifeline: Arc<()>,
     eal: Eal,
+    info: PortInfo,
     stack: StackConfig,
     wait: WaitPolicy,
 }
@@ -98,6 +99,7 @@ impl DpdkBackend {
             pool: Some(pool),
             lifeline,
             eal,
+            info: info.clone(),
             stack: StackConfig::for_broker(config),
             wait: WaitPolicy {
                 strategy: dpdk.poll,
@@ -259,6 +261,19 @@ impl Backend for DpdkBackend {
         self.wait
     }
 
+    fn port_monitor(&self) -> Option<Arc<dyn PortMonitor>> {
+        let port = self.port.as_ref()?;
+        Some(Arc::new(DpdkPortMonitor {
+            port: Arc::downgrade(port),
+            info: self.info.clone(),
+            queues: self.queues.len(),
+        }))
+    }
+
+    fn hugepage_rings(&self) -> bool {
+        self.eal.has_hugepages()
+    }
+
     fn worker(&mut self, id: usize) -> io::Result<DpdkWorker> {
         let queues = self
             .queues
@@ -299,6 +314,79 @@ impl Drop for DpdkBackend {
         // no device (or mbuf, which a device frees before it goes) is
         // left. Nothing can reach the pool after this.
         drop(unsafe { Box::from_raw(std::ptr::from_ref(pool).cast_mut()) });
+    }
+}
+
+/// The port as the control plane sees it: its description and live
+/// counters, through a weak handle (the backend closes the port).
+struct DpdkPortMonitor {
+    port: std::sync::Weak<Port<'static>>,
+    info: PortInfo,
+    /// Queue pairs in use (one per worker).
+    queues: usize,
+}
+
+impl PortMonitor for DpdkPortMonitor {
+    fn describe(&self) -> serde_json::Value {
+        let info = &self.info;
+        let mac = info
+            .mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut port = serde_json::json!({
+            "kind": "dpdk",
+            "port": info.port_id,
+            "driver": info.driver_name,
+            "mac": mac,
+            "queues": self.queues,
+        });
+        let Some(live) = self.port.upgrade() else {
+            port["state"] = "closed".into();
+            return port;
+        };
+        if let Ok(link) = live.link() {
+            port["link"] = serde_json::json!({
+                "up": link.up,
+                "speed_mbps": link.speed_mbps,
+                "full_duplex": link.full_duplex,
+            });
+        }
+        if let Ok(stats) = live.stats() {
+            let per_queue: Vec<serde_json::Value> = (0..self.queues)
+                .take(blipmq_dpdk_sys::QUEUE_STAT_COUNTERS)
+                .map(|q| {
+                    serde_json::json!({
+                        "queue": q,
+                        "rx_packets": stats.q_ipackets[q],
+                        "tx_packets": stats.q_opackets[q],
+                        "rx_bytes": stats.q_ibytes[q],
+                        "tx_bytes": stats.q_obytes[q],
+                        "errors": stats.q_errors[q],
+                    })
+                })
+                .collect();
+            port["stats"] = serde_json::json!({
+                "rx_packets": stats.ipackets,
+                "tx_packets": stats.opackets,
+                "rx_bytes": stats.ibytes,
+                "tx_bytes": stats.obytes,
+                "imissed": stats.imissed,
+                "ierrors": stats.ierrors,
+                "oerrors": stats.oerrors,
+                "rx_nombuf": stats.rx_nombuf,
+                "queues": per_queue,
+            });
+        }
+        port
+    }
+
+    fn xstats(&self) -> Vec<(String, u64)> {
+        self.port
+            .upgrade()
+            .and_then(|port| port.xstats().ok())
+            .unwrap_or_default()
     }
 }
 
