@@ -58,6 +58,8 @@ pub struct DpdkDevice {
     mtu: usize,
     mac: [u8; 6],
     intr_fd: Option<RawFd>,
+    /// The receive interrupt is enabled (the worker sleeps on it).
+    intr_armed: bool,
     stats: DeviceStats,
     /// Where a frame that is dropped is written (smoltcp needs a buffer).
     scratch: Box<[u8]>,
@@ -105,6 +107,7 @@ impl DpdkDevice {
             mtu: queues.mtu,
             mac: queues.mac,
             intr_fd,
+            intr_armed: false,
             stats: DeviceStats::default(),
             scratch: vec![0; 1 << 16].into_boxed_slice(),
             port: queues.port,
@@ -341,6 +344,28 @@ impl PacketDevice for DpdkDevice {
 
     fn wait_fds(&self, into: &mut Vec<RawFd>) {
         into.extend(self.intr_fd);
+    }
+
+    fn arm_wait(&mut self) -> bool {
+        if self.intr_fd.is_none() {
+            return false;
+        }
+        match self.rx.intr_enable() {
+            Ok(()) => self.intr_armed = true,
+            // net_tap's fd is its queue's own, readable whenever frames
+            // wait: nothing to arm.
+            Err(error) if error.code() == Some(libc::ENOTSUP) => {}
+            Err(_) => return false,
+        }
+        // Frames that arrived before the interrupt was armed raise none.
+        self.poll_rx();
+        true
+    }
+
+    fn disarm_wait(&mut self) {
+        if std::mem::take(&mut self.intr_armed) {
+            let _ = self.rx.intr_disable();
+        }
     }
 
     fn mac(&self) -> [u8; 6] {

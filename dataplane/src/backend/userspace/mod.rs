@@ -36,6 +36,15 @@ pub trait PacketDevice: smoltcp::phy::Device {
     /// Descriptors that poll readable when frames arrive; none if the
     /// device cannot wake the worker (it then naps between polls).
     fn wait_fds(&self, into: &mut Vec<RawFd>);
+    /// Before sleeping on [`wait_fds`](Self::wait_fds): arms the device's
+    /// wake-up (a NIC's receive interrupt) and takes in what arrived
+    /// meanwhile (so that [`rx_ready`](Self::rx_ready) is current). Returns
+    /// whether the descriptors will wake the worker when frames arrive.
+    fn arm_wait(&mut self) -> bool {
+        true
+    }
+    /// After the sleep: disarms what [`arm_wait`](Self::arm_wait) armed.
+    fn disarm_wait(&mut self) {}
     /// The device's own MAC address.
     fn mac(&self) -> [u8; 6];
     /// The counters of this worker's queue; may ask the kernel (called at
