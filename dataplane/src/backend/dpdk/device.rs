@@ -266,8 +266,10 @@ impl phy::Device for DpdkDevice {
             // Not counted: the receiving worker counted the frame.
             return Some((DpdkRxToken::Arp(copy), self.tx_token(true)));
         }
+        // One burst at most per call: a flood of frames to drop (a stream
+        // of foreign frames) must not keep the worker here.
+        self.poll_rx();
         loop {
-            self.poll_rx();
             let mbuf = self.received.pop()?;
             let Some(frame) = mbuf.data() else {
                 self.stats.rx_segmented += 1;
