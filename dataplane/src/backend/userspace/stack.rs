@@ -44,6 +44,10 @@ pub struct StackConfig {
     /// How long a closed connection's socket may go on sending its last
     /// bytes and FIN before it is aborted.
     pub linger: Duration,
+    /// Seeds smoltcp's random numbers (initial sequence numbers, IP ids);
+    /// None: from the clock and the pid. Tests on simulated time fix it so
+    /// that a run replays byte for byte.
+    pub seed: Option<u64>,
 }
 
 impl StackConfig {
@@ -62,6 +66,7 @@ impl StackConfig {
             listeners: 64,
             timeout: Duration::from_secs(30),
             linger: config.server.drain_timeout,
+            seed: None,
         }
     }
 }
@@ -231,11 +236,12 @@ impl Stack {
         let epoch = now;
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
         // Initial sequence numbers and ports come from this seed.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (u64::from(std::process::id()) << 32);
-        iface_config.random_seed = seed;
+        iface_config.random_seed = config.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ (u64::from(std::process::id()) << 32)
+        });
         let caps = device.capabilities();
         let mut iface = Interface::new(iface_config, device, timestamp(epoch, now));
         iface.update_ip_addrs(|addrs| {
