@@ -9,12 +9,17 @@
 //!   connection ids.
 //! * [`transport::UserspaceTransport`]: the backend [`Transport`] over the
 //!   stack, which the one worker loop ([`crate::backend::driver`]) drives.
+//! * [`memory::MemoryDevice`]: an in-memory Ethernet link with seeded
+//!   faults, on which the tests run the stack and whole workers on
+//!   simulated time.
 //!
 //! [`WorkerCore`]: crate::worker::WorkerCore
 //! [`Transport`]: crate::backend::Transport
 
+pub mod memory;
 pub mod stack;
 pub mod transport;
+
 
 use std::os::fd::RawFd;
 
