@@ -20,6 +20,8 @@ pub mod memory;
 pub mod stack;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::RawFd;
 

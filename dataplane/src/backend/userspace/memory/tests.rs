@@ -41,6 +41,19 @@ fn ids(frames: &[Vec<u8>]) -> Vec<u8> {
     frames.iter().map(|f| f[14]).collect()
 }
 
+/// A link (seed 1) with these faults both ways.
+fn link(faults: Faults) -> (MemoryDevice, MemoryDevice) {
+    MemoryDevice::pair(MemoryConfig::new(1).with_faults(faults))
+}
+
+/// Sends `frames` from `a` to `b` of a new link with these faults: what
+/// arrived, and what the link did.
+fn through(faults: Faults, frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, FaultStats) {
+    let (mut a, mut b) = link(faults);
+    send(&mut a, frames);
+    (recv_all(&mut b), a.fault_stats().0)
+}
+
 fn numbered(count: u8) -> Vec<Vec<u8>> {
     (0..count).map(frame).collect()
 }
@@ -90,20 +103,18 @@ fn the_device_is_an_ethernet_nic_whose_checksums_smoltcp_verifies() {
 
 #[test]
 fn loss_drops_and_counts() {
-    let faults = Faults {
+    let all = Faults {
         loss: 1.0,
         ..Faults::NONE
     };
-    let (mut a, mut b) = MemoryDevice::pair(MemoryConfig::new(1).with_faults(faults));
-    send(&mut a, &numbered(5));
-    assert!(recv_all(&mut b).is_empty());
-    assert_eq!(a.fault_stats().0.lost, 5);
+    let (got, stats) = through(all, &numbered(5));
+    assert!(got.is_empty());
+    assert_eq!(stats.lost, 5);
 
-    let faults = Faults {
+    let (mut a, mut b) = link(Faults {
         loss: 0.25,
         ..Faults::NONE
-    };
-    let (mut a, mut b) = MemoryDevice::pair(MemoryConfig::new(1).with_faults(faults));
+    });
     for _ in 0..40 {
         send(&mut a, &numbered(100));
     }
@@ -114,15 +125,13 @@ fn loss_drops_and_counts() {
 
 #[test]
 fn duplication_sends_a_copy_behind_the_frame() {
-    let faults = Faults {
+    let always = Faults {
         duplicate: 1.0,
         ..Faults::NONE
     };
-    let (mut a, mut b) = MemoryDevice::pair(MemoryConfig::new(1).with_faults(faults));
-    send(&mut a, &numbered(3));
-    assert_eq!(ids(&recv_all(&mut b)), vec![0, 0, 1, 1, 2, 2]);
-    assert_eq!(a.fault_stats().0.duplicated, 3);
-    assert_eq!(a.fault_stats().0.delivered, 6);
+    let (got, stats) = through(always, &numbered(3));
+    assert_eq!(ids(&got), vec![0, 0, 1, 1, 2, 2]);
+    assert_eq!((stats.duplicated, stats.delivered), (3, 6));
 }
 
 #[test]
@@ -151,33 +160,32 @@ fn a_reordered_frame_waits_behind_the_next_n() {
 
 #[test]
 fn corruption_changes_one_byte_of_the_ip_packet_and_spares_arp() {
-    let faults = Faults {
+    let always = Faults {
         corrupt: 1.0,
         ..Faults::NONE
     };
-    let (mut a, mut b) = MemoryDevice::pair(MemoryConfig::new(3).with_faults(faults));
     let sent: Vec<Vec<u8>> = (0..50).map(|_| frame(0)).collect();
-    send(&mut a, &sent);
-    for (got, sent) in recv_all(&mut b).iter().zip(&sent) {
+    let (got, stats) = through(always, &sent);
+    assert_eq!(got.len(), 50);
+    for (got, sent) in got.iter().zip(&sent) {
         let changed: Vec<usize> = (0..got.len()).filter(|&i| got[i] != sent[i]).collect();
         assert_eq!(changed.len(), 1, "{changed:?}");
         assert!(changed[0] >= 14, "the Ethernet header was corrupted");
     }
-    assert_eq!(a.fault_stats().0.corrupted, 50);
+    assert_eq!(stats.corrupted, 50);
 
     let mut arp = frame(0);
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    send(&mut a, std::slice::from_ref(&arp));
-    assert_eq!(recv_all(&mut b), vec![arp]);
+    let (got, stats) = through(always, std::slice::from_ref(&arp));
+    assert_eq!((got, stats.corrupted), (vec![arp], 0));
 }
 
 #[test]
 fn a_full_queue_drops_what_comes_next() {
-    let faults = Faults {
+    let (mut a, mut b) = link(Faults {
         queue_limit: 4,
         ..Faults::NONE
-    };
-    let (mut a, mut b) = MemoryDevice::pair(MemoryConfig::new(1).with_faults(faults));
+    });
     send(&mut a, &numbered(10));
     assert_eq!(ids(&recv_all(&mut b)), vec![0, 1, 2, 3]);
     assert_eq!(a.fault_stats().0.queue_full, 6);
