@@ -13,6 +13,7 @@
 //! backend::userspace::tests` replays it.
 
 mod stack;
+mod worker;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
