@@ -6,8 +6,12 @@
 //! connection when a SYN arrives. So the stack keeps `listeners` sockets in
 //! the LISTEN state at all times: each time one of them takes a SYN, a new
 //! listening socket is added in the same loop iteration, so a burst of up
-//! to `listeners` simultaneous SYNs is answered (more are reset by smoltcp
-//! and retried by the client). A socket that completes the handshake is
+//! to `listeners` simultaneous SYNs is answered. Past that, up to
+//! 4 × `listeners` handshakes may be half-open; a SYN that finds no socket
+//! listening is dropped unanswered, as a kernel drops a SYN its full queue
+//! cannot take, and the client's SYN retransmission comes back for it
+//! (smoltcp would reset it: the client's connect would fail, refused). A
+//! socket that completes the handshake is
 //! handed to the worker, which gets a connection id from the core
 //! ([`Stack::bind`]); one that fails it (RST, timeout) listens again.
 
@@ -147,6 +151,8 @@ pub struct Stack {
     /// Connections that received a frame (or whose timers ran) since the
     /// last [`Stack::take_touched`].
     touched: Vec<ConnId>,
+    /// SYNs left unanswered because no listener was free.
+    syns_dropped: u64,
 }
 
 /// smoltcp's clock: microseconds since the stack started.
@@ -154,9 +160,10 @@ fn timestamp(epoch: std::time::Instant, now: std::time::Instant) -> smoltcp::tim
     smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
 }
 
-/// The peer of a TCP/IPv4 Ethernet frame sent to `port`; None for anything
-/// else (ARP, ICMP, other ports, malformed frames).
-fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
+/// The source address and TCP header (at least its ports) of a TCP/IPv4
+/// Ethernet frame sent to `port`; None for anything else (ARP, ICMP, other
+/// ports, malformed frames).
+fn tcp_to(frame: &[u8], port: u16) -> Option<(u32, &[u8])> {
     if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
         return None;
     }
@@ -169,8 +176,21 @@ fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
     if u16::from_be_bytes([tcp[2], tcp[3]]) != port {
         return None;
     }
-    let addr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    Some((addr, u16::from_be_bytes([tcp[0], tcp[1]])))
+    Some((u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]), tcp))
+}
+
+/// The peer of a TCP/IPv4 Ethernet frame sent to `port`; None for anything
+/// else.
+fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
+    tcp_to(frame, port).map(|(addr, tcp)| (addr, u16::from_be_bytes([tcp[0], tcp[1]])))
+}
+
+/// Whether a TCP header opens a connection: SYN without ACK (nor RST).
+fn is_syn(tcp: &[u8]) -> bool {
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    tcp.len() >= 20 && tcp[13] & (SYN | RST | ACK) == SYN
 }
 
 /// A device that yields one already received frame, with the tx token that
@@ -267,6 +287,7 @@ impl Stack {
             conns: Vec::new(),
             closing: Vec::new(),
             touched: Vec::new(),
+            syns_dropped: 0,
         };
         stack.refill_listeners();
         stack
@@ -354,15 +375,30 @@ impl Stack {
                 iface,
                 caps,
                 listen_set,
+                listeners,
                 listen_dirty,
+                accepting,
                 shards,
                 dirty,
                 routes,
                 touched,
+                syns_dropped,
                 ..
             } = self;
             phy::RxToken::consume(rx, |frame| {
                 let route = peer_of(frame, config.port).and_then(|key| routes.get(&key));
+                if route.is_none()
+                    && *accepting
+                    && tcp_to(frame, config.port).is_some_and(|(_, header)| is_syn(header))
+                    && !listeners
+                        .iter()
+                        .any(|&h| listen_set.get::<tcp::Socket>(h).state() == State::Listen)
+                {
+                    // Every listener is taken: no answer, so that the
+                    // client retransmits (a reset would refuse it).
+                    *syns_dropped += 1;
+                    return;
+                }
                 let mut one = OneFrame {
                     frame: Some(frame),
                     tx: Some(tx),
@@ -623,6 +659,12 @@ impl Stack {
         }
     }
 
+    /// SYNs the stack left unanswered because every listener was busy
+    /// (the clients retransmit them).
+    pub fn syns_dropped(&self) -> u64 {
+        self.syns_dropped
+    }
+
     /// Sockets still flushing after their connection was closed.
     pub fn closing_count(&self) -> usize {
         self.closing.len()
@@ -684,7 +726,7 @@ impl Stack {
 
 #[cfg(test)]
 mod tests {
-    use super::peer_of;
+    use super::{is_syn, peer_of};
 
     fn frame(ethertype: [u8; 2], proto: u8, src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20];
@@ -716,5 +758,17 @@ mod tests {
         options[38..40].copy_from_slice(&7u16.to_be_bytes());
         options[40..42].copy_from_slice(&9999u16.to_be_bytes());
         assert_eq!(peer_of(&options, 9999), Some((0x0102_0304, 7)));
+    }
+
+    #[test]
+    fn only_a_bare_syn_opens_a_connection() {
+        let mut tcp = [0u8; 20];
+        tcp[13] = 0x02;
+        assert!(is_syn(&tcp));
+        assert!(!is_syn(&tcp[..13]));
+        for flags in [0x12, 0x10, 0x06, 0x04, 0x11] {
+            tcp[13] = flags;
+            assert!(!is_syn(&tcp), "{flags:#x}");
+        }
     }
 }

@@ -213,13 +213,6 @@ impl Host {
         self.conns.len() - 1
     }
 
-    /// Connects `conn` again from a new port (after its SYN was reset).
-    fn reconnect(&mut self, conn: usize) {
-        let handle = self.open_socket();
-        let old = std::mem::replace(&mut self.conns[conn].0, handle);
-        self.sockets.remove(old);
-    }
-
     fn open_socket(&mut self) -> SocketHandle {
         let rx = tcp::SocketBuffer::new(vec![0; self.buffer]);
         let tx = tcp::SocketBuffer::new(vec![0; self.buffer]);
