@@ -643,6 +643,7 @@ fn the_drain_disconnects_everyone_then_the_worker_stops() {
     let subscriber = world.connect(0);
     world.subscribe(subscriber, "d", 1);
     let idle = world.connect(0);
+    let began = world.now;
     world.shutdown.store(true, Ordering::Relaxed);
     world.step();
     let late = world.open(0);
@@ -653,7 +654,15 @@ fn the_drain_disconnects_everyone_then_the_worker_stops() {
         }
         w.stopped[0]
     });
-    assert!(world.elapsed() > Duration::ZERO);
+    // Done once the clients had their last bytes and FIN, not at the
+    // drain deadline (2 s).
+    let drained = world.now - began;
+    assert!(
+        drained < Duration::from_millis(100),
+        "stopped after {drained:?}"
+    );
+    assert_eq!(world.core(0).connection_count(), 0);
+    assert!(!world.workers[0].transport().is_lingering());
     for (client, got) in [subscriber, idle].into_iter().zip(&got) {
         assert_eq!(got, &[Got::Disconnect("draining".into())]);
         assert!(
