@@ -17,6 +17,13 @@
 #       --listen 0.0.0.0:PORT --workers 1 ARGS, where a flag given in ARGS
 #       (--workers 2 or --workers=2, --listen ...) replaces the script's
 #       (these flags override the keys of a --config file, as flags do)
+#   vagrant/netns-lab.sh broker-dpdk [ARGS] [-- EAL_ARGS]   the same on the
+#       dpdk backend (a blipmqd built with --features blipmq-dataplane/dpdk):
+#       blipmqd --backend dpdk --ip LAB_SUBNET.2/24 --listen 0.0.0.0:PORT
+#       --workers 1 ARGS -- --no-pci --no-huge -m 512 --file-prefix blipmq-lab
+#       --vdev=net_af_packet0,iface=BROKER_IF,qpairs=WORKERS EAL_ARGS;
+#       it turns the client interface's offloads off first (DPDK's af_packet
+#       driver neither completes partial checksums nor takes GSO frames)
 #   vagrant/netns-lab.sh client CMD...   run a command in the client namespace
 #
 # Offloads stay as veth sets them (tx checksum offload, TSO/GSO on): the
@@ -121,6 +128,42 @@ broker() {
     exec ip netns exec "$BROKER_NS" "$BLIPMQD" "${defaults[@]}" "$@"
 }
 
+# broker-dpdk [ARGS] [-- EAL_ARGS]
+broker_dpdk() {
+    need_root
+    if [ ! -x "$BLIPMQD" ]; then
+        echo "netns-lab: no blipmqd at $BLIPMQD: cargo build --release -p blipmq-dataplane --features dpdk --bin blipmqd, or set BLIPMQD" >&2
+        exit 1
+    fi
+    local args=() eal=() seen_dashes=0 arg
+    for arg in "$@"; do
+        if [ $seen_dashes = 0 ] && [ "$arg" = -- ]; then
+            seen_dashes=1
+        elif [ $seen_dashes = 0 ]; then
+            args+=("$arg")
+        else
+            eal+=("$arg")
+        fi
+    done
+    local workers=1 i
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case "${args[$i]}" in
+            --workers) workers=${args[$((i + 1))]:-1} ;;
+            --workers=*) workers=${args[$i]#--workers=} ;;
+        esac
+    done
+    local defaults=() flag value
+    for flag in --backend=dpdk --ip="$SUBNET.2/24" --listen="0.0.0.0:$PORT" --workers=1; do
+        value=${flag#*=}
+        flag=${flag%%=*}
+        has_flag "$flag" "${args[@]}" || defaults+=("$flag" "$value")
+    done
+    ip netns exec "$CLIENT_NS" ethtool -K "$CLIENT_IF" tx off tso off gso off >/dev/null
+    exec ip netns exec "$BROKER_NS" "$BLIPMQD" "${defaults[@]}" "${args[@]}" -- \
+        --no-pci --no-huge -m 512 --file-prefix blipmq-lab \
+        "--vdev=net_af_packet0,iface=$BROKER_IF,qpairs=$workers" "${eal[@]}"
+}
+
 case "${1:-}" in
     up) up ;;
     down) need_root; down ;;
@@ -129,13 +172,17 @@ case "${1:-}" in
         shift
         broker "$@"
         ;;
+    broker-dpdk)
+        shift
+        broker_dpdk "$@"
+        ;;
     client)
         need_root
         shift
         exec ip netns exec "$CLIENT_NS" "$@"
         ;;
     *)
-        echo "usage: $0 up|down|status|broker [ARGS]|client CMD..." >&2
+        echo "usage: $0 up|down|status|broker [ARGS]|broker-dpdk [ARGS] [-- EAL_ARGS]|client CMD..." >&2
         exit 2
         ;;
 esac

@@ -10,7 +10,7 @@
 #       builds and runs the AF_PACKET tests as root, with CI=true so that a
 #       missing capability fails them instead of skipping them:
 #       cargo test --release -p blipmq-dataplane \
-#           --test afpacket --test afpacket_bulk --test conformance
+#           --test afpacket --test bulk --test conformance
 #   provision.sh nic-test IF CIDR [CLIENT_IF CLIENT_CIDR]
 #       a real broker on a real NIC: takes the kernel's addresses off IF,
 #       starts `blipmqd --backend afpacket --interface IF --ip CIDR`, and
@@ -20,11 +20,22 @@
 #       round trip of a 240 kB message over two TCP connections. Without
 #       CLIENT_IF it checks only that the broker starts (for a client
 #       elsewhere on the link, e.g. the VM's host, use `broker`).
+#   provision.sh dpdk-nic-test IF CIDR [CLIENT_IF CLIENT_CIDR]
+#       the same on the dpdk backend: reserves 512 MiB of 2 MiB hugepages
+#       (hugepage-setup/hugepages.sh), binds IF to vfio-pci in no-IOMMU
+#       mode (hugepage-setup/bind-nic.sh --noiommu: a VM has no IOMMU),
+#       starts `blipmqd --backend dpdk --ip CIDR -- -a PCI` (the virtio-net
+#       PMD on a VM's NIC) and checks ARP, ping and the round trip from
+#       CLIENT_IF; then gives IF back to its driver and releases the pages.
+#       With DPDK_VDEV=1 it binds nothing and runs DPDK's net_af_packet on
+#       IF instead (--no-huge): the same path where vfio cannot be had.
 #   provision.sh broker IF CIDR [blipmqd ARGS]
 #       prepares IF the same way and runs blipmqd in the foreground, for
 #       clients elsewhere on the link (the host: ping, connect to CIDR:9999).
 #   provision.sh all [IF CIDR [CLIENT_IF CLIENT_CIDR]]
-#       deps, test, then nic-test when IF is given (the VM's provisioning).
+#       deps, test, then nic-test when IF is given (the VM's provisioning),
+#       then dpdk-nic-test, which reports but does not fail the provisioning
+#       (vfio's no-IOMMU mode or hugepages may be missing in a VM).
 #
 # IF or CLIENT_IF "auto": the physical NICs (those with /sys/class/net/X/device)
 # in ifindex order, less the one with the default route; IF takes the first,
@@ -48,7 +59,11 @@ PIDFILE=/run/blipmq-nic-test.pid
 #   ca-certificates curl        HTTPS for cargo's registry (and rustup)
 #   iproute2                    `ip netns`, veth: the tests' network labs
 #   iputils-ping procps ethtool nic-test: ping, sysctl, OFFLOADS=off labs
-PACKAGES=(build-essential pkg-config ca-certificates curl iproute2 iputils-ping procps ethtool)
+#   dpdk dpdk-dev libdpdk-dev   DPDK 22.11 (PMDs, headers, pkg-config libdpdk)
+#                               for ffi/ and the dpdk backend
+#   libclang-dev                bindgen (ffi/ generates its bindings)
+PACKAGES=(build-essential pkg-config ca-certificates curl iproute2 iputils-ping procps ethtool
+    dpdk dpdk-dev libdpdk-dev libclang-dev)
 
 step() { printf '\n==> provision: %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
@@ -113,7 +128,7 @@ run_tests() {
     command -v cargo >/dev/null 2>&1 || die "test: no cargo (run: $0 deps)"
     cd "$REPO"
     export CI=${CI:-true}
-    run cargo test --release -p blipmq-dataplane --test afpacket --test afpacket_bulk --test conformance
+    run cargo test --release -p blipmq-dataplane --test afpacket --test bulk --test conformance
 }
 
 # The physical NICs in ifindex order, less the one with the default route.
@@ -193,6 +208,7 @@ prepare_broker_nic() {
     ip -br link show dev "$nic" | sed 's/^/    /'
 }
 
+# build_broker [CARGO_ARGS]: builds blipmqd unless BLIPMQD names one.
 build_broker() {
     if [ -n "${BLIPMQD:-}" ]; then
         step "blipmqd: using BLIPMQD=$BLIPMQD (no build)"
@@ -202,7 +218,7 @@ build_broker() {
     step "build blipmqd (release)"
     command -v cargo >/dev/null 2>&1 || die "no cargo (run: $0 deps)"
     cd "$REPO"
-    run cargo build --release -p blipmq-dataplane --bin blipmqd
+    run cargo build --release -p blipmq-dataplane --bin blipmqd "$@"
     BLIPMQD=${CARGO_TARGET_DIR:-$REPO/target}/release/blipmqd
     [ -x "$BLIPMQD" ] || die "no $BLIPMQD after the build"
 }
@@ -285,6 +301,7 @@ nic_test_exit() {
     local status=${1:-$?}
     step "nic-test: stop the broker, give back the NIC"
     nic_cleanup
+    dpdk_cleanup
     if [ "$status" != 0 ] && [ -n "${NIC_DIR:-}" ]; then
         echo "--- broker log, last 40 lines ($NIC_DIR/broker.log):"
         tail -n 40 "$NIC_DIR/broker.log" || true
@@ -293,7 +310,10 @@ nic_test_exit() {
     fi
 }
 
+# nic_test BACKEND IF CIDR [CLIENT_IF CLIENT_CIDR], BACKEND afpacket or dpdk.
 nic_test() {
+    local backend=$1
+    shift
     [ $# = 2 ] || [ $# = 4 ] || die "usage: $0 nic-test IF CIDR [CLIENT_IF CLIENT_CIDR]"
     need_root nic-test
     local cidr=$2 client_cidr=${4:-} nic client_nic="" broker_ip pid mac
@@ -308,7 +328,11 @@ nic_test() {
     [ "$nic" != "$client_nic" ] || die "IF and CLIENT_IF are both $nic"
     info "broker NIC: $nic ($cidr)${client_nic:+, client NIC: $client_nic ($client_cidr)}"
 
-    build_broker
+    if [ "$backend" = dpdk ]; then
+        build_broker --features dpdk
+    else
+        build_broker
+    fi
     prepare_broker_nic "$nic"
     mac=$(cat "/sys/class/net/$nic/address")
 
@@ -319,23 +343,37 @@ nic_test() {
         run ip -n "$NIC_NS" link set lo up
         run ip -n "$NIC_NS" addr add "$client_cidr" dev "$client_nic"
         run ip -n "$NIC_NS" link set "$client_nic" up
+        if [ "$backend" = dpdk ] && [ "${DPDK_VDEV:-0}" = 1 ]; then
+            # A veth peer sends partial checksums and GSO frames, which
+            # DPDK's af_packet driver passes on as they are.
+            run ip netns exec "$NIC_NS" ethtool -K "$client_nic" tx off tso off gso off
+        fi
     fi
 
     NIC_DIR=$(mktemp -d /tmp/blipmq-nic-test.XXXXXX)
     local dir=$NIC_DIR
     trap nic_test_exit EXIT
+    local broker_args=(--backend afpacket --interface "$nic")
+    if [ "$backend" = dpdk ]; then
+        dpdk_prepare "$nic"
+        broker_args=(--backend dpdk -- "${DPDK_EAL[@]}")
+    fi
 
-    step "start blipmqd --backend afpacket on $nic owning $cidr, port $PORT, $WORKERS workers"
-    printf '    $ %s\n' "$BLIPMQD --backend afpacket --interface $nic --ip $cidr --listen 0.0.0.0:$PORT --workers $WORKERS"
-    "$BLIPMQD" --backend afpacket --interface "$nic" --ip "$cidr" --listen "0.0.0.0:$PORT" \
-        --workers "$WORKERS" >"$dir/broker.log" 2>&1 &
+    # Flags first; a `--` (DPDK's EAL arguments) stays last.
+    local flags=(--ip "$cidr" --listen "0.0.0.0:$PORT" --workers "$WORKERS")
+    local args=("${broker_args[@]:0:2}" "${flags[@]}" "${broker_args[@]:2}")
+    step "start blipmqd --backend $backend on $nic owning $cidr, port $PORT, $WORKERS workers"
+    printf '    $ %s\n' "$BLIPMQD ${args[*]}"
+    "$BLIPMQD" "${args[@]}" >"$dir/broker.log" 2>&1 &
     pid=$!
     echo "$pid" >"$PIDFILE"
     wait_until 30 grep -q 'blipmqd listening on' "$dir/broker.log" || die "blipmqd did not start"
     kill -0 "$pid" 2>/dev/null || die "blipmqd exited"
     info "$(grep -m1 'blipmqd listening on' "$dir/broker.log") (pid $pid)"
-    [ -z "$(ip -4 -o addr show dev "$nic")" ] || die "the kernel has an IPv4 address on $nic"
-    info "the kernel has no IPv4 address on $nic"
+    if [ -e "/sys/class/net/$nic" ]; then
+        [ -z "$(ip -4 -o addr show dev "$nic")" ] || die "the kernel has an IPv4 address on $nic"
+        info "the kernel has no IPv4 address on $nic"
+    fi
 
     if [ -z "$client_nic" ]; then
         step "nic-test: no CLIENT_IF: the broker started; stopping it"
@@ -360,6 +398,41 @@ nic_test() {
     trap - EXIT
     nic_test_exit 0
     step "nic-test: passed"
+}
+
+# dpdk_prepare IF: hugepages, and IF bound to vfio-pci (no-IOMMU mode);
+# sets DPDK_EAL to the EAL arguments that give the broker that NIC. With
+# DPDK_VDEV=1: no binding, DPDK's af_packet driver on IF without hugepages.
+dpdk_prepare() {
+    local nic=$1 pci
+    if [ "${DPDK_VDEV:-0}" = 1 ]; then
+        step "dpdk: net_af_packet on $nic (DPDK_VDEV=1: nothing bound)"
+        DPDK_EAL=(--no-pci --no-huge -m 512 "--vdev=net_af_packet0,iface=$nic,qpairs=$WORKERS")
+        return
+    fi
+    step "dpdk: 512 MiB of 2 MiB hugepages"
+    DPDK_HUGEPAGES=1
+    run bash "$REPO/hugepage-setup/hugepages.sh" --size 2M --memory 512M
+    pci=$(basename "$(readlink -f "/sys/class/net/$nic/device")")
+    case "$pci" in
+        virtio*) pci=$(basename "$(readlink -f "/sys/class/net/$nic/device/..")") ;;
+    esac
+    step "dpdk: bind $nic ($pci) to vfio-pci, no-IOMMU mode"
+    DPDK_BOUND=$pci
+    run bash "$REPO/hugepage-setup/bind-nic.sh" --noiommu "$nic"
+    DPDK_EAL=(-a "$pci")
+}
+
+# Gives back what dpdk_prepare took.
+dpdk_cleanup() {
+    if [ -n "${DPDK_BOUND:-}" ]; then
+        run bash "$REPO/hugepage-setup/bind-nic.sh" --unbind "$DPDK_BOUND" || true
+        DPDK_BOUND=
+    fi
+    if [ -n "${DPDK_HUGEPAGES:-}" ]; then
+        run bash "$REPO/hugepage-setup/hugepages.sh" --release || true
+        DPDK_HUGEPAGES=
+    fi
 }
 
 broker() {
@@ -387,7 +460,11 @@ case "${1:-}" in
     test) run_tests ;;
     nic-test)
         shift
-        nic_test "$@"
+        nic_test afpacket "$@"
+        ;;
+    dpdk-nic-test)
+        shift
+        nic_test dpdk "$@"
         ;;
     broker)
         shift
@@ -399,7 +476,13 @@ case "${1:-}" in
         deps
         run_tests
         if [ $# -gt 0 ]; then
-            nic_test "$@"
+            nic_test afpacket "$@"
+            # In a subshell: its EXIT trap gives the NIC back either way.
+            if (nic_test dpdk "$@"); then
+                info "the DPDK path works on this VM's NIC"
+            else
+                info "warning: the DPDK path failed on this VM (see above); the afpacket path works"
+            fi
         fi
         step "all: done"
         ;;

@@ -42,6 +42,7 @@
 //! kept and returned by [`Client::last_error`].
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod conn;
 mod error;

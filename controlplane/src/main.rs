@@ -3,6 +3,8 @@
 //! A thin dispatcher: the control socket client is in [`client`], the
 //! tables in [`tables`] and [`stats_view`].
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod stats_view;
 mod tables;
@@ -94,6 +96,16 @@ enum Command {
         /// The connection's id, as `blipmqctl conns` shows it
         #[arg(value_name = "ID")]
         id: u64,
+        /// Print the broker's reply as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the packet device: each worker's queue (frames, bytes, drops),
+    /// the port's own counters and extended statistics (DPDK)
+    Port {
+        /// Also list extended statistics that are zero
+        #[arg(long)]
+        all: bool,
         /// Print the broker's reply as JSON
         #[arg(long)]
         json: bool,
@@ -192,6 +204,7 @@ fn main() -> ExitCode {
         } => stats_from_broker(&socket_path(socket), json, prometheus, watch),
         Command::Conns { sort, limit, json } => conns(&socket_path(socket), sort, limit, json),
         Command::Subs { json } => subs(&socket_path(socket), json),
+        Command::Port { all, json } => port(&socket_path(socket), all, json),
         Command::Kick { id, json } => kick(&socket_path(socket), id, json),
         Command::Reload { json } => reload(&socket_path(socket), json),
         Command::Drain { json } => drain(&socket_path(socket), json),
@@ -275,6 +288,16 @@ fn subs(socket: &Path, json: bool) -> Result<(), String> {
             .and_then(Value::as_array)
             .ok_or("the broker's reply has no \"subscriptions\" list")?;
         print!("{}", tables::render_subscriptions(list));
+    }
+    Ok(())
+}
+
+fn port(socket: &Path, all: bool, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "port"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        print!("{}", tables::render_port(&reply, all));
     }
     Ok(())
 }
@@ -455,8 +478,15 @@ fn serve(file: &Path, listen: SocketAddr, stale_after: Duration) -> Result<(), S
     if stale_after.is_zero() {
         return Err("--stale-after must be greater than 0".to_owned());
     }
-    let server = HttpServer::start(listen, StatsSource::file(file), HttpConfig { stale_after })
-        .map_err(|error| error.to_string())?;
+    let server = HttpServer::start(
+        listen,
+        StatsSource::file(file),
+        HttpConfig {
+            stale_after,
+            ..HttpConfig::default()
+        },
+    )
+    .map_err(|error| error.to_string())?;
     // One plain line that scripts and tests wait for (the port may be 0).
     println!("blipmqctl serving http://{}", server.local_addr());
     let _ = std::io::stdout().flush();

@@ -224,6 +224,103 @@ pub fn render_subscriptions(subs: &[Value]) -> String {
     )
 }
 
+/// `port`: the device, each worker's queue, the port's own counters and
+/// (with `all`, also the zero ones) its extended statistics.
+pub fn render_port(reply: &Map<String, Value>, all: bool) -> String {
+    let backend = text(reply.get("backend").unwrap_or(&Value::Null));
+    let device = reply.get("device").unwrap_or(&Value::Null);
+    if device.is_null() {
+        return format!("the {backend} backend has no packet device (kernel sockets)\n");
+    }
+    let mut out = String::new();
+    let name = match device["kind"].as_str() {
+        Some("dpdk") => format!(
+            "DPDK port {} ({})",
+            text(&device["port"]),
+            text(&device["driver"])
+        ),
+        _ => format!("interface {}", text(&device["interface"])),
+    };
+    let link = match device["link"]["up"].as_bool() {
+        Some(true) => match device["link"]["speed_mbps"].as_u64() {
+            Some(speed) if speed > 0 => format!("link up, {speed} Mbit/s"),
+            _ => "link up".to_owned(),
+        },
+        Some(false) => "link down".to_owned(),
+        None => "link unknown".to_owned(),
+    };
+    out.push_str(&format!(
+        "{name}, MAC {}, {link}, {} queue pair(s)\n\n",
+        text(&device["mac"]),
+        text(&device["queues"])
+    ));
+    let columns = [
+        ("rx_packets", "RX PKTS"),
+        ("rx_bytes", "RX BYTES"),
+        ("tx_packets", "TX PKTS"),
+        ("tx_bytes", "TX BYTES"),
+        ("tx_bursts", "TX BURSTS"),
+        ("rx_missed", "MISSED"),
+        ("rx_corrupt", "CORRUPT"),
+        ("rx_not_owned", "NOT OWNED"),
+        ("rx_foreign", "FOREIGN"),
+        ("tx_dropped", "TX DROPPED"),
+        ("tx_errors", "TX ERRORS"),
+    ];
+    let queues = reply
+        .get("queues")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let rows: Vec<Vec<String>> = queues
+        .iter()
+        .map(|q| {
+            std::iter::once(text(&q["worker"]))
+                .chain(columns.iter().map(|(field, _)| text(&q[*field])))
+                .collect()
+        })
+        .collect();
+    let header: Vec<(&str, Align)> = std::iter::once(("WORKER", Align::Right))
+        .chain(columns.iter().map(|(_, title)| (*title, Align::Right)))
+        .collect();
+    out.push_str(&table(&header, &rows));
+    if let Some(stats) = device.get("stats").filter(|s| s.is_object()) {
+        out.push_str("\nport counters (the NIC's own):\n");
+        let fields = [
+            "rx_packets",
+            "tx_packets",
+            "rx_bytes",
+            "tx_bytes",
+            "imissed",
+            "ierrors",
+            "oerrors",
+            "rx_nombuf",
+        ];
+        let rows = vec![fields.iter().map(|f| text(&stats[*f])).collect()];
+        let header: Vec<(&str, Align)> = fields.iter().map(|f| (*f, Align::Right)).collect();
+        out.push_str(&table(&header, &rows));
+    }
+    if let Some(xstats) = reply.get("xstats").and_then(Value::as_object) {
+        let rows: Vec<Vec<String>> = xstats
+            .iter()
+            .filter(|(_, value)| all || value.as_u64() != Some(0))
+            .map(|(name, value)| vec![name.clone(), text(value)])
+            .collect();
+        if !rows.is_empty() {
+            out.push_str("\nextended statistics");
+            out.push_str(if all {
+                ":\n"
+            } else {
+                " (non-zero; --all for every one):\n"
+            });
+            out.push_str(&table(
+                &[("NAME", Align::Left), ("VALUE", Align::Right)],
+                &rows,
+            ));
+        }
+    }
+    out
+}
+
 /// `reload`: which keys changed, and which wait for a restart.
 pub fn render_reload(reply: &Map<String, Value>) -> String {
     let keys = |field: &str| -> Vec<String> {
@@ -347,6 +444,52 @@ mod tests {
             out.ends_with("worker 1: worker 1 did not answer\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn port_shows_the_device_the_queues_and_nonzero_xstats() {
+        let kernel = object(json!({"backend": "kernel", "device": null, "queues": []}));
+        assert_eq!(
+            render_port(&kernel, false),
+            "the kernel backend has no packet device (kernel sockets)\n"
+        );
+        let dpdk = object(json!({
+            "backend": "dpdk",
+            "device": {
+                "kind": "dpdk", "port": 0, "driver": "net_af_packet",
+                "mac": "02:00:00:00:00:01", "queues": 2,
+                "link": {"up": true, "speed_mbps": 10000},
+                "stats": {"rx_packets": 7, "tx_packets": 5, "rx_bytes": 700, "tx_bytes": 500,
+                          "imissed": 1, "ierrors": 0, "oerrors": 0, "rx_nombuf": 0},
+            },
+            "queues": [
+                {"worker": 0, "rx_packets": 3, "rx_bytes": 300, "tx_packets": 2},
+                {"worker": 1, "rx_packets": 4, "rx_not_owned": 1},
+            ],
+            "xstats": {"rx_good_packets": 7, "rx_errors": 0},
+        }));
+        let text = render_port(&dpdk, false);
+        assert!(
+            text.starts_with(
+                "DPDK port 0 (net_af_packet), MAC 02:00:00:00:00:01, link up, 10000 Mbit/s, 2 queue pair(s)\n"
+            ),
+            "{text}"
+        );
+        let row = |worker: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(worker))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(row("0")[..4], ["0", "3", "300", "2"], "{text}");
+        // Fields the reply lacks show as "-".
+        assert_eq!(row("1")[1..3], ["4", "-"], "{text}");
+        assert!(text.contains("imissed"), "{text}");
+        assert!(text.contains("rx_good_packets"), "{text}");
+        assert!(!text.contains("rx_errors"), "zero xstats hidden: {text}");
+        assert!(render_port(&dpdk, true).contains("rx_errors"));
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub struct Args {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// Packet I/O backend: kernel, or afpacket (user-space TCP on --interface owning --ip;
-    /// dpdk is not implemented) [default: kernel; overrides dataplane.backend]
+    /// Packet I/O backend: kernel, afpacket (user-space TCP on --interface owning --ip) or
+    /// dpdk (user-space TCP on DPDK port --dpdk-port owning --ip; EAL arguments after --)
+    /// [default: kernel; overrides dataplane.backend]
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<BackendKind>,
 
@@ -73,10 +74,21 @@ pub struct Args {
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
 
-    /// The broker's IPv4 address and prefix on --interface, A.B.C.D/N; it listens on the port
-    /// of --listen [default: none; overrides afpacket.ip]
+    /// The broker's IPv4 address and prefix on the afpacket interface or the DPDK port,
+    /// A.B.C.D/N; it listens on the port of --listen [default: none; overrides afpacket.ip,
+    /// or dpdk.ip with the dpdk backend]
     #[arg(long, value_name = "A/N")]
     pub ip: Option<String>,
+
+    /// The DPDK port: an id, or a device name such as net_af_packet0 or 0000:03:00.0
+    /// [default: 0; overrides dpdk.port]
+    #[arg(long, value_name = "PORT")]
+    pub dpdk_port: Option<String>,
+
+    /// Arguments for DPDK's rte_eal_init, after `--`, e.g.
+    /// `-- -l 1 --vdev=net_af_packet0,iface=eth1` [appended to dpdk.eal_args]
+    #[arg(last = true, value_name = "EAL ARGS")]
+    pub eal_args: Vec<String>,
 }
 
 impl Args {
@@ -163,8 +175,21 @@ impl Args {
             set.push(("afpacket.interface", "--interface"));
         }
         if let Some(ip) = &self.ip {
-            config.afpacket.ip = ip.clone();
-            set.push(("afpacket.ip", "--ip"));
+            if config.dataplane.backend == BackendKind::Dpdk {
+                config.dpdk.ip = ip.clone();
+                set.push(("dpdk.ip", "--ip"));
+            } else {
+                config.afpacket.ip = ip.clone();
+                set.push(("afpacket.ip", "--ip"));
+            }
+        }
+        if let Some(port) = &self.dpdk_port {
+            config.dpdk.port = port.clone();
+            set.push(("dpdk.port", "--dpdk-port"));
+        }
+        if !self.eal_args.is_empty() {
+            config.dpdk.eal_args.extend(self.eal_args.iter().cloned());
+            set.push(("dpdk.eal_args", "-- (EAL arguments)"));
         }
         set
     }
@@ -301,15 +326,15 @@ mod tests {
     #[test]
     fn flag_can_fix_an_invalid_file_value() {
         // Validation runs after the flags: a bad file value a flag replaces is fine.
-        let file = TempConfig::new("[dataplane]\nbackend = \"dpdk\"\n");
+        let file = TempConfig::new("[server]\nworkers = 99\n");
         let path = file.path().to_str().unwrap();
         let error = load(&["-c", path]).unwrap_err().to_string();
         assert!(
-            error.starts_with(&format!("{path}: line 2: dataplane.backend")),
+            error.starts_with(&format!("{path}: line 2: server.workers")),
             "{error}"
         );
-        let config = load(&["-c", path, "--backend", "kernel"]).unwrap();
-        assert_eq!(config.dataplane.backend, BackendKind::Kernel);
+        let config = load(&["-c", path, "--workers", "2"]).unwrap();
+        assert_eq!(config.server.workers, 2);
     }
 
     #[test]
@@ -320,10 +345,15 @@ mod tests {
             "{error}"
         );
         let error = load(&["--backend", "dpdk"]).unwrap_err().to_string();
-        assert!(
-            error.contains("not implemented yet") && error.contains("--backend"),
-            "{error}"
-        );
+        if cfg!(feature = "dpdk") {
+            // dpdk needs an address.
+            assert!(error.contains("dpdk.ip"), "{error}");
+        } else {
+            assert!(
+                error.contains("needs a blipmqd built with DPDK") && error.contains("--backend"),
+                "{error}"
+            );
+        }
         // afpacket needs an interface and an address.
         let error = load(&["--backend", "afpacket"]).unwrap_err().to_string();
         assert!(error.contains("afpacket.interface"), "{error}");
@@ -386,6 +416,52 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("server.listen"), "{error}");
+    }
+
+    #[test]
+    fn dpdk_flags_and_eal_arguments() {
+        let file = TempConfig::new("[dpdk]\neal_args = [\"--no-huge\"]\n");
+        let args = parse(&[
+            "-c",
+            file.path().to_str().unwrap(),
+            "--backend",
+            "dpdk",
+            "--ip",
+            "198.18.0.2/24",
+            "--dpdk-port",
+            "net_af_packet0",
+            "--workers",
+            "2",
+            "--",
+            "--no-pci",
+            "--vdev=net_af_packet0,iface=veth0,qpairs=2",
+        ]);
+        let mut config = Config::default();
+        let set = args.apply_with_env(&mut config, None);
+        assert!(set.contains(&("dpdk.ip", "--ip")), "{set:?}");
+        assert_eq!(config.dpdk.ip, "198.18.0.2/24");
+        assert_eq!(config.afpacket.ip, "", "--ip goes to the chosen backend");
+        assert_eq!(config.dpdk.port, "net_af_packet0");
+        assert_eq!(
+            args.eal_args,
+            ["--no-pci", "--vdev=net_af_packet0,iface=veth0,qpairs=2"]
+        );
+        // After the file's arguments.
+        let config = args.load_config_with_env(None);
+        if cfg!(feature = "dpdk") {
+            assert_eq!(
+                config.unwrap().dpdk.eal_args,
+                [
+                    "--no-huge",
+                    "--no-pci",
+                    "--vdev=net_af_packet0,iface=veth0,qpairs=2"
+                ]
+            );
+        } else {
+            assert!(config.is_err());
+        }
+        // Nothing after `--` without the flag: no EAL arguments.
+        assert!(parse(&["--workers", "1"]).eal_args.is_empty());
     }
 
     #[test]

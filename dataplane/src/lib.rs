@@ -6,6 +6,15 @@
 //! (bytes and time in, actions out); `backend` holds the only I/O; `worker`
 //! runs the poll loop that ties them together; `rings` carries records
 //! between workers.
+//!
+//! `unsafe` code is denied here but for the modules that share memory with
+//! the kernel or with other processes and threads through raw pointers:
+//! the AF_PACKET rings (`backend::afpacket::ring`), the worker rings
+//! (`rings`) and the stats segment (`stats`). Each of them allows it
+//! explicitly, and every `unsafe` block says why it is sound (`// SAFETY:`,
+//! enforced by clippy's `undocumented_unsafe_blocks`).
+
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod cli;

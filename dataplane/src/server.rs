@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backend::afpacket::AfPacketBackend;
 use crate::backend::driver::Driver;
 use crate::backend::kernel::KernelBackend;
-use crate::backend::{Backend, WorkerPoll, WorkerTransport};
+use crate::backend::{Backend, PortMonitor, WorkerPoll, WorkerTransport};
 use crate::config::{BackendKind, Config, AUTO_SOCKET};
 use crate::control::link::control_links;
 use crate::control::socket::{default_socket_path, BindError, ControlSocket};
@@ -52,9 +52,15 @@ impl Server {
             BackendKind::AfPacket => {
                 Server::start_with(config, AfPacketBackend::new(config)?, &cores)
             }
+            #[cfg(feature = "dpdk")]
+            BackendKind::Dpdk => {
+                let backend = crate::backend::dpdk::DpdkBackend::new(config, &cores)?;
+                Server::start_with(config, backend, &cores)
+            }
+            #[cfg(not(feature = "dpdk"))]
             BackendKind::Dpdk => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "the dpdk backend is not implemented",
+                "this blipmqd was built without the dpdk feature",
             )),
         }
     }
@@ -69,16 +75,22 @@ impl Server {
         let workers = config.effective_workers();
         let core_config = core_config(config);
         let local_addr = backend.local_addr();
-        let rings = RingRegion::new(workers, config.dataplane.ring_bytes)?.into_workers();
+        let rings = RingRegion::with_pages(
+            workers,
+            config.dataplane.ring_bytes,
+            backend.hugepage_rings(),
+        )?
+        .into_workers();
         let polls = (0..workers)
             .map(|_| WorkerPoll::new())
             .collect::<io::Result<Vec<_>>>()?;
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
-        let http = start_http(config, &shared)?;
+        let http = start_http(config, &shared, backend.port_monitor())?;
         let (control, control_socket, ports) =
             start_control(config, &wakers, &shared, &shutdown, local_addr)?;
+        control.set_port_monitor(backend.port_monitor());
         let stall = test_stall_from_env();
         let policy = backend.wait_policy();
         let drain_timeout = config.server.drain_timeout;
@@ -316,7 +328,11 @@ fn parse_test_stall(value: &str) -> Option<TestStall> {
 /// Starts the HTTP server of `control.metrics_listen`, if set, on the
 /// segment the workers write (a file or anonymous memory: it reads it in
 /// process either way).
-fn start_http(config: &Config, shared: &Shared) -> io::Result<Option<HttpServer>> {
+fn start_http(
+    config: &Config,
+    shared: &Shared,
+    port: Option<Arc<dyn PortMonitor>>,
+) -> io::Result<Option<HttpServer>> {
     let listen = config
         .control
         .metrics_listen_addr()
@@ -327,7 +343,10 @@ fn start_http(config: &Config, shared: &Shared) -> io::Result<Option<HttpServer>
     let http = HttpServer::start(
         listen,
         StatsSource::Reader(shared.stats.reader()),
-        HttpConfig::default(),
+        HttpConfig {
+            port,
+            ..HttpConfig::default()
+        },
     )?;
     let addr = http.local_addr();
     tracing::info!(%addr, "metrics listening on http://{addr}");

@@ -435,10 +435,10 @@ impl RawLink {
     fn open(interface: &str) -> RawLink {
         use std::os::fd::FromRawFd;
         let name = std::ffi::CString::new(interface).unwrap();
-        // SAFETY: valid C string.
+        // SAFETY: `name` is a NUL-terminated string, live for the call.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
         assert!(ifindex > 0, "no interface {interface}");
-        // SAFETY: plain socket(2).
+        // SAFETY: socket(2) takes no pointers; the result is checked.
         let raw = unsafe {
             libc::socket(
                 libc::AF_PACKET,
@@ -447,11 +447,13 @@ impl RawLink {
             )
         };
         assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor.
+        // SAFETY: `raw` is a fresh descriptor (checked valid) that nothing
+        // else owns or closes.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
         let link = RawLink { fd, ifindex };
         let addr = link.addr();
-        // SAFETY: a valid sockaddr_ll.
+        // SAFETY: bind reads a `sockaddr_ll` of the size passed: `addr`,
+        // live for the call.
         let rc = unsafe {
             libc::bind(
                 raw,
@@ -464,7 +466,8 @@ impl RawLink {
             tv_sec: 0,
             tv_usec: 50_000,
         };
-        // SAFETY: a valid timeval for SO_RCVTIMEO.
+        // SAFETY: SO_RCVTIMEO reads a `timeval` of the size passed:
+        // `timeout`, live for the call.
         unsafe {
             libc::setsockopt(
                 raw,
@@ -478,7 +481,8 @@ impl RawLink {
     }
 
     fn addr(&self) -> libc::sockaddr_ll {
-        // SAFETY: plain data.
+        // SAFETY: sockaddr_ll is integers and byte arrays: all zeroes is a
+        // valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
@@ -490,7 +494,8 @@ impl RawLink {
 
     fn send(&self, frame: &[u8]) {
         use std::os::fd::AsRawFd;
-        // SAFETY: `frame` is a valid buffer; the socket is bound.
+        // SAFETY: send reads `frame.len()` bytes from `frame`, live for the
+        // call.
         let rc = unsafe {
             libc::send(
                 self.fd.as_raw_fd(),
@@ -513,7 +518,8 @@ impl RawLink {
         let deadline = Instant::now() + wait;
         let mut buf = [0u8; 2048];
         while Instant::now() < deadline {
-            // SAFETY: `buf` is a valid buffer of its length.
+            // SAFETY: recv writes at most `buf.len()` bytes into `buf`,
+            // live and writable for the call.
             let n = unsafe {
                 libc::recv(
                     self.fd.as_raw_fd(),

@@ -286,3 +286,117 @@ fn a_second_broker_cannot_take_a_live_socket() {
     // The first still answers.
     ok(ask(&socket, json!({"cmd": "status"})));
 }
+
+#[test]
+fn the_port_view_of_the_kernel_backend_has_no_device() {
+    let socket = socket_path("port-kernel");
+    let _broker = Broker::start(1, &control_config(&socket, ""));
+    let port = ok(ask(&socket, json!({"cmd": "port"})));
+    assert_eq!(port["backend"], "kernel");
+    assert!(port["device"].is_null(), "{port}");
+    let queues = port["queues"].as_array().expect("queues");
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0]["rx_packets"], 0, "{port}");
+}
+
+#[test]
+fn the_port_view_counts_each_afpacket_queue() {
+    if Backend::AfPacket.available() {
+        port_view(Backend::AfPacket, 1);
+    }
+}
+
+#[test]
+fn the_port_view_counts_each_dpdk_queue_and_the_nic() {
+    if Backend::Dpdk.available() {
+        port_view(Backend::Dpdk, 2);
+    }
+}
+
+/// Traffic through a user-space broker shows in the control socket's
+/// `port` view (each worker's queue; for DPDK the NIC's own counters and
+/// xstats) and in its /metrics as `blipmq_port_*`.
+fn port_view(backend: Backend, workers: usize) {
+    let socket = socket_path(&format!("port-{backend:?}"));
+    let broker = Broker::start_on(
+        backend,
+        workers,
+        &control_config(&socket, "metrics_listen = \"127.0.0.1:18222\"\n"),
+    );
+    let mut subscriber = Raw::handshake(broker.addr());
+    subscriber.subscribe("port.view", 1);
+    let mut publisher = Raw::handshake(broker.addr());
+    for _ in 0..10 {
+        publisher.publish("port.view", b"hello");
+    }
+    publisher.ping_pong();
+    for _ in 0..10 {
+        subscriber.expect_msg();
+    }
+    // The counters reach the segment at the workers' next tick (100 ms).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let port = loop {
+        let port = ok(ask(&socket, json!({"cmd": "port"})));
+        let sum = |field: &str| -> u64 {
+            port["queues"]
+                .as_array()
+                .expect("queues")
+                .iter()
+                .map(|q| q[field].as_u64().unwrap_or(0))
+                .sum()
+        };
+        // Two handshakes (SYN, ACK each way) and the frames after them.
+        if sum("rx_packets") >= 6 && sum("tx_packets") >= 4 && sum("rx_bytes") >= 10 * 5 {
+            break port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic in the port view: {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(port["queues"].as_array().map(Vec::len), Some(workers));
+    let device = &port["device"];
+    match backend {
+        Backend::AfPacket => {
+            assert_eq!(device["kind"], "afpacket", "{port}");
+            assert_eq!(
+                device["interface"],
+                broker.lab().unwrap().broker_if.as_str()
+            );
+        }
+        _ => {
+            assert_eq!(device["kind"], "dpdk", "{port}");
+            assert_eq!(device["driver"], "net_af_packet", "{port}");
+            assert_eq!(device["queues"], workers, "{port}");
+            assert!(device["stats"]["rx_packets"].as_u64() >= Some(6), "{port}");
+            assert!(
+                port["xstats"]["rx_good_packets"].as_u64() >= Some(6),
+                "{port}"
+            );
+        }
+    }
+    // /metrics, in the broker's namespace.
+    let path = format!("/var/run/netns/{}", broker.lab().unwrap().broker_ns);
+    let metrics = common::netns::run_in(path, || {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:18222").expect("/metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .expect("request");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("response");
+        body
+    });
+    assert!(
+        metrics.contains("# TYPE blipmq_port_rx_packets_total counter"),
+        "{metrics}"
+    );
+    if backend == Backend::Dpdk {
+        assert!(
+            metrics.contains("blipmq_port_xstat{name=\"rx_good_packets\"}"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("blipmq_port_nic_rx_packets_total{worker=\"0\"}"));
+    }
+}

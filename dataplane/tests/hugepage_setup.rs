@@ -21,20 +21,22 @@
 //! across threads and across test processes of other checkouts too).
 //! Every script run is bounded by [`SCRIPT_TIMEOUT`].
 
+#[path = "system_lock/mod.rs"]
+mod system_lock;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use system_lock::SystemLock;
+
 /// Longest any one script run may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait for another test to release the system lock.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 const HUGEPAGES_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 
 fn repo() -> PathBuf {
@@ -229,47 +231,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Held by every test that reads or changes the machine's hugepage pools,
-/// hugetlbfs mounts or NIC drivers: an exclusive `flock` on one file.
-struct SystemLock {
-    _file: fs::File,
-}
-
-impl SystemLock {
-    fn take() -> SystemLock {
-        let path = std::env::temp_dir().join("blipmq-hugepage-setup-tests.lock");
-        // Read-only where another user made the file: flock needs no write.
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .or_else(|_| fs::File::open(&path))
-            .expect("lock file");
-        let fd = file.as_raw_fd();
-        let (tx, rx) = mpsc::channel();
-        // flock blocks until the holder lets go; wait for that on a thread
-        // so that the wait is bounded.
-        std::thread::spawn(move || {
-            // SAFETY: fd stays open: `file` lives until the lock is returned
-            // (or the test panics, which ends the wait).
-            let _ = tx.send(unsafe { libc::flock(fd, libc::LOCK_EX) });
-        });
-        match rx.recv_timeout(LOCK_TIMEOUT) {
-            Ok(0) => SystemLock { _file: file },
-            Ok(_) => panic!(
-                "flock {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            ),
-            Err(_) => panic!(
-                "{} held by another test for over {LOCK_TIMEOUT:?}",
-                path.display()
-            ),
-        }
     }
 }
 

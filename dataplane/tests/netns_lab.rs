@@ -230,6 +230,32 @@ fn readme_netns_lab_sequence() {
     if !netns::available() || !ping_available() {
         return;
     }
+    lab_sequence(&["broker", "--workers", "1"]);
+}
+
+/// The README's DPDK lab: the same with `broker-dpdk --workers 2` (DPDK's
+/// net_af_packet driver on the lab's veth, a queue pair per worker).
+#[test]
+fn readme_netns_lab_sequence_on_dpdk() {
+    if !cfg!(feature = "dpdk") {
+        let why =
+            "blipmqd built without the dpdk feature (cargo test --features blipmq-dataplane/dpdk)";
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "cannot run under CI=true: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if !netns::available() || !ping_available() {
+        return;
+    }
+    lab_sequence(&["broker-dpdk", "--workers", "2"]);
+}
+
+/// up, `broker_args` in the background, a ping from the client, SIGTERM
+/// (the broker drains and exits 0), down.
+fn lab_sequence(broker_args: &[&str]) {
     let mut lab = LabScript::new();
 
     // sudo vagrant/netns-lab.sh up
@@ -244,7 +270,7 @@ fn readme_netns_lab_sequence() {
 
     // sudo vagrant/netns-lab.sh broker --workers 1   (in the background)
     let mut broker = lab
-        .command(&["broker", "--workers", "1"])
+        .command(broker_args)
         .spawn()
         .expect("netns-lab.sh broker");
     let stdout = broker.stdout.take().expect("stdout");
@@ -273,7 +299,8 @@ fn readme_netns_lab_sequence() {
             Ok(line) if line.contains("blipmqd listening on") => break line,
             Ok(_) => continue,
             Err(error) => panic!(
-                "no listening line from `netns-lab.sh broker --workers 1` within {START_TIMEOUT:?} ({error}); its log:\n{}",
+                "no listening line from `netns-lab.sh {}` within {START_TIMEOUT:?} ({error}); its log:\n{}",
+                broker_args.join(" "),
                 log_text()
             ),
         }

@@ -68,12 +68,19 @@ impl Eal {
                 .collect::<Vec<_>>()
                 .into_boxed_slice(),
         );
+        let expected_dir = expected_runtime_dir(args);
+        let existed = expected_dir.exists();
         // SAFETY: argv holds argc valid NUL-terminated strings followed by
         // NULL, all leaked (valid for the process), and INIT_CALLED makes this
         // the process's only rte_eal_init call.
         let ret = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {
-            return Err(Error::errno("rte_eal_init"));
+            let error = Error::errno("rte_eal_init");
+            // A failed start leaves no runtime directory it made behind.
+            if !existed && looks_like_runtime_dir(&expected_dir) {
+                let _ = std::fs::remove_dir_all(&expected_dir);
+            }
+            return Err(error);
         }
         // SAFETY: the EAL is initialised; rte_eal_get_runtime_dir returns a
         // NUL-terminated string in EAL's static configuration, copied here.
@@ -221,21 +228,49 @@ impl Drop for EalInner {
         if ret < 0 {
             tracing::warn!(error = %Error::errno("rte_eal_cleanup"), "EAL cleanup failed");
         }
-        // DPDK's runtime directory is <base>/dpdk/<file-prefix>: never remove
-        // anything that does not look like one.
-        let looks_like_dpdk = self.runtime_dir.is_absolute()
-            && self
-                .runtime_dir
-                .parent()
-                .and_then(Path::file_name)
-                .is_some_and(|p| p == "dpdk");
-        if self.primary && looks_like_dpdk && self.runtime_dir.exists() {
+        if self.primary && looks_like_runtime_dir(&self.runtime_dir) && self.runtime_dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.runtime_dir) {
                 tracing::warn!(dir = %self.runtime_dir.display(), error = %e,
                     "could not remove the DPDK runtime directory");
             }
         }
     }
+}
+
+/// DPDK's runtime directory is `<base>/dpdk/<file-prefix>`: never remove
+/// anything that does not look like one.
+fn looks_like_runtime_dir(dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "dpdk")
+}
+
+/// Where `rte_eal_init` with `args` makes its runtime directory: the base
+/// (`/var/run` for root, else `$XDG_RUNTIME_DIR` or `/tmp`), `dpdk`, then
+/// `--file-prefix` (default `rte`).
+fn expected_runtime_dir<S: AsRef<str>>(args: &[S]) -> PathBuf {
+    let mut prefix = "rte".to_string();
+    let mut args = args.iter().map(AsRef::as_ref);
+    while let Some(arg) = args.next() {
+        if arg == "--file-prefix" {
+            if let Some(value) = args.next() {
+                prefix = value.to_string();
+            }
+        } else if let Some(value) = arg.strip_prefix("--file-prefix=") {
+            prefix = value.to_string();
+        }
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let base = if unsafe { libc::getuid() } == 0 {
+        PathBuf::from("/var/run")
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+    };
+    base.join("dpdk").join(prefix)
 }
 
 /// A registered non-EAL thread (see [`Eal::register_thread`]); unregisters

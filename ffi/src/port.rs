@@ -797,11 +797,20 @@ impl<'m> RxQueue<'m> {
     /// to it; returns how many arrived. Some PMDs' vector paths want room for
     /// at least 32 (or 4) at a time.
     pub fn rx_burst<const N: usize>(&mut self, burst: &mut MbufBurst<'m, N>) -> usize {
+        self.rx_burst_up_to(burst, N)
+    }
+
+    /// Like [`rx_burst`](Self::rx_burst), receiving at most `max` mbufs.
+    pub fn rx_burst_up_to<const N: usize>(
+        &mut self,
+        burst: &mut MbufBurst<'m, N>,
+        max: usize,
+    ) -> usize {
         let free = burst.spare_capacity_ptr();
-        if free.is_empty() {
+        let room = free.len().min(max).min(usize::from(u16::MAX)) as u16;
+        if room == 0 {
             return 0;
         }
-        let room = free.len().min(usize::from(u16::MAX)) as u16;
         // SAFETY: the port is started and stays so while this handle exists;
         // this queue is set up and used by this thread only (taken flag,
         // !Sync, &mut self); `free` has room for `room` pointers.

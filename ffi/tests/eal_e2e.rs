@@ -558,10 +558,8 @@ mod e2e {
         let mut rx = port.rx_queue(0).unwrap();
         assert_eq!(rx.intr_fd(), Some(fd));
         // SAFETY: F_GETFD on any int is harmless; checks the fd is open.
-        assert!(
-            unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
-            "fd {fd} is open"
-        );
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(flags >= 0, "fd {fd} is open");
         // net_tap's fd is its queue's own (readable when packets wait): it has
         // no arm/disarm op, and says so.
         for r in [rx.intr_enable(), rx.intr_disable()] {

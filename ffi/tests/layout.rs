@@ -24,9 +24,10 @@ fn rust_layout_matches_the_c_compiler() {
     let c_table = unsafe { std::slice::from_raw_parts(blipmq_layout(&mut len), len) };
     let c: BTreeMap<String, u64> = c_table
         .iter()
-        // SAFETY: as above.
         .map(|e| {
             (
+                // SAFETY: each entry's name is a static, NUL-terminated C
+                // string (see blipmq_layout in shim.c).
                 unsafe { CStr::from_ptr(e.name) }
                     .to_str()
                     .unwrap()

@@ -191,8 +191,10 @@ fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
 pub fn kill_all_children() -> usize {
     let pids = children();
     for &pid in pids.iter() {
-        // SAFETY: plain syscalls on children we spawned and have not reaped
-        // (they are deregistered only after they are reaped).
+        // SAFETY: kill(2) takes no pointers. The registry holds children we
+        // spawned and have not reaped (they are deregistered only after they
+        // are reaped), so neither the pid nor the group (each child leads
+        // its own, see `spawn_registered`) names another process.
         unsafe {
             libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
             libc::kill(pid as libc::pid_t, libc::SIGKILL);
@@ -200,8 +202,9 @@ pub fn kill_all_children() -> usize {
     }
     for &pid in pids.iter() {
         let mut status = 0;
-        // SAFETY: reaping our own child; its Child handle is never waited on
-        // again because the process exits right after this.
+        // SAFETY: waitpid writes the status into `status`, a live `c_int`.
+        // It reaps our own child, whose `Child` handle is never waited on
+        // again: the process exits right after this.
         unsafe {
             libc::waitpid(pid as libc::pid_t, &mut status, 0);
         }
@@ -236,7 +239,9 @@ pub fn install_signal_handler() -> Result<()> {
 /// Spawns `command` in its own process group, killed when the harness dies,
 /// and registers it for the signal handler.
 fn spawn_registered(command: &mut Command) -> Result<Child> {
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: setpgid, prctl, getppid and
+    // _exit are, and it neither allocates nor takes a lock.
     unsafe {
         command.pre_exec(|| {
             libc::setpgid(0, 0);
@@ -489,7 +494,9 @@ fn terminate(child: &mut Child, signal: libc::c_int, grace: Duration) -> Option<
     let pid = child.id() as libc::pid_t;
     let mut status = child.try_wait().ok().flatten();
     if status.is_none() {
-        // SAFETY: signalling our own child.
+        // SAFETY: kill(2) takes no pointers. `pid` is our child, which
+        // `try_wait` just found running and only we (`&mut Child`) can reap,
+        // so it names no other process.
         unsafe {
             libc::kill(pid, signal);
         }
@@ -502,8 +509,9 @@ fn terminate(child: &mut Child, signal: libc::c_int, grace: Duration) -> Option<
         }
     }
     if status.is_none() {
-        // SAFETY: our child, not reaped yet, leader of the group we
-        // created for it.
+        // SAFETY: kill(2) takes no pointers. `pid` is our child, not reaped
+        // yet (`try_wait` found it running), and leads the process group
+        // `spawn_registered` created for it.
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context, Result};
 
 /// Clock ticks per second of /proc/PID/stat's times.
 pub fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
+    // SAFETY: sysconf takes no pointers and has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
         ticks as f64

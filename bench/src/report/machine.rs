@@ -83,7 +83,8 @@ pub fn nofile_limit() -> (u64, u64) {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit writes into the struct we pass.
+    // SAFETY: getrlimit writes one `rlimit` through the pointer: `limit`,
+    // live and writable for the call.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
@@ -100,7 +101,8 @@ pub fn raise_nofile_limit() -> u64 {
             rlim_cur: hard as libc::rlim_t,
             rlim_max: hard as libc::rlim_t,
         };
-        // SAFETY: setrlimit reads the struct we pass.
+        // SAFETY: setrlimit reads one `rlimit` through the pointer: `limit`,
+        // live for the call.
         unsafe {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

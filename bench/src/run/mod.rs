@@ -34,7 +34,8 @@ impl Default for Clock {
 
 /// Sleeps of a few microseconds are honoured (default timer slack is 50 µs).
 pub fn fine_timer_slack() {
-    // SAFETY: prctl with integer arguments only.
+    // SAFETY: PR_SET_TIMERSLACK takes integer arguments only (no pointer
+    // is read or written) and affects this thread's timer slack alone.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
     }

@@ -5,6 +5,8 @@
 //! Subject rules and the CONNECT/INFO JSON bodies live here too, so that the
 //! broker and the client share one definition of the wire.
 
+#![forbid(unsafe_code)]
+
 pub mod decode;
 pub mod encode;
 pub mod frame;

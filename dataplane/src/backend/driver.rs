@@ -184,7 +184,10 @@ impl<T: Transport> Driver<T> {
             // A failed wake only delays the peer to its next tick.
             let _ = self.wakers[worker as usize].wake();
         }
-        self.core.handle_timeout(now);
+        if now >= self.core.poll_timeout() {
+            self.transport.report(&self.core.stats);
+            self.core.handle_timeout(now);
+        }
         self.flush(now);
         self.transport.poll_egress(now);
 

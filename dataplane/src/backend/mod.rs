@@ -44,6 +44,9 @@
 //! 6. [`Transport::poll_egress`]: the end of the turn: send what the turn
 //!    wrote (one tx burst for the packet backends) and run timers.
 //!
+//! When the core's tick is due, [`Transport::report`] writes the
+//! transport's counters into the worker's stats block first.
+//!
 //! On shutdown the driver calls [`Transport::stop_accepting`] once, keeps
 //! turning until the core has no connections and the transport is not
 //! lingering (or the drain deadline passes), closes what is left and calls
@@ -55,6 +58,11 @@
 //! [`WorkerCore`]: crate::worker::WorkerCore
 
 pub mod afpacket;
+// Frees its leaked mbuf pool and keeps the thread's CPU affinity across
+// the EAL's start: the only `unsafe` outside ffi/.
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod dpdk;
 pub mod driver;
 pub mod kernel;
 pub mod userspace;
@@ -67,6 +75,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 
 use crate::config::PollStrategy;
+use crate::stats::WorkerStats;
 use crate::worker::{ConnId, WorkerCore};
 
 /// The token of a worker's waker in its poll instance.
@@ -118,6 +127,32 @@ pub trait Backend: Send + 'static {
     fn wait_policy(&self) -> WaitPolicy;
     /// Worker `id`'s part, called once per worker in id order.
     fn worker(&mut self, id: usize) -> io::Result<Self::Worker>;
+    /// The device, for the control plane; none for kernel sockets.
+    fn port_monitor(&self) -> Option<Arc<dyn PortMonitor>> {
+        None
+    }
+    /// Whether the rings between workers should be in hugepages (where the
+    /// host has set them aside for the dataplane).
+    fn hugepage_rings(&self) -> bool {
+        false
+    }
+}
+
+/// What the control plane may ask a backend about its device, live (the
+/// `port` command, `/metrics`): read on the control plane's threads, never
+/// a worker's.
+pub trait PortMonitor: Send + Sync {
+    /// The device: its name, driver, link and the counters it keeps for
+    /// the whole port, as JSON.
+    fn describe(&self) -> serde_json::Value;
+    /// The device's extended statistics, `(name, value)`.
+    fn xstats(&self) -> Vec<(String, u64)>;
+}
+
+impl std::fmt::Debug for dyn PortMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortMonitor")
+    }
 }
 
 /// One worker's part of a backend, moved to the worker's thread.
@@ -177,6 +212,9 @@ pub trait Transport {
     fn is_lingering(&self) -> bool;
     /// The worker stops: abort what is left and send the last frames.
     fn shutdown(&mut self, now: Instant);
+    /// Writes the transport's counters (the `port_*` ones) into the
+    /// worker's stats block; called at the core's tick.
+    fn report(&mut self, _stats: &WorkerStats) {}
 }
 
 /// What a transport reports from [`Transport::poll_ingress`].

@@ -3,6 +3,8 @@
 //! SIGINT and SIGTERM drain (a second one exits at once), SIGHUP reloads the
 //! configuration; the control socket's `drain` and `reload` do the same.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -44,7 +46,13 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(error) => {
             eprintln!("blipmqd: cannot start on {}: {error}", config.server.listen);
-            return ExitCode::FAILURE;
+            // Bad settings (EAL arguments, a missing port) exit like a bad
+            // configuration; the rest (an address in use, ...) with 1.
+            return if error.kind() == std::io::ErrorKind::InvalidInput {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     let (events, next_event) = mpsc::channel();

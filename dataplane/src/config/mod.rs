@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod dpdk;
 mod error;
 #[cfg(test)]
 mod tests;
 
+pub use self::dpdk::DpdkConfig;
 pub use self::error::ConfigError;
 
 /// 1 MiB.
@@ -38,6 +40,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub dataplane: DataplaneConfig,
     pub afpacket: AfPacketConfig,
+    pub dpdk: DpdkConfig,
 }
 
 /// `[server]`: the listener, the workers and the connection timers.
@@ -354,7 +357,7 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
-/// How an idle afpacket worker waits.
+/// How an idle user-space (afpacket, dpdk) worker waits.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
 )]
@@ -367,7 +370,7 @@ pub enum PollStrategy {
     Adaptive,
 }
 
-/// The packet I/O backend. DPDK is not implemented yet.
+/// The packet I/O backend.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
 )]
@@ -379,7 +382,8 @@ pub enum BackendKind {
     /// AF_PACKET TPACKET_V3 rings with user-space TCP (smoltcp).
     #[value(name = "afpacket")]
     AfPacket,
-    /// DPDK poll-mode drivers (not implemented yet).
+    /// DPDK poll-mode drivers with user-space TCP (smoltcp); needs the
+    /// `dpdk` cargo feature.
     Dpdk,
 }
 
@@ -392,9 +396,13 @@ impl BackendKind {
         }
     }
 
-    /// Whether the broker can run on this backend.
+    /// Whether this build of the broker can run on this backend (dpdk needs
+    /// the `dpdk` cargo feature).
     pub fn is_implemented(self) -> bool {
-        matches!(self, BackendKind::Kernel | BackendKind::AfPacket)
+        match self {
+            BackendKind::Kernel | BackendKind::AfPacket => true,
+            BackendKind::Dpdk => cfg!(feature = "dpdk"),
+        }
     }
 }
 
@@ -525,7 +533,8 @@ impl Config {
             return Err(ConfigError::invalid(
                 "dataplane.backend",
                 format!(
-                    "dataplane.backend = \"{}\" is not implemented yet; use \"kernel\" or \"afpacket\"",
+                    "dataplane.backend = \"{}\" needs a blipmqd built with DPDK \
+                     (cargo build --release --features blipmq-dataplane/dpdk, with DPDK 22.11 installed)",
                     dataplane.backend
                 ),
             ));
@@ -545,8 +554,19 @@ impl Config {
                 ),
             ));
         }
-        if dataplane.backend == BackendKind::AfPacket {
-            self.validate_afpacket()?;
+        match dataplane.backend {
+            BackendKind::Kernel => {}
+            BackendKind::AfPacket => self.validate_afpacket()?,
+            BackendKind::Dpdk => self.dpdk.validate()?,
+        }
+        if dataplane.backend != BackendKind::Kernel && self.server.listen.port() == 0 {
+            return Err(ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "server.listen must have a port other than 0 with the {} backend",
+                    dataplane.backend
+                ),
+            ));
         }
         Ok(())
     }
@@ -566,23 +586,7 @@ impl Config {
                 ),
             ));
         }
-        let (addr, prefix) = af.parse_ip().map_err(|why| {
-            invalid(
-                "afpacket.ip",
-                format!("afpacket.ip must be the broker's IPv4 address as A.B.C.D/N: {why}"),
-            )
-        })?;
-        if let Some(gateway) = af.gateway {
-            let mask = u32::MAX << (32 - u32::from(prefix));
-            if u32::from(gateway) & mask != u32::from(addr) & mask || gateway == addr {
-                return Err(invalid(
-                    "afpacket.gateway",
-                    format!("afpacket.gateway {gateway} must be another host on {addr}/{prefix}"),
-                ));
-            }
-        }
-        af.parse_mac()
-            .map_err(|why| invalid("afpacket.mac", format!("afpacket.mac: {why}")))?;
+        validate_host("afpacket", &af.ip, af.gateway, af.mac.as_deref())?;
         if !af.block_size.is_power_of_two() || af.block_size < 1 << 16 || af.block_size > 1 << 30 {
             return Err(invalid(
                 "afpacket.block_size",
@@ -620,38 +624,13 @@ impl Config {
                 ),
             ));
         }
-        if af.spin > Duration::from_secs(1) {
-            return Err(invalid(
-                "afpacket.spin",
-                "afpacket.spin must be at most 1s".to_string(),
-            ));
-        }
-        for (key, value) in [
-            ("afpacket.tcp_rx_buffer", af.tcp_rx_buffer),
-            ("afpacket.tcp_tx_buffer", af.tcp_tx_buffer),
-        ] {
-            if !(4096..=1 << 30).contains(&value) {
-                return Err(invalid(
-                    key,
-                    format!("{key} must be between 4096 and 2^30 (got {value})"),
-                ));
-            }
-        }
-        if af.listeners == 0 || af.listeners > 4096 {
-            return Err(invalid(
-                "afpacket.listeners",
-                format!(
-                    "afpacket.listeners must be between 1 and 4096 (got {})",
-                    af.listeners
-                ),
-            ));
-        }
-        if self.server.listen.port() == 0 {
-            return Err(invalid(
-                "server.listen",
-                "server.listen must have a port other than 0 with the afpacket backend".to_string(),
-            ));
-        }
+        validate_tcp(
+            "afpacket",
+            af.spin,
+            af.tcp_rx_buffer,
+            af.tcp_tx_buffer,
+            af.listeners,
+        )?;
         Ok(())
     }
 
@@ -688,6 +667,69 @@ impl Config {
         }
         config
     }
+}
+
+/// Checks the broker's address (`ip`, `A.B.C.D/N`), `gateway` and `mac` of
+/// a user-space backend's `[section]`.
+fn validate_host(
+    section: &str,
+    ip: &str,
+    gateway: Option<Ipv4Addr>,
+    mac: Option<&str>,
+) -> Result<(), ConfigError> {
+    let (addr, prefix) = parse_ipv4_cidr(ip).map_err(|why| {
+        ConfigError::invalid(
+            &format!("{section}.ip"),
+            format!("{section}.ip must be the broker's IPv4 address as A.B.C.D/N: {why}"),
+        )
+    })?;
+    if let Some(gateway) = gateway {
+        let mask = u32::MAX << (32 - u32::from(prefix));
+        if u32::from(gateway) & mask != u32::from(addr) & mask || gateway == addr {
+            return Err(ConfigError::invalid(
+                &format!("{section}.gateway"),
+                format!("{section}.gateway {gateway} must be another host on {addr}/{prefix}"),
+            ));
+        }
+    }
+    if let Some(mac) = mac {
+        parse_mac(mac).map_err(|why| {
+            ConfigError::invalid(&format!("{section}.mac"), format!("{section}.mac: {why}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks the polling and TCP settings of a user-space backend's
+/// `[section]`.
+fn validate_tcp(
+    section: &str,
+    spin: Duration,
+    rx_buffer: usize,
+    tx_buffer: usize,
+    listeners: usize,
+) -> Result<(), ConfigError> {
+    if spin > Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            &format!("{section}.spin"),
+            format!("{section}.spin must be at most 1s"),
+        ));
+    }
+    for (name, value) in [("tcp_rx_buffer", rx_buffer), ("tcp_tx_buffer", tx_buffer)] {
+        if !(4096..=1 << 30).contains(&value) {
+            return Err(ConfigError::invalid(
+                &format!("{section}.{name}"),
+                format!("{section}.{name} must be between 4096 and 2^30 (got {value})"),
+            ));
+        }
+    }
+    if listeners == 0 || listeners > 4096 {
+        return Err(ConfigError::invalid(
+            &format!("{section}.listeners"),
+            format!("{section}.listeners must be between 1 and 4096 (got {listeners})"),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {

@@ -97,6 +97,8 @@ fn shipped_file_documents_every_key() {
     full.auth.token = Some("secret".to_string());
     full.afpacket.gateway = Some("198.18.0.1".parse().unwrap());
     full.afpacket.mac = Some("02:00:00:00:00:01".to_string());
+    full.dpdk.gateway = Some("198.18.0.1".parse().unwrap());
+    full.dpdk.mac = Some("02:00:00:00:00:01".to_string());
     let mut expected = keys_of(&Config::default().to_toml_string());
     expected.extend(keys_of(&full.to_toml_string()));
     assert!(expected.contains("auth.token"));
@@ -338,11 +340,19 @@ fn validation_failures_name_the_key_and_the_line() {
         ),
         ("[log]\nlevel = \"\"\n", "log.level", "empty"),
         ("[log]\nlevel = \"blipmq=loud\"\n", "log.level", "log.level"),
-        (
-            "[dataplane]\nbackend = \"dpdk\"\n",
-            "dataplane.backend",
-            "not implemented yet",
-        ),
+        if cfg!(feature = "dpdk") {
+            (
+                "[dpdk]\nip = \"198.18.0.2\"\n[dataplane]\nbackend = \"dpdk\"\n",
+                "dpdk.ip",
+                "A.B.C.D/N",
+            )
+        } else {
+            (
+                "[dataplane]\nbackend = \"dpdk\"\n",
+                "dataplane.backend",
+                "needs a blipmqd built with DPDK",
+            )
+        },
         (
             "[dataplane]\nring_bytes = 5000000\n",
             "dataplane.ring_bytes",

@@ -20,7 +20,9 @@ use serde_json::{json, Map, Value};
 
 use self::link::WorkerLink;
 use self::protocol::{ReloadSettings, WorkerRequest};
+use crate::backend::PortMonitor;
 use crate::config::Config;
+use crate::stats::Counter;
 use crate::worker::Shared;
 
 /// How long a command waits for the workers.
@@ -54,6 +56,7 @@ pub struct Control {
     log_level: Mutex<Option<LogLevelSetter>>,
     socket_path: Mutex<Option<PathBuf>>,
     drain: Mutex<DrainHook>,
+    port: Mutex<Option<Arc<dyn PortMonitor>>>,
 }
 
 /// Starts the drain when an operator asks for it.
@@ -79,6 +82,7 @@ impl Control {
             log_level: Mutex::new(None),
             socket_path: Mutex::new(None),
             drain: Mutex::new(drain),
+            port: Mutex::new(None),
         }
     }
 
@@ -90,6 +94,11 @@ impl Control {
     /// Makes `reload` apply `log.level` with `setter`.
     pub fn set_log_level_setter(&self, setter: LogLevelSetter) {
         *self.log_level.lock().expect("log lock") = Some(setter);
+    }
+
+    /// The backend's device, for the `port` command.
+    pub fn set_port_monitor(&self, monitor: Option<Arc<dyn PortMonitor>>) {
+        *self.port.lock().expect("port lock") = monitor;
     }
 
     pub(crate) fn set_socket_path(&self, path: PathBuf) {
@@ -128,10 +137,11 @@ impl Control {
             },
             "reload" => self.reload(),
             "config" => Ok(self.config_show()),
+            "port" => Ok(self.port()),
             "drain" => return (Ok(json!({ "draining": true })), Effect::Drain),
             other => Err(format!(
                 "unknown command {other:?}; one of status, stats, connections, \
-                 subscriptions, kick, reload, config, drain"
+                 subscriptions, kick, reload, config, port, drain"
             )),
         };
         (reply, Effect::None)
@@ -203,6 +213,47 @@ impl Control {
 
     fn stats(&self) -> Value {
         crate::http::render_varz(&self.shared.stats.snapshot(), STALE_AFTER)
+    }
+
+    /// The device: what the backend says of it live, and each worker's
+    /// queue counters (the `port_*` ones) from the stats segment.
+    fn port(&self) -> Value {
+        let snapshot = self.shared.stats.snapshot();
+        let port_counters = || {
+            Counter::ALL
+                .iter()
+                .copied()
+                .filter(|c| c.name().starts_with("port_") && !c.name().starts_with("port_nic_"))
+        };
+        let queues: Vec<Value> = (0..snapshot.workers())
+            .map(|worker| {
+                let mut fields = Map::new();
+                fields.insert("worker".into(), worker.into());
+                for counter in port_counters() {
+                    let name = counter.name().trim_start_matches("port_");
+                    fields.insert(name.into(), snapshot.get(worker, counter).into());
+                }
+                Value::Object(fields)
+            })
+            .collect();
+        let monitor = self.port.lock().expect("port lock").clone();
+        let (device, xstats) = match &monitor {
+            Some(monitor) => {
+                let xstats: Map<String, Value> = monitor
+                    .xstats()
+                    .into_iter()
+                    .map(|(name, value)| (name, value.into()))
+                    .collect();
+                (monitor.describe(), Value::Object(xstats))
+            }
+            None => (Value::Null, Value::Null),
+        };
+        json!({
+            "backend": self.backend,
+            "device": device,
+            "queues": queues,
+            "xstats": xstats,
+        })
     }
 
     fn connections(&self) -> Result<Value, String> {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::backend::PortMonitor;
 use crate::stats::{Snapshot, StatsReader};
 
 use super::health::{check_health, Health, DEFAULT_STALE_AFTER};
@@ -72,18 +73,39 @@ impl StatsSource {
 }
 
 /// Settings of the endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// `/healthz` reports a worker whose heartbeat is older than this.
     pub stale_after: Duration,
+    /// The broker's device, whose extended statistics `/metrics` adds
+    /// (`blipmq_port_xstat`); only in the broker's own process.
+    pub port: Option<Arc<dyn PortMonitor>>,
 }
 
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
         HttpConfig {
             stale_after: DEFAULT_STALE_AFTER,
+            port: None,
         }
     }
+}
+
+/// The device's extended statistics in the Prometheus text format.
+fn render_xstats(port: &dyn PortMonitor) -> String {
+    let xstats = port.xstats();
+    if xstats.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "# HELP blipmq_port_xstat The device's extended statistics (DPDK xstats), by name.\n\
+         # TYPE blipmq_port_xstat untyped\n",
+    );
+    for (name, value) in xstats {
+        let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!("blipmq_port_xstat{{name=\"{name}\"}} {value}\n"));
+    }
+    out
 }
 
 /// An answer, before it is written.
@@ -182,7 +204,13 @@ pub fn respond(request_head: &[u8], source: &StatsSource, config: &HttpConfig) -
         }
     };
     match path {
-        "/metrics" => Response::new(200, PROMETHEUS_CONTENT_TYPE, render_prometheus(&snapshot)),
+        "/metrics" => {
+            let mut body = render_prometheus(&snapshot);
+            if let Some(port) = &config.port {
+                body.push_str(&render_xstats(port.as_ref()));
+            }
+            Response::new(200, PROMETHEUS_CONTENT_TYPE, body)
+        }
         "/healthz" => {
             let health = check_health(&snapshot, config.stale_after);
             Response::text(health.status(), health.body())
@@ -372,6 +400,7 @@ fn accept_loop(
         }
         let slot = Slot(active.clone());
         let source = source.clone();
+        let config = config.clone();
         let spawned = std::thread::Builder::new()
             .name("blipmq-http-conn".to_owned())
             .spawn(move || {

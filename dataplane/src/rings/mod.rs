@@ -73,7 +73,10 @@
 //! idles (`OnRecords`) is not woken by releases, so at low load a record
 //! costs one wake-up, not two.
 
+// Shared memory between workers: the ring protocol's raw pointers.
+#[allow(unsafe_code)]
 mod region;
+#[allow(unsafe_code)]
 mod ring;
 
 #[cfg(test)]

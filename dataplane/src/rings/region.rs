@@ -173,8 +173,43 @@ impl RingRegion {
     // `RingRegion` is only a namespace; the region it creates is a `RingSet`.
     #[allow(clippy::new_ret_no_self)]
     pub fn new(workers: usize, ring_bytes: usize) -> io::Result<RingSet> {
+        RingRegion::with_pages(workers, ring_bytes, false)
+    }
+
+    /// Like [`new`](Self::new); with `hugepages`, in 2 MiB hugepages when
+    /// the kernel has enough free (fewer TLB misses on the fan-out path),
+    /// else in ordinary pages, saying so in the log. Hugepages are reserved
+    /// at mmap time, so a later page fault cannot fail.
+    pub fn with_pages(workers: usize, ring_bytes: usize, hugepages: bool) -> io::Result<RingSet> {
+        const HUGEPAGE_BITS: u8 = 21;
         let layout = Layout::new(workers, ring_bytes)?;
-        let mut mmap = MmapOptions::new().len(layout.total).map_anon()?;
+        let huge = if hugepages {
+            let len = layout.total.next_multiple_of(1 << HUGEPAGE_BITS);
+            match MmapOptions::new()
+                .len(len)
+                .huge(Some(HUGEPAGE_BITS))
+                .map_anon()
+            {
+                Ok(mmap) => {
+                    tracing::info!(
+                        bytes = len,
+                        "the rings between workers are in 2 MiB hugepages"
+                    );
+                    Some(mmap)
+                }
+                Err(error) => {
+                    tracing::info!(%error, bytes = len,
+                        "no hugepages for the rings between workers: ordinary pages");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut mmap = match huge {
+            Some(mmap) => mmap,
+            None => MmapOptions::new().len(layout.total).map_anon()?,
+        };
         let base = NonNull::new(mmap.as_mut_ptr())
             .ok_or_else(|| io::Error::other("rings: null mapping"))?;
         debug_assert_eq!(base.as_ptr() as usize % PAGE, 0);

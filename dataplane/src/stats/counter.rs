@@ -1,4 +1,5 @@
-//! The counters of layout version 1: their order in a worker block, names,
+//! The counters of the segment layout ([`LAYOUT_VERSION`](super::LAYOUT_VERSION)):
+//! their order in a worker block, names,
 //! help texts, kinds and how they add up across workers.
 
 use blipmq_protocol::Op;
@@ -44,7 +45,7 @@ macro_rules! counters {
         /// Every counter of a worker block, in block order (the discriminant
         /// is the index of the counter's `u64` in the block).
         ///
-        /// The order is part of layout version 1
+        /// The order is part of the layout
         /// ([`LAYOUT_VERSION`](super::LAYOUT_VERSION)): adding, removing or
         /// reordering a variant changes the layout and must bump the version.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,6 +175,55 @@ counters! {
         "Unix time in milliseconds of the worker's last heartbeat.";
     Subscriptions = "subscriptions", Gauge, Sum,
         "Subscriptions currently registered.";
+    /// The worker's queue of the packet device (afpacket, dpdk): each
+    /// worker owns one rx/tx queue pair, so per worker is per queue.
+    PortRxPackets = "port_rx_packets", Counter, Sum,
+        "Frames the worker's device queue received and handed to the stack.";
+    PortRxBytes = "port_rx_bytes", Counter, Sum,
+        "Bytes of the frames the worker's device queue received.";
+    PortTxPackets = "port_tx_packets", Counter, Sum,
+        "Frames the worker's device queue sent.";
+    PortTxBytes = "port_tx_bytes", Counter, Sum,
+        "Bytes of the frames the worker's device queue sent.";
+    PortTxBursts = "port_tx_bursts", Counter, Sum,
+        "Bursts the worker's device queue handed to the NIC or kernel.";
+    /// afpacket: the kernel's drops for a full rx ring.
+    PortRxMissed = "port_rx_missed", Counter, Sum,
+        "Frames lost before the worker's queue took them (its receive ring was full).";
+    PortRxCorrupt = "port_rx_corrupt", Counter, Sum,
+        "Received frames dropped: bad checksum or malformed headers.";
+    PortRxForeign = "port_rx_foreign", Counter, Sum,
+        "Received frames dropped: neither IPv4 nor ARP.";
+    PortRxTruncated = "port_rx_truncated", Counter, Sum,
+        "Received frames dropped: longer than the receive ring holds.";
+    PortRxSegmented = "port_rx_segmented", Counter, Sum,
+        "Received frames dropped: spread over several buffers (DPDK multi-segment mbufs).";
+    PortRxNotOwned = "port_rx_not_owned", Counter, Sum,
+        "Received TCP segments dropped: of a connection another worker owns.";
+    PortTxDropped = "port_tx_dropped", Counter, Sum,
+        "Frames dropped on transmit (queue full while receiving; TCP resends them).";
+    PortTxFull = "port_tx_full", Counter, Sum,
+        "Times the worker's transmit queue was full.";
+    PortTxErrors = "port_tx_errors", Counter, Sum,
+        "Transmit errors (no buffer, or refused by the device).";
+    /// DPDK: the whole port's counters (`rte_eth_stats_get`), written by
+    /// worker 0 only.
+    PortNicRxPackets = "port_nic_rx_packets", Counter, Sum,
+        "Frames the NIC received (DPDK port counter).";
+    PortNicTxPackets = "port_nic_tx_packets", Counter, Sum,
+        "Frames the NIC sent (DPDK port counter).";
+    PortNicRxBytes = "port_nic_rx_bytes", Counter, Sum,
+        "Bytes the NIC received (DPDK port counter).";
+    PortNicTxBytes = "port_nic_tx_bytes", Counter, Sum,
+        "Bytes the NIC sent (DPDK port counter).";
+    PortNicRxMissed = "port_nic_rx_missed", Counter, Sum,
+        "Frames the NIC dropped for lack of room in a receive queue (DPDK imissed).";
+    PortNicRxErrors = "port_nic_rx_errors", Counter, Sum,
+        "Erroneous frames the NIC received (DPDK ierrors).";
+    PortNicTxErrors = "port_nic_tx_errors", Counter, Sum,
+        "Frames the NIC failed to send (DPDK oerrors).";
+    PortNicRxNoMbuf = "port_nic_rx_nombuf", Counter, Sum,
+        "Receive buffer allocation failures (DPDK rx_nombuf).";
 }
 
 impl Counter {

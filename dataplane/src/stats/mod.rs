@@ -28,7 +28,10 @@
 
 mod counter;
 mod layout;
+// The mapped stats segment: its atomics are read from raw pointers.
+#[allow(unsafe_code)]
 mod reader;
+#[allow(unsafe_code)]
 mod segment;
 mod snapshot;
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! One worker's broker state, sans-IO: its connections, their sessions and
-//! queues, its subscriptions, its replica of the other workers' interest, and
-//! its ends of the rings.
+//! One worker's broker state, sans-IO: the facade over its parts (see the
+//! module list in `worker/mod.rs`), and the paths that run through several
+//! of them: frames in, routing, records from the other workers, closes.
 //!
 //! The backend feeds it bytes, time and ring records, and takes from it the
 //! bytes to write and the connections to close. Nothing here blocks, and the
@@ -12,25 +12,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
-use slab::Slab;
 
 use self::control::ControlPort;
-use super::answers::HeldAnswers;
-use super::outbound::Outbound;
-use super::payloads::{PayloadId, SharedPayloads, SHARE_MIN_PAYLOAD};
+use super::connections::{CloseReason, Connections, Wait};
+use super::delivery::Delivery;
+use super::groups::{GroupPicks, Target};
+use super::peers::Peers;
 use super::records::{self, GroupNames, Record, Routing};
-use super::sync::Barriers;
-use crate::rings::{Producer, Sleep, WorkerRings};
-use crate::router::{SubKey, SubscriptionIndex, WorkerId, WorkerSet};
-use crate::session::{Session, SessionConfig, Step, Tick};
+use super::subscriptions::Subscriptions;
+use crate::rings::WorkerRings;
+use crate::router::{SubKey, WorkerId, WorkerSet};
+use crate::session::{Session, SessionConfig, Step};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
 
 pub type ConnId = usize;
 
-/// An empty input buffer larger than this gives its memory back at the next
-/// tick (not on every drain, which made a streaming publisher allocate
-/// again on every read).
-const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
 /// How often the core's timers run: server PINGs, close deadlines, buffer
 /// trimming, the heartbeat.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -76,87 +72,6 @@ enum Answer {
     Pong,
 }
 
-/// Why a connection does not process its input now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    None,
-    /// A PUBLISH waits for room in a ring (backpressure).
-    Room,
-}
-
-struct Conn {
-    session: Session,
-    /// Received bytes not yet decoded; the backend appends to it.
-    input: Vec<u8>,
-    output: Outbound,
-    /// Answers waiting for a barrier, and every answer after them.
-    held: HeldAnswers,
-    wait: Wait,
-    /// Pushed records to other workers since its last answer.
-    unsynced: bool,
-    /// Set when the connection is on its way out: close once the output is
-    /// flushed, or at this deadline.
-    closing: Option<Instant>,
-    /// Cut off as a slow consumer: messages for it are counted as dropped.
-    slow: bool,
-    /// Why it closes, for the statistics; an I/O error unless a close began.
-    close_reason: CloseReason,
-    dirty: bool,
-    /// What operators see (`blipmqctl conns`).
-    info: ConnMeta,
-}
-
-/// A connection's identity and traffic, for the control plane only.
-struct ConnMeta {
-    /// Unique in the broker: `serial % workers` is this worker's id.
-    serial: u64,
-    peer: Option<std::net::SocketAddr>,
-    accepted: Instant,
-    msgs_in: u64,
-    msgs_out: u64,
-}
-
-/// Why a connection closed: each reason has its counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseReason {
-    Client,
-    Error,
-    SlowConsumer,
-    Stale,
-    Drain,
-    Kicked,
-}
-
-impl CloseReason {
-    fn counter(self) -> Counter {
-        match self {
-            CloseReason::Client => Counter::ConnectionsClosedClient,
-            CloseReason::Error => Counter::ConnectionsClosedError,
-            CloseReason::SlowConsumer => Counter::ConnectionsClosedSlowConsumer,
-            CloseReason::Stale => Counter::ConnectionsClosedStale,
-            CloseReason::Drain => Counter::ConnectionsClosedDrain,
-            CloseReason::Kicked => Counter::ConnectionsClosedKicked,
-        }
-    }
-}
-
-struct Sub {
-    conn: ConnId,
-    sid: u32,
-    filter: Box<[u8]>,
-    queue: Option<Box<[u8]>>,
-    delivered: u64,
-    /// 0 = no limit.
-    max_msgs: u64,
-}
-
-/// Where a queue group's one delivery goes.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Local(SubKey),
-    Remote(WorkerId),
-}
-
 /// How far a frame got.
 enum Flow {
     /// Consumed; go on with the next frame.
@@ -167,54 +82,16 @@ enum Flow {
     Retry,
 }
 
-/// A small, fast PRNG for queue-group picks (xorshift64*); the seed must
-/// not be 0. Tests use it too.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn below(&mut self, bound: u32) -> u32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % bound as u64) as u32
-    }
-}
-
 pub struct WorkerCore {
     config: CoreConfig,
     info: Vec<u8>,
     shared: Arc<Shared>,
-    rings: WorkerRings,
-    peers: usize,
-    conns: Slab<Conn>,
-    subs: Slab<Sub>,
-    index: SubscriptionIndex,
-    /// Interest records waiting for room in a full ring, per destination.
-    overflow: Vec<std::collections::VecDeque<Box<[u8]>>>,
-    barriers: Barriers,
-    waiting: Vec<ConnId>,
-    /// An empty list with capacity, swapped with `waiting` on each pass.
-    waiting_spare: Vec<ConnId>,
-    /// Connections that stopped waiting: the backend reads them again.
-    resumed: Vec<ConnId>,
-    /// Connections with answers held behind a barrier.
-    holding: Vec<ConnId>,
-    /// The consumers' positions of the outgoing rings when the waiting
-    /// connections were last retried, and the barrier then done: if
-    /// neither moved, they cannot progress, and the worker may sleep.
-    retried_at_heads: Vec<u64>,
-    retried_at_barrier: u64,
-    dirty: Vec<ConnId>,
-    wake: WorkerSet,
-    assigned: Vec<(usize, Target)>,
-    expired: Vec<SubKey>,
-    /// Large payloads shared by several subscribers' queues.
-    payloads: SharedPayloads,
+    conns: Connections,
+    subscriptions: Subscriptions,
+    peers: Peers,
+    groups: GroupPicks,
     /// Requests from the control plane and replies to it.
     control: Option<ControlPort>,
-    /// The next accepted connection's [`ConnMeta::serial`].
-    next_serial: u64,
-    rng: Rng,
     now: Instant,
     /// When [`on_tick`](Self::on_tick) is next due.
     next_tick: Instant,
@@ -236,37 +113,17 @@ impl WorkerCore {
             .expect("one core per worker id, within the stats segment");
         // Alive from the start, not only from the first tick.
         stats.heartbeat();
-        let peers = rings.outgoing.iter().filter(|p| p.is_some()).count();
         let id = rings.id;
-        let workers = rings.outgoing.len();
-        let overflow = (0..workers).map(|_| Default::default()).collect();
+        let peers = Peers::new(rings);
         WorkerCore {
-            info: config.session.info_json(rings.id),
-            index: SubscriptionIndex::new(config.cache_subjects),
-            rng: Rng(
-                0x9e37_79b9_7f4a_7c15 ^ (rings.id as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd)
-            ),
+            info: config.session.info_json(id),
+            conns: Connections::new(config.max_pending_bytes, id, peers.workers()),
+            subscriptions: Subscriptions::new(config.cache_subjects),
+            groups: GroupPicks::new(id),
+            peers,
             config,
             shared,
-            rings,
-            peers,
-            conns: Slab::new(),
-            subs: Slab::new(),
-            overflow,
-            barriers: Barriers::default(),
-            waiting: Vec::new(),
-            waiting_spare: Vec::new(),
-            resumed: Vec::new(),
-            holding: Vec::new(),
-            retried_at_heads: vec![0; workers],
-            retried_at_barrier: 0,
-            dirty: Vec::new(),
-            wake: WorkerSet::empty(),
-            assigned: Vec::new(),
-            expired: Vec::new(),
-            payloads: SharedPayloads::default(),
             control: None,
-            next_serial: id as u64,
             now,
             next_tick: now + TICK,
             draining: false,
@@ -275,7 +132,7 @@ impl WorkerCore {
     }
 
     pub fn id(&self) -> usize {
-        self.rings.id
+        self.peers.id()
     }
 
     /// The peer's address, for the control plane's connection list.
@@ -285,7 +142,7 @@ impl WorkerCore {
 
     /// Large payloads currently shared by subscribers' queues.
     pub fn shared_payloads_in_use(&self) -> usize {
-        self.payloads.live()
+        self.conns.shared_payloads_in_use()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -299,27 +156,9 @@ impl WorkerCore {
     /// A new connection: queue INFO, or ERROR 503 past the connection limit.
     pub fn accept(&mut self, now: Instant) -> ConnId {
         self.now = now;
-        let conn = Conn {
-            session: Session::new(self.config.session.clone(), now),
-            input: Vec::new(),
-            output: Outbound::default(),
-            held: HeldAnswers::default(),
-            wait: Wait::None,
-            unsynced: false,
-            closing: None,
-            slow: false,
-            close_reason: CloseReason::Error,
-            dirty: false,
-            info: ConnMeta {
-                serial: self.next_serial,
-                peer: None,
-                accepted: now,
-                msgs_in: 0,
-                msgs_out: 0,
-            },
-        };
-        self.next_serial += self.rings.outgoing.len() as u64;
-        let cid = self.conns.insert(conn);
+        let cid = self
+            .conns
+            .insert(Session::new(self.config.session.clone(), now), now);
         self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
         if self.draining || open >= self.config.max_connections {
@@ -335,7 +174,7 @@ impl WorkerCore {
             self.stats.inc(Counter::ConnectionsAccepted);
             encode::put_info(self.conns[cid].output.frames(), &self.info);
             self.stats.inc(Counter::FramesOutInfo);
-            self.mark_dirty(cid);
+            self.conns.mark_dirty(cid);
         }
         cid
     }
@@ -382,18 +221,18 @@ impl WorkerCore {
     /// The first contiguous run of bytes waiting to be written to the
     /// connection (empty when none); see also [`output_vectored`](Self::output_vectored).
     pub fn output(&self, cid: ConnId) -> &[u8] {
-        self.conns[cid].output.front(&self.payloads)
+        self.conns.output(cid)
     }
 
     /// Fills `slices` with the bytes waiting for the connection, in order,
     /// for one writev; returns how many slices were filled.
     pub fn output_vectored<'a>(&'a self, cid: ConnId, slices: &mut [IoSlice<'a>]) -> usize {
-        self.conns[cid].output.gather(&self.payloads, slices)
+        self.conns.output_vectored(cid, slices)
     }
 
     pub fn on_output_written(&mut self, cid: ConnId, written: usize) {
         self.stats.add(Counter::BytesOut, written as u64);
-        self.conns[cid].output.advance(written, &mut self.payloads);
+        self.conns.on_output_written(cid, written);
     }
 
     /// The connection is done: flushed after a close started, or past its
@@ -407,13 +246,7 @@ impl WorkerCore {
 
     /// Connections with output or a pending close since the last call.
     pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
-        into.clear();
-        std::mem::swap(into, &mut self.dirty);
-        for &cid in into.iter() {
-            if let Some(conn) = self.conns.get_mut(cid) {
-                conn.dirty = false;
-            }
-        }
+        self.conns.take_dirty(into);
     }
 
     /// The socket is gone: forget the connection and its subscriptions.
@@ -426,11 +259,7 @@ impl WorkerCore {
         for key in keys {
             self.remove_sub(key);
         }
-        let mut conn = self.conns.remove(cid);
-        conn.output.release_all(&mut self.payloads);
-        if conn.held.is_holding() {
-            self.holding.retain(|&c| c != cid);
-        }
+        let conn = self.conns.remove(cid);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         self.stats.inc(conn.close_reason.counter());
         self.stats.sub(Counter::ConnectionsOpen, 1);
@@ -465,33 +294,7 @@ impl WorkerCore {
     pub fn on_tick(&mut self, now: Instant) {
         self.now = now;
         self.stats.heartbeat();
-        let mut stale = Vec::new();
-        for (cid, conn) in self.conns.iter_mut() {
-            conn.output.trim();
-            if conn.input.is_empty() && conn.input.capacity() > IDLE_INPUT_CAPACITY {
-                conn.input = Vec::new();
-            }
-            if let Some(deadline) = conn.closing {
-                if now >= deadline && !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(cid);
-                }
-                continue;
-            }
-            match conn.session.on_tick(now) {
-                Tick::Nothing => {}
-                Tick::SendPing => {
-                    encode::put_ping(conn.output.frames());
-                    self.stats.inc(Counter::FramesOutPing);
-                    if !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(cid);
-                    }
-                }
-                Tick::Stale => stale.push(cid),
-            }
-        }
-        for cid in stale {
+        for cid in self.conns.on_tick(now, &self.stats) {
             self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
             self.start_close(cid, CloseReason::Stale);
         }
@@ -505,7 +308,7 @@ impl WorkerCore {
         let ids: Vec<ConnId> = self.conns.iter().map(|(cid, _)| cid).collect();
         for cid in ids {
             if self.conns[cid].closing.is_none() {
-                encode::put_disconnect(self.answer_buffer(cid), "draining");
+                encode::put_disconnect(self.conns.answer_buffer(cid), "draining");
                 self.stats.inc(Counter::FramesOutDisconnect);
                 self.start_close(cid, CloseReason::Drain);
             }
@@ -523,22 +326,20 @@ impl WorkerCore {
     /// publisher stalled on a full ring, an answer behind a barrier, control
     /// records outside a full ring.
     pub fn awaits_peers(&self) -> bool {
-        !self.waiting.is_empty()
-            || !self.barriers.is_idle()
-            || self.overflow.iter().any(|q| !q.is_empty())
+        self.conns.awaits_room() || self.peers.awaits_consumers()
     }
 
     /// Moves the connections that stopped waiting into `into`: they may
     /// hold unread input the backend left in the socket.
     pub fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
-        into.append(&mut self.resumed);
+        self.conns.take_resumed(into);
     }
 
     /// Handles the records other workers sent. Returns how many.
     pub fn poll_peers(&mut self, now: Instant) -> usize {
         self.now = now;
         let mut handled = 0;
-        for from in 0..self.rings.incoming.len() {
+        for from in 0..self.peers.incoming() {
             handled += self.drain_ring(from);
             self.expire_subs();
         }
@@ -551,125 +352,53 @@ impl WorkerCore {
     /// peers to wake (see [`take_wake`](Self::take_wake)).
     pub fn finish_iteration(&mut self, now: Instant) {
         self.now = now;
-        for (seen, producer) in self.retried_at_heads.iter_mut().zip(&self.rings.outgoing) {
-            *seen = producer.as_ref().map_or(0, Producer::consumer_position);
-        }
-        self.flush_overflow();
-        self.barriers.advance(&self.rings.outgoing);
-        self.release_answers();
+        self.peers.note_heads_before_retry();
+        self.peers.flush_overflow();
+        self.peers.advance_barriers();
+        self.conns.release_answers(self.peers.barrier_done());
         self.resume_waiting();
-        let mut published = false;
-        for (to, producer) in self.rings.outgoing.iter_mut().enumerate() {
-            if let Some(producer) = producer {
-                if producer.publish() {
-                    published = true;
-                    self.wake.insert(to as WorkerId);
-                }
-            }
-        }
-        let ready = self.overflow.iter().all(|q| q.is_empty());
-        self.barriers.snapshot(&self.rings.outgoing, ready);
-        self.barriers.advance(&self.rings.outgoing);
-        if published {
-            self.record_ring_occupancy();
-            // Pairs with the SeqCst of a consumer going to sleep: either it
-            // sees our records, or we see that it sleeps and wake it.
-            std::sync::atomic::fence(Ordering::SeqCst);
-        }
+        self.peers.publish(&self.stats);
     }
 
     /// Peers that got records this iteration and are asleep.
     pub fn take_wake(&mut self) -> WorkerSet {
-        let candidates = std::mem::replace(&mut self.wake, WorkerSet::empty());
-        let mut wake = WorkerSet::empty();
-        for w in candidates.iter() {
-            if self.rings.doorbell(w as usize).is_sleeping() {
-                wake.insert(w);
-            }
-        }
-        wake
-    }
-
-    /// Ring occupancy high-water mark, sampled when a batch is published.
-    fn record_ring_occupancy(&self) {
-        for producer in self.rings.outgoing.iter().flatten() {
-            let used = producer.published_position() - producer.consumer_position();
-            self.stats.max(Counter::RingOccupancyHighWater, used);
-        }
+        self.peers.take_wake()
     }
 
     /// Before sleeping: say so, and for what, then check once more that
     /// nothing arrived and, when waiting for peers, that none released
     /// space since the waiters were last retried.
     pub fn prepare_sleep(&mut self) -> bool {
-        let id = self.rings.id;
         let on_release = self.awaits_peers();
-        self.rings.doorbell(id).set(if on_release {
-            Sleep::OnRecordsOrRelease
-        } else {
-            Sleep::OnRecords
-        });
-        let empty = self
-            .rings
-            .incoming
-            .iter_mut()
-            .all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
-        let idle = empty && !(on_release && self.peers_moved());
-        if !idle {
-            self.rings.doorbell(id).set(Sleep::Awake);
-        }
-        idle
-    }
-
-    /// Whether a consumer released space, or a barrier completed, since the
-    /// waiting connections were last retried.
-    fn peers_moved(&self) -> bool {
-        // Pairs with the consumer's fence between its release and its
-        // doorbell check (`Doorbell::awaits_release`).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.barriers.done() != self.retried_at_barrier
-            || self
-                .rings
-                .outgoing
-                .iter()
-                .zip(&self.retried_at_heads)
-                .any(|(p, &seen)| p.as_ref().is_some_and(|p| p.consumer_position() != seen))
+        self.peers.prepare_sleep(on_release)
     }
 
     pub fn woke_up(&mut self) {
-        let id = self.rings.id;
-        self.rings.doorbell(id).set(Sleep::Awake);
+        self.peers.woke_up();
     }
 
     // ---- internals ----
 
-    fn mark_dirty(&mut self, cid: ConnId) {
-        let conn = &mut self.conns[cid];
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(cid);
-        }
-    }
-
     fn start_close(&mut self, cid: ConnId, reason: CloseReason) {
         let deadline = self.now + self.config.drain_timeout;
-        let conn = &mut self.conns[cid];
-        if conn.closing.is_none() {
-            conn.closing = Some(deadline);
-            conn.close_reason = reason;
-        }
-        self.mark_dirty(cid);
+        self.conns.start_close(cid, reason, deadline);
     }
 
     fn send_error(&mut self, cid: ConnId, code: ErrorCode, reason: &str) {
         tracing::debug!(conn = cid, code = code.as_u16(), reason, "error");
-        encode::put_error(self.answer_buffer(cid), code, reason);
+        encode::put_error(self.conns.answer_buffer(cid), code, reason);
         self.stats.inc(Counter::FramesOutError);
-        self.mark_dirty(cid);
+        self.conns.mark_dirty(cid);
     }
 
-    fn write_answer(&mut self, cid: ConnId, answer: Answer) {
-        let out = self.answer_buffer(cid);
+    /// Answers now, or once a barrier passes when this connection's earlier
+    /// frames reached other workers; the connection goes on meanwhile.
+    fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
+        if self.conns[cid].unsynced {
+            let ticket = self.peers.request_barrier();
+            self.conns.hold_answers(cid, ticket);
+        }
+        let out = self.conns.answer_buffer(cid);
         match answer {
             Answer::Ok => {
                 encode::put_ok(out);
@@ -680,53 +409,8 @@ impl WorkerCore {
                 self.stats.inc(Counter::FramesOutPong);
             }
         }
-        self.mark_dirty(cid);
-    }
-
-    /// Answers now, or once a barrier passes when this connection's earlier
-    /// frames reached other workers; the connection goes on meanwhile.
-    fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
-        let conn = &mut self.conns[cid];
-        if conn.unsynced {
-            conn.unsynced = false;
-            if !conn.held.is_holding() {
-                self.holding.push(cid);
-            }
-            conn.held.hold_until(self.barriers.request());
-        }
-        self.write_answer(cid, answer);
+        self.conns.mark_dirty(cid);
         Flow::Continue
-    }
-
-    /// Where the connection's next answer (OK, PONG, ERROR, DISCONNECT)
-    /// goes: behind the held ones, if any.
-    fn answer_buffer(&mut self, cid: ConnId) -> &mut Vec<u8> {
-        let conn = &mut self.conns[cid];
-        if conn.held.is_holding() {
-            conn.held.buffer()
-        } else {
-            conn.output.frames()
-        }
-    }
-
-    /// Moves answers whose barriers passed into their connections' output.
-    fn release_answers(&mut self) {
-        let WorkerCore {
-            holding,
-            conns,
-            barriers,
-            dirty,
-            ..
-        } = self;
-        let done = barriers.done();
-        holding.retain(|&cid| {
-            let conn = &mut conns[cid];
-            if conn.held.release(done, conn.output.frames()) && !conn.dirty {
-                conn.dirty = true;
-                dirty.push(cid);
-            }
-            conn.held.is_holding()
-        });
     }
 
     /// Decodes and handles the bytes kept in the connection's input buffer.
@@ -797,8 +481,7 @@ impl WorkerCore {
                 ack,
             } => {
                 if !self.route(cid, subject, reply, payload) {
-                    self.conns[cid].wait = Wait::Room;
-                    self.waiting.push(cid);
+                    self.conns.wait_for_room(cid);
                     return Flow::Retry;
                 }
                 if ack {
@@ -823,11 +506,8 @@ impl WorkerCore {
             Step::Unsubscribe {
                 key, max_msgs, ack, ..
             } => {
-                let sub = &mut self.subs[key as usize];
-                if max_msgs == 0 || sub.delivered >= max_msgs as u64 {
+                if self.subscriptions.limit(key, max_msgs) {
                     self.remove_sub(key);
-                } else {
-                    sub.max_msgs = max_msgs as u64;
                 }
                 if ack {
                     self.answer(cid, Answer::Ok)
@@ -843,28 +523,19 @@ impl WorkerCore {
     }
 
     fn subscribe(&mut self, cid: ConnId, sid: u32, filter: &[u8], queue: Option<&[u8]>) {
-        let key = self.subs.insert(Sub {
-            conn: cid,
-            sid,
-            filter: filter.into(),
-            queue: queue.map(Into::into),
-            delivered: 0,
-            max_msgs: 0,
-        }) as SubKey;
-        self.index.insert_local(filter, queue, key);
+        let key = self.subscriptions.insert(cid, sid, filter, queue);
         self.stats.inc(Counter::Subscriptions);
-        self.broadcast_interest(true, filter, queue);
+        self.peers.broadcast_interest(true, filter, queue);
         let conn = &mut self.conns[cid];
         conn.session.bind_sid(sid, key);
-        conn.unsynced |= self.peers > 0;
+        conn.unsynced |= self.peers.any();
     }
 
     fn remove_sub(&mut self, key: SubKey) {
-        let sub = self.subs.remove(key as usize);
-        self.index
-            .remove_local(&sub.filter, sub.queue.as_deref(), key);
+        let sub = self.subscriptions.remove(key);
         self.stats.sub(Counter::Subscriptions, 1);
-        self.broadcast_interest(false, &sub.filter, sub.queue.as_deref());
+        self.peers
+            .broadcast_interest(false, &sub.filter, sub.queue.as_deref());
         if let Some(conn) = self.conns.get_mut(sub.conn) {
             conn.session.release_sid(sub.sid);
         }
@@ -872,203 +543,79 @@ impl WorkerCore {
 
     /// Subscriptions that reached their `max_msgs` during a delivery.
     fn expire_subs(&mut self) {
-        while let Some(key) = self.expired.pop() {
-            if self.subs.contains(key as usize) {
-                self.remove_sub(key);
-            }
+        while let Some(key) = self.subscriptions.pop_expired() {
+            self.remove_sub(key);
         }
     }
 
-    fn broadcast_interest(&mut self, add: bool, filter: &[u8], queue: Option<&[u8]>) {
-        let len = records::interest_len(filter, queue);
-        for to in 0..self.rings.outgoing.len() {
-            if self.rings.outgoing[to].is_some() {
-                self.push_control(to, len, |slot| {
-                    records::write_interest(slot, add, filter, queue)
-                });
-            }
-        }
-    }
-
-    /// Sends a record that must not wait on the caller (interest changes,
-    /// forwarded group deliveries): into the ring when it has room and
-    /// nothing is queued before it, else into the overflow queue, in order.
-    fn push_control(&mut self, to: usize, len: usize, write: impl FnOnce(&mut [u8])) {
-        let producer = self.rings.outgoing[to]
-            .as_mut()
-            .expect("records go to peers only");
-        let overflow = &mut self.overflow[to];
-        if overflow.is_empty() {
-            if let Some(slot) = producer.try_reserve(len) {
-                write(slot);
-                producer.commit();
-                return;
-            }
-        }
-        let mut record = vec![0; len].into_boxed_slice();
-        write(&mut record);
-        overflow.push_back(record);
-    }
-
-    fn flush_overflow(&mut self) {
-        for (to, queue) in self.overflow.iter_mut().enumerate() {
-            let Some(producer) = self.rings.outgoing[to].as_mut() else {
-                continue;
-            };
-            while let Some(record) = queue.front() {
-                let Some(slot) = producer.try_reserve(record.len()) else {
-                    break;
-                };
-                slot.copy_from_slice(record);
-                producer.commit();
-                queue.pop_front();
-            }
-        }
-    }
-
+    /// Retries the connections whose PUBLISH waited for ring room.
     fn resume_waiting(&mut self) {
-        self.retried_at_barrier = self.barriers.done();
-        if self.waiting.is_empty() {
+        self.peers.note_barrier_before_retry();
+        if !self.conns.awaits_room() {
             return;
         }
-        // Swap in the spare list, so that a connection that keeps waiting
-        // (a publisher stalled on a full ring) costs no allocation per turn.
-        let mut waiting = std::mem::take(&mut self.waiting_spare);
-        std::mem::swap(&mut waiting, &mut self.waiting);
+        let mut waiting = self.conns.take_waiting();
         for cid in waiting.drain(..) {
-            let Some(conn) = self.conns.get_mut(cid) else {
+            if !self.conns.stop_waiting(cid) {
                 continue;
-            };
-            match conn.wait {
-                Wait::Room => {
-                    conn.wait = Wait::None;
-                    self.process_input(cid);
-                    // Still stalled: it stays out of the backend's reads,
-                    // or the loop would spin on it.
-                    if self.wants_input(cid) {
-                        self.resumed.push(cid);
-                    }
-                }
-                // A stale entry: the connection closed and its slot was
-                // reused. (Kept, it would keep the worker awaiting peers.)
-                Wait::None => {}
+            }
+            self.process_input(cid);
+            // Still stalled: it stays out of the backend's reads, or the
+            // loop would spin on it.
+            if self.wants_input(cid) {
+                self.conns.resumed(cid);
             }
         }
-        self.waiting_spare = waiting;
+        self.conns.retried(waiting);
     }
 
     /// Routes one published message: local subscriptions get it now, other
     /// workers with interest get one record each. Returns false, having done
     /// nothing, when a needed ring lacks room.
     fn route(&mut self, cid: ConnId, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
-        let WorkerCore {
-            index,
-            rings,
-            assigned,
-            rng,
-            stats,
-            conns,
-            subs,
-            expired,
-            payloads,
-            config,
-            dirty,
-            now,
-            ..
-        } = self;
-        let matches = index.lookup(subject);
-        let mut remote = matches.remote;
-        assigned.clear();
-        for (group_at, group) in matches.groups.iter().enumerate() {
-            let total = group.total_members();
-            if total == 0 {
-                continue;
-            }
-            let mut pick = rng.below(total);
-            if (pick as usize) < group.local.len() {
-                assigned.push((group_at, Target::Local(group.local[pick as usize])));
-                continue;
-            }
-            pick -= group.local.len() as u32;
-            for &(worker, members) in &group.remote {
-                if pick < members {
-                    assigned.push((group_at, Target::Remote(worker)));
-                    remote.insert(worker);
-                    break;
-                }
-                pick -= members;
-            }
-        }
-        let groups_for = |worker: WorkerId| {
-            assigned
-                .iter()
-                .filter_map(move |&(group_at, target)| match target {
-                    Target::Remote(w) if w == worker => Some(&*matches.groups[group_at].name),
-                    _ => None,
-                })
-        };
+        let (matches, subs) = self.subscriptions.lookup(subject);
+        let remote = self.groups.assign(matches);
         for worker in remote.iter() {
-            let len = records::data_len(subject, reply, payload, groups_for(worker));
-            let producer = rings.outgoing[worker as usize]
-                .as_mut()
-                .expect("interest only from peers");
+            let groups = self.groups.names_for(matches, worker);
+            let len = records::data_len(subject, reply, payload, groups);
+            let producer = self.peers.producer(worker);
             if len > producer.max_record() {
                 // Only a message matching a great many queue groups gets
                 // here (frames are bounded well below a ring's record size).
                 tracing::warn!(len, "message too large for a ring record; refused");
-                stats.inc(Counter::DroppedOversized);
+                self.stats.inc(Counter::DroppedOversized);
                 return true;
             }
             if !producer.has_room(len) {
-                stats.inc(Counter::RingFullStalls);
+                self.stats.inc(Counter::RingFullStalls);
                 return false;
             }
         }
-        let local_groups = assigned
+        let recipients = matches.local.len() + self.groups.local_members().count();
+        let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
+        delivery.share_if_worth_it(payload, recipients);
+        for key in matches
+            .local
             .iter()
-            .filter(|(_, target)| matches!(target, Target::Local(_)))
-            .count();
-        let mut delivery = Delivery {
-            conns,
-            subs,
-            stats,
-            expired,
-            dirty,
-            payloads,
-            shared: None,
-            max_pending: config.max_pending_bytes,
-            now: *now,
-        };
-        delivery.share_if_worth_it(payload, matches.local.len() + local_groups);
-        for &key in &matches.local {
+            .copied()
+            .chain(self.groups.local_members())
+        {
             delivery.deliver(key, subject, reply, payload);
-        }
-        for &(_, target) in assigned.iter() {
-            if let Target::Local(key) = target {
-                delivery.deliver(key, subject, reply, payload);
-            }
         }
         delivery.finish();
         for worker in remote.iter() {
-            let len = records::data_len(subject, reply, payload, groups_for(worker));
-            let producer = rings.outgoing[worker as usize]
-                .as_mut()
-                .expect("checked above");
+            let groups = self.groups.names_for(matches, worker);
+            let len = records::data_len(subject, reply, payload, groups.clone());
+            let producer = self.peers.producer(worker);
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(
-                slot,
-                Routing::default(),
-                subject,
-                reply,
-                payload,
-                groups_for(worker),
-            );
+            records::write_data(slot, Routing::default(), subject, reply, payload, groups);
             producer.commit();
         }
-        stats.inc(Counter::MessagesPublished);
-        conns[cid].info.msgs_in += 1;
+        self.stats.inc(Counter::MessagesPublished);
+        let conn = &mut self.conns[cid];
+        conn.info.msgs_in += 1;
         if !remote.is_empty() {
-            conns[cid].unsynced = true;
+            conn.unsynced = true;
         }
         self.expire_subs();
         true
@@ -1078,7 +625,7 @@ impl WorkerCore {
     fn drain_ring(&mut self, from: usize) -> usize {
         const BATCH: usize = 4096;
         // Taken out for the batch, so that each record can use the whole core.
-        let Some(mut consumer) = self.rings.incoming[from].take() else {
+        let Some(mut consumer) = self.peers.take_incoming(from) else {
             return 0;
         };
         let mut handled = 0;
@@ -1093,12 +640,8 @@ impl WorkerCore {
                     routing,
                 } => self.deliver_record(subject, reply, groups, payload, routing),
                 Record::Interest { add, filter, queue } => {
-                    let worker = from as WorkerId;
-                    if add {
-                        self.index.add_remote(filter, queue, worker);
-                    } else {
-                        self.index.remove_remote(filter, queue, worker);
-                    }
+                    self.subscriptions
+                        .on_interest(add, filter, queue, from as WorkerId);
                 }
             }
             consumer.advance();
@@ -1107,14 +650,7 @@ impl WorkerCore {
             self.expire_subs();
             handled += 1;
         }
-        if handled > 0 {
-            consumer.release();
-            // A producer stalled on this ring sleeps until space is freed.
-            if self.rings.doorbell(from).awaits_release() {
-                self.wake.insert(from as WorkerId);
-            }
-        }
-        self.rings.incoming[from] = Some(consumer);
+        self.peers.put_back(from, consumer, handled > 0);
         handled
     }
 
@@ -1131,69 +667,27 @@ impl WorkerCore {
         routing: Routing,
     ) {
         let mut forward: Vec<(&[u8], WorkerId)> = Vec::new();
-        {
-            let WorkerCore {
-                index,
-                rng,
-                stats,
-                conns,
-                subs,
-                expired,
-                payloads,
-                config,
-                dirty,
-                now,
-                ..
-            } = self;
-            let matches = index.lookup(subject);
-            let mut delivery = Delivery {
-                conns,
-                subs,
-                stats,
-                expired,
-                dirty,
-                payloads,
-                shared: None,
-                max_pending: config.max_pending_bytes,
-                now: *now,
-            };
-            let plain = if routing.groups_only {
-                0
-            } else {
-                matches.local.len()
-            };
-            delivery.share_if_worth_it(payload, plain + groups.iter().count());
-            if !routing.groups_only {
-                for &key in &matches.local {
-                    delivery.deliver(key, subject, reply, payload);
-                }
-            }
-            for name in groups.iter() {
-                let Some(group) = matches.groups.iter().find(|g| &*g.name == name) else {
-                    delivery.stats.inc(Counter::DroppedNoGroupMember);
-                    continue;
-                };
-                if !group.local.is_empty() {
-                    let key = group.local[rng.below(group.local.len() as u32) as usize];
-                    delivery.deliver(key, subject, reply, payload);
-                    continue;
-                }
-                let members: u32 = group.remote.iter().map(|&(_, count)| count).sum();
-                if members == 0 || routing.hops >= records::MAX_HOPS {
-                    delivery.stats.inc(Counter::DroppedNoGroupMember);
-                    continue;
-                }
-                let mut pick = rng.below(members);
-                for &(worker, count) in &group.remote {
-                    if pick < count {
-                        forward.push((name, worker));
-                        break;
-                    }
-                    pick -= count;
-                }
-            }
-            delivery.finish();
+        let (matches, subs) = self.subscriptions.lookup(subject);
+        let plain: &[SubKey] = if routing.groups_only {
+            &[]
+        } else {
+            &matches.local
+        };
+        let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
+        delivery.share_if_worth_it(payload, plain.len() + groups.iter().count());
+        for &key in plain {
+            delivery.deliver(key, subject, reply, payload);
         }
+        let may_forward = routing.hops < records::MAX_HOPS;
+        for name in groups.iter() {
+            let group = matches.groups.iter().find(|g| &*g.name == name);
+            match group.and_then(|group| self.groups.pick_for_record(group, may_forward)) {
+                Some(Target::Local(key)) => delivery.deliver(key, subject, reply, payload),
+                Some(Target::Remote(worker)) => forward.push((name, worker)),
+                None => self.stats.inc(Counter::DroppedNoGroupMember),
+            }
+        }
+        delivery.finish();
         for (name, to) in forward {
             self.stats.inc(Counter::GroupForwards);
             let routing = Routing {
@@ -1201,7 +695,7 @@ impl WorkerCore {
                 hops: routing.hops + 1,
             };
             let len = records::data_len(subject, reply, payload, std::iter::once(name));
-            self.push_control(to as usize, len, |slot| {
+            self.peers.push_control(to as usize, len, |slot| {
                 records::write_data(
                     slot,
                     routing,
@@ -1216,89 +710,3 @@ impl WorkerCore {
 }
 
 pub mod control;
-
-/// Appends MESSAGE frames to subscribers' queues, cutting off slow consumers.
-struct Delivery<'a> {
-    conns: &'a mut Slab<Conn>,
-    subs: &'a mut Slab<Sub>,
-    stats: &'a WorkerStats,
-    expired: &'a mut Vec<SubKey>,
-    dirty: &'a mut Vec<ConnId>,
-    payloads: &'a mut SharedPayloads,
-    /// This message's payload, when shared rather than copied per queue.
-    shared: Option<PayloadId>,
-    max_pending: usize,
-    now: Instant,
-}
-
-impl Delivery<'_> {
-    /// Copies a large payload once for all of this message's local
-    /// recipients, instead of once per recipient.
-    fn share_if_worth_it(&mut self, payload: &[u8], recipients: usize) {
-        if recipients >= 2 && payload.len() >= SHARE_MIN_PAYLOAD {
-            self.shared = Some(self.payloads.store(payload));
-        }
-    }
-
-    /// Ends the message: a shared payload no queue took is recycled.
-    fn finish(&mut self) {
-        if let Some(id) = self.shared.take() {
-            self.payloads.release_if_unused(id);
-        }
-    }
-
-    fn deliver(&mut self, key: SubKey, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
-        let Some(sub) = self.subs.get_mut(key as usize) else {
-            return;
-        };
-        if sub.max_msgs != 0 && sub.delivered >= sub.max_msgs {
-            return;
-        }
-        sub.delivered += 1;
-        if sub.max_msgs != 0 && sub.delivered == sub.max_msgs {
-            self.expired.push(key);
-        }
-        let conn = &mut self.conns[sub.conn];
-        if conn.slow {
-            self.stats.inc(Counter::DroppedSlowConsumer);
-            return;
-        }
-        let len = encode::message_len(subject, reply, payload.len());
-        if conn.output.pending_len() + len > self.max_pending {
-            // Slow consumer: drop its backlog, tell it where its socket still
-            // takes bytes, and close it at once.
-            let dropped = conn.output.discard_unsent(self.payloads);
-            self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
-            encode::put_error(
-                conn.output.frames(),
-                ErrorCode::Unavailable,
-                "slow consumer",
-            );
-            self.stats.inc(Counter::FramesOutError);
-            conn.slow = true;
-            conn.closing = Some(self.now);
-            conn.close_reason = CloseReason::SlowConsumer;
-            tracing::warn!(
-                conn = sub.conn,
-                dropped = dropped + 1,
-                "slow consumer cut off"
-            );
-        } else {
-            match self.shared {
-                Some(id) => {
-                    let out = conn.output.frames();
-                    encode::put_message_head(out, subject, sub.sid, reply, payload.len());
-                    conn.output.splice(self.payloads, id);
-                }
-                None => encode::put_message(conn.output.frames(), subject, sub.sid, reply, payload),
-            }
-            self.stats.inc(Counter::MessagesDelivered);
-            self.stats.inc(Counter::FramesOutMessage);
-            conn.info.msgs_out += 1;
-        }
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(sub.conn);
-        }
-    }
-}

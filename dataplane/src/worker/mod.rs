@@ -1,12 +1,26 @@
 //! A worker: one thread, pinned to one core, that owns its connections from
 //! accept to close and runs to completion (architecture.md). [`core`] is its
-//! sans-IO state; the backends drive it.
+//! sans-IO state, which the backends drive: a facade over parts that are
+//! borrowed apart, so that a message can be routed with the index, the
+//! queues and the rings in hand at once:
+//!
+//! - `connections`: the connections, their queues and the lists of those
+//!   that need the backend, wait for ring room or hold answers;
+//! - `subscriptions`: the local subscriptions and the interest index;
+//! - `peers`: the rings to the other workers and what waits on them;
+//! - `groups`: queue-group member picks;
+//! - `delivery`: one message into its subscribers' queues.
 
 pub mod answers;
+mod connections;
 pub mod core;
+mod delivery;
+mod groups;
 pub mod outbound;
 pub mod payloads;
+mod peers;
 pub mod records;
+mod subscriptions;
 pub mod sync;
 
 #[cfg(test)]

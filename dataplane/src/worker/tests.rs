@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use blipmq_protocol::{decode_frame, encode, ErrorCode, ServerFrame};
 
 use super::*;
+use crate::control::protocol::{self, ReloadResult, ReloadSettings, WorkerRequest, RECORD_HEADER};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
@@ -112,6 +113,40 @@ impl Cluster {
             }
         }
         panic!("cluster did not settle");
+    }
+
+    /// Sets worker `w`'s `max_pending_bytes` as the control plane's reload
+    /// does: a request through a control port, the session limits kept.
+    fn reload_max_pending(&mut self, w: usize, max_pending_bytes: u64) -> ReloadResult {
+        let mut ends = RingRegion::new(2, 1 << 16).unwrap().into_workers();
+        let mut worker = ends.pop().unwrap();
+        let mut control = ends.pop().unwrap();
+        self.cores[w].attach_control(ControlPort::new(
+            worker.incoming[0].take().unwrap(),
+            worker.outgoing[0].take().unwrap(),
+        ));
+        let session = session_config();
+        let request = WorkerRequest::Reload(ReloadSettings {
+            max_payload: session.max_payload,
+            max_topic_length: session.max_topic_length,
+            max_subscriptions: session.max_subscriptions,
+            max_pending_bytes,
+            max_connections: 1000,
+            token: session.token,
+            ping_interval_ms: session.ping_interval.as_millis() as u64,
+            max_pings_out: session.max_pings_out,
+        });
+        let json = serde_json::to_vec(&request).unwrap();
+        let requests = control.outgoing[1].as_mut().unwrap();
+        let slot = requests.try_reserve(RECORD_HEADER + json.len()).unwrap();
+        protocol::put_record(slot, 1, true, &json);
+        requests.commit();
+        requests.publish();
+        self.settle();
+        let replies = control.incoming[1].as_mut().unwrap();
+        let (id, last, reply) = protocol::read_record(replies.peek().unwrap()).unwrap();
+        assert_eq!((id, last), (1, true));
+        serde_json::from_slice(reply).unwrap()
     }
 
     /// Takes and decodes everything queued for a connection.
@@ -434,6 +469,32 @@ fn slow_consumer_is_cut_off_and_its_losses_counted() {
 }
 
 #[test]
+fn a_reloaded_max_pending_bytes_applies_to_live_subscribers() {
+    let mut cluster = Cluster::new(1, 1 << 16, 1 << 20);
+    let sub = cluster.connect(0);
+    cluster.send_with(0, sub, |o| encode::put_subscribe(o, b"x", 1, None, true));
+    assert_eq!(cluster.output(0, sub), vec![Out::Ok]);
+    let publisher = cluster.connect(0);
+    assert_eq!(cluster.reload_max_pending(0, 4096).connections, 2);
+    for _ in 0..100 {
+        cluster.send_with(0, publisher, |o| {
+            encode::put_publish(o, b"x", None, &[0; 100], false)
+        });
+    }
+    assert_eq!(
+        cluster.output(0, sub),
+        vec![Out::Error(
+            ErrorCode::Unavailable.as_u16(),
+            "slow consumer".into()
+        )]
+    );
+    assert_eq!(
+        cluster.cores[0].stats.get(Counter::DroppedSlowConsumer),
+        100
+    );
+}
+
+#[test]
 fn closing_a_connection_withdraws_its_interest_everywhere() {
     let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
     let sub = cluster.connect(0);
@@ -590,7 +651,7 @@ fn random_scripts_keep_answers_in_frame_order() {
     const FILTERS: [&[u8]; 4] = [b"s.a", b"s.b", b"s.*", b">"];
     let mut stalls = 0;
     for seed in 1..=20u64 {
-        let mut rng = super::core::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = super::groups::Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut cluster = Cluster::new(2, 4096, 1 << 26);
         let conns: Vec<(usize, ConnId)> = (0..8).map(|i| (i % 2, cluster.connect(i % 2))).collect();
         let mut expected: Vec<Vec<Out>> = vec![Vec::new(); conns.len()];

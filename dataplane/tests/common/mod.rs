@@ -21,6 +21,8 @@
 
 #[path = "../netns/mod.rs"]
 pub mod netns;
+#[path = "../system_lock/mod.rs"]
+pub mod system_lock;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -54,42 +56,47 @@ macro_rules! for_workers {
 
 /// Instantiates test bodies on every backend: `fn name(backend: Backend,
 /// workers: usize)` listed under `workers` as `kernel::w1::name`,
-/// `kernel::w2::name`, `afpacket::w1::name` and `afpacket::w2::name`;
+/// `kernel::w2::name`, `afpacket::w1::name`, `afpacket::w2::name`,
+/// `dpdk::w1::name`, `dpdk::w2::name` and `dpdk_tap::w1::name`;
 /// `fn name(backend: Backend)` listed under `two_workers` (bodies that need
-/// two workers) as `kernel::name` and `afpacket::name`. The afpacket
-/// instances skip (or fail under CI=true) where the netns lab cannot be
-/// built. Invoke it once per test file.
+/// two workers) as `kernel::name`, `afpacket::name` and `dpdk::name`. The
+/// user-space instances skip (or fail under CI=true) where their lab cannot
+/// be built; see [`Backend::available`]. Invoke it once per test file.
 #[allow(unused_macros)]
 macro_rules! for_backends {
     (
         workers: [$($name:ident),* $(,)?],
         two_workers: [$($two:ident),* $(,)?] $(,)?
     ) => {
-        mod kernel {
+        for_backends!(@backend kernel, Kernel, [$($name),*], [$($two),*]);
+        for_backends!(@backend afpacket, AfPacket, [$($name),*], [$($two),*]);
+        for_backends!(@backend dpdk, Dpdk, [$($name),*], [$($two),*]);
+        mod dpdk_tap {
             mod w1 {
-                $( #[test] fn $name() { super::super::$name($crate::common::Backend::Kernel, 1) } )*
-            }
-            mod w2 {
-                $( #[test] fn $name() { super::super::$name($crate::common::Backend::Kernel, 2) } )*
-            }
-            $( #[test] fn $two() { super::$two($crate::common::Backend::Kernel) } )*
-        }
-        mod afpacket {
-            use $crate::common::{netns, Backend};
-            mod w1 {
-                use $crate::common::{netns, Backend};
+                use $crate::common::Backend;
                 $( #[test] fn $name() {
-                    if netns::available() { super::super::$name(Backend::AfPacket, 1) }
+                    if Backend::DpdkTap.available() { super::super::$name(Backend::DpdkTap, 1) }
+                } )*
+            }
+        }
+    };
+    (@backend $module:ident, $backend:ident, [$($name:ident),*], [$($two:ident),*]) => {
+        mod $module {
+            use $crate::common::Backend;
+            mod w1 {
+                use $crate::common::Backend;
+                $( #[test] fn $name() {
+                    if Backend::$backend.available() { super::super::$name(Backend::$backend, 1) }
                 } )*
             }
             mod w2 {
-                use $crate::common::{netns, Backend};
+                use $crate::common::Backend;
                 $( #[test] fn $name() {
-                    if netns::available() { super::super::$name(Backend::AfPacket, 2) }
+                    if Backend::$backend.available() { super::super::$name(Backend::$backend, 2) }
                 } )*
             }
             $( #[test] fn $two() {
-                if netns::available() { super::$two(Backend::AfPacket) }
+                if Backend::$backend.available() { super::$two(Backend::$backend) }
             } )*
         }
     };
@@ -121,10 +128,68 @@ pub enum Backend {
     /// User-space TCP on AF_PACKET, owning an address in a fresh netns lab;
     /// the harness connects to it from the lab's client namespace.
     AfPacket,
+    /// User-space TCP on DPDK's `net_af_packet` driver over the lab's veth
+    /// (a queue pair per worker), no hugepages.
+    Dpdk,
+    /// User-space TCP on DPDK's `net_tap` driver: the broker's tap is the
+    /// client namespace's link (one worker).
+    DpdkTap,
 }
 
-/// The port an afpacket broker listens on (each has a lab of its own).
+impl Backend {
+    /// Whether this backend's instances can run here: always for the
+    /// kernel; root and network namespaces for the others, and a blipmqd
+    /// built with the `dpdk` feature for DPDK. Prints why not (the test
+    /// skips), or under CI=true panics.
+    pub fn available(self) -> bool {
+        match self {
+            Backend::Kernel => true,
+            Backend::AfPacket => netns::available(),
+            Backend::Dpdk | Backend::DpdkTap => {
+                if !cfg!(feature = "dpdk") {
+                    let why = "blipmqd built without the dpdk feature \
+                               (cargo test --features blipmq-dataplane/dpdk)";
+                    if std::env::var("CI").is_ok_and(|v| v == "true") {
+                        panic!("dpdk backend unavailable under CI=true: {why}");
+                    }
+                    eprintln!("skipped: {why}");
+                    return false;
+                }
+                netns::available()
+            }
+        }
+    }
+
+    fn is_userspace(self) -> bool {
+        self != Backend::Kernel
+    }
+}
+
+/// The port a user-space broker listens on (each has a lab of its own).
 pub const AFPACKET_PORT: u16 = 9999;
+
+/// EAL arguments for a test broker on a virtual device: no PCI, no
+/// hugepages, a file prefix of its own (brokers run in parallel).
+fn dpdk_eal_args(lab: &netns::Lab, vdev: &str) -> Vec<String> {
+    [
+        "--no-pci",
+        "--no-huge",
+        "-m",
+        "256",
+        "--file-prefix",
+        lab.name(),
+        vdev,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Where DPDK keeps the runtime files of `--file-prefix prefix` (as root:
+/// the tests that run DPDK brokers need root for their labs).
+pub fn dpdk_runtime_dir(prefix: &str) -> PathBuf {
+    PathBuf::from("/var/run/dpdk").join(prefix)
+}
 
 /// A running `blipmqd`; killed (SIGKILL) and reaped on drop, then its lab
 /// (afpacket) removed.
@@ -145,32 +210,45 @@ impl Broker {
         Broker::start_on(Backend::Kernel, workers, config_toml)
     }
 
-    /// Like [`Broker::start`] on `backend`. For afpacket it builds a fresh
-    /// lab and runs `blipmqd --backend afpacket` in its broker namespace,
+    /// Like [`Broker::start`] on `backend`. For a user-space backend it
+    /// builds a fresh lab and runs `blipmqd` in its broker namespace,
     /// listening on [`AFPACKET_PORT`]; panics if the lab cannot be built
-    /// (callers check [`netns::available`] first to skip instead).
+    /// (callers check [`Backend::available`] first to skip instead).
     pub fn start_on(backend: Backend, workers: usize, config_toml: &str) -> Broker {
         let lab = match backend {
             Backend::Kernel => None,
-            Backend::AfPacket => Some(
-                netns::Lab::new().expect("the netns lab for the afpacket backend is unavailable"),
-            ),
+            Backend::AfPacket | Backend::Dpdk => Some(netns::Lab::new()),
+            Backend::DpdkTap => Some(netns::Lab::for_tap()),
         };
-        Broker::launch(lab, workers, config_toml)
+        let lab =
+            lab.map(|lab| lab.expect("the netns lab for a user-space backend is unavailable"));
+        Broker::launch(backend, lab, workers, config_toml)
     }
 
     /// An afpacket broker in a lab the caller built (e.g. with a relay).
     pub fn start_in_lab(lab: netns::Lab, workers: usize, config_toml: &str) -> Broker {
-        Broker::launch(Some(lab), workers, config_toml)
+        Broker::launch(Backend::AfPacket, Some(lab), workers, config_toml)
     }
 
-    /// Without a lab: the kernel backend; with one: afpacket in its broker
-    /// namespace.
-    fn launch(lab: Option<netns::Lab>, workers: usize, config_toml: &str) -> Broker {
-        let backend = match lab {
-            None => Backend::Kernel,
-            Some(_) => Backend::AfPacket,
-        };
+    /// A broker on `backend` (afpacket or dpdk) in a lab the caller built.
+    pub fn start_in_lab_on(
+        backend: Backend,
+        lab: netns::Lab,
+        workers: usize,
+        config_toml: &str,
+    ) -> Broker {
+        Broker::launch(backend, Some(lab), workers, config_toml)
+    }
+
+    /// The kernel backend without a lab; a user-space one in the lab's
+    /// broker namespace.
+    fn launch(
+        backend: Backend,
+        lab: Option<netns::Lab>,
+        workers: usize,
+        config_toml: &str,
+    ) -> Broker {
+        assert_eq!(backend.is_userspace(), lab.is_some(), "{backend:?}");
         let seq = CONFIG_SEQ.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -193,11 +271,18 @@ impl Broker {
             }
             Some(lab) => {
                 let mut command = lab.broker_command(program);
+                let backend_name = match backend {
+                    Backend::AfPacket => "afpacket",
+                    _ => "dpdk",
+                };
                 command
-                    .args(["--backend", "afpacket", "--interface", &lab.broker_if])
+                    .args(["--backend", backend_name])
                     .args(["--ip", &lab.broker_cidr()])
                     .arg("--listen")
                     .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
+                if backend == Backend::AfPacket {
+                    command.args(["--interface", &lab.broker_if]);
+                }
                 command
             }
         };
@@ -211,6 +296,28 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(lab) = &lab {
+            match backend {
+                Backend::Dpdk => {
+                    lab.client_offloads_off()
+                        .expect("client offloads off for net_af_packet");
+                    command.arg("--").args(dpdk_eal_args(
+                        lab,
+                        &format!(
+                            "--vdev=net_af_packet0,iface={},qpairs={workers}",
+                            lab.broker_if
+                        ),
+                    ));
+                }
+                Backend::DpdkTap => {
+                    command.arg("--").args(dpdk_eal_args(
+                        lab,
+                        &format!("--vdev=net_tap0,iface={}", lab.broker_if),
+                    ));
+                }
+                _ => {}
+            }
+        }
         let mut child = command.spawn().expect("spawn blipmqd");
         let stdout = child.stdout.take().expect("blipmqd stdout");
         let (tx, rx) = mpsc::channel();
@@ -247,6 +354,9 @@ impl Broker {
                 lab.broker_addr(AFPACKET_PORT),
                 "listening line {line:?}"
             );
+            if backend == Backend::DpdkTap {
+                lab.configure_tap().expect("the broker's tap interface");
+            }
             register_client_namespace(addr.ip(), lab.client_ns_path());
         }
         Broker {
@@ -303,6 +413,9 @@ impl Broker {
     /// Sends a signal to the broker.
     pub fn signal(&self, sig: libc::c_int) {
         let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) takes no pointers: no memory of ours is at stake.
+        // `pid` is our child's; the tests signal a running broker, which no
+        // `wait` has reaped, so the pid names no other process.
         let rc = unsafe { libc::kill(pid, sig) };
         assert_eq!(
             rc,
@@ -356,6 +469,11 @@ impl Drop for Broker {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let (Backend::Dpdk | Backend::DpdkTap, Some(lab)) = (self.backend, &self.lab) {
+            // SIGKILL skipped the broker's own cleanup of DPDK's runtime
+            // directory (a drained broker removes it itself).
+            let _ = std::fs::remove_dir_all(dpdk_runtime_dir(lab.name()));
         }
         let _ = std::fs::remove_file(&self.config_path);
         if self.lab.is_some() {

@@ -58,6 +58,8 @@ pub struct Lab {
     pub prefix: u8,
     /// With [`Lab::with_relay`]: the middle namespace and its interfaces.
     pub relay: Option<RelayLinks>,
+    /// A [`Lab::for_tap`] lab: one namespace, no veth.
+    pub tap: bool,
     created: Vec<String>,
 }
 
@@ -132,16 +134,24 @@ pub fn run_in<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 's
 impl Lab {
     /// Builds the lab, or `None` (test skipped) without root or netns.
     pub fn new() -> Option<Lab> {
-        Lab::create(false)
+        Lab::create(false, false)
     }
 
     /// Like [`Lab::new`], with a relay namespace between broker and client
     /// (see the module documentation).
     pub fn with_relay() -> Option<Lab> {
-        Lab::create(true)
+        Lab::create(true, false)
     }
 
-    fn create(with_relay: bool) -> Option<Lab> {
+    /// One namespace for a broker on DPDK's `net_tap`: the driver makes the
+    /// tap interface `broker_if` there, and [`Lab::configure_tap`] gives its
+    /// kernel side the client's address. Broker and clients share the
+    /// namespace (`broker_ns == client_ns`); the tap is the link.
+    pub fn for_tap() -> Option<Lab> {
+        Lab::create(false, true)
+    }
+
+    fn create(with_relay: bool, tap: bool) -> Option<Lab> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return unavailable("not root".to_string());
@@ -149,10 +159,15 @@ impl Lab {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let subnet = ((pid as usize * 7 + n) % 254 + 1) as u8;
+        let client_ns = format!("bq-c-{pid}-{n}");
         let mut lab = Lab {
-            broker_ns: format!("bq-b-{pid}-{n}"),
-            client_ns: format!("bq-c-{pid}-{n}"),
-            broker_if: format!("bqb{}_{n}", pid % 100_000),
+            broker_ns: if tap {
+                client_ns.clone()
+            } else {
+                format!("bq-b-{pid}-{n}")
+            },
+            client_ns,
+            broker_if: format!("{}{}_{n}", if tap { "bqt" } else { "bqb" }, pid % 100_000),
             client_if: format!("bqc{}_{n}", pid % 100_000),
             client_ip: Ipv4Addr::new(198, 18, subnet, 1),
             broker_ip: Ipv4Addr::new(198, 18, subnet, 2),
@@ -162,6 +177,7 @@ impl Lab {
                 broker_side_if: format!("bqrb{}_{n}", pid % 100_000),
                 client_side_if: format!("bqrc{}_{n}", pid % 100_000),
             }),
+            tap,
             created: Vec::new(),
         };
         match lab.build() {
@@ -172,6 +188,12 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<(), String> {
+        if self.tap {
+            self.client_if = self.broker_if.clone();
+            ip(&["netns", "add", &self.client_ns])?;
+            self.created.push(self.client_ns.clone());
+            return ip(&["-n", &self.client_ns, "link", "set", "lo", "up"]);
+        }
         for ns in [self.broker_ns.clone(), self.client_ns.clone()] {
             ip(&["netns", "add", &ns])?;
             self.created.push(ns);
@@ -215,6 +237,50 @@ impl Lab {
         ])?;
         ip(&["-n", &c, "link", "set", &self.client_if, "up"])?;
         Ok(())
+    }
+
+    /// Gives the tap interface of a [`Lab::for_tap`] lab, which the broker
+    /// made, the client's address, and brings it up.
+    pub fn configure_tap(&self) -> Result<(), String> {
+        let client_cidr = format!("{}/{}", self.client_ip, self.prefix);
+        let ns = &self.client_ns;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &client_cidr,
+            "dev",
+            &self.client_if,
+        ])?;
+        ip(&["-n", ns, "link", "set", &self.client_if, "up"])?;
+        self.client_offloads_off()
+    }
+
+    /// Turns the client interface's checksum and segmentation offloads off:
+    /// DPDK's af_packet driver neither completes partial checksums nor takes
+    /// GSO frames larger than its frame size.
+    pub fn client_offloads_off(&self) -> Result<(), String> {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.client_ns, "ethtool", "-K"])
+            .args([&self.client_if, "tx", "off", "tso", "off", "gso", "off"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| format!("cannot run ethtool: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ethtool -K {} failed: {}",
+                self.client_if,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+
+    /// A name unique to this lab, for files (e.g. DPDK's `--file-prefix`).
+    pub fn name(&self) -> &str {
+        &self.client_ns
     }
 
     /// `198.18.X.2/24`, for `--ip`.

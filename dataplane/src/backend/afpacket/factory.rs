@@ -5,11 +5,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::ring::RingConfig;
 use super::AfPacketDevice;
 use crate::backend::userspace::{StackConfig, UserspaceWorker};
-use crate::backend::{Backend, WaitPolicy};
+use crate::backend::{Backend, PortMonitor, WaitPolicy};
 use crate::config::Config;
 
 pub struct AfPacketBackend {
@@ -69,6 +70,13 @@ impl Backend for AfPacketBackend {
         self.wait
     }
 
+    fn port_monitor(&self) -> Option<Arc<dyn PortMonitor>> {
+        Some(Arc::new(AfPacketMonitor {
+            interface: self.interface.clone(),
+            workers: self.workers,
+        }))
+    }
+
     fn worker(&mut self, id: usize) -> io::Result<UserspaceWorker<AfPacketDevice>> {
         // Several workers share the interface through one fanout group (its
         // id only has to be unique on the host: the pid's low bits).
@@ -82,5 +90,35 @@ impl Backend for AfPacketBackend {
         let mut stack = self.stack.clone();
         stack.mac = self.mac.unwrap_or_else(|| device.link_mac());
         Ok(UserspaceWorker { device, stack })
+    }
+}
+
+/// The interface as the control plane sees it (its counters are the
+/// workers' `port_*` ones: each worker's packet socket is its queue).
+struct AfPacketMonitor {
+    interface: String,
+    workers: usize,
+}
+
+impl PortMonitor for AfPacketMonitor {
+    fn describe(&self) -> serde_json::Value {
+        let sysfs = std::path::Path::new("/sys/class/net").join(&self.interface);
+        let read = |name: &str| {
+            std::fs::read_to_string(sysfs.join(name))
+                .map(|text| text.trim().to_string())
+                .ok()
+        };
+        serde_json::json!({
+            "kind": "afpacket",
+            "interface": self.interface,
+            "queues": self.workers,
+            "mac": read("address"),
+            "mtu": read("mtu").and_then(|mtu| mtu.parse::<u32>().ok()),
+            "link": { "up": read("operstate").map(|state| state == "up") },
+        })
+    }
+
+    fn xstats(&self) -> Vec<(String, u64)> {
+        Vec::new()
     }
 }

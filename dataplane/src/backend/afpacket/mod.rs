@@ -7,7 +7,7 @@
 //! * Transmit fills tx slots in place; [`PacketDevice::flush_tx`] kicks all
 //!   slots of a burst with one `sendto`.
 //! * Checksums: smoltcp computes them on transmit but does not verify them
-//!   on receive; the device does, per frame ([`checksum`]), trusting frames
+//!   on receive; the device does, per frame ([`checksum`](crate::backend::userspace::checksum)), trusting frames
 //!   the kernel marks `TP_STATUS_CSUM_VALID` (checked by the NIC) or
 //!   `TP_STATUS_CSUMNOTREADY` (a local sender's partial checksum, as a veth
 //!   peer with tx checksum offload sends them). Corrupt frames are dropped
@@ -18,8 +18,9 @@
 //!
 //! No allocation per packet: the rings are mapped once, tokens borrow them.
 
-pub mod checksum;
 pub mod factory;
+// The packet rings in shared memory: the only `unsafe` of this backend.
+#[allow(unsafe_code)]
 pub mod ring;
 
 use std::io;
@@ -28,9 +29,9 @@ use std::os::fd::RawFd;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use self::checksum::Verdict;
 use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, TxRing};
-use crate::backend::userspace::{DeviceStats, PacketDevice};
+use crate::backend::userspace::checksum::{self, Verdict};
+use crate::backend::userspace::{is_arp_reply, DeviceStats, PacketDevice};
 
 pub use self::factory::AfPacketBackend;
 
@@ -38,28 +39,39 @@ pub use self::factory::AfPacketBackend;
 const ARP_CHECK_EVERY: u32 = 64;
 
 /// A packet socket with its rings, as a smoltcp device.
+///
+/// Split in a receiving and a sending part so that a received frame (which
+/// borrows the rx part) and the tx token of the reply (which borrows the tx
+/// part) live together.
 pub struct AfPacketDevice {
     socket: PacketSocket,
+    rx: RxPart,
+    tx: TxPart,
+    mtu: usize,
+}
+
+struct RxPart {
+    ring: RxRing,
     /// With fanout: every ARP frame, for this worker's neighbour cache.
     arp: Option<ArpSocket>,
     arp_buf: Vec<u8>,
     /// Receive calls left before the ARP socket is read again.
     arp_countdown: u32,
-    /// Whether this device answers ARP requests (with fanout, only the
-    /// first worker does; the others learn from them).
-    arp_responder: bool,
-    rx: RxRing,
-    tx: TxRing,
-    /// Where a reply made while receiving goes when the tx ring is full:
-    /// dropped (TCP retransmits), never blocking the receive path.
-    scratch: Vec<u8>,
-    mtu: usize,
+    /// The `rx_*` counters.
     stats: DeviceStats,
 }
 
-// SAFETY: the raw pointers point into the device's own mapping, which no
-// other thread touches; moving the device moves the sole owner of the rings.
-unsafe impl Send for AfPacketDevice {}
+struct TxPart {
+    ring: TxRing,
+    /// Whether this device answers ARP requests (with fanout, only the
+    /// first worker does; the others learn from them).
+    arp_responder: bool,
+    /// Where a reply made while receiving goes when the tx ring is full:
+    /// dropped (TCP retransmits), never blocking the receive path.
+    scratch: Vec<u8>,
+    /// The `tx_*` counters.
+    stats: DeviceStats,
+}
 
 impl AfPacketDevice {
     /// Opens `interface` with rings of the given geometry. `fanout`:
@@ -91,15 +103,20 @@ impl AfPacketDevice {
         }
         Ok(AfPacketDevice {
             socket,
-            arp,
-            arp_buf: vec![0; 2048],
-            arp_countdown: 0,
-            arp_responder: fanout.is_none_or(|(_, worker)| worker == 0),
-            rx,
-            tx,
-            scratch: vec![0; 1 << 16],
+            rx: RxPart {
+                ring: rx,
+                arp,
+                arp_buf: vec![0; 2048],
+                arp_countdown: 0,
+                stats: DeviceStats::default(),
+            },
+            tx: TxPart {
+                ring: tx,
+                arp_responder: fanout.is_none_or(|(_, worker)| worker == 0),
+                scratch: vec![0; 1 << 16],
+                stats: DeviceStats::default(),
+            },
             mtu,
-            stats: DeviceStats::default(),
         })
     }
 
@@ -112,21 +129,66 @@ impl AfPacketDevice {
     pub fn link_mtu(&self) -> usize {
         self.socket.link.mtu
     }
+}
 
-    fn kick(&mut self) {
-        if self.tx.pending == 0 {
+impl RxPart {
+    /// The next frame for the stack: an ARP frame now and then (with
+    /// fanout), else the next valid frame of the ring, read in place.
+    fn next_frame(&mut self) -> Option<&[u8]> {
+        // The ARP socket costs a syscall per look and ARP is rare: look on
+        // every ARP_CHECK_EVERY-th call only (a sleeping worker is woken by
+        // its fd anyway).
+        self.arp_countdown = self.arp_countdown.saturating_sub(1);
+        if let Some(arp) = self.arp.as_ref().filter(|_| self.arp_countdown == 0) {
+            self.arp_countdown = ARP_CHECK_EVERY;
+            if let Some(len) = arp.recv(&mut self.arp_buf) {
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += len as u64;
+                return Some(&self.arp_buf[..len]);
+            }
+        }
+        let stats = &mut self.stats;
+        let frame = self.ring.next_frame(|frame| {
+            if frame.data.len() < frame.len {
+                stats.rx_truncated += 1;
+                return false;
+            }
+            let trusted =
+                frame.status & (libc::TP_STATUS_CSUMNOTREADY | libc::TP_STATUS_CSUM_VALID) != 0;
+            match checksum::verify(frame.data, trusted) {
+                Verdict::Accept => true,
+                Verdict::Corrupt => {
+                    stats.rx_corrupt += 1;
+                    false
+                }
+                Verdict::Ignore => {
+                    stats.rx_ignored += 1;
+                    false
+                }
+            }
+        })?;
+        self.stats.rx_frames += 1;
+        self.stats.rx_bytes += frame.data.len() as u64;
+        Some(frame.data)
+    }
+}
+
+impl TxPart {
+    /// Hands the slots marked for sending to the kernel.
+    fn kick(&mut self, socket: &PacketSocket) {
+        if self.ring.pending() == 0 {
             return;
         }
-        match self.socket.kick() {
+        match socket.kick() {
             Ok(true) => {
                 self.stats.tx_kicks += 1;
-                self.tx.pending = 0;
+                self.ring.sent();
             }
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(%error, "afpacket: sending the tx ring failed");
                 self.stats.tx_errors += 1;
-                self.tx.pending = 0;
+                self.ring.sent();
             }
         }
     }
@@ -146,10 +208,7 @@ impl phy::RxToken for AfRxToken<'_> {
 }
 
 pub struct AfTxToken<'a> {
-    tx: &'a mut TxRing,
-    arp_responder: bool,
-    scratch: &'a mut [u8],
-    stats: &'a mut DeviceStats,
+    tx: &'a mut TxPart,
 }
 
 impl phy::TxToken for AfTxToken<'_> {
@@ -157,30 +216,35 @@ impl phy::TxToken for AfTxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        if len <= self.tx.max_frame() && self.tx.has_room() {
-            let responder = self.arp_responder;
-            let stats = self.stats;
-            self.tx.fill(len, f, |frame| {
-                if !responder && is_arp_reply(frame) {
-                    // Another worker answers; this one only learns.
-                    return false;
-                }
-                stats.tx_frames += 1;
-                stats.tx_bytes += frame.len() as u64;
-                true
-            })
+        let tx = self.tx;
+        let slot = if len <= tx.ring.max_frame() {
+            tx.ring.slot()
         } else {
-            // Only a reply made while receiving can get here (transmit()
-            // checks for room first): drop it, TCP recovers.
-            self.stats.tx_dropped += 1;
-            let len = len.min(self.scratch.len());
-            f(&mut self.scratch[..len])
+            None
+        };
+        match slot {
+            Some(slot) => {
+                let responder = tx.arp_responder;
+                let stats = &mut tx.stats;
+                slot.fill(len, f, |frame| {
+                    if !responder && is_arp_reply(frame) {
+                        // Another worker answers; this one only learns.
+                        return false;
+                    }
+                    stats.tx_frames += 1;
+                    stats.tx_bytes += frame.len() as u64;
+                    true
+                })
+            }
+            None => {
+                // Only a reply made while receiving can get here (transmit()
+                // checks for room first): drop it, TCP recovers.
+                tx.stats.tx_dropped += 1;
+                let len = len.min(tx.scratch.len());
+                f(&mut tx.scratch[..len])
+            }
         }
     }
-}
-
-fn is_arp_reply(frame: &[u8]) -> bool {
-    frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
 }
 
 impl phy::Device for AfPacketDevice {
@@ -188,83 +252,22 @@ impl phy::Device for AfPacketDevice {
     type TxToken<'a> = AfTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(AfRxToken<'_>, AfTxToken<'_>)> {
-        // The ARP socket costs a syscall per look and ARP is rare: look on
-        // every ARP_CHECK_EVERY-th call only (a sleeping worker is woken by
-        // its fd anyway).
-        self.arp_countdown = self.arp_countdown.saturating_sub(1);
-        if let Some(arp) = self.arp.as_ref().filter(|_| self.arp_countdown == 0) {
-            self.arp_countdown = ARP_CHECK_EVERY;
-            if let Some(len) = arp.recv(&mut self.arp_buf) {
-                self.stats.rx_frames += 1;
-                self.stats.rx_bytes += len as u64;
-                return Some((
-                    AfRxToken {
-                        frame: &self.arp_buf[..len],
-                    },
-                    AfTxToken {
-                        tx: &mut self.tx,
-                        arp_responder: self.arp_responder,
-                        scratch: &mut self.scratch,
-                        stats: &mut self.stats,
-                    },
-                ));
-            }
+        let frame = self.rx.next_frame()?;
+        if self.tx.ring.pending() >= 64 {
+            self.tx.kick(&self.socket);
         }
-        loop {
-            let frame = self.rx.next_frame()?;
-            // SAFETY: the frame lies inside a block we own (RxRing::next
-            // checked the bounds); the block is given back only by a later
-            // `next_frame()` call, which needs `&mut self` and so cannot happen
-            // while this token (borrowing `self`) lives.
-            let data = unsafe { std::slice::from_raw_parts(frame.data, frame.snaplen) };
-            if frame.snaplen < frame.len {
-                self.stats.rx_truncated += 1;
-                continue;
-            }
-            let trusted =
-                frame.status & (libc::TP_STATUS_CSUMNOTREADY | libc::TP_STATUS_CSUM_VALID) != 0;
-            match checksum::verify(data, trusted) {
-                Verdict::Accept => {}
-                Verdict::Corrupt => {
-                    self.stats.rx_corrupt += 1;
-                    continue;
-                }
-                Verdict::Ignore => {
-                    self.stats.rx_ignored += 1;
-                    continue;
-                }
-            }
-            self.stats.rx_frames += 1;
-            self.stats.rx_bytes += data.len() as u64;
-            if self.tx.pending >= 64 {
-                self.kick();
-            }
-            return Some((
-                AfRxToken { frame: data },
-                AfTxToken {
-                    tx: &mut self.tx,
-                    arp_responder: self.arp_responder,
-                    scratch: &mut self.scratch,
-                    stats: &mut self.stats,
-                },
-            ));
-        }
+        Some((AfRxToken { frame }, AfTxToken { tx: &mut self.tx }))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<AfTxToken<'_>> {
-        if !self.tx.has_room() {
-            self.kick();
-            if !self.tx.has_room() {
-                self.stats.tx_full += 1;
+        if !self.tx.ring.has_room() {
+            self.tx.kick(&self.socket);
+            if !self.tx.ring.has_room() {
+                self.tx.stats.tx_full += 1;
                 return None;
             }
         }
-        Some(AfTxToken {
-            tx: &mut self.tx,
-            arp_responder: self.arp_responder,
-            scratch: &mut self.scratch,
-            stats: &mut self.stats,
-        })
+        Some(AfTxToken { tx: &mut self.tx })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -284,20 +287,20 @@ impl phy::Device for AfPacketDevice {
 
 impl PacketDevice for AfPacketDevice {
     fn flush_tx(&mut self) {
-        self.kick();
+        self.tx.kick(&self.socket);
     }
 
     fn rx_ready(&self) -> bool {
-        self.rx.has_frames()
+        self.rx.ring.has_frames()
     }
 
     fn tx_pending(&self) -> bool {
-        self.tx.pending > 0
+        self.tx.ring.pending() > 0
     }
 
     fn wait_fds(&self, into: &mut Vec<RawFd>) {
         into.push(self.socket.raw_fd());
-        if let Some(arp) = &self.arp {
+        if let Some(arp) = &self.rx.arp {
             into.push(arp.raw_fd());
         }
     }
@@ -306,9 +309,20 @@ impl PacketDevice for AfPacketDevice {
         self.link_mac()
     }
 
-    fn stats(&self) -> DeviceStats {
-        let mut stats = self.stats;
-        stats.tx_rejected = self.tx.rejected;
-        stats
+    fn stats(&mut self) -> DeviceStats {
+        if let Ok(drops) = self.socket.take_drops() {
+            self.rx.stats.rx_missed += drops;
+        }
+        let rx = &self.rx.stats;
+        DeviceStats {
+            rx_frames: rx.rx_frames,
+            rx_bytes: rx.rx_bytes,
+            rx_missed: rx.rx_missed,
+            rx_corrupt: rx.rx_corrupt,
+            rx_truncated: rx.rx_truncated,
+            rx_ignored: rx.rx_ignored,
+            tx_rejected: self.tx.ring.rejected(),
+            ..self.tx.stats
+        }
     }
 }

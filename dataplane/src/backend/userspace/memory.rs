@@ -503,7 +503,7 @@ impl PacketDevice for MemoryDevice {
 
     /// `tx_dropped` counts frames larger than [`MTU`] and those the link
     /// dropped because its queue was full.
-    fn stats(&self) -> DeviceStats {
+    fn stats(&mut self) -> DeviceStats {
         let mut stats = self.stats;
         stats.tx_dropped += lock(&self.link).wires[self.end].stats.queue_full;
         stats

@@ -11,14 +11,14 @@
 //! listening is dropped unanswered, as a kernel drops a SYN its full queue
 //! cannot take, and the client's SYN retransmission comes back for it
 //! (smoltcp would reset it: the client's connect would fail, refused). A
-//! socket that completes the handshake is
-//! handed to the worker, which gets a connection id from the core
-//! ([`Stack::bind`]); one that fails it (RST, timeout) listens again.
+//! socket that completes the handshake is handed to the worker, which gets
+//! a connection id from the core ([`Stack::bind`]); one that fails it (RST,
+//! timeout) listens again.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::tcp::{self, State};
@@ -52,6 +52,10 @@ pub struct StackConfig {
     /// None: from the clock and the pid. Tests on simulated time fix it so
     /// that a run replays byte for byte.
     pub seed: Option<u64>,
+    /// Other workers' stacks own connections on the same address: a segment
+    /// of an unknown connection may be theirs, so it is dropped (and
+    /// counted) instead of reset. Only SYNs open connections here.
+    pub shared_address: bool,
 }
 
 impl StackConfig {
@@ -71,6 +75,7 @@ impl StackConfig {
             timeout: Duration::from_secs(30),
             linger: config.server.drain_timeout,
             seed: None,
+            shared_address: false,
         }
     }
 }
@@ -110,6 +115,17 @@ struct Shard {
     poll_at: Option<smoltcp::time::Instant>,
 }
 
+/// What the stack itself dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    /// TCP segments of connections this stack does not own (another
+    /// worker's, with `shared_address`), dropped rather than reset.
+    pub rx_not_owned: u64,
+    /// SYNs left unanswered because every listener was taken (the clients
+    /// retransmit them).
+    pub syns_dropped: u64,
+}
+
 /// A socket the core closed, still sending its last bytes and FIN.
 struct Closing {
     slot: Slot,
@@ -145,14 +161,16 @@ pub struct Stack {
     dirty: Vec<u32>,
     /// Established (and closing) sockets by peer.
     routes: AHashMap<PeerKey, Route>,
+    /// Peers of the listeners in the middle of a handshake (as of the last
+    /// `take_established`): their segments go to `listen_set`.
+    half_open: AHashSet<PeerKey>,
     /// The socket of each connection, by connection id.
     conns: Vec<Option<Slot>>,
     closing: Vec<Closing>,
     /// Connections that received a frame (or whose timers ran) since the
     /// last [`Stack::take_touched`].
     touched: Vec<ConnId>,
-    /// SYNs left unanswered because no listener was free.
-    syns_dropped: u64,
+    stats: StackStats,
 }
 
 /// smoltcp's clock: microseconds since the stack started.
@@ -160,10 +178,9 @@ fn timestamp(epoch: std::time::Instant, now: std::time::Instant) -> smoltcp::tim
     smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
 }
 
-/// The source address and TCP header (at least its ports) of a TCP/IPv4
-/// Ethernet frame sent to `port`; None for anything else (ARP, ICMP, other
-/// ports, malformed frames).
-fn tcp_to(frame: &[u8], port: u16) -> Option<(u32, &[u8])> {
+/// The peer of a TCP/IPv4 Ethernet frame sent to `port`; None for anything
+/// else (ARP, ICMP, other ports, malformed frames).
+fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
     if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
         return None;
     }
@@ -176,21 +193,22 @@ fn tcp_to(frame: &[u8], port: u16) -> Option<(u32, &[u8])> {
     if u16::from_be_bytes([tcp[2], tcp[3]]) != port {
         return None;
     }
-    Some((u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]), tcp))
+    let addr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    Some((addr, u16::from_be_bytes([tcp[0], tcp[1]])))
 }
 
-/// The peer of a TCP/IPv4 Ethernet frame sent to `port`; None for anything
-/// else.
-fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
-    tcp_to(frame, port).map(|(addr, tcp)| (addr, u16::from_be_bytes([tcp[0], tcp[1]])))
+fn peer_key(peer: smoltcp::wire::IpEndpoint) -> Option<PeerKey> {
+    match peer.addr {
+        IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port)),
+    }
 }
 
-/// Whether a TCP header opens a connection: SYN without ACK (nor RST).
-fn is_syn(tcp: &[u8]) -> bool {
-    const SYN: u8 = 0x02;
-    const RST: u8 = 0x04;
-    const ACK: u8 = 0x10;
-    tcp.len() >= 20 && tcp[13] & (SYN | RST | ACK) == SYN
+/// Whether a TCP/IPv4 Ethernet frame (as [`peer_of`] found it) opens a
+/// connection: SYN without ACK.
+fn is_syn(frame: &[u8]) -> bool {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let flags = frame.get(14 + ihl + 13).copied().unwrap_or(0);
+    flags & 0x12 == 0x02
 }
 
 /// A device that yields one already received frame, with the tx token that
@@ -284,10 +302,11 @@ impl Stack {
             with_room: Vec::new(),
             dirty: Vec::new(),
             routes: AHashMap::new(),
+            half_open: AHashSet::new(),
             conns: Vec::new(),
             closing: Vec::new(),
             touched: Vec::new(),
-            syns_dropped: 0,
+            stats: StackStats::default(),
         };
         stack.refill_listeners();
         stack
@@ -381,23 +400,33 @@ impl Stack {
                 shards,
                 dirty,
                 routes,
+                half_open,
                 touched,
-                syns_dropped,
+                stats,
                 ..
             } = self;
             phy::RxToken::consume(rx, |frame| {
-                let route = peer_of(frame, config.port).and_then(|key| routes.get(&key));
-                if route.is_none()
-                    && *accepting
-                    && tcp_to(frame, config.port).is_some_and(|(_, header)| is_syn(header))
-                    && !listeners
-                        .iter()
-                        .any(|&h| listen_set.get::<tcp::Socket>(h).state() == State::Listen)
-                {
-                    // Every listener is taken: no answer, so that the
-                    // client retransmits (a reset would refuse it).
-                    *syns_dropped += 1;
-                    return;
+                let peer = peer_of(frame, config.port);
+                let route = peer.and_then(|key| routes.get(&key));
+                if let (None, Some(key)) = (route, peer) {
+                    let syn = is_syn(frame);
+                    let handshaking = half_open.contains(&key);
+                    if config.shared_address && !syn && !handshaking {
+                        stats.rx_not_owned += 1;
+                        return;
+                    }
+                    if syn
+                        && !handshaking
+                        && *accepting
+                        && !listeners
+                            .iter()
+                            .any(|&h| listen_set.get::<tcp::Socket>(h).state() == State::Listen)
+                    {
+                        // Every listener is taken: no answer, so that the
+                        // client retransmits (a reset would refuse it).
+                        stats.syns_dropped += 1;
+                        return;
+                    }
                 }
                 let mut one = OneFrame {
                     frame: Some(frame),
@@ -478,12 +507,19 @@ impl Stack {
     /// replaced by a new listener. The caller binds each to a connection id.
     pub fn take_established(&mut self, into: &mut Vec<SocketHandle>) {
         into.clear();
+        self.half_open.clear();
         let mut i = 0;
         while i < self.listeners.len() {
             let handle = self.listeners[i];
-            let state = self.listen_set.get::<tcp::Socket>(handle).state();
-            match state {
-                State::Listen | State::SynReceived => i += 1,
+            let socket = self.listen_set.get::<tcp::Socket>(handle);
+            match socket.state() {
+                State::Listen => i += 1,
+                State::SynReceived => {
+                    if let Some(key) = socket.remote_endpoint().and_then(peer_key) {
+                        self.half_open.insert(key);
+                    }
+                    i += 1;
+                }
                 State::Closed => {
                     // The handshake failed (RST or timeout): listen again.
                     if self.accepting {
@@ -534,12 +570,11 @@ impl Stack {
         if entry.len >= SHARD_SIZE {
             self.with_room.pop();
         }
-        let key = match entry.sockets.get::<tcp::Socket>(handle).remote_endpoint() {
-            Some(peer) => match peer.addr {
-                IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port)),
-            },
-            None => None,
-        };
+        let key = entry
+            .sockets
+            .get::<tcp::Socket>(handle)
+            .remote_endpoint()
+            .and_then(peer_key);
         if let Some(key) = key {
             self.routes.insert(
                 key,
@@ -659,10 +694,8 @@ impl Stack {
         }
     }
 
-    /// SYNs the stack left unanswered because every listener was busy
-    /// (the clients retransmit them).
-    pub fn syns_dropped(&self) -> u64 {
-        self.syns_dropped
+    pub fn stats(&self) -> StackStats {
+        self.stats
     }
 
     /// Sockets still flushing after their connection was closed.
@@ -761,14 +794,13 @@ mod tests {
     }
 
     #[test]
-    fn only_a_bare_syn_opens_a_connection() {
-        let mut tcp = [0u8; 20];
-        tcp[13] = 0x02;
-        assert!(is_syn(&tcp));
-        assert!(!is_syn(&tcp[..13]));
-        for flags in [0x12, 0x10, 0x06, 0x04, 0x11] {
-            tcp[13] = flags;
-            assert!(!is_syn(&tcp), "{flags:#x}");
+    fn only_a_syn_without_ack_opens_a_connection() {
+        let mut syn = frame([8, 0], 6, [1, 2, 3, 4], 5, 9999);
+        syn[14 + 20 + 13] = 0x02;
+        assert!(is_syn(&syn));
+        for flags in [0x12, 0x10, 0x11, 0x00] {
+            syn[14 + 20 + 13] = flags;
+            assert!(!is_syn(&syn), "{flags:#x}");
         }
     }
 }

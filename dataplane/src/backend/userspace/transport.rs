@@ -21,6 +21,7 @@ use smoltcp::socket::tcp::State;
 
 use super::{PacketDevice, Stack, StackConfig};
 use crate::backend::{Ingress, Read, Transport, WorkerPoll, WorkerTransport, Write};
+use crate::stats::WorkerStats;
 use crate::worker::ConnId;
 
 const DEVICE: Token = Token(0);
@@ -121,24 +122,28 @@ impl<D: PacketDevice> Transport for UserspaceTransport<D> {
             self.back_off = MIN_BACK_OFF;
             return Ok(());
         }
-        let timeout = if self.device_wakes {
+        let wakes = self.device_wakes && self.device.arm_wait();
+        // The rx check after the core announced the sleep and the device
+        // armed its wake-up: a frame handed over after this wakes the fd
+        // (the event is queued at hand-over time, so it cannot be missed).
+        if self.device.rx_ready() {
+            self.device.disarm_wait();
+            return Ok(());
+        }
+        let timeout = if wakes {
             timeout
         } else {
             let sleep = timeout.min(self.back_off);
             self.back_off = (self.back_off * 2).min(MAX_BACK_OFF);
             sleep
         };
-        // The rx check after the core announced the sleep: a frame handed
-        // over after it wakes the fd (the event is queued at hand-over
-        // time, so it cannot be missed).
-        if self.device.rx_ready() {
-            return Ok(());
-        }
-        match self.poll.poll(&mut self.events, Some(timeout)) {
+        let result = match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(e),
-        }
+        };
+        self.device.disarm_wait();
+        result
     }
 
     fn has_pending(&self) -> bool {
@@ -236,10 +241,21 @@ impl<D: PacketDevice> Transport for UserspaceTransport<D> {
         self.stack.closing_count() > 0
     }
 
+    fn report(&mut self, stats: &WorkerStats) {
+        self.device.stats().report(&self.stack.stats(), stats);
+        if let Some(nic) = self.device.nic_stats() {
+            nic.report(stats);
+        }
+    }
+
     fn shutdown(&mut self, now: Instant) {
         self.stack.abort_all();
         self.stack.poll_egress(&mut self.device, now);
         self.device.flush_tx();
-        tracing::info!(stats = ?self.device.stats(), "user-space transport stopped");
+        tracing::info!(
+            device = ?self.device.stats(),
+            stack = ?self.stack.stats(),
+            "user-space transport stopped"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use blipmq_protocol::encode;
 use serde::Serialize;
 
-use super::{CloseReason, WorkerCore};
+use super::WorkerCore;
 use crate::control::protocol::{
     self, ConnectionInfo, KickResult, ReloadResult, ReloadSettings, SubscriptionInfo,
     WorkerRequest, WorkerStatus, RECORD_HEADER,
@@ -18,6 +18,7 @@ use crate::control::protocol::{
 use crate::rings::{Consumer, Producer};
 use crate::session::SessionConfig;
 use crate::stats::Counter;
+use crate::worker::connections::CloseReason;
 
 /// What an operator's kick tells the client.
 const KICK_REASON: &str = "kicked by operator";
@@ -107,7 +108,7 @@ impl WorkerCore {
             WorkerRequest::Status => to_json(&WorkerStatus {
                 worker: self.id(),
                 connections: self.conns.len(),
-                subscriptions: self.subs.len(),
+                subscriptions: self.subscriptions.len(),
                 draining: self.draining,
             }),
             WorkerRequest::Connections => to_json(&self.connection_list()),
@@ -144,7 +145,7 @@ impl WorkerCore {
         // (filter, queue) -> (subscriptions, messages delivered)
         type Key<'a> = (&'a [u8], Option<&'a [u8]>);
         let mut grouped: BTreeMap<Key<'_>, (u64, u64)> = BTreeMap::new();
-        for (_, sub) in self.subs.iter() {
+        for sub in self.subscriptions.iter() {
             let entry = grouped
                 .entry((&sub.filter, sub.queue.as_deref()))
                 .or_default();
@@ -173,7 +174,7 @@ impl WorkerCore {
             return false;
         };
         tracing::info!(conn = serial, "kicked by operator");
-        encode::put_disconnect(self.answer_buffer(cid), KICK_REASON);
+        encode::put_disconnect(self.conns.answer_buffer(cid), KICK_REASON);
         self.stats.inc(Counter::FramesOutDisconnect);
         self.start_close(cid, CloseReason::Kicked);
         true
@@ -192,6 +193,7 @@ impl WorkerCore {
             max_pings_out: settings.max_pings_out,
         });
         self.config.max_pending_bytes = settings.max_pending_bytes.min(usize::MAX as u64) as usize;
+        self.conns.set_max_pending(self.config.max_pending_bytes);
         self.config.max_connections = settings.max_connections;
         self.info = session.info_json(self.id());
         for (_, conn) in self.conns.iter_mut() {

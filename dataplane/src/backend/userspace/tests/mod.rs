@@ -68,6 +68,7 @@ fn stack_config(mac: [u8; 6], seed: u64) -> StackConfig {
         timeout: Duration::from_secs(30),
         linger: Duration::from_secs(2),
         seed: Some(seed),
+        shared_address: false,
     }
 }
 

@@ -1,15 +1,17 @@
-//! 1 GiB through the afpacket broker, intact and in order, over a clean
-//! path and over one that loses and reorders frames.
+//! 1 GiB through a user-space broker (afpacket, and dpdk on
+//! `net_af_packet`), intact and in order, over a clean path and over one
+//! that loses and reorders frames.
 //!
 //! The path: a publisher and a subscriber with kernel TCP in the client
 //! namespace, a user-space relay in a middle namespace (`impair/`: this
 //! kernel has no `sch_netem`, so loss and reordering are made there, seeded
-//! and so reproducible), `blipmqd --backend afpacket` in the broker
+//! and so reproducible), `blipmqd --backend afpacket|dpdk` in the broker
 //! namespace. Every message carries its sequence number; both ends hash
 //! every payload byte in order, and the hashes must match.
 //!
-//! Needs root and `ip netns`: without them each test prints why and passes
-//! (skips), except under CI=true, where it fails.
+//! Needs root and `ip netns` (and, for dpdk, a blipmqd built with the dpdk
+//! feature): without them each test prints why and passes (skips), except
+//! under CI=true, where it fails.
 
 mod common;
 mod impair;
@@ -18,8 +20,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::encode;
-use common::netns::{self, Lab};
-use common::{Broker, Raw, XorShift};
+use common::netns::Lab;
+use common::{Backend, Broker, Raw, XorShift};
 use impair::{Impairment, Relay, RelayStats};
 
 const PAYLOAD: usize = 16 * 1024;
@@ -46,9 +48,41 @@ const LOSS_AND_REORDER: Impairment = Impairment {
     seed: 0x5eed_0001,
 };
 
-#[test]
-fn one_gib_in_order_over_clean_relay() {
-    let Some(stats) = transfer(Impairment::NONE, Impairment::NONE, MESSAGES) else {
+macro_rules! bulk_tests {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn one_gib_in_order_over_clean_relay() {
+                clean($backend);
+            }
+
+            /// What `tc netem loss 1% reorder ...` on the client's interface
+            /// does: 1% of the frames the clients send (the publisher's data,
+            /// the subscriber's ACKs) lost, 1% reordered.
+            #[test]
+            fn one_gib_in_order_with_client_side_loss_and_reordering() {
+                client_side_loss($backend);
+            }
+
+            /// Loss and reordering in both directions, so the broker's
+            /// user-space TCP recovers the delivery stream too. Smaller:
+            /// smoltcp recovers a second loss in a window only by its
+            /// retransmission timeout (at least 1 s).
+            #[test]
+            fn bulk_in_order_with_loss_and_reordering_both_ways() {
+                both_ways_loss($backend);
+            }
+        }
+    };
+}
+
+bulk_tests!(afpacket, Backend::AfPacket);
+bulk_tests!(dpdk, Backend::Dpdk);
+
+fn clean(backend: Backend) {
+    let Some(stats) = transfer(backend, Impairment::NONE, Impairment::NONE, MESSAGES) else {
         return;
     };
     for dir in [stats.client_to_broker, stats.broker_to_client] {
@@ -56,12 +90,8 @@ fn one_gib_in_order_over_clean_relay() {
     }
 }
 
-/// What `tc netem loss 1% reorder ...` on the client's interface does: 1%
-/// of the frames the clients send (the publisher's data, the subscriber's
-/// ACKs) lost, 1% reordered.
-#[test]
-fn one_gib_in_order_with_client_side_loss_and_reordering() {
-    let Some(stats) = transfer(LOSS_AND_REORDER, Impairment::NONE, MESSAGES) else {
+fn client_side_loss(backend: Backend) {
+    let Some(stats) = transfer(backend, LOSS_AND_REORDER, Impairment::NONE, MESSAGES) else {
         return;
     };
     let dir = stats.client_to_broker;
@@ -71,12 +101,13 @@ fn one_gib_in_order_with_client_side_loss_and_reordering() {
     );
 }
 
-/// Loss and reordering in both directions, so the broker's user-space TCP
-/// recovers the delivery stream too. Smaller: smoltcp recovers a second
-/// loss in a window only by its retransmission timeout (at least 1 s).
-#[test]
-fn bulk_in_order_with_loss_and_reordering_both_ways() {
-    let Some(stats) = transfer(LOSS_AND_REORDER, LOSS_AND_REORDER, BOTH_WAYS_MESSAGES) else {
+fn both_ways_loss(backend: Backend) {
+    let Some(stats) = transfer(
+        backend,
+        LOSS_AND_REORDER,
+        LOSS_AND_REORDER,
+        BOTH_WAYS_MESSAGES,
+    ) else {
         return;
     };
     for dir in [stats.client_to_broker, stats.broker_to_client] {
@@ -98,16 +129,17 @@ fn messages(default: u64) -> u64 {
 /// the subscriber; returns the relay's counters, or None (skipped) without
 /// a lab.
 fn transfer(
+    backend: Backend,
     client_to_broker: Impairment,
     broker_to_client: Impairment,
     messages_by_default: u64,
 ) -> Option<RelayStats> {
-    if !netns::available() {
+    if !backend.available() {
         return None;
     }
     let count = messages(messages_by_default);
     let lab = Lab::with_relay().expect("a netns lab with a relay");
-    let broker = Broker::start_in_lab(lab, 1, CONFIG);
+    let broker = Broker::start_in_lab_on(backend, lab, 1, CONFIG);
     let relay = Relay::start(
         broker.lab().expect("lab"),
         client_to_broker,
@@ -165,7 +197,7 @@ fn transfer(
     let stats = relay.finish();
     let mib = (count * PAYLOAD as u64) as f64 / (1024.0 * 1024.0);
     eprintln!(
-        "afpacket bulk, client to broker {client_to_broker:?}, broker to client {broker_to_client:?}: {mib:.0} MiB in {elapsed:.2?} = {:.1} MiB/s; relay: {stats:?}",
+        "{backend:?} bulk, client to broker {client_to_broker:?}, broker to client {broker_to_client:?}: {mib:.0} MiB in {elapsed:.2?} = {:.1} MiB/s; relay: {stats:?}",
         mib / elapsed.as_secs_f64()
     );
     assert_eq!(

@@ -1,0 +1,390 @@
+//! A worker's connections and their queues: each one's session, unread
+//! input, outbound queue, held answers and close state; the pool of large
+//! payloads the queues share; and the lists that say which connections need
+//! the backend (dirty), wait for ring room, or hold answers behind a barrier.
+//!
+//! A part of its own so that a delivery can write into the queues while the
+//! subscription index is borrowed for the message's matches.
+
+use std::ops::{Index, IndexMut};
+use std::time::Instant;
+
+use blipmq_protocol::encode;
+use slab::Slab;
+
+use super::answers::HeldAnswers;
+use super::core::ConnId;
+use super::outbound::Outbound;
+use super::payloads::SharedPayloads;
+use crate::session::{Session, Tick};
+use crate::stats::{Counter, WorkerStats};
+
+/// An empty input buffer larger than this gives its memory back at the next
+/// tick (not on every drain, which made a streaming publisher allocate
+/// again on every read).
+const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
+
+/// Why a connection does not process its input now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    None,
+    /// A PUBLISH waits for room in a ring (backpressure).
+    Room,
+}
+
+pub(super) struct Conn {
+    pub(super) session: Session,
+    /// Received bytes not yet decoded; the backend appends to it.
+    pub(super) input: Vec<u8>,
+    pub(super) output: Outbound,
+    /// Answers waiting for a barrier, and every answer after them.
+    pub(super) held: HeldAnswers,
+    pub(super) wait: Wait,
+    /// Pushed records to other workers since its last answer.
+    pub(super) unsynced: bool,
+    /// Set when the connection is on its way out: close once the output is
+    /// flushed, or at this deadline.
+    pub(super) closing: Option<Instant>,
+    /// Cut off as a slow consumer: messages for it are counted as dropped.
+    pub(super) slow: bool,
+    /// Why it closes, for the statistics; an I/O error unless a close began.
+    pub(super) close_reason: CloseReason,
+    /// Listed in [`DirtyList`].
+    dirty: bool,
+    /// What operators see (`blipmqctl conns`).
+    pub(super) info: ConnMeta,
+}
+
+/// A connection's identity and traffic, for the control plane only.
+pub(super) struct ConnMeta {
+    /// Unique in the broker: `serial % workers` is this worker's id.
+    pub(super) serial: u64,
+    pub(super) peer: Option<std::net::SocketAddr>,
+    pub(super) accepted: Instant,
+    pub(super) msgs_in: u64,
+    pub(super) msgs_out: u64,
+}
+
+/// Why a connection closed: each reason has its counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloseReason {
+    Client,
+    Error,
+    SlowConsumer,
+    Stale,
+    Drain,
+    Kicked,
+}
+
+impl CloseReason {
+    pub(super) fn counter(self) -> Counter {
+        match self {
+            CloseReason::Client => Counter::ConnectionsClosedClient,
+            CloseReason::Error => Counter::ConnectionsClosedError,
+            CloseReason::SlowConsumer => Counter::ConnectionsClosedSlowConsumer,
+            CloseReason::Stale => Counter::ConnectionsClosedStale,
+            CloseReason::Drain => Counter::ConnectionsClosedDrain,
+            CloseReason::Kicked => Counter::ConnectionsClosedKicked,
+        }
+    }
+}
+
+/// Connections with output or a pending close since the backend last took
+/// the list, each listed once.
+#[derive(Default)]
+pub(super) struct DirtyList(Vec<ConnId>);
+
+impl DirtyList {
+    pub(super) fn mark(&mut self, cid: ConnId, conn: &mut Conn) {
+        if !conn.dirty {
+            conn.dirty = true;
+            self.0.push(cid);
+        }
+    }
+}
+
+pub(super) struct Connections {
+    slab: Slab<Conn>,
+    /// Large payloads shared by several of the queues.
+    payloads: SharedPayloads,
+    dirty: DirtyList,
+    /// Connections whose PUBLISH waits for ring room ([`Wait::Room`]).
+    waiting: Vec<ConnId>,
+    /// An empty list with capacity, swapped with `waiting` on each pass.
+    waiting_spare: Vec<ConnId>,
+    /// Connections that stopped waiting: the backend reads them again.
+    resumed: Vec<ConnId>,
+    /// Connections with answers held behind a barrier.
+    holding: Vec<ConnId>,
+    /// Queued bytes past which a subscriber is cut off as a slow consumer.
+    max_pending: usize,
+    /// The next accepted connection's [`ConnMeta::serial`]; serials step by
+    /// the number of workers, so that each worker's are its own.
+    next_serial: u64,
+    serial_step: u64,
+}
+
+impl Connections {
+    pub(super) fn new(max_pending: usize, worker: usize, workers: usize) -> Connections {
+        Connections {
+            slab: Slab::new(),
+            payloads: SharedPayloads::default(),
+            dirty: DirtyList::default(),
+            waiting: Vec::new(),
+            waiting_spare: Vec::new(),
+            resumed: Vec::new(),
+            holding: Vec::new(),
+            max_pending,
+            next_serial: worker as u64,
+            serial_step: workers as u64,
+        }
+    }
+
+    pub(super) fn insert(&mut self, session: Session, now: Instant) -> ConnId {
+        let conn = Conn {
+            session,
+            input: Vec::new(),
+            output: Outbound::default(),
+            held: HeldAnswers::default(),
+            wait: Wait::None,
+            unsynced: false,
+            closing: None,
+            slow: false,
+            close_reason: CloseReason::Error,
+            dirty: false,
+            info: ConnMeta {
+                serial: self.next_serial,
+                peer: None,
+                accepted: now,
+                msgs_in: 0,
+                msgs_out: 0,
+            },
+        };
+        self.next_serial += self.serial_step;
+        self.slab.insert(conn)
+    }
+
+    /// Forgets the connection; its queue's shared payloads are released.
+    pub(super) fn remove(&mut self, cid: ConnId) -> Conn {
+        let mut conn = self.slab.remove(cid);
+        conn.output.release_all(&mut self.payloads);
+        if conn.held.is_holding() {
+            self.holding.retain(|&c| c != cid);
+        }
+        conn
+    }
+
+    pub(super) fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    pub(super) fn set_max_pending(&mut self, max_pending: usize) {
+        self.max_pending = max_pending;
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(super) fn contains(&self, cid: ConnId) -> bool {
+        self.slab.contains(cid)
+    }
+
+    pub(super) fn get_mut(&mut self, cid: ConnId) -> Option<&mut Conn> {
+        self.slab.get_mut(cid)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
+        self.slab.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Conn)> {
+        self.slab.iter_mut()
+    }
+
+    /// A connection and what writing into its queue also takes: the shared
+    /// payloads and the dirty list.
+    pub(super) fn queue(
+        &mut self,
+        cid: ConnId,
+    ) -> (&mut Conn, &mut SharedPayloads, &mut DirtyList) {
+        (&mut self.slab[cid], &mut self.payloads, &mut self.dirty)
+    }
+
+    /// The pool of payloads shared by several queues.
+    pub(super) fn payloads_mut(&mut self) -> &mut SharedPayloads {
+        &mut self.payloads
+    }
+
+    pub(super) fn shared_payloads_in_use(&self) -> usize {
+        self.payloads.live()
+    }
+
+    pub(super) fn mark_dirty(&mut self, cid: ConnId) {
+        self.dirty.mark(cid, &mut self.slab[cid]);
+    }
+
+    /// See [`WorkerCore::take_dirty`](super::WorkerCore::take_dirty).
+    pub(super) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.dirty.0);
+        for &cid in into.iter() {
+            if let Some(conn) = self.slab.get_mut(cid) {
+                conn.dirty = false;
+            }
+        }
+    }
+
+    /// Closes the connection once flushed, or at `deadline`; a close already
+    /// begun keeps its deadline and reason.
+    pub(super) fn start_close(&mut self, cid: ConnId, reason: CloseReason, deadline: Instant) {
+        let conn = &mut self.slab[cid];
+        if conn.closing.is_none() {
+            conn.closing = Some(deadline);
+            conn.close_reason = reason;
+        }
+        self.mark_dirty(cid);
+    }
+
+    /// Output queued for the connection: see [`WorkerCore::output`](super::WorkerCore::output).
+    pub(super) fn output(&self, cid: ConnId) -> &[u8] {
+        self.slab[cid].output.front(&self.payloads)
+    }
+
+    pub(super) fn output_vectored<'a>(
+        &'a self,
+        cid: ConnId,
+        slices: &mut [std::io::IoSlice<'a>],
+    ) -> usize {
+        self.slab[cid].output.gather(&self.payloads, slices)
+    }
+
+    pub(super) fn on_output_written(&mut self, cid: ConnId, written: usize) {
+        self.slab[cid].output.advance(written, &mut self.payloads);
+    }
+
+    /// Where the connection's next answer (OK, PONG, ERROR, DISCONNECT)
+    /// goes: behind the held ones, if any.
+    pub(super) fn answer_buffer(&mut self, cid: ConnId) -> &mut Vec<u8> {
+        let conn = &mut self.slab[cid];
+        if conn.held.is_holding() {
+            conn.held.buffer()
+        } else {
+            conn.output.frames()
+        }
+    }
+
+    /// Holds the connection's next answer, and every one after it, until
+    /// barrier `ticket` is done.
+    pub(super) fn hold_answers(&mut self, cid: ConnId, ticket: u64) {
+        let conn = &mut self.slab[cid];
+        conn.unsynced = false;
+        if !conn.held.is_holding() {
+            self.holding.push(cid);
+        }
+        conn.held.hold_until(ticket);
+    }
+
+    /// Moves answers whose barriers passed (every ticket up to `done`) into
+    /// their connections' output.
+    pub(super) fn release_answers(&mut self, done: u64) {
+        self.holding.retain(|&cid| {
+            let conn = &mut self.slab[cid];
+            if conn.held.release(done, conn.output.frames()) {
+                self.dirty.mark(cid, conn);
+            }
+            conn.held.is_holding()
+        });
+    }
+
+    /// The connection's PUBLISH waits for room in a ring.
+    pub(super) fn wait_for_room(&mut self, cid: ConnId) {
+        self.slab[cid].wait = Wait::Room;
+        self.waiting.push(cid);
+    }
+
+    pub(super) fn awaits_room(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// The connections waiting for ring room, to retry, in a list to hand
+    /// back with [`retried`](Self::retried).
+    pub(super) fn take_waiting(&mut self) -> Vec<ConnId> {
+        // Swap in the spare list, so that a connection that keeps waiting
+        // (a publisher stalled on a full ring) costs no allocation per turn.
+        let spare = std::mem::take(&mut self.waiting_spare);
+        std::mem::replace(&mut self.waiting, spare)
+    }
+
+    pub(super) fn retried(&mut self, mut list: Vec<ConnId>) {
+        list.clear();
+        self.waiting_spare = list;
+    }
+
+    /// Ends the connection's wait for ring room; false for a stale entry of
+    /// [`take_waiting`](Self::take_waiting): the connection closed and its
+    /// slot may have been reused. (Kept, it would keep the worker awaiting
+    /// peers.)
+    pub(super) fn stop_waiting(&mut self, cid: ConnId) -> bool {
+        match self.slab.get_mut(cid) {
+            Some(conn) if conn.wait == Wait::Room => {
+                conn.wait = Wait::None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection stopped waiting with input the backend may have left
+    /// in its socket.
+    pub(super) fn resumed(&mut self, cid: ConnId) {
+        self.resumed.push(cid);
+    }
+
+    pub(super) fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.resumed);
+    }
+
+    /// The connections' share of a tick: buffers trimmed, closes past their
+    /// deadline listed dirty, server PINGs queued. Returns the connections
+    /// that went stale (no PONG).
+    pub(super) fn on_tick(&mut self, now: Instant, stats: &WorkerStats) -> Vec<ConnId> {
+        let mut stale = Vec::new();
+        for (cid, conn) in self.slab.iter_mut() {
+            conn.output.trim();
+            if conn.input.is_empty() && conn.input.capacity() > IDLE_INPUT_CAPACITY {
+                conn.input = Vec::new();
+            }
+            if let Some(deadline) = conn.closing {
+                if now >= deadline {
+                    self.dirty.mark(cid, conn);
+                }
+                continue;
+            }
+            match conn.session.on_tick(now) {
+                Tick::Nothing => {}
+                Tick::SendPing => {
+                    encode::put_ping(conn.output.frames());
+                    stats.inc(Counter::FramesOutPing);
+                    self.dirty.mark(cid, conn);
+                }
+                Tick::Stale => stale.push(cid),
+            }
+        }
+        stale
+    }
+}
+
+impl Index<ConnId> for Connections {
+    type Output = Conn;
+
+    fn index(&self, cid: ConnId) -> &Conn {
+        &self.slab[cid]
+    }
+}
+
+impl IndexMut<ConnId> for Connections {
+    fn index_mut(&mut self, cid: ConnId) -> &mut Conn {
+        &mut self.slab[cid]
+    }
+}
