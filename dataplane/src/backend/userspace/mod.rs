@@ -9,13 +9,20 @@
 //!   connection ids.
 //! * [`transport::UserspaceTransport`]: the backend [`Transport`] over the
 //!   stack, which the one worker loop ([`crate::backend::driver`]) drives.
+//! * [`memory::MemoryDevice`]: an in-memory Ethernet link with seeded
+//!   faults, on which the tests run the stack and whole workers on
+//!   simulated time.
 //!
 //! [`WorkerCore`]: crate::worker::WorkerCore
 //! [`Transport`]: crate::backend::Transport
 
 pub mod checksum;
+pub mod memory;
 pub mod stack;
 pub mod transport;
+
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::RawFd;
 

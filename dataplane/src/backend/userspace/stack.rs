@@ -6,10 +6,14 @@
 //! connection when a SYN arrives. So the stack keeps `listeners` sockets in
 //! the LISTEN state at all times: each time one of them takes a SYN, a new
 //! listening socket is added in the same loop iteration, so a burst of up
-//! to `listeners` simultaneous SYNs is answered (more are reset by smoltcp
-//! and retried by the client). A socket that completes the handshake is
-//! handed to the worker, which gets a connection id from the core
-//! ([`Stack::bind`]); one that fails it (RST, timeout) listens again.
+//! to `listeners` simultaneous SYNs is answered. Past that, up to
+//! 4 × `listeners` handshakes may be half-open; a SYN that finds no socket
+//! listening is dropped unanswered, as a kernel drops a SYN its full queue
+//! cannot take, and the client's SYN retransmission comes back for it
+//! (smoltcp would reset it: the client's connect would fail, refused). A
+//! socket that completes the handshake is handed to the worker, which gets
+//! a connection id from the core ([`Stack::bind`]); one that fails it (RST,
+//! timeout) listens again.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -44,6 +48,10 @@ pub struct StackConfig {
     /// How long a closed connection's socket may go on sending its last
     /// bytes and FIN before it is aborted.
     pub linger: Duration,
+    /// Seeds smoltcp's random numbers (initial sequence numbers, IP ids);
+    /// None: from the clock and the pid. Tests on simulated time fix it so
+    /// that a run replays byte for byte.
+    pub seed: Option<u64>,
     /// Other workers' stacks own connections on the same address: a segment
     /// of an unknown connection may be theirs, so it is dropped (and
     /// counted) instead of reset. Only SYNs open connections here.
@@ -66,6 +74,7 @@ impl StackConfig {
             listeners: 64,
             timeout: Duration::from_secs(30),
             linger: config.server.drain_timeout,
+            seed: None,
             shared_address: false,
         }
     }
@@ -112,6 +121,9 @@ pub struct StackStats {
     /// TCP segments of connections this stack does not own (another
     /// worker's, with `shared_address`), dropped rather than reset.
     pub rx_not_owned: u64,
+    /// SYNs left unanswered because every listener was taken (the clients
+    /// retransmit them).
+    pub syns_dropped: u64,
 }
 
 /// A socket the core closed, still sending its last bytes and FIN.
@@ -262,11 +274,12 @@ impl Stack {
         let epoch = now;
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
         // Initial sequence numbers and ports come from this seed.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (u64::from(std::process::id()) << 32);
-        iface_config.random_seed = seed;
+        iface_config.random_seed = config.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ (u64::from(std::process::id()) << 32)
+        });
         let caps = device.capabilities();
         let mut iface = Interface::new(iface_config, device, timestamp(epoch, now));
         iface.update_ip_addrs(|addrs| {
@@ -381,7 +394,9 @@ impl Stack {
                 iface,
                 caps,
                 listen_set,
+                listeners,
                 listen_dirty,
+                accepting,
                 shards,
                 dirty,
                 routes,
@@ -394,9 +409,22 @@ impl Stack {
                 let peer = peer_of(frame, config.port);
                 let route = peer.and_then(|key| routes.get(&key));
                 if let (None, Some(key)) = (route, peer) {
-                    let ours = is_syn(frame) || half_open.contains(&key);
-                    if config.shared_address && !ours {
+                    let syn = is_syn(frame);
+                    let handshaking = half_open.contains(&key);
+                    if config.shared_address && !syn && !handshaking {
                         stats.rx_not_owned += 1;
+                        return;
+                    }
+                    if syn
+                        && !handshaking
+                        && *accepting
+                        && !listeners
+                            .iter()
+                            .any(|&h| listen_set.get::<tcp::Socket>(h).state() == State::Listen)
+                    {
+                        // Every listener is taken: no answer, so that the
+                        // client retransmits (a reset would refuse it).
+                        stats.syns_dropped += 1;
                         return;
                     }
                 }
@@ -731,7 +759,7 @@ impl Stack {
 
 #[cfg(test)]
 mod tests {
-    use super::peer_of;
+    use super::{is_syn, peer_of};
 
     fn frame(ethertype: [u8; 2], proto: u8, src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20];
@@ -763,5 +791,16 @@ mod tests {
         options[38..40].copy_from_slice(&7u16.to_be_bytes());
         options[40..42].copy_from_slice(&9999u16.to_be_bytes());
         assert_eq!(peer_of(&options, 9999), Some((0x0102_0304, 7)));
+    }
+
+    #[test]
+    fn only_a_syn_without_ack_opens_a_connection() {
+        let mut syn = frame([8, 0], 6, [1, 2, 3, 4], 5, 9999);
+        syn[14 + 20 + 13] = 0x02;
+        assert!(is_syn(&syn));
+        for flags in [0x12, 0x10, 0x11, 0x00] {
+            syn[14 + 20 + 13] = flags;
+            assert!(!is_syn(&syn), "{flags:#x}");
+        }
     }
 }
