@@ -48,9 +48,26 @@ fn available() -> bool {
     true
 }
 
-/// A file prefix of this test's own.
-fn prefix(what: &str) -> String {
-    format!("bq-life-{what}-{}", std::process::id())
+/// A file prefix of this test's own; its runtime directory is removed when
+/// the value goes, so that a failed test (whose broker was killed) leaves
+/// nothing behind either. The assertions check it is gone before that.
+struct Prefix(String);
+
+impl std::ops::Deref for Prefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(dpdk_runtime_dir(&self.0));
+    }
+}
+
+fn prefix(what: &str) -> Prefix {
+    Prefix(format!("bq-life-{what}-{}", std::process::id()))
 }
 
 /// `blipmqd --backend dpdk` on net_null with `extra` EAL arguments.
