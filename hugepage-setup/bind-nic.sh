@@ -5,6 +5,9 @@
 # is not a PCI network device (veth, lo, bridges, USB NICs).
 set -euo pipefail
 
+# shellcheck source=common.sh source-path=SCRIPTDIR
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+
 PROG=${0##*/}
 # For tests only: another root for sysfs (a fake tree); /sys normally.
 SYS=${BLIPMQ_SYSFS:-/sys}
@@ -13,8 +16,6 @@ DEVBIND=${DPDK_DEVBIND:-dpdk-devbind.py}
 DPDK_DRIVER=vfio-pci
 NOIOMMU_PARAM=module/vfio/parameters/enable_unsafe_noiommu_mode
 
-EXIT_FAIL=1
-EXIT_USAGE=2
 
 usage() {
     cat <<EOF
@@ -72,49 +73,12 @@ Exit status: 0 done, 1 failed or refused, 2 usage error. Binding needs root.
 EOF
 }
 
-usage_error() {
-    printf '%s: %s\n' "$PROG" "$1" >&2
-    printf "Try '%s --help'.\n" "$PROG" >&2
-    exit "$EXIT_USAGE"
-}
 
-die() {
-    printf '%s: %s\n' "$PROG" "$1" >&2
-    exit "$EXIT_FAIL"
-}
 
-warn() { printf '%s: warning: %s\n' "$PROG" "$1" >&2; }
 
-DRY_RUN=""
 
-# act CMD...: prints and runs CMD.
-act() {
-    if [ -n "$DRY_RUN" ]; then
-        printf 'dry-run: %s\n' "$*"
-        return 0
-    fi
-    printf 'run: %s\n' "$*"
-    "$@"
-}
 
-# write_sys VALUE FILE
-write_sys() {
-    local value=$1 file=$2 error
-    if [ -n "$DRY_RUN" ]; then
-        printf 'dry-run: echo %s > %s\n' "$value" "$file"
-        return 0
-    fi
-    printf 'run: echo %s > %s\n' "$value" "$file"
-    if ! error=$( { printf '%s\n' "$value" >"$file"; } 2>&1); then
-        die "cannot write $value to $file: ${error##*: }"
-    fi
-}
 
-need_root() {
-    [ -n "$DRY_RUN" ] && return 0
-    [ "$SYS" != /sys ] && return 0
-    [ "$(id -u)" = 0 ] || die "$1 needs root; try: sudo $0 ... (or --dry-run, --check)"
-}
 
 PCI_RE='^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$'
 SHORT_PCI_RE='^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$'

@@ -8,14 +8,15 @@
 # and the record of what it changed, so that --release gives back exactly that.
 set -euo pipefail
 
+# shellcheck source=common.sh source-path=SCRIPTDIR
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+
 PROG=${0##*/}
 # For tests only: another root for sysfs (a fake tree); /sys normally.
 SYS=${BLIPMQ_SYSFS:-/sys}
 STATE_DIR=${BLIPMQ_HUGEPAGES_STATE_DIR:-/run/blipmq-hugepages}
 DEFAULT_MOUNT=/dev/hugepages
 
-EXIT_FAIL=1
-EXIT_USAGE=2
 EXIT_SHORT=3
 
 usage() {
@@ -74,18 +75,8 @@ Examples:
 EOF
 }
 
-usage_error() {
-    printf '%s: %s\n' "$PROG" "$1" >&2
-    printf "Try '%s --help'.\n" "$PROG" >&2
-    exit "$EXIT_USAGE"
-}
 
-die() {
-    printf '%s: %s\n' "$PROG" "$1" >&2
-    exit "${2:-$EXIT_FAIL}"
-}
 
-warn() { printf '%s: warning: %s\n' "$PROG" "$1" >&2; }
 
 # to_kb SIZE: SIZE (2M, 1G, 2048K, 2048kB, 512MiB) in KiB on stdout; fails
 # on anything else (a bare number has no unit and is refused).
@@ -242,36 +233,9 @@ files_in() {
 # ---------------------------------------------------------------------------
 # Actions: printed always; made unless --dry-run.
 
-DRY_RUN=""
 
-# act CMD...: prints and runs CMD.
-act() {
-    if [ -n "$DRY_RUN" ]; then
-        printf 'dry-run: %s\n' "$*"
-        return 0
-    fi
-    printf 'run: %s\n' "$*"
-    "$@"
-}
 
-# write_sys VALUE FILE: the one way this script writes to sysfs.
-write_sys() {
-    local value=$1 file=$2 error
-    if [ -n "$DRY_RUN" ]; then
-        printf 'dry-run: echo %s > %s\n' "$value" "$file"
-        return 0
-    fi
-    printf 'run: echo %s > %s\n' "$value" "$file"
-    if ! error=$( { printf '%s\n' "$value" >"$file"; } 2>&1); then
-        die "cannot write $value to $file: ${error##*: }"
-    fi
-}
 
-need_root() {
-    [ -n "$DRY_RUN" ] && return 0
-    [ "$SYS" != /sys ] && return 0
-    [ "$(id -u)" = 0 ] || die "$1 needs root (writes sysfs and mounts); try: sudo $0 ... (or --dry-run, --check)"
-}
 
 # Serialises this script's read-modify-write of the pools and its records.
 take_lock() {
@@ -492,7 +456,7 @@ reserve() {
     else
         pages=$PAGES
     fi
-    need_root "reserving hugepages"
+    need_root "reserving hugepages" " (writes sysfs and mounts)"
     file=$(pool_file "$kb" "$NODE")
     [ -e "$file" ] || die "no $file"
     where=${NODE:+ on node $NODE}
@@ -526,7 +490,7 @@ reserve() {
 }
 
 release() {
-    need_root "releasing hugepages"
+    need_root "releasing hugepages" " (writes sysfs and mounts)"
     take_lock
     local status=0 dir fstype kb users made dirs=() busy=() recorded
     # Which mounts: --mount DIR, else those this script mounted (not those it

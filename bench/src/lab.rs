@@ -6,6 +6,7 @@
 //!   netns "bqbench-b-PID"                       netns "bqbench-c-PID"
 //!   bqbbPID (broker end)        <--veth-->      bqbcPID  198.18.X.1/24
 //!   afpacket: no kernel address, blipmqd owns 198.18.X.2 in user space
+//!   dpdk:     the same, through DPDK's net_af_packet driver
 //!   kernel:   198.18.X.2/24 as a kernel address, blipmqd listens on it
 //! ```
 //!
@@ -13,8 +14,11 @@
 //! clients open their sockets from the client namespace: the main thread
 //! enters it ([`VethLab::enter_client`]) before any client thread is
 //! spawned, and threads inherit the namespace of the thread that spawns
-//! them. Both backends go through the same pair, with the same offloads
-//! (veth's defaults).
+//! them. Every backend goes through the same pair. The client end keeps
+//! veth's default offloads (checksum offload, TSO/GSO), except for dpdk
+//! runs: DPDK's af_packet driver neither completes partial checksums nor
+//! takes GSO frames, so they are off while a dpdk broker runs
+//! ([`VethLab::set_client_offloads`]).
 //!
 //! The namespaces are deleted on drop and, through a registry, by the
 //! bench's signal handler ([`delete_registered`]); deleting the broker
@@ -72,6 +76,10 @@ pub enum Backend {
     Kernel,
     /// blipmqd's user-space TCP over an AF_PACKET socket on the interface.
     Afpacket,
+    /// blipmqd's user-space TCP on a DPDK port: DPDK's net_af_packet
+    /// driver on the interface, a queue pair per worker (a blipmqd built
+    /// with the dpdk feature).
+    Dpdk,
 }
 
 impl Backend {
@@ -79,7 +87,14 @@ impl Backend {
         match self {
             Backend::Kernel => "kernel",
             Backend::Afpacket => "afpacket",
+            Backend::Dpdk => "dpdk",
         }
+    }
+
+    /// Whether blipmqd owns the address in user space (no kernel address
+    /// on its veth end).
+    pub fn is_userspace(self) -> bool {
+        self != Backend::Kernel
     }
 }
 
@@ -115,6 +130,8 @@ pub struct VethLab {
     pub prefix: u8,
     /// Does the broker end carry `broker_ip` as a kernel address now?
     kernel_address: bool,
+    /// Are the client end's checksum and segmentation offloads on now?
+    client_offloads: bool,
 }
 
 impl VethLab {
@@ -135,6 +152,7 @@ impl VethLab {
             client_ip: Ipv4Addr::new(198, 18, subnet, 1),
             prefix: 24,
             kernel_address: false,
+            client_offloads: true,
         };
         // From here on, `lab`'s Drop removes whatever was made.
         lab.build()?;
@@ -197,6 +215,30 @@ impl VethLab {
         Ok(())
     }
 
+    /// Turns the client end's checksum and segmentation offloads on
+    /// (veth's defaults) or off (for DPDK's af_packet driver).
+    pub fn set_client_offloads(&mut self, on: bool) -> Result<()> {
+        if on == self.client_offloads {
+            return Ok(());
+        }
+        let state = if on { "on" } else { "off" };
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.client_ns, "ethtool", "-K"])
+            .args([&self.client_if, "tx", state, "tso", state, "gso", state])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run ethtool")?;
+        if !output.status.success() {
+            bail!(
+                "ethtool -K {} tx/tso/gso {state}: {}",
+                self.client_if,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        self.client_offloads = on;
+        Ok(())
+    }
+
     pub fn target(&self, backend: Backend) -> LabTarget {
         LabTarget {
             backend,
@@ -224,7 +266,7 @@ impl VethLab {
     /// One line for the report.
     pub fn describe(&self) -> String {
         format!(
-            "veth pair {} (netns {}, broker {}) <-> {} (netns {}, clients {}/{}), veth default offloads",
+            "veth pair {} (netns {}, broker {}) <-> {} (netns {}, clients {}/{}), veth default offloads (client offloads off for dpdk)",
             self.broker_if,
             self.broker_ns,
             self.broker_ip,

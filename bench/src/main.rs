@@ -96,15 +96,17 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     blipmqctl: Option<PathBuf>,
 
-    /// blipmqd's backend. kernel: on 127.0.0.1, as always. afpacket: BlipMQ
-    /// only, through a veth pair (root): blipmqd in one network namespace
-    /// owning 198.18.X.2 in user space, the clients in another; each run
-    /// twice, the second with its syscalls counted
+    /// blipmqd's backend. kernel: on 127.0.0.1, as always. afpacket, dpdk:
+    /// BlipMQ only, through a veth pair (root): blipmqd in one network
+    /// namespace owning 198.18.X.2 in user space (dpdk: through DPDK's
+    /// net_af_packet driver; needs a blipmqd built with the dpdk feature),
+    /// the clients in another; each run twice, the second with its
+    /// syscalls counted
     #[arg(long, value_enum, default_value = "kernel")]
     backend: lab::Backend,
 
-    /// BlipMQ only: the kernel and afpacket backends through the same veth
-    /// pair, side by side (default scenarios tp-1x1-128B, tp-1x4-1KiB,
+    /// BlipMQ only: the kernel, afpacket and dpdk backends through the same
+    /// veth pair, side by side (default scenarios tp-1x1-128B, tp-1x4-1KiB,
     /// tp-1x1-16KiB, lat-10k), with the broker's syscalls per 1,000
     /// delivered messages from a second run of each
     #[arg(long)]
@@ -119,7 +121,7 @@ struct Cli {
 /// 1 → 1 and one fan-out with larger messages.
 const STATS_WATCH_SCENARIOS: [&str; 2] = ["tp-1x1-128B", "tp-1x4-1KiB"];
 
-/// Scenarios of the veth lab (--backend afpacket, --veth-compare) when
+/// Scenarios of the veth lab (--backend afpacket|dpdk, --veth-compare) when
 /// none are named.
 const VETH_SCENARIOS: [&str; 4] = ["tp-1x1-128B", "tp-1x4-1KiB", "tp-1x1-16KiB", "lat-10k"];
 
@@ -384,16 +386,20 @@ fn run(cli: Cli) -> Result<i32> {
         kinds = vec![BrokerKind::Blipmq];
     }
     let lab_backends: Vec<lab::Backend> = if cli.veth_compare {
-        vec![lab::Backend::Kernel, lab::Backend::Afpacket]
-    } else if cli.backend == lab::Backend::Afpacket {
-        vec![lab::Backend::Afpacket]
+        vec![
+            lab::Backend::Kernel,
+            lab::Backend::Afpacket,
+            lab::Backend::Dpdk,
+        ]
+    } else if cli.backend.is_userspace() {
+        vec![cli.backend]
     } else {
         Vec::new()
     };
     let in_lab = !lab_backends.is_empty();
     if in_lab {
         if cli.stats_watch_overhead {
-            bail!("--stats-watch-overhead runs on 127.0.0.1: leave out --backend afpacket / --veth-compare");
+            bail!("--stats-watch-overhead runs on 127.0.0.1: leave out --backend afpacket|dpdk / --veth-compare");
         }
         // Only blipmqd has backends.
         kinds = vec![BrokerKind::Blipmq];
@@ -511,9 +517,11 @@ fn run(cli: Cli) -> Result<i32> {
                     if in_lab {
                         format!(
                             "; backends: {} (afpacket: --backend afpacket --interface IF --ip 198.18.X.2/24 \
-                             --listen 0.0.0.0:{}; kernel: --listen 198.18.X.2:0)",
+                             --listen 0.0.0.0:{port}; dpdk: --backend dpdk --ip 198.18.X.2/24 --listen 0.0.0.0:{port} \
+                             -- --no-pci --no-huge -m 512 --vdev=net_af_packet0,iface=IF,qpairs=WORKERS; \
+                             kernel: --listen 198.18.X.2:0)",
                             lab_backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
-                            lab::AFPACKET_PORT
+                            port = lab::AFPACKET_PORT
                         )
                     } else {
                         String::new()
@@ -611,7 +619,8 @@ fn run(cli: Cli) -> Result<i32> {
         ));
         current.set_message("");
         if let (Some(veth_lab), Some(target)) = (veth_lab.as_mut(), &planned.settings.lab) {
-            veth_lab.set_kernel_address(target.backend == lab::Backend::Kernel)?;
+            veth_lab.set_kernel_address(!target.backend.is_userspace())?;
+            veth_lab.set_client_offloads(target.backend != lab::Backend::Dpdk)?;
         }
         let mut result = scenarios::run(
             &planned.scenario,

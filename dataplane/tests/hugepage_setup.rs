@@ -1241,9 +1241,16 @@ fn scripts_are_shellcheck_clean() {
         return;
     };
     assert!(output.status.success());
-    let paths = [script("hugepages.sh"), script("bind-nic.sh")];
+    let paths = [
+        script("hugepages.sh"),
+        script("bind-nic.sh"),
+        script("common.sh"),
+    ];
     let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    // -x: follow the scripts' `. common.sh`.
+    let args: Vec<&str> = std::iter::once("-x")
+        .chain(paths.iter().map(String::as_str))
+        .collect();
     let run = run_cmd(Path::new("shellcheck"), &args, &[]);
     assert_eq!(
         run.code,

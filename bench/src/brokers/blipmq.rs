@@ -71,6 +71,13 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
                         .arg("--listen")
                         .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
                 }
+                Backend::Dpdk => {
+                    command
+                        .args(["--backend", "dpdk"])
+                        .args(["--ip", &lab.broker_cidr()])
+                        .arg("--listen")
+                        .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
+                }
             }
             command
         }
@@ -83,6 +90,22 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?);
+    if let Some(lab) = settings.lab.as_ref().filter(|lab| lab.backend == Backend::Dpdk) {
+        // DPDK's EAL arguments, last: the lab's veth end through
+        // net_af_packet, a queue pair per worker, no hugepages.
+        command.arg("--").args([
+            "--no-pci".to_string(),
+            "--no-huge".to_string(),
+            "-m".to_string(),
+            "512".to_string(),
+            "--file-prefix".to_string(),
+            format!("bqbench-{}", std::process::id()),
+            format!(
+                "--vdev=net_af_packet0,iface={},qpairs={}",
+                lab.broker_if, settings.workers
+            ),
+        ]);
+    }
     let mut child = spawn_registered(&mut command)?;
     let stdout = child
         .stdout

@@ -468,7 +468,7 @@ pub struct Report {
     /// `--stats-watch-overhead` only: the watcher's effect on throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_watch_overhead: Option<stats_watch::Summary>,
-    /// `--backend afpacket` / `--veth-compare` only: the lab.
+    /// `--backend afpacket|dpdk` / `--veth-compare` only: the lab.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub veth_lab: Option<String>,
 }

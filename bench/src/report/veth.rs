@@ -1,4 +1,4 @@
-//! The report of the veth lab (`--backend afpacket`, `--veth-compare`):
+//! The report of the veth lab (`--backend afpacket|dpdk`, `--veth-compare`):
 //! blipmqd's backends side by side through one veth pair, with the
 //! broker's syscalls per 1,000 delivered messages.
 
@@ -80,7 +80,10 @@ pub fn render(report: &Report, md: &mut String) {
         md,
         "\nBlipMQ only. The broker runs in one network namespace, the bench's clients (kernel TCP) in \
          another, joined by one veth pair: {lab}. `afpacket`: blipmqd's user-space TCP over an \
-         AF_PACKET socket on its veth end, which has no kernel address; `kernel`: the same veth end \
+         AF_PACKET socket on its veth end, which has no kernel address; `dpdk`: the same TCP stack on \
+         a DPDK port, DPDK's net_af_packet driver on that veth end (one queue pair per worker; the \
+         clients' checksum and segmentation offloads off for these runs, as that driver needs); \
+         `kernel`: the same veth end \
          with 198.18.X.2/24 as a kernel address and blipmqd's default backend listening on it. Every \
          run starts a fresh broker; every message is checked as in the main bench.\n\n\
          Each scenario runs twice per backend. The first run gives msgs/s and CPU; the second counts \
