@@ -90,7 +90,11 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?);
-    if let Some(lab) = settings.lab.as_ref().filter(|lab| lab.backend == Backend::Dpdk) {
+    if let Some(lab) = settings
+        .lab
+        .as_ref()
+        .filter(|lab| lab.backend == Backend::Dpdk)
+    {
         // DPDK's EAL arguments, last: the lab's veth end through
         // net_af_packet, a queue pair per worker, no hugepages.
         command.arg("--").args([

@@ -261,21 +261,20 @@ impl Lab {
     /// DPDK's af_packet driver neither completes partial checksums nor takes
     /// GSO frames larger than its frame size.
     pub fn client_offloads_off(&self) -> Result<(), String> {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &self.client_ns, "ethtool", "-K"])
-            .args([&self.client_if, "tx", "off", "tso", "off", "gso", "off"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| format!("cannot run ethtool: {error}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "ethtool -K {} failed: {}",
-                self.client_if,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ))
-        }
+        ip(&[
+            "netns",
+            "exec",
+            &self.client_ns,
+            "ethtool",
+            "-K",
+            &self.client_if,
+            "tx",
+            "off",
+            "tso",
+            "off",
+            "gso",
+            "off",
+        ])
     }
 
     /// A name unique to this lab, for files (e.g. DPDK's `--file-prefix`).
