@@ -659,9 +659,9 @@ fn run(cli: Cli) -> Result<i32> {
             (quick, _) if in_lab => format!(
                 "{} through one veth pair ({} phases)",
                 if cli.veth_compare {
-                    "AF_PACKET vs kernel backend"
+                    "kernel vs AF_PACKET vs DPDK backend".to_string()
                 } else {
-                    "AF_PACKET backend"
+                    format!("{} backend", cli.backend.name())
                 },
                 if quick { "quick" } else { "full" }
             ),
