@@ -137,6 +137,13 @@ fn transfer(
     if !backend.available() {
         return None;
     }
+    // One transfer at a time: each keeps both cores busy (clients, relay,
+    // broker), and two at once on a 2-core machine starve each other into
+    // retransmission timeouts that measure the machine, not the broker.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let count = messages(messages_by_default);
     let lab = Lab::with_relay().expect("a netns lab with a relay");
     let broker = Broker::start_in_lab_on(backend, lab, 1, CONFIG);
