@@ -48,6 +48,9 @@ pub struct DpdkConfig {
     pub tcp_rx_buffer: usize,
     /// Bytes of the send buffer of each TCP connection.
     pub tcp_tx_buffer: usize,
+    /// Floor of the TCP retransmission timeout (see `[afpacket]`).
+    #[serde(with = "humantime_serde")]
+    pub tcp_rto_min: Duration,
     /// Listening sockets kept ready per worker.
     pub listeners: usize,
 }
@@ -69,6 +72,7 @@ impl Default for DpdkConfig {
             spin: Duration::from_micros(200),
             tcp_rx_buffer: 256 << 10,
             tcp_tx_buffer: 256 << 10,
+            tcp_rto_min: super::DEFAULT_TCP_RTO_MIN,
             listeners: 64,
         }
     }
@@ -153,6 +157,7 @@ impl DpdkConfig {
             self.spin,
             self.tcp_rx_buffer,
             self.tcp_tx_buffer,
+            self.tcp_rto_min,
             self.listeners,
         )
     }

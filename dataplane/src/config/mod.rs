@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
 pub const MAX_PAYLOAD_LIMIT: u32 = 64 << 20;
 /// The most worker threads the broker runs.
 pub const MAX_WORKERS: usize = 64;
+/// Floor of the user-space backends' TCP retransmission timeout: above a
+/// LAN's round trip and a busy worker's scheduling delay, far below the
+/// Internet's 1 s.
+pub const DEFAULT_TCP_RTO_MIN: Duration = Duration::from_millis(20);
 /// Room per ring record beyond the payload (header, subject, reply).
 pub const RING_RECORD_ALLOWANCE: usize = 64 << 10;
 
@@ -281,6 +285,12 @@ pub struct AfPacketConfig {
     pub tcp_rx_buffer: usize,
     /// Bytes of the send buffer of each TCP connection.
     pub tcp_tx_buffer: usize,
+    /// Floor of the TCP retransmission timeout: what a loss that fast
+    /// retransmit cannot repair (a lost tail, a lost retransmission) costs
+    /// at least. RFC 6298 says 1 s, made for the Internet; a LAN's round
+    /// trips are microseconds.
+    #[serde(with = "humantime_serde")]
+    pub tcp_rto_min: Duration,
     /// Listening sockets kept ready per worker: the burst of simultaneous
     /// SYNs that is absorbed (user-space TCP has no accept backlog).
     pub listeners: usize,
@@ -301,6 +311,7 @@ impl Default for AfPacketConfig {
             spin: Duration::from_micros(200),
             tcp_rx_buffer: 256 << 10,
             tcp_tx_buffer: 256 << 10,
+            tcp_rto_min: DEFAULT_TCP_RTO_MIN,
             listeners: 64,
         }
     }
@@ -629,6 +640,7 @@ impl Config {
             af.spin,
             af.tcp_rx_buffer,
             af.tcp_tx_buffer,
+            af.tcp_rto_min,
             af.listeners,
         )?;
         Ok(())
@@ -707,6 +719,7 @@ fn validate_tcp(
     spin: Duration,
     rx_buffer: usize,
     tx_buffer: usize,
+    rto_min: Duration,
     listeners: usize,
 ) -> Result<(), ConfigError> {
     if spin > Duration::from_secs(1) {
@@ -722,6 +735,12 @@ fn validate_tcp(
                 format!("{section}.{name} must be between 4096 and 2^30 (got {value})"),
             ));
         }
+    }
+    if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&rto_min) {
+        return Err(ConfigError::invalid(
+            &format!("{section}.tcp_rto_min"),
+            format!("{section}.tcp_rto_min must be between 1ms and 60s (got {rto_min:?})"),
+        ));
     }
     if listeners == 0 || listeners > 4096 {
         return Err(ConfigError::invalid(

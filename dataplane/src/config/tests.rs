@@ -535,6 +535,7 @@ fn afpacket_defaults_and_a_valid_section() {
     assert_eq!(af.spin, Duration::from_micros(200));
     assert_eq!(af.tcp_rx_buffer, 256 << 10);
     assert_eq!(af.tcp_tx_buffer, 256 << 10);
+    assert_eq!(af.tcp_rto_min, Duration::from_millis(20));
     assert_eq!(af.listeners, 64);
 
     let config = Config::from_toml_str(&afpacket(
@@ -629,6 +630,16 @@ fn afpacket_validation_names_the_key() {
             "listeners = 0\n",
             "afpacket.listeners",
             "between 1 and 4096",
+        ),
+        (
+            "tcp_rto_min = \"500us\"\n",
+            "afpacket.tcp_rto_min",
+            "between 1ms and 60s",
+        ),
+        (
+            "tcp_rto_min = \"2m\"\n",
+            "afpacket.tcp_rto_min",
+            "between 1ms and 60s",
         ),
     ];
     for (extra, key, needle) in cases {

@@ -43,6 +43,7 @@ impl AfPacketBackend {
                 gateway: af.gateway,
                 rx_buffer: af.tcp_rx_buffer,
                 tx_buffer: af.tcp_tx_buffer,
+                rto_min: af.tcp_rto_min,
                 listeners: af.listeners,
                 ..StackConfig::for_broker(config)
             },

@@ -191,6 +191,7 @@ impl DpdkBackend {
             mac,
             rx_buffer: dpdk.tcp_rx_buffer,
             tx_buffer: dpdk.tcp_tx_buffer,
+            rto_min: dpdk.tcp_rto_min,
             listeners: dpdk.listeners,
             shared_address: workers > 1,
             ..StackConfig::for_broker(config)

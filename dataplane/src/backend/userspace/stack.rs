@@ -40,6 +40,8 @@ pub struct StackConfig {
     pub port: u16,
     pub rx_buffer: usize,
     pub tx_buffer: usize,
+    /// Floor of the retransmission timeout.
+    pub rto_min: Duration,
     /// Sockets kept in LISTEN.
     pub listeners: usize,
     /// How long a connection may leave sent data unacknowledged (or a
@@ -71,6 +73,7 @@ impl StackConfig {
             port: config.server.listen.port(),
             rx_buffer: 256 << 10,
             tx_buffer: 256 << 10,
+            rto_min: crate::config::DEFAULT_TCP_RTO_MIN,
             listeners: 64,
             timeout: Duration::from_secs(30),
             linger: config.server.drain_timeout,
@@ -324,6 +327,7 @@ impl Stack {
         socket.set_nagle_enabled(false);
         socket.set_ack_delay(None);
         socket.set_timeout(Some(self.config.timeout.into()));
+        socket.set_rto_min(self.config.rto_min.into());
         socket
     }
 

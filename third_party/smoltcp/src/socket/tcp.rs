@@ -173,6 +173,8 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// Floor of a computed RTO, in ms (BlipMQ patch: RTTE_MIN_RTO by default).
+    min_rto: u32,
 }
 
 impl Default for RttEstimator {
@@ -185,6 +187,7 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            min_rto: RTTE_MIN_RTO,
         }
     }
 }
@@ -214,7 +217,7 @@ impl RttEstimator {
 
         // RFC 6298 (2.2), (2.3)
         let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        self.rto = (self.srtt + margin).clamp(self.min_rto, RTTE_MAX_RTO);
 
         self.rto_count = 0;
 
@@ -784,6 +787,28 @@ impl<'a> Socket<'a> {
         Some(u16::try_from(last_win_adjusted >> self.remote_win_shift).unwrap_or(u16::MAX))
     }
 
+    /// Return the floor of the retransmission timeout.
+    ///
+    /// See also the [set_rto_min](#method.set_rto_min) method.
+    pub fn rto_min(&self) -> Duration {
+        Duration::from_millis(self.rtte.min_rto as _)
+    }
+
+    /// Set the floor of the retransmission timeout computed from RTT samples
+    /// (BlipMQ patch; smoltcp 0.14 fixes it at 1 s, RFC 6298 (2.4)).
+    ///
+    /// On a LAN the RTT is microseconds, and a loss that fast retransmit cannot
+    /// recover (a lost tail, a lost retransmission) otherwise stalls the
+    /// connection for a whole second. The floor is clamped to 1 ms..=60 s; the
+    /// RTO before the first RTT sample stays 1 s.
+    pub fn set_rto_min(&mut self, floor: Duration) {
+        let floor = floor.total_millis().clamp(1, RTTE_MAX_RTO as u64) as u32;
+        self.rtte.min_rto = floor;
+        if self.rtte.have_measurement {
+            self.rtte.rto = self.rtte.rto.max(floor);
+        }
+    }
+
     /// Set the timeout duration.
     ///
     /// A socket with a timeout duration set will abort the connection if either of the following
@@ -907,7 +932,10 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
-        self.rtte = RttEstimator::default();
+        self.rtte = RttEstimator {
+            min_rto: self.rtte.min_rto,
+            ..RttEstimator::default()
+        };
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -9582,6 +9610,48 @@ mod test {
             r.sample(2000);
             assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
         }
+    }
+
+    #[test]
+    fn test_rtt_estimator_min_rto() {
+        let mut r = RttEstimator {
+            min_rto: 10,
+            ..RttEstimator::default()
+        };
+        // Before a sample: RFC 6298's initial 1 s.
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(1000));
+        // Sub-millisecond LAN samples: srtt 0 + the 5 ms margin, raised to the floor.
+        for _ in 0..8 {
+            r.sample(0);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(10));
+        r.on_rto();
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn test_set_rto_min_retransmits_at_the_floor() {
+        let mut s = socket_established();
+        s.set_rto_min(Duration::from_millis(20));
+        assert_eq!(s.rto_min(), Duration::from_millis(20));
+        s.rtte.sample(0);
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 19);
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // The floor survives a reset (the socket is listened on again).
+        s.reset();
+        assert_eq!(s.rto_min(), Duration::from_millis(20));
     }
 
     #[test]

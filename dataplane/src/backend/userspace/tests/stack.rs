@@ -374,6 +374,55 @@ fn abort_all_resets_every_connection_and_every_lingering_socket() {
     assert_eq!(net.stack.closing_count(), 0);
 }
 
+/// A lost segment that no later one reveals (a lost tail: no duplicate
+/// ACKs to trigger fast retransmit) is resent when the retransmission
+/// timeout runs out, and after the first RTT samples of a LAN that is the
+/// configured floor (`tcp_rto_min`), not RFC 6298's second.
+#[test]
+fn a_lost_tail_is_resent_after_the_rto_floor() {
+    let lossy = Faults {
+        loss: 1.0,
+        ..Faults::NONE
+    };
+    for floor in [Duration::from_millis(300), Duration::from_millis(20)] {
+        let mut net = Net::new(seed(11), Faults::NONE, |config| config.rto_min = floor);
+        let conns = net.connect_all(1);
+        // Round trips that give the server RTT samples.
+        for round in 1..=4 {
+            net.server(0).send(b"ping");
+            net.run_until("a clean round trip", 1000, |net| {
+                net.host.stream(conns[0]).received.len() == 4 * round
+            });
+        }
+        net.device.set_faults(lossy, Faults::NONE);
+        net.server(0).send(b"tail");
+        let sent = net.now;
+        net.step();
+        assert_eq!(
+            net.device.fault_stats().0.lost,
+            1,
+            "the tail went out, and was lost"
+        );
+        net.device.set_faults(Faults::NONE, Faults::NONE);
+        // The time of the step in which the host read it (a step ends by
+        // moving the clock on to the next one).
+        let mut took = None;
+        for _ in 0..1000 {
+            let step_at = net.now;
+            net.step();
+            if net.host.stream(conns[0]).received.ends_with(b"tail") {
+                took = Some(step_at - sent);
+                break;
+            }
+        }
+        let took = took.expect("the tail arrives");
+        assert!(
+            took >= floor && took < floor + Duration::from_millis(10),
+            "the tail came {took:?} after it was lost; the floor is {floor:?}"
+        );
+    }
+}
+
 /// 1 MiB each way at once through loss, reordering, duplication and
 /// corruption: every byte arrives, once, in order, in bounded time.
 #[test]
