@@ -155,6 +155,10 @@ pub struct Stack {
     listen_set: SocketSet<'static>,
     listeners: Vec<SocketHandle>,
     listen_dirty: bool,
+    /// The interface processed `listen_set` since the listeners were last
+    /// looked at: a handshake may have started, completed or failed.
+    /// Without it, each turn would look at every listener for nothing.
+    listeners_changed: bool,
     listen_poll_at: Option<smoltcp::time::Instant>,
     accepting: bool,
     shards: Vec<Shard>,
@@ -299,6 +303,7 @@ impl Stack {
             listen_set: SocketSet::new(Vec::new()),
             listeners: Vec::new(),
             listen_dirty: true,
+            listeners_changed: true,
             listen_poll_at: None,
             accepting: true,
             shards: Vec::new(),
@@ -386,7 +391,7 @@ impl Stack {
         let refill_every = (self.config.listeners / 2).max(1);
         let mut processed = 0;
         while processed < budget {
-            if processed > 0 && processed % refill_every == 0 {
+            if processed > 0 && processed % refill_every == 0 && self.listeners_changed {
                 self.refill_listeners();
             }
             let Some((rx, tx)) = device.receive(ts) else {
@@ -400,6 +405,7 @@ impl Stack {
                 listen_set,
                 listeners,
                 listen_dirty,
+                listeners_changed,
                 accepting,
                 shards,
                 dirty,
@@ -452,6 +458,7 @@ impl Stack {
                     None => {
                         iface.poll_ingress_single(ts, &mut one, listen_set);
                         *listen_dirty = true;
+                        *listeners_changed = true;
                     }
                 }
             });
@@ -483,6 +490,8 @@ impl Stack {
             Self::egress_set(&mut self.iface, ts, device, &mut self.listen_set);
             self.listen_poll_at = self.iface.poll_at(ts, &self.listen_set);
             self.listen_dirty = false;
+            // Timers ran: a handshake may have timed out.
+            self.listeners_changed = true;
         }
         for i in 0..self.dirty.len() {
             let shard = &mut self.shards[self.dirty[i] as usize];
@@ -511,6 +520,10 @@ impl Stack {
     /// replaced by a new listener. The caller binds each to a connection id.
     pub fn take_established(&mut self, into: &mut Vec<SocketHandle>) {
         into.clear();
+        if !self.listeners_changed {
+            return;
+        }
+        self.listeners_changed = false;
         self.half_open.clear();
         let mut i = 0;
         while i < self.listeners.len() {
