@@ -200,6 +200,8 @@ counters! {
         "Received frames dropped: spread over several buffers (DPDK multi-segment mbufs).";
     PortRxNotOwned = "port_rx_not_owned", Counter, Sum,
         "Received TCP segments dropped: of a connection another worker owns.";
+    PortSynsDropped = "port_syns_dropped", Counter, Sum,
+        "SYNs left unanswered: every listening socket was taken (the client's SYN retransmission retries).";
     PortTxDropped = "port_tx_dropped", Counter, Sum,
         "Frames dropped on transmit (queue full while receiving; TCP resends them).";
     PortTxFull = "port_tx_full", Counter, Sum,

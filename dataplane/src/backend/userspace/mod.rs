@@ -143,8 +143,32 @@ impl DeviceStats {
         stats.set(Counter::PortRxTruncated, self.rx_truncated);
         stats.set(Counter::PortRxSegmented, self.rx_segmented);
         stats.set(Counter::PortRxNotOwned, stack.rx_not_owned);
+        stats.set(Counter::PortSynsDropped, stack.syns_dropped);
         stats.set(Counter::PortTxDropped, self.tx_dropped);
         stats.set(Counter::PortTxFull, self.tx_full);
         stats.set(Counter::PortTxErrors, self.tx_errors + self.tx_rejected);
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::stats::StatsSegment;
+
+    #[test]
+    fn the_stack_drops_are_reported_with_the_device_counters() {
+        let stats = StatsSegment::anonymous(1).unwrap().worker(0).unwrap();
+        let device = DeviceStats {
+            rx_frames: 7,
+            ..DeviceStats::default()
+        };
+        let stack = StackStats {
+            rx_not_owned: 3,
+            syns_dropped: 2,
+        };
+        device.report(&stack, &stats);
+        assert_eq!(stats.get(Counter::PortRxPackets), 7);
+        assert_eq!(stats.get(Counter::PortRxNotOwned), 3);
+        assert_eq!(stats.get(Counter::PortSynsDropped), 2);
     }
 }
