@@ -515,6 +515,9 @@ pub struct Socket<'a> {
     remote_has_sack: bool,
     /// The maximum number of data octets that the remote side may receive.
     remote_mss: usize,
+    /// The device cuts segments at this many payload octets (TCP segmentation
+    /// offload; BlipMQ patch): None, or the MSS of its link.
+    offload_mss: Option<usize>,
     /// The timestamp of the last packet received.
     remote_last_ts: Option<Instant>,
     /// The sequence number of the last packet received, used for sACK
@@ -612,6 +615,7 @@ impl<'a> Socket<'a> {
             remote_win_scale: None,
             remote_has_sack: false,
             remote_mss: DEFAULT_MSS,
+            offload_mss: None,
             remote_last_ts: None,
             local_rx_last_ack: None,
             local_rx_last_seq: None,
@@ -785,6 +789,19 @@ impl<'a> Socket<'a> {
         let last_win_adjusted = last_ack + last_win - next_ack;
 
         Some(u16::try_from(last_win_adjusted >> self.remote_win_shift).unwrap_or(u16::MAX))
+    }
+
+    /// Let the device cut segments (TCP segmentation offload; BlipMQ patch).
+    ///
+    /// With `Some(mss)`, a device that splits every TCP segment into pieces of
+    /// `mss` payload octets (less the segment's options), as Linux does for a
+    /// packet socket frame with a GSO header, or a NIC with TSO: if the peer
+    /// accepts segments of `mss` octets, this socket sends segments of up to
+    /// the interface MTU instead, and the device cuts them. Pieces then carry
+    /// `mss` minus options, what this socket would have sent to a peer with
+    /// that MSS. A peer with a smaller MSS gets ordinary segments.
+    pub fn set_segment_offload(&mut self, mss: Option<usize>) {
+        self.offload_mss = mss;
     }
 
     /// Return the floor of the retransmission timeout.
@@ -2324,6 +2341,16 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// The most payload a segment may carry (before options): the peer's MSS,
+    /// or with segmentation offload, when the peer takes segments of the
+    /// device's cut, what the interface's MTU allows (BlipMQ patch).
+    fn send_mss(&self, local_mss: usize) -> usize {
+        match self.offload_mss {
+            Some(offload_mss) if self.remote_mss >= offload_mss => local_mss,
+            _ => local_mss.min(self.remote_mss),
+        }
+    }
+
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
@@ -2345,7 +2372,7 @@ impl<'a> Socket<'a> {
         };
 
         let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
-        let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
+        let effective_mss = self.send_mss(local_mss).saturating_sub(options_len);
 
         // Have we sent data that hasn't been ACKed yet?
         let data_in_flight = self.remote_last_seq != self.local_seq_no;
@@ -2657,7 +2684,7 @@ impl<'a> Socket<'a> {
                 // 4. Our congestion window
                 let options_len = repr.header_len() - TCP_HEADER_LEN;
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
-                let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
+                let effective_mss = self.send_mss(local_mss).saturating_sub(options_len);
 
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
@@ -5248,6 +5275,41 @@ mod test {
             }
         );
         assert_eq!(s.state, State::Established);
+    }
+
+    #[test]
+    fn test_segment_offload_sends_segments_larger_than_the_remote_mss() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.set_segment_offload(Some(6));
+        s.send_slice(b"aaaaaabbbbbbcccccc").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaabbbbbbcccccc"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 0);
+    }
+
+    #[test]
+    fn test_segment_offload_respects_a_remote_mss_below_the_cut() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.set_segment_offload(Some(8));
+        s.send_slice(b"aaaaaabbbbbb").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]
