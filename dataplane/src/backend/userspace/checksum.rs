@@ -121,21 +121,45 @@ pub enum Offload {
 /// smoltcp wrote neither (its capabilities said the device computes them);
 /// ICMP and UDP checksums are left as smoltcp computed them.
 pub fn prepare_offload(frame: &mut [u8]) -> Offload {
+    let Some(header_len) = ipv4_header_len(frame) else {
+        return Offload::None;
+    };
+    frame[ETH_HEADER + 10] = 0;
+    frame[ETH_HEADER + 11] = 0;
+    let l3_len = header_len as u16;
+    match write_tcp_pseudo_header_sum(frame) {
+        Some(_) => Offload::Ipv4Tcp { l3_len },
+        None => Offload::Ipv4 { l3_len },
+    }
+}
+
+/// The IPv4 header length of an Ethernet frame whose IPv4 header and total
+/// length are sound; None for anything else.
+fn ipv4_header_len(frame: &[u8]) -> Option<usize> {
     if frame.len() < ETH_HEADER + 20 || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4
     {
-        return Offload::None;
+        return None;
     }
-    let ip = &mut frame[ETH_HEADER..];
+    let ip = &frame[ETH_HEADER..];
     let header_len = usize::from(ip[0] & 0x0f) * 4;
     let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if header_len < 20 || total_len < header_len || total_len > ip.len() {
-        return Offload::None;
-    }
-    ip[10] = 0;
-    ip[11] = 0;
-    let l3_len = header_len as u16;
+    (header_len >= 20 && total_len >= header_len && total_len <= ip.len()).then_some(header_len)
+}
+
+/// For an IPv4 TCP frame: writes the pseudo-header sum (not inverted) into
+/// the TCP checksum field, the partial checksum a device completes over
+/// the segment, and returns the IP and TCP header lengths. None (frame
+/// untouched) for anything else.
+pub fn write_tcp_pseudo_header_sum(frame: &mut [u8]) -> Option<(usize, usize)> {
+    let header_len = ipv4_header_len(frame)?;
+    let ip = &mut frame[ETH_HEADER..];
+    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     if ip[9] != 6 || total_len < header_len + 20 {
-        return Offload::Ipv4 { l3_len };
+        return None;
+    }
+    let tcp_len = usize::from(ip[header_len + 12] >> 4) * 4;
+    if tcp_len < 20 || header_len + tcp_len > total_len {
+        return None;
     }
     let mut sum = sum_bytes(0, &ip[12..20]);
     sum += 6;
@@ -143,7 +167,29 @@ pub fn prepare_offload(frame: &mut [u8]) -> Offload {
     let pseudo = fold(sum).to_be_bytes();
     ip[header_len + 16] = pseudo[0];
     ip[header_len + 17] = pseudo[1];
-    Offload::Ipv4Tcp { l3_len }
+    Some((header_len, tcp_len))
+}
+
+/// Writes full IPv4 header and TCP checksums into an IPv4 TCP frame (what a
+/// device that cuts segments does for each piece). False, frame untouched,
+/// for anything else.
+pub fn write_ipv4_tcp_checksums(frame: &mut [u8]) -> bool {
+    let Some((ip_len, _)) = write_tcp_pseudo_header_sum(frame) else {
+        return false;
+    };
+    let ip = &mut frame[ETH_HEADER..];
+    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    ip[10] = 0;
+    ip[11] = 0;
+    let ip_sum = !fold(sum_bytes(0, &ip[..ip_len]));
+    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    // The field holds the pseudo-header sum: add the segment to it.
+    let pseudo = u16::from_be_bytes([ip[ip_len + 16], ip[ip_len + 17]]);
+    ip[ip_len + 16] = 0;
+    ip[ip_len + 17] = 0;
+    let tcp_sum = !fold(sum_bytes(u32::from(pseudo), &ip[ip_len..total_len]));
+    ip[ip_len + 16..ip_len + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    true
 }
 
 #[cfg(test)]
@@ -173,6 +219,16 @@ mod tests {
         let tcp_sum = !fold(sum);
         f[50..52].copy_from_slice(&tcp_sum.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn written_checksums_verify() {
+        let mut frame = tcp_frame(b"some payload, odd length");
+        frame[24] ^= 0xff;
+        frame[50] ^= 0xff;
+        assert_eq!(verify(&frame, false), Verdict::Corrupt);
+        assert!(write_ipv4_tcp_checksums(&mut frame));
+        assert_eq!(frame, tcp_frame(b"some payload, odd length"));
     }
 
     #[test]

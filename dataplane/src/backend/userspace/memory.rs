@@ -19,6 +19,12 @@
 //! receive (`ChecksumCapabilities::default()`), so a corrupted frame is
 //! dropped by the receiving stack, as a NIC without offload would have it.
 //!
+//! Segmentation offload ([`MemoryConfig::with_segmentation_on_a`]): end `a`
+//! takes TCP segments of up to [`SEGMENT_MAX_FRAME`] bytes and cuts each
+//! into MTU-sized pieces with their own headers and checksums, as a NIC
+//! with TSO (or the kernel's GSO) does; the pieces meet the faults one by
+//! one.
+//!
 //! # Faults
 //!
 //! Each direction has its own [`Faults`] and its own PRNG stream
@@ -65,11 +71,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use super::{DeviceStats, PacketDevice};
+use super::{segment, DeviceStats, PacketDevice};
 
 /// The largest frame the link carries: a 14-byte Ethernet header and a
 /// 1500-byte IP packet.
 pub const MTU: usize = 1514;
+/// The largest frame an end with segmentation offload takes.
+pub const SEGMENT_MAX_FRAME: usize = 14 + 63 * 1024;
 
 const ETHERNET_HEADER: usize = 14;
 
@@ -117,6 +125,8 @@ pub struct MemoryConfig {
     pub b_to_a: Faults,
     pub mac_a: [u8; 6],
     pub mac_b: [u8; 6],
+    /// End `a` cuts TCP segments larger than the link (TSO).
+    pub segmentation_a: bool,
 }
 
 impl MemoryConfig {
@@ -129,7 +139,14 @@ impl MemoryConfig {
             b_to_a: Faults::NONE,
             mac_a: [0x02, 0, 0, 0, 0, 0x0a],
             mac_b: [0x02, 0, 0, 0, 0, 0x0b],
+            segmentation_a: false,
         }
+    }
+
+    /// End `a` takes TCP segments larger than the link and cuts them.
+    pub fn with_segmentation_on_a(mut self) -> MemoryConfig {
+        self.segmentation_a = true;
+        self
     }
 
     /// The same faults in both directions.
@@ -338,6 +355,10 @@ pub struct MemoryDevice {
     /// Frames sent since the last flush.
     staged: Vec<Vec<u8>>,
     stats: DeviceStats,
+    /// Cuts TCP segments larger than the link.
+    segmentation: bool,
+    /// Segments it cut.
+    segments_cut: u64,
 }
 
 impl MemoryDevice {
@@ -350,14 +371,19 @@ impl MemoryDevice {
             ],
             pool: Pool::default(),
         }));
-        let end = |end, mac| MemoryDevice {
+        let end = |end, mac, segmentation| MemoryDevice {
             link: link.clone(),
             end,
             mac,
             staged: Vec::new(),
             stats: DeviceStats::default(),
+            segmentation,
+            segments_cut: 0,
         };
-        (end(0, config.mac_a), end(1, config.mac_b))
+        (
+            end(0, config.mac_a, config.segmentation_a),
+            end(1, config.mac_b, false),
+        )
     }
 
     /// What the link did to the frames this end sent, and to those it
@@ -380,6 +406,11 @@ impl MemoryDevice {
     pub fn in_flight(&self) -> usize {
         let link = lock(&self.link);
         link.wires[0].in_flight() + link.wires[1].in_flight()
+    }
+
+    /// TCP segments this end cut into MTU-sized pieces.
+    pub fn segments_cut(&self) -> u64 {
+        self.segments_cut
     }
 
     /// Frame buffers the link ever allocated (both ends).
@@ -408,6 +439,8 @@ pub struct MemoryTxToken<'a> {
     link: &'a SharedLink,
     staged: &'a mut Vec<Vec<u8>>,
     stats: &'a mut DeviceStats,
+    /// Some: this end cuts large TCP segments (counted here).
+    segments_cut: Option<&'a mut u64>,
 }
 
 impl phy::TxToken for MemoryTxToken<'_> {
@@ -418,7 +451,21 @@ impl phy::TxToken for MemoryTxToken<'_> {
         let mut frame = lock(self.link).pool.take();
         frame.resize(len, 0);
         let result = f(&mut frame);
-        if len > MTU {
+        if let (true, Some(cut)) = (len > MTU, self.segments_cut) {
+            let mut link = lock(self.link);
+            let Link { pool, .. } = &mut *link;
+            let staged = &mut *self.staged;
+            let pieces =
+                segment::cut_tcp_segment(&frame, MTU, || pool.take(), |piece| staged.push(piece));
+            if pieces > 0 {
+                *cut += 1;
+                self.stats.tx_frames += pieces as u64;
+                self.stats.tx_bytes += len as u64;
+            } else {
+                self.stats.tx_dropped += 1;
+            }
+            pool.put(frame);
+        } else if len > MTU {
             // Larger than the link carries: a NIC would refuse it.
             self.stats.tx_dropped += 1;
             lock(self.link).pool.put(frame);
@@ -448,6 +495,7 @@ impl phy::Device for MemoryDevice {
                 link: &self.link,
                 staged: &mut self.staged,
                 stats: &mut self.stats,
+                segments_cut: self.segmentation.then_some(&mut self.segments_cut),
             },
         ))
     }
@@ -457,13 +505,18 @@ impl phy::Device for MemoryDevice {
             link: &self.link,
             staged: &mut self.staged,
             stats: &mut self.stats,
+            segments_cut: self.segmentation.then_some(&mut self.segments_cut),
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MTU;
+        caps.max_transmission_unit = if self.segmentation {
+            SEGMENT_MAX_FRAME
+        } else {
+            MTU
+        };
         // Computed on transmit and verified on receive by smoltcp: this
         // device checks nothing itself, and corrupts frames.
         caps.checksum = ChecksumCapabilities::default();

@@ -18,6 +18,7 @@
 
 pub mod checksum;
 pub mod memory;
+pub mod segment;
 pub mod stack;
 pub mod transport;
 

@@ -42,6 +42,10 @@ pub struct StackConfig {
     pub tx_buffer: usize,
     /// Floor of the retransmission timeout.
     pub rto_min: Duration,
+    /// The device cuts TCP segments larger than its link at this many
+    /// payload bytes (segmentation offload): sockets then send up to the
+    /// device's MTU at once to peers that take that MSS.
+    pub segment_offload: Option<usize>,
     /// Sockets kept in LISTEN.
     pub listeners: usize,
     /// How long a connection may leave sent data unacknowledged (or a
@@ -74,6 +78,7 @@ impl StackConfig {
             rx_buffer: 256 << 10,
             tx_buffer: 256 << 10,
             rto_min: crate::config::DEFAULT_TCP_RTO_MIN,
+            segment_offload: None,
             listeners: 64,
             timeout: Duration::from_secs(30),
             linger: config.server.drain_timeout,
@@ -333,6 +338,7 @@ impl Stack {
         socket.set_ack_delay(None);
         socket.set_timeout(Some(self.config.timeout.into()));
         socket.set_rto_min(self.config.rto_min.into());
+        socket.set_segment_offload(self.config.segment_offload);
         socket
     }
 

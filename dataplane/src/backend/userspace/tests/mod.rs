@@ -65,6 +65,7 @@ fn stack_config(mac: [u8; 6], seed: u64) -> StackConfig {
         rx_buffer: 64 << 10,
         tx_buffer: 64 << 10,
         rto_min: crate::config::DEFAULT_TCP_RTO_MIN,
+        segment_offload: None,
         listeners: 8,
         timeout: Duration::from_secs(30),
         linger: Duration::from_secs(2),
