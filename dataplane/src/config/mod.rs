@@ -294,6 +294,10 @@ pub struct AfPacketConfig {
     /// Listening sockets kept ready per worker: the burst of simultaneous
     /// SYNs that is absorbed (user-space TCP has no accept backlog).
     pub listeners: usize,
+    /// TCP segmentation offload: send segments of up to 63 KiB and let the
+    /// kernel cut them to the link's MTU (GSO, or the NIC's TSO), instead
+    /// of one frame per MTU through the socket, the driver and the peer.
+    pub segmentation_offload: bool,
 }
 
 impl Default for AfPacketConfig {
@@ -313,6 +317,7 @@ impl Default for AfPacketConfig {
             tcp_tx_buffer: 256 << 10,
             tcp_rto_min: DEFAULT_TCP_RTO_MIN,
             listeners: 64,
+            segmentation_offload: true,
         }
     }
 }

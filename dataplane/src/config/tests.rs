@@ -537,6 +537,7 @@ fn afpacket_defaults_and_a_valid_section() {
     assert_eq!(af.tcp_tx_buffer, 256 << 10);
     assert_eq!(af.tcp_rto_min, Duration::from_millis(20));
     assert_eq!(af.listeners, 64);
+    assert!(af.segmentation_offload);
 
     let config = Config::from_toml_str(&afpacket(
         "gateway = \"198.18.0.1\"\nmac = \"02:aa:bb:cc:dd:ee\"\npoll = \"busy\"\nspin = \"50us\"\n",

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use blipmq_dataplane::backend::afpacket::ring::RingConfig;
 use blipmq_dataplane::backend::afpacket::AfPacketDevice;
-use blipmq_dataplane::backend::userspace::PacketDevice;
+use blipmq_dataplane::backend::userspace::{segment, PacketDevice};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use smoltcp::phy::{Device, RxToken, TxToken};
@@ -56,8 +56,11 @@ pub struct DirectionStats {
     pub dropped: u64,
     /// Frames sent after a frame that arrived later.
     pub reordered: u64,
-    /// Frames larger than the MTU (they cannot be forwarded as they are).
+    /// Frames larger than the MTU that are not TCP (they cannot be
+    /// forwarded, nor cut).
     pub oversize: u64,
+    /// Segments larger than the link, cut before impairing.
+    pub cut: u64,
 }
 
 /// What the relay did, per direction.
@@ -150,7 +153,7 @@ fn open(interface: &str) -> io::Result<AfPacketDevice> {
         frame_size: 2048,
         block_timeout_ms: 1,
     };
-    AfPacketDevice::open(interface, rings, None)
+    AfPacketDevice::open(interface, rings, None, false)
 }
 
 /// One direction's impairment state.
@@ -217,46 +220,35 @@ fn run(
 
 /// Moves up to [`BURST`] frames from `from` to `to`; returns how many were
 /// taken off `from`. A frame held back is sent at the latest at the end of
-/// the burst, so nothing waits for traffic that may never come.
+/// the burst, so nothing waits for traffic that may never come. A TCP
+/// segment larger than the link (the broker's segmentation offload: the
+/// veth passes it whole) is cut as the kernel or a NIC would before the
+/// wire, and its pieces are impaired one by one.
 fn forward(from: &mut AfPacketDevice, to: &mut AfPacketDevice, dir: &mut Direction) -> usize {
     let max_frame = to.link_mtu() + 14;
     let mut taken = 0;
-    while taken < BURST {
-        // A slot for the frame and for a held one behind it, or wait.
-        let Some(tx) = to.transmit(smoltcp::time::Instant::ZERO) else {
-            break;
-        };
+    let mut frame = Vec::new();
+    while taken < BURST && to.transmit(smoltcp::time::Instant::ZERO).is_some() {
         let Some((rx, _)) = from.receive(smoltcp::time::Instant::ZERO) else {
             break;
         };
         taken += 1;
-        let verdict = dir.rng.below(10_000);
-        let impairment = dir.impairment;
-        let send_after = rx.consume(|frame| {
-            if frame.len() > max_frame {
-                dir.stats.oversize += 1;
-                return false;
-            }
-            if verdict < impairment.drop_per_10k {
-                dir.stats.dropped += 1;
-                return false;
-            }
-            if dir.held.is_none() && verdict < impairment.drop_per_10k + impairment.reorder_per_10k
-            {
-                dir.held = Some(frame.to_vec());
-                return false;
-            }
-            tx.consume(frame.len(), |out| {
-                out.copy_from_slice(frame);
-                if dir.complete_checksums {
-                    complete_tcp_checksum(out);
-                }
-            });
-            dir.stats.forwarded += 1;
-            true
+        rx.consume(|bytes| {
+            frame.clear();
+            frame.extend_from_slice(bytes);
         });
-        if send_after && dir.held.is_some() && send_held(to, dir) {
-            dir.stats.reordered += 1;
+        if frame.len() <= max_frame {
+            pass(to, dir, &frame);
+            continue;
+        }
+        let mut pieces = Vec::new();
+        let cut = segment::cut_tcp_segment(&frame, max_frame, Vec::new, |piece| pieces.push(piece));
+        if cut == 0 {
+            dir.stats.oversize += 1;
+        }
+        dir.stats.cut += u64::from(cut > 0);
+        for piece in pieces {
+            pass(to, dir, &piece);
         }
     }
     if dir.held.is_some() {
@@ -265,20 +257,51 @@ fn forward(from: &mut AfPacketDevice, to: &mut AfPacketDevice, dir: &mut Directi
     taken
 }
 
-/// Sends the held frame if the tx ring has room; true if it went.
-fn send_held(to: &mut AfPacketDevice, dir: &mut Direction) -> bool {
+/// One frame through the impairment: dropped, held back to go after the
+/// next one, or sent (then a held one goes after it).
+fn pass(to: &mut AfPacketDevice, dir: &mut Direction, frame: &[u8]) {
+    let verdict = dir.rng.below(10_000);
+    let impairment = dir.impairment;
+    if verdict < impairment.drop_per_10k {
+        dir.stats.dropped += 1;
+        return;
+    }
+    if dir.held.is_none() && verdict < impairment.drop_per_10k + impairment.reorder_per_10k {
+        dir.held = Some(frame.to_vec());
+        return;
+    }
+    if !send(to, dir, frame) {
+        return;
+    }
+    if dir.held.is_some() && send_held(to, dir) {
+        dir.stats.reordered += 1;
+    }
+}
+
+/// Sends a frame if the tx ring has room (else it is lost, as on a full
+/// wire); true if it went.
+fn send(to: &mut AfPacketDevice, dir: &mut Direction, frame: &[u8]) -> bool {
     let Some(tx) = to.transmit(smoltcp::time::Instant::ZERO) else {
+        dir.stats.dropped += 1;
         return false;
     };
-    let frame = dir.held.take().expect("a held frame");
     tx.consume(frame.len(), |out| {
-        out.copy_from_slice(&frame);
+        out.copy_from_slice(frame);
         if dir.complete_checksums {
             complete_tcp_checksum(out);
         }
     });
     dir.stats.forwarded += 1;
     true
+}
+
+/// Sends the held frame if the tx ring has room; true if it went.
+fn send_held(to: &mut AfPacketDevice, dir: &mut Direction) -> bool {
+    if to.transmit(smoltcp::time::Instant::ZERO).is_none() {
+        return false;
+    }
+    let frame = dir.held.take().expect("a held frame");
+    send(to, dir, &frame)
 }
 
 /// Writes the full TCP checksum of an IPv4/TCP Ethernet frame (other frames

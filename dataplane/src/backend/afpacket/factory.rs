@@ -17,6 +17,7 @@ pub struct AfPacketBackend {
     interface: String,
     ring: RingConfig,
     mac: Option<[u8; 6]>,
+    segmentation_offload: bool,
     /// The stack settings every worker shares (the MAC filled per device).
     stack: StackConfig,
     workers: usize,
@@ -37,6 +38,7 @@ impl AfPacketBackend {
                 block_timeout_ms: af.block_timeout_ms,
             },
             mac: af.parse_mac().map_err(invalid)?,
+            segmentation_offload: af.segmentation_offload,
             stack: StackConfig {
                 addr,
                 prefix,
@@ -82,7 +84,13 @@ impl Backend for AfPacketBackend {
         // Several workers share the interface through one fanout group (its
         // id only has to be unique on the host: the pid's low bits).
         let fanout = (self.workers > 1).then(|| (std::process::id() as u16, id));
-        let device = AfPacketDevice::open(&self.interface, self.ring, fanout).map_err(|error| {
+        let device = AfPacketDevice::open(
+            &self.interface,
+            self.ring,
+            fanout,
+            self.segmentation_offload,
+        )
+        .map_err(|error| {
             io::Error::new(
                 error.kind(),
                 format!("afpacket on {}: {error}", self.interface),
@@ -90,6 +98,7 @@ impl Backend for AfPacketBackend {
         })?;
         let mut stack = self.stack.clone();
         stack.mac = self.mac.unwrap_or_else(|| device.link_mac());
+        stack.segment_offload = device.segment_mss();
         Ok(UserspaceWorker { device, stack })
     }
 }

@@ -19,6 +19,7 @@
 //! No allocation per packet: the rings are mapped once, tokens borrow them.
 
 pub mod factory;
+mod segmentation;
 // The packet rings in shared memory: the only `unsafe` of this backend.
 #[allow(unsafe_code)]
 pub mod ring;
@@ -29,7 +30,8 @@ use std::os::fd::RawFd;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, TxRing};
+use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, SegmentSocket, TxRing};
+use self::segmentation::{MAX_SEGMENT_IP_LEN, VNET_HDR_LEN};
 use crate::backend::userspace::checksum::{self, Verdict};
 use crate::backend::userspace::{is_arp_reply, DeviceStats, PacketDevice};
 
@@ -44,9 +46,9 @@ const ARP_CHECK_EVERY: u32 = 64;
 /// borrows the rx part) and the tx token of the reply (which borrows the tx
 /// part) live together.
 pub struct AfPacketDevice {
-    socket: PacketSocket,
     rx: RxPart,
     tx: TxPart,
+    /// The largest Ethernet frame smoltcp may hand over.
     mtu: usize,
 }
 
@@ -62,12 +64,18 @@ struct RxPart {
 }
 
 struct TxPart {
+    /// The ring's socket: kicked to send the marked slots.
+    socket: PacketSocket,
     ring: TxRing,
+    /// With segmentation offload: where segments larger than the link go.
+    segments: Option<SegmentSocket>,
     /// Whether this device answers ARP requests (with fanout, only the
     /// first worker does; the others learn from them).
     arp_responder: bool,
-    /// Where a reply made while receiving goes when the tx ring is full:
-    /// dropped (TCP retransmits), never blocking the receive path.
+    /// A frame larger than a ring slot: a `virtio_net_hdr` and the frame,
+    /// for `segments`. Without it, a reply made while receiving that found
+    /// the tx ring full: dropped (TCP retransmits), never blocking the
+    /// receive path.
     scratch: Vec<u8>,
     /// The `tx_*` counters.
     stats: DeviceStats,
@@ -76,11 +84,14 @@ struct TxPart {
 impl AfPacketDevice {
     /// Opens `interface` with rings of the given geometry. `fanout`:
     /// `(group, worker)` when several workers share the interface through
-    /// PACKET_FANOUT_HASH.
+    /// PACKET_FANOUT_HASH. `segmentation`: let the kernel cut TCP segments
+    /// larger than the link (smoltcp then sends up to 63 KiB at once to
+    /// peers with the link's MSS; see [`segmentation`]).
     pub fn open(
         interface: &str,
         config: RingConfig,
         fanout: Option<(u16, usize)>,
+        segmentation: bool,
     ) -> io::Result<AfPacketDevice> {
         let (socket, rx, tx) = ring::open(interface, config, fanout.map(|(group, _)| group))?;
         let link = socket.link;
@@ -91,6 +102,10 @@ impl AfPacketDevice {
         if !link.up {
             tracing::warn!(interface, "the interface is down: no frames until it is up");
         }
+        let segments = match segmentation {
+            true => Some(SegmentSocket::open(link.ifindex)?),
+            false => None,
+        };
         // The largest Ethernet frame (header + IP MTU) a tx slot holds.
         let mtu = (link.mtu + 14).min(tx.max_frame());
         if mtu < link.mtu + 14 {
@@ -101,8 +116,11 @@ impl AfPacketDevice {
                 "afpacket.frame_size is smaller than the interface MTU needs; sending smaller segments"
             );
         }
+        let mtu = match segments {
+            Some(_) => 14 + MAX_SEGMENT_IP_LEN,
+            None => mtu,
+        };
         Ok(AfPacketDevice {
-            socket,
             rx: RxPart {
                 ring: rx,
                 arp,
@@ -111,9 +129,11 @@ impl AfPacketDevice {
                 stats: DeviceStats::default(),
             },
             tx: TxPart {
+                socket,
                 ring: tx,
+                segments,
                 arp_responder: fanout.is_none_or(|(_, worker)| worker == 0),
-                scratch: vec![0; 1 << 16],
+                scratch: vec![0; VNET_HDR_LEN + 14 + MAX_SEGMENT_IP_LEN],
                 stats: DeviceStats::default(),
             },
             mtu,
@@ -122,12 +142,20 @@ impl AfPacketDevice {
 
     /// The interface's own MAC address.
     pub fn link_mac(&self) -> [u8; 6] {
-        self.socket.link.mac
+        self.tx.socket.link.mac
     }
 
     /// The interface's MTU (IP bytes per frame).
     pub fn link_mtu(&self) -> usize {
-        self.socket.link.mtu
+        self.tx.socket.link.mtu
+    }
+
+    /// With segmentation offload: the payload bytes per segment the kernel
+    /// cuts (the link's MSS), for [`StackConfig::segment_offload`].
+    ///
+    /// [`StackConfig::segment_offload`]: crate::backend::userspace::StackConfig::segment_offload
+    pub fn segment_mss(&self) -> Option<usize> {
+        self.tx.segments.as_ref().map(|_| self.link_mtu() - 40)
     }
 }
 
@@ -175,11 +203,11 @@ impl RxPart {
 
 impl TxPart {
     /// Hands the slots marked for sending to the kernel.
-    fn kick(&mut self, socket: &PacketSocket) {
+    fn kick(&mut self) {
         if self.ring.pending() == 0 {
             return;
         }
-        match socket.kick() {
+        match self.socket.kick() {
             Ok(true) => {
                 self.stats.tx_kicks += 1;
                 self.ring.sent();
@@ -191,6 +219,44 @@ impl TxPart {
                 self.ring.sent();
             }
         }
+    }
+}
+
+impl TxPart {
+    /// Sends a frame larger than the link through the segmentation
+    /// socket, with the `virtio_net_hdr` that has the kernel cut it. The
+    /// ring's marked slots go first, so that a connection's segments leave
+    /// in order; if the kernel cannot take them now, the large frame is
+    /// dropped (TCP resends it) rather than overtake them.
+    fn send_segment<R, F>(&mut self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let len = len.min(self.scratch.len() - VNET_HDR_LEN);
+        let result = f(&mut self.scratch[VNET_HDR_LEN..VNET_HDR_LEN + len]);
+        let (header, frame) = self.scratch.split_at_mut(VNET_HDR_LEN);
+        header.copy_from_slice(&segmentation::vnet_header(
+            &mut frame[..len],
+            self.socket.link.mtu,
+        ));
+        self.kick();
+        let Some(segments) = self.segments.as_ref().filter(|_| self.ring.pending() == 0) else {
+            self.stats.tx_dropped += 1;
+            return result;
+        };
+        match segments.send(&self.scratch[..VNET_HDR_LEN + len]) {
+            Ok(true) => {
+                self.stats.tx_frames += 1;
+                self.stats.tx_bytes += len as u64;
+                self.stats.tx_kicks += 1;
+            }
+            Ok(false) => self.stats.tx_dropped += 1,
+            Err(error) => {
+                tracing::warn!(%error, "afpacket: sending a large segment failed");
+                self.stats.tx_errors += 1;
+            }
+        }
+        result
     }
 }
 
@@ -217,6 +283,11 @@ impl phy::TxToken for AfTxToken<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         let tx = self.tx;
+        // Longer than the link: only the kernel's segmentation can send it
+        // (a ring slot may be larger than the link's MTU).
+        if tx.segments.is_some() && len > tx.socket.link.mtu + 14 {
+            return tx.send_segment(len, f);
+        }
         let slot = if len <= tx.ring.max_frame() {
             tx.ring.slot()
         } else {
@@ -254,14 +325,14 @@ impl phy::Device for AfPacketDevice {
     fn receive(&mut self, _timestamp: Instant) -> Option<(AfRxToken<'_>, AfTxToken<'_>)> {
         let frame = self.rx.next_frame()?;
         if self.tx.ring.pending() >= 64 {
-            self.tx.kick(&self.socket);
+            self.tx.kick();
         }
         Some((AfRxToken { frame }, AfTxToken { tx: &mut self.tx }))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<AfTxToken<'_>> {
         if !self.tx.ring.has_room() {
-            self.tx.kick(&self.socket);
+            self.tx.kick();
             if !self.tx.ring.has_room() {
                 self.tx.stats.tx_full += 1;
                 return None;
@@ -287,7 +358,7 @@ impl phy::Device for AfPacketDevice {
 
 impl PacketDevice for AfPacketDevice {
     fn flush_tx(&mut self) {
-        self.tx.kick(&self.socket);
+        self.tx.kick();
     }
 
     fn rx_ready(&self) -> bool {
@@ -299,7 +370,7 @@ impl PacketDevice for AfPacketDevice {
     }
 
     fn wait_fds(&self, into: &mut Vec<RawFd>) {
-        into.push(self.socket.raw_fd());
+        into.push(self.tx.socket.raw_fd());
         if let Some(arp) = &self.rx.arp {
             into.push(arp.raw_fd());
         }
@@ -310,7 +381,7 @@ impl PacketDevice for AfPacketDevice {
     }
 
     fn stats(&mut self) -> DeviceStats {
-        if let Ok(drops) = self.socket.take_drops() {
+        if let Ok(drops) = self.tx.socket.take_drops() {
             self.rx.stats.rx_missed += drops;
         }
         let rx = &self.rx.stats;

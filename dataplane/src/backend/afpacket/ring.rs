@@ -813,6 +813,80 @@ impl ArpSocket {
     }
 }
 
+/// A ring-less packet socket that sends frames with a `virtio_net_hdr` in
+/// front (`PACKET_VNET_HDR`): the way out for segments larger than the
+/// link, which the kernel cuts (see [`super::segmentation`]). A socket with
+/// a tx ring sends only from the ring, whose slots are MTU-sized, hence
+/// this second socket. It is never bound, so it receives nothing.
+pub(crate) struct SegmentSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl SegmentSocket {
+    pub(crate) fn open(ifindex: i32) -> io::Result<SegmentSocket> {
+        // SAFETY: socket(2) takes no pointers; the result is checked.
+        let raw = check(
+            unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    0,
+                )
+            },
+            "socket(AF_PACKET) for segmentation offload",
+        )?;
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        set_option(
+            raw,
+            libc::PACKET_VNET_HDR,
+            &1 as &libc::c_int,
+            "PACKET_VNET_HDR",
+        )?;
+        set_option(
+            raw,
+            libc::PACKET_QDISC_BYPASS,
+            &1 as &libc::c_int,
+            "PACKET_QDISC_BYPASS",
+        )?;
+        Ok(SegmentSocket { fd, ifindex })
+    }
+
+    /// Sends one `virtio_net_hdr` + Ethernet frame. Returns false when the
+    /// kernel could not take it now (the frame is dropped; TCP resends).
+    pub(crate) fn send(&self, frame: &[u8]) -> io::Result<bool> {
+        // SAFETY: sockaddr_ll is plain data; all zeroes is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        addr.sll_ifindex = self.ifindex;
+        loop {
+            // SAFETY: `frame` is a valid buffer of its length and `addr` a
+            // live sockaddr_ll of the size passed; sendto only reads both.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    libc::MSG_DONTWAIT,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if rc >= 0 {
+                return Ok(true);
+            }
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(false),
+                _ => return Err(error),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The rings over anonymous memory, with the test standing in for the
