@@ -564,6 +564,45 @@ impl Geometry {
     }
 }
 
+/// Turns a boolean SOL_PACKET option on.
+fn set_flag(fd: RawFd, name: libc::c_int, what: &str) -> io::Result<()> {
+    set_option(fd, name, &1 as &libc::c_int, what)
+}
+
+/// Runs a non-blocking `sendto` until it is not interrupted: true if the
+/// kernel took the frames, false if it could not now (retry later).
+fn send_without_blocking(mut send: impl FnMut() -> isize) -> io::Result<bool> {
+    loop {
+        if send() >= 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(false),
+            _ => return Err(error),
+        }
+    }
+}
+
+/// A non-blocking raw packet socket that receives `protocol` (an
+/// ETH_P_* value; 0: nothing until bound to one).
+fn packet_socket(protocol: u16, what: &str) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; the result is checked.
+    let raw = check(
+        unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(protocol.to_be()),
+            )
+        },
+        what,
+    )?;
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Opens a packet socket on `interface` with both rings mapped. With
 /// `fanout = Some(group)` the socket receives IPv4 only and joins the
 /// PACKET_FANOUT_HASH group `group`: the kernel spreads flows over the
@@ -576,19 +615,8 @@ pub(crate) fn open(
     let geometry = Geometry::of(config)?;
     // Protocol 0: no frame is queued before the rings exist; bind() below
     // starts reception.
-    // SAFETY: socket(2) takes no pointers; the result is checked.
-    let raw = check(
-        unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        },
-        "socket(AF_PACKET)",
-    )?;
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = packet_socket(0, "socket(AF_PACKET)")?;
+    let raw = fd.as_raw_fd();
     let link = link_info(raw, interface)?;
     set_option(
         raw,
@@ -598,7 +626,7 @@ pub(crate) fn open(
     )?;
     // A malformed tx frame is skipped instead of stopping the ring (must be
     // set before the rings exist).
-    set_option(raw, libc::PACKET_LOSS, &1 as &libc::c_int, "PACKET_LOSS")?;
+    set_flag(raw, libc::PACKET_LOSS, "PACKET_LOSS")?;
     let mut req = libc::tpacket_req3 {
         tp_block_size: geometry.block_size,
         tp_block_nr: geometry.block_count,
@@ -612,19 +640,9 @@ pub(crate) fn open(
     req.tp_retire_blk_tov = 0;
     set_option(raw, libc::PACKET_TX_RING, &req, "PACKET_TX_RING")?;
     // Our own transmissions (and the kernel's) are not received back.
-    set_option(
-        raw,
-        libc::PACKET_IGNORE_OUTGOING,
-        &1 as &libc::c_int,
-        "PACKET_IGNORE_OUTGOING",
-    )?;
+    set_flag(raw, libc::PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING")?;
     // Straight to the driver: no qdisc on the transmit path.
-    set_option(
-        raw,
-        libc::PACKET_QDISC_BYPASS,
-        &1 as &libc::c_int,
-        "PACKET_QDISC_BYPASS",
-    )?;
+    set_flag(raw, libc::PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS")?;
 
     // The kernel checked the geometry (page-sized blocks, 16-aligned slots
     // that hold a header) and refuses a mapping of another length.
@@ -721,10 +739,10 @@ impl PacketSocket {
     /// Asks the kernel to send every slot marked for sending. Returns false
     /// when it could not take them now (retry later).
     pub(crate) fn kick(&self) -> io::Result<bool> {
-        loop {
+        send_without_blocking(|| {
             // SAFETY: sendto with no buffer and no address on a packet socket
             // with a tx ring sends the ring's marked slots.
-            let rc = unsafe {
+            unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
                     ptr::null(),
@@ -733,17 +751,8 @@ impl PacketSocket {
                     ptr::null(),
                     0,
                 )
-            };
-            if rc >= 0 {
-                return Ok(true);
             }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(false),
-                _ => return Err(error),
-            }
-        }
+        })
     }
 }
 
@@ -757,25 +766,9 @@ pub(crate) struct ArpSocket {
 
 impl ArpSocket {
     pub(crate) fn open(ifindex: i32) -> io::Result<ArpSocket> {
-        // SAFETY: socket(2) takes no pointers; the result is checked.
-        let raw = check(
-            unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    i32::from((libc::ETH_P_ARP as u16).to_be()),
-                )
-            },
-            "socket(AF_PACKET, ETH_P_ARP)",
-        )?;
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_option(
-            raw,
-            libc::PACKET_IGNORE_OUTGOING,
-            &1 as &libc::c_int,
-            "PACKET_IGNORE_OUTGOING",
-        )?;
+        let fd = packet_socket(libc::ETH_P_ARP as u16, "socket(AF_PACKET, ETH_P_ARP)")?;
+        let raw = fd.as_raw_fd();
+        set_flag(raw, libc::PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING")?;
         // SAFETY: sockaddr_ll is plain data; all zeroes is valid.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -825,31 +818,10 @@ pub(crate) struct SegmentSocket {
 
 impl SegmentSocket {
     pub(crate) fn open(ifindex: i32) -> io::Result<SegmentSocket> {
-        // SAFETY: socket(2) takes no pointers; the result is checked.
-        let raw = check(
-            unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    0,
-                )
-            },
-            "socket(AF_PACKET) for segmentation offload",
-        )?;
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_option(
-            raw,
-            libc::PACKET_VNET_HDR,
-            &1 as &libc::c_int,
-            "PACKET_VNET_HDR",
-        )?;
-        set_option(
-            raw,
-            libc::PACKET_QDISC_BYPASS,
-            &1 as &libc::c_int,
-            "PACKET_QDISC_BYPASS",
-        )?;
+        let fd = packet_socket(0, "socket(AF_PACKET) for segmentation offload")?;
+        let raw = fd.as_raw_fd();
+        set_flag(raw, libc::PACKET_VNET_HDR, "PACKET_VNET_HDR")?;
+        set_flag(raw, libc::PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS")?;
         Ok(SegmentSocket { fd, ifindex })
     }
 
@@ -861,10 +833,10 @@ impl SegmentSocket {
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
         addr.sll_ifindex = self.ifindex;
-        loop {
+        send_without_blocking(|| {
             // SAFETY: `frame` is a valid buffer of its length and `addr` a
             // live sockaddr_ll of the size passed; sendto only reads both.
-            let rc = unsafe {
+            unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
                     frame.as_ptr().cast(),
@@ -873,17 +845,8 @@ impl SegmentSocket {
                     (&raw const addr).cast(),
                     size_of::<libc::sockaddr_ll>() as libc::socklen_t,
                 )
-            };
-            if rc >= 0 {
-                return Ok(true);
             }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(false),
-                _ => return Err(error),
-            }
-        }
+        })
     }
 }
 
