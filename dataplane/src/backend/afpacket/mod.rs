@@ -5,7 +5,10 @@
 //! * Receive is zero-copy: smoltcp parses each frame in place in the mapped
 //!   rx block; a block goes back to the kernel once all its frames were read.
 //! * Transmit fills tx slots in place; [`PacketDevice::flush_tx`] kicks all
-//!   slots of a burst with one `sendto`.
+//!   slots of a burst with one `sendto`. With segmentation offload, a TCP
+//!   segment larger than the link goes out on its own through a second,
+//!   `PACKET_VNET_HDR` socket, after a kick of the ring (so a connection's
+//!   segments keep their order), and the kernel cuts it ([`segmentation`]).
 //! * Checksums: smoltcp computes them on transmit but does not verify them
 //!   on receive; the device does, per frame ([`checksum`](crate::backend::userspace::checksum)), trusting frames
 //!   the kernel marks `TP_STATUS_CSUM_VALID` (checked by the NIC) or
