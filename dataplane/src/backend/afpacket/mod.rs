@@ -8,7 +8,7 @@
 //!   slots of a burst with one `sendto`. With segmentation offload, a TCP
 //!   segment larger than the link goes out on its own through a second,
 //!   `PACKET_VNET_HDR` socket, after a kick of the ring (so a connection's
-//!   segments keep their order), and the kernel cuts it ([`segmentation`]).
+//!   segments keep their order), and the kernel cuts it (`segmentation.rs`).
 //! * Checksums: smoltcp computes them on transmit but does not verify them
 //!   on receive; the device does, per frame ([`checksum`](crate::backend::userspace::checksum)), trusting frames
 //!   the kernel marks `TP_STATUS_CSUM_VALID` (checked by the NIC) or
