@@ -504,18 +504,12 @@ check() {
 
 # ---------------------------------------------------------------------------
 
-ACTION=bind
+DEFAULT_ACTION=bind
+ACTION=$DEFAULT_ACTION
 NOIOMMU=""
 FORCE=""
 TO_DRIVER=""
 NIC=""
-
-set_action() {
-    if [ "$ACTION" != bind ] && [ "$ACTION" != "$1" ]; then
-        usage_error "--$ACTION and --$1 exclude each other"
-    fi
-    ACTION=$1
-}
 
 while [ $# -gt 0 ]; do
     case $1 in

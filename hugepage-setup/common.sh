@@ -20,6 +20,15 @@ die() {
 
 warn() { printf '%s: warning: %s\n' "$PROG" "$1" >&2; }
 
+# set_action NAME: the action a flag asks for; two flags that ask for
+# different actions (other than the script's DEFAULT_ACTION) are refused.
+set_action() {
+    if [ "$ACTION" != "$DEFAULT_ACTION" ] && [ "$ACTION" != "$1" ]; then
+        usage_error "--$ACTION and --$1 exclude each other"
+    fi
+    ACTION=$1
+}
+
 DRY_RUN=""
 
 # act CMD...: prints and runs CMD.

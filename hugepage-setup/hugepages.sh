@@ -298,7 +298,8 @@ record_keys() {
 # ---------------------------------------------------------------------------
 # Options
 
-ACTION=reserve
+DEFAULT_ACTION=reserve
+ACTION=$DEFAULT_ACTION
 SIZE_KB=""
 PAGES=""
 MEMORY_KB=""
@@ -308,13 +309,6 @@ MOUNT_GIVEN=""
 NO_MOUNT=""
 FORCE=""
 NEED_KB=""
-
-set_action() {
-    if [ "$ACTION" != reserve ] && [ "$ACTION" != "$1" ]; then
-        usage_error "--$ACTION and --$1 exclude each other"
-    fi
-    ACTION=$1
-}
 
 # value_of OPTION ARGC: fails with a usage error when OPTION has no value.
 need_value() {

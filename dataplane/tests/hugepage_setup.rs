@@ -76,51 +76,39 @@ struct Run {
 }
 
 impl Run {
-    fn expect(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{}: exit {:?}, expected {code}\n--- stdout\n{}--- stderr\n{}",
-            self.what,
-            self.code,
-            self.stdout,
-            self.stderr
+    /// Asserts `ok`, or fails saying `why`, with the script's output.
+    fn check(&self, ok: bool, why: impl std::fmt::Display) -> &Run {
+        assert!(
+            ok,
+            "{}: {why}\n--- stdout\n{}--- stderr\n{}",
+            self.what, self.stdout, self.stderr
         );
         self
+    }
+
+    fn expect(&self, code: i32) -> &Run {
+        let why = format!("exit {:?}, expected {code}", self.code);
+        self.check(self.code == Some(code), why)
     }
 
     /// Asserts that stdout has `line` as one of its lines.
     fn has_line(&self, line: &str) -> &Run {
-        assert!(
-            self.stdout.lines().any(|l| l == line),
-            "{}: no line {line:?} in stdout\n--- stdout\n{}--- stderr\n{}",
-            self.what,
-            self.stdout,
-            self.stderr
-        );
-        self
+        let found = self.stdout.lines().any(|l| l == line);
+        self.check(found, format!("no line {line:?} in stdout"))
     }
 
     fn out_has(&self, text: &str) -> &Run {
-        assert!(
+        self.check(
             self.stdout.contains(text),
-            "{}: {text:?} not in stdout\n--- stdout\n{}--- stderr\n{}",
-            self.what,
-            self.stdout,
-            self.stderr
-        );
-        self
+            format!("{text:?} not in stdout"),
+        )
     }
 
     fn err_has(&self, text: &str) -> &Run {
-        assert!(
+        self.check(
             self.stderr.contains(text),
-            "{}: {text:?} not in stderr\n--- stdout\n{}--- stderr\n{}",
-            self.what,
-            self.stdout,
-            self.stderr
-        );
-        self
+            format!("{text:?} not in stderr"),
+        )
     }
 
     /// The lines a --dry-run printed as actions.
@@ -395,6 +383,13 @@ fn help_and_usage_errors() {
             .expect(2)
             .err_has("Try 'bind-nic.sh --help'");
     }
+    // Two actions at once: the message names both.
+    hugepages(&["--check", "--release"], &state)
+        .expect(2)
+        .err_has("--check and --release exclude each other");
+    bind_nic(&["--check", "--unbind", "eth9"], &[])
+        .expect(2)
+        .err_has("--check and --unbind exclude each other");
     // Well formed but impossible: exit 1, with the reason.
     hugepages(&["--size", "3M", "--pages", "1", "--dry-run"], &state)
         .expect(1)
