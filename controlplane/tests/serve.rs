@@ -141,7 +141,10 @@ fn serve_exports_a_brokers_stats_file() {
         sub.recv_timeout(Duration::from_secs(5)).expect("a message");
     }
 
-    let serve = Serve::start(&stats, &["--stale-after", "1s"]);
+    // Live workers beat every 100 ms; 3 s leaves room for a loaded CI
+    // machine starving a worker thread, and a stopped broker still goes
+    // stale well within DEADLINE.
+    let serve = Serve::start(&stats, &["--stale-after", "3s"]);
     let (status, body) = get_until(serve.addr, "/metrics", |_, body| {
         let scrape = parse(body);
         total(&scrape, Counter::MessagesPublished) == 5.0
