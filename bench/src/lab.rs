@@ -8,6 +8,7 @@
 //!   afpacket: no kernel address, blipmqd owns 198.18.X.2 in user space
 //!   dpdk:     the same, through DPDK's net_af_packet driver
 //!   kernel:   198.18.X.2/24 as a kernel address, blipmqd listens on it
+//!   nats-server: the same kernel address, nats-server listens on it
 //! ```
 //!
 //! The broker runs in the broker namespace (`ip netns exec`); the bench's
@@ -98,8 +99,9 @@ impl Backend {
     }
 }
 
-/// The TCP port the afpacket broker listens on (its namespace is its own).
-pub const AFPACKET_PORT: u16 = 4222;
+/// The TCP port a broker listens on in the lab (the namespace is its own,
+/// so the port is free; blipmqd's kernel backend takes any port).
+pub const LAB_PORT: u16 = 4222;
 
 /// Where and how blipmqd runs in a lab: what [`crate::brokers::blipmq`]
 /// needs to start it.

@@ -97,18 +97,19 @@ struct Cli {
     blipmqctl: Option<PathBuf>,
 
     /// blipmqd's backend. kernel: on 127.0.0.1, as always. afpacket, dpdk:
-    /// BlipMQ only, through a veth pair (root): blipmqd in one network
-    /// namespace owning 198.18.X.2 in user space (dpdk: through DPDK's
-    /// net_af_packet driver; needs a blipmqd built with the dpdk feature),
-    /// the clients in another; each run twice, the second with its
-    /// syscalls counted
+    /// through a veth pair (root): blipmqd in one network namespace owning
+    /// 198.18.X.2 in user space (dpdk: through DPDK's net_af_packet driver;
+    /// needs a blipmqd built with the dpdk feature), the clients in
+    /// another, and nats-server on the same pair with a kernel address
+    /// (unless --brokers leaves it out); each run twice, the second with
+    /// the broker's syscalls counted
     #[arg(long, value_enum, default_value = "kernel")]
     backend: lab::Backend,
 
-    /// BlipMQ only: the kernel, afpacket and dpdk backends through the same
-    /// veth pair, side by side (default scenarios tp-1x1-128B, tp-1x4-1KiB,
-    /// tp-1x1-16KiB, lat-10k), with the broker's syscalls per 1,000
-    /// delivered messages from a second run of each
+    /// blipmqd's kernel, afpacket and dpdk backends and nats-server through
+    /// the same veth pair, side by side (default scenarios tp-1x1-128B,
+    /// tp-1x4-1KiB, tp-4x4-128B, tp-1x1-16KiB, lat-10k), with the broker's
+    /// syscalls per 1,000 delivered messages from a second run of each
     #[arg(long)]
     veth_compare: bool,
 
@@ -123,7 +124,13 @@ const STATS_WATCH_SCENARIOS: [&str; 2] = ["tp-1x1-128B", "tp-1x4-1KiB"];
 
 /// Scenarios of the veth lab (--backend afpacket|dpdk, --veth-compare) when
 /// none are named.
-const VETH_SCENARIOS: [&str; 4] = ["tp-1x1-128B", "tp-1x4-1KiB", "tp-1x1-16KiB", "lat-10k"];
+const VETH_SCENARIOS: [&str; 5] = [
+    "tp-1x1-128B",
+    "tp-1x4-1KiB",
+    "tp-4x4-128B",
+    "tp-1x1-16KiB",
+    "lat-10k",
+];
 
 /// One run of the plan: a scenario on a broker with its own settings, and
 /// (stats-watch overhead mode) which arm and round it is.
@@ -302,26 +309,37 @@ fn created_dir(dir: PathBuf) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The veth lab's plan: per scenario, every backend's run, then every
-/// backend's syscall-counting run (the probe slows the broker, so the speed
+/// The veth lab's plan: per scenario, every column's run (blipmqd on each
+/// backend, then nats-server on the kernel address if selected), then every
+/// column's syscall-counting run (the probe slows the broker, so the speed
 /// comes from the first, the syscalls from the second).
 fn veth_plan(
     selected: &[scenarios::Scenario],
     backends: &[lab::Backend],
+    kinds: &[BrokerKind],
     settings: &Settings,
     lab: &lab::VethLab,
     perf: &std::path::Path,
 ) -> Result<Vec<PlannedRun>> {
+    let mut columns: Vec<(BrokerKind, lab::Backend)> = backends
+        .iter()
+        .map(|&backend| (BrokerKind::Blipmq, backend))
+        .collect();
+    if kinds.contains(&BrokerKind::Nats) {
+        columns.push((BrokerKind::Nats, lab::Backend::Kernel));
+    }
     let mut plan = Vec::new();
     for scenario in selected {
         for count_syscalls in [false, true] {
-            for &backend in backends {
+            for &(kind, backend) in &columns {
                 let pass = if count_syscalls { "-syscalls" } else { "" };
-                let log_dir =
-                    created_dir(settings.log_dir.join(format!("{}{pass}", backend.name())))?;
+                let log_dir = created_dir(settings.log_dir.join(format!(
+                    "{}{pass}",
+                    report::veth::column_label(kind, backend)
+                )))?;
                 plan.push(PlannedRun {
                     scenario: scenario.clone(),
-                    kind: BrokerKind::Blipmq,
+                    kind,
                     settings: Settings {
                         log_dir,
                         lab: Some(lab.target(backend)),
@@ -401,8 +419,10 @@ fn run(cli: Cli) -> Result<i32> {
         if cli.stats_watch_overhead {
             bail!("--stats-watch-overhead runs on 127.0.0.1: leave out --backend afpacket|dpdk / --veth-compare");
         }
-        // Only blipmqd has backends.
-        kinds = vec![BrokerKind::Blipmq];
+        // blipmqd on the lab's backends, nats-server beside it if
+        // selected; Redis has no part in the lab.
+        kinds.retain(|&kind| kind == BrokerKind::Nats);
+        kinds.insert(0, BrokerKind::Blipmq);
     }
     let selected = if cli.stats_watch_overhead && cli.scenarios.is_empty() {
         scenarios::select(&STATS_WATCH_SCENARIOS.map(String::from))?
@@ -521,13 +541,20 @@ fn run(cli: Cli) -> Result<i32> {
                              -- --no-pci --no-huge -m 512 --vdev=net_af_packet0,iface=IF,qpairs=WORKERS; \
                              kernel: --listen 198.18.X.2:0)",
                             lab_backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
-                            port = lab::AFPACKET_PORT
+                            port = lab::LAB_PORT
                         )
                     } else {
                         String::new()
                     }
                 ),
-                BrokerKind::Nats => "max_pending: 1 GiB, write_deadline: 30s, else defaults (GOMAXPROCS = cores)".into(),
+                BrokerKind::Nats => format!(
+                    "max_pending: 1 GiB, write_deadline: 30s, else defaults (GOMAXPROCS = cores){}",
+                    if in_lab {
+                        format!("; listen: 198.18.X.2:{} (a kernel address on the lab's broker end)", lab::LAB_PORT)
+                    } else {
+                        String::new()
+                    }
+                ),
                 BrokerKind::Redis => format!(
                     "no persistence, client-output-buffer-limit pubsub 0 0 0, maxclients {}, else defaults",
                     settings.max_clients
@@ -540,7 +567,7 @@ fn run(cli: Cli) -> Result<i32> {
     let runs: Vec<PlannedRun> = match (&blipmqctl, &stats_dir) {
         _ if in_lab => match (&veth_lab, &perf) {
             (Some(veth_lab), Some(perf)) => {
-                veth_plan(&selected, &lab_backends, &settings, veth_lab, perf)?
+                veth_plan(&selected, &lab_backends, &kinds, &settings, veth_lab, perf)?
             }
             _ => unreachable!("the lab and perf exist in the lab modes"),
         },
@@ -658,10 +685,11 @@ fn run(cli: Cli) -> Result<i32> {
         mode: match (cli.quick, cli.stats_watch_overhead) {
             (quick, _) if in_lab => format!(
                 "{} through one veth pair ({} phases)",
-                if cli.veth_compare {
-                    "kernel vs AF_PACKET vs DPDK backend".to_string()
-                } else {
-                    format!("{} backend", cli.backend.name())
+                match (cli.veth_compare, kinds.contains(&BrokerKind::Nats)) {
+                    (true, true) => "kernel vs AF_PACKET vs DPDK backend vs nats-server".to_string(),
+                    (true, false) => "kernel vs AF_PACKET vs DPDK backend".to_string(),
+                    (false, true) => format!("{} backend vs nats-server", cli.backend.name()),
+                    (false, false) => format!("{} backend", cli.backend.name()),
                 },
                 if quick { "quick" } else { "full" }
             ),

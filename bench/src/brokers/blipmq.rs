@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use blipmq_protocol::{decode_frame, Op};
 
-use crate::lab::{Backend, AFPACKET_PORT};
+use crate::lab::{Backend, LAB_PORT};
 
 use super::{
     log_file, log_tail, procfs, spawn_registered, terminate, Broker, BrokerKind, Settings,
@@ -69,14 +69,14 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
                         .args(["--backend", "afpacket", "--interface", &lab.broker_if])
                         .args(["--ip", &lab.broker_cidr()])
                         .arg("--listen")
-                        .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
+                        .arg(format!("0.0.0.0:{LAB_PORT}"));
                 }
                 Backend::Dpdk => {
                     command
                         .args(["--backend", "dpdk"])
                         .args(["--ip", &lab.broker_cidr()])
                         .arg("--listen")
-                        .arg(format!("0.0.0.0:{AFPACKET_PORT}"));
+                        .arg(format!("0.0.0.0:{LAB_PORT}"));
                 }
             }
             command

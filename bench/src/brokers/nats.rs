@@ -1,7 +1,9 @@
-//! nats-server from PATH.
+//! nats-server from PATH: on 127.0.0.1, or in a veth lab's broker
+//! namespace on the lab's address (kernel TCP, as blipmqd's kernel backend
+//! there).
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -10,12 +12,13 @@ use anyhow::{Context, Result};
 use super::{
     free_port, log_file, spawn_registered, Broker, BrokerKind, Settings, MAX_PENDING_BYTES,
 };
+use crate::lab::LAB_PORT;
 
 /// The config every bench instance runs with (nats-server 2.9 syntax).
-pub fn config_text(port: u16) -> String {
+pub fn config_text(addr: SocketAddr) -> String {
     format!(
         "# Written by blipmq-bench.\n\
-         listen: \"127.0.0.1:{port}\"\n\
+         listen: \"{addr}\"\n\
          # Same per-connection output limit as BlipMQ and Redis get (default 64MB).\n\
          max_pending: {MAX_PENDING_BYTES}\n\
          # A stalled write closes the client after this (default 10s).\n\
@@ -25,12 +28,24 @@ pub fn config_text(port: u16) -> String {
 }
 
 pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
-    let port = free_port()?;
+    // In a lab the namespace is the broker's own: the port is free.
+    let addr: SocketAddr = match &settings.lab {
+        None => (IpAddr::from([127, 0, 0, 1]), free_port()?).into(),
+        Some(lab) => (IpAddr::V4(lab.broker_ip), LAB_PORT).into(),
+    };
     let config_path = settings.log_dir.join(format!("{tag}-nats.conf"));
-    std::fs::write(&config_path, config_text(port))
+    std::fs::write(&config_path, config_text(addr))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = log_file(log_path)?;
-    let mut command = Command::new(exe);
+    // `ip netns exec` execs nats-server in place: the child's pid is its.
+    let mut command = match &settings.lab {
+        None => Command::new(exe),
+        Some(lab) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &lab.broker_ns]).arg(exe);
+            command
+        }
+    };
     command
         .arg("-c")
         .arg(&config_path)
@@ -38,7 +53,6 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         .stdout(log.try_clone()?)
         .stderr(log);
     let child = spawn_registered(&mut command)?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut broker = Broker::new(BrokerKind::Nats, child, addr, log_path.to_path_buf());
     broker.wait_ready(probe)?;
     Ok(broker)

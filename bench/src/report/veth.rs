@@ -1,18 +1,37 @@
 //! The report of the veth lab (`--backend afpacket|dpdk`, `--veth-compare`):
-//! blipmqd's backends side by side through one veth pair, with the
-//! broker's syscalls per 1,000 delivered messages.
+//! blipmqd's backends and nats-server side by side through one veth pair,
+//! with ratios against nats-server and the kernel backend, and the broker's
+//! syscalls per 1,000 delivered messages.
 
 use std::fmt::Write;
 
 use super::{human_rate, Report, RunResult, Status};
+use crate::brokers::BrokerKind;
 use crate::lab::Backend;
 use crate::scenarios::Kind;
 
-fn backends(report: &Report) -> Vec<Backend> {
-    let mut found: Vec<Backend> = Vec::new();
-    for backend in report.results.iter().filter_map(|r| r.backend) {
-        if !found.contains(&backend) {
-            found.push(backend);
+/// A column of the lab's tables: blipmqd on one backend, or nats-server
+/// (kernel TCP on the lab's address).
+type Column = (BrokerKind, Backend);
+
+/// The name a column goes by in the tables and log directories.
+pub fn column_label(kind: BrokerKind, backend: Backend) -> &'static str {
+    match kind {
+        BrokerKind::Blipmq => backend.name(),
+        BrokerKind::Nats => "nats-server",
+        BrokerKind::Redis => "redis-server",
+    }
+}
+
+fn columns(report: &Report) -> Vec<Column> {
+    let mut found: Vec<Column> = Vec::new();
+    for column in report
+        .results
+        .iter()
+        .filter_map(|r| r.backend.map(|backend| (r.broker, backend)))
+    {
+        if !found.contains(&column) {
+            found.push(column);
         }
     }
     found
@@ -21,12 +40,38 @@ fn backends(report: &Report) -> Vec<Backend> {
 fn find<'a>(
     report: &'a Report,
     scenario: &str,
-    backend: Backend,
+    (kind, backend): Column,
     syscall_pass: bool,
 ) -> Option<&'a RunResult> {
     report.results.iter().find(|r| {
-        r.scenario == scenario && r.backend == Some(backend) && r.syscall_pass == syscall_pass
+        r.scenario == scenario
+            && r.broker == kind
+            && r.backend == Some(backend)
+            && r.syscall_pass == syscall_pass
     })
+}
+
+const NATS: Column = (BrokerKind::Nats, Backend::Kernel);
+const KERNEL: Column = (BrokerKind::Blipmq, Backend::Kernel);
+
+/// `metric` of `column` over that of `reference` in the same scenario
+/// (first pass, both ok), as "2.10×"; "–" when either is missing.
+fn ratio(
+    report: &Report,
+    scenario: &str,
+    column: Column,
+    reference: Column,
+    metric: impl Fn(&RunResult) -> Option<f64>,
+) -> String {
+    let value = |column| {
+        find(report, scenario, column, false)
+            .filter(|r| r.status == Status::Ok)
+            .and_then(&metric)
+    };
+    match (value(column), value(reference)) {
+        (Some(v), Some(r)) if r > 0.0 => format!("{:.2}×", v / r),
+        _ => "–".into(),
+    }
 }
 
 fn verdict(result: &RunResult) -> String {
@@ -74,24 +119,26 @@ fn syscalls_cells(result: Option<&RunResult>) -> (String, String, String) {
 }
 
 pub fn render(report: &Report, md: &mut String) {
-    let backends = backends(report);
+    let columns = columns(report);
     let lab = report.veth_lab.clone().unwrap_or_default();
     let _ = writeln!(
         md,
-        "\nBlipMQ only. The broker runs in one network namespace, the bench's clients (kernel TCP) in \
+        "\nThe broker runs in one network namespace, the bench's clients (kernel TCP) in \
          another, joined by one veth pair: {lab}. `afpacket`: blipmqd's user-space TCP over an \
          AF_PACKET socket on its veth end, which has no kernel address; `dpdk`: the same TCP stack on \
          a DPDK port, DPDK's net_af_packet driver on that veth end (one queue pair per worker; the \
          clients' checksum and segmentation offloads off for these runs, as that driver needs); \
          `kernel`: the same veth end \
-         with 198.18.X.2/24 as a kernel address and blipmqd's default backend listening on it. Every \
-         run starts a fresh broker; every message is checked as in the main bench.\n\n\
-         Each scenario runs twice per backend. The first run gives msgs/s and CPU; the second counts \
+         with 198.18.X.2/24 as a kernel address and blipmqd's default backend listening on it; \
+         `nats-server`: the same kernel address, nats-server listening on it. Every \
+         run starts a fresh broker; every message is checked as in the main bench. The ratios are \
+         against nats-server and against blipmqd's kernel backend in the same run.\n\n\
+         Each scenario runs twice per column. The first run gives msgs/s and CPU; the second counts \
          the broker's syscalls over the measured window with `perf stat -e raw_syscalls:sys_enter -p PID` \
          (all threads; per-syscall tracepoints for the breakdown), which puts every syscall on the \
          traced path and so may slow the broker: its speed is shown only to tell how much. \
          The broker's CPU is its own utime + stime: softirq time the kernel accounts apart \
-         (veth delivery, TCP receive in softirq) is in neither backend's figure.\n"
+         (veth delivery, TCP receive in softirq) is in no column's figure.\n"
     );
 
     let throughput: Vec<_> = report
@@ -100,11 +147,11 @@ pub fn render(report: &Report, md: &mut String) {
         .filter(|s| matches!(s.kind, Kind::Throughput { .. }))
         .collect();
     if !throughput.is_empty() {
-        *md += "## Throughput\n\n| Scenario | Backend | msgs/s | MB/s | broker CPU s per M msgs | syscalls per 1,000 msgs | msgs/s while counted | largest (per 1,000 msgs) |\n\
-                |---|---|---:|---:|---:|---:|---:|---|\n";
+        *md += "## Throughput\n\n| Scenario | Broker | msgs/s | × nats-server | × kernel backend | MB/s | broker CPU s per M msgs | syscalls per 1,000 msgs | msgs/s while counted | largest (per 1,000 msgs) |\n\
+                |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
         for scenario in &throughput {
-            for &backend in &backends {
-                let speed = find(report, &scenario.name, backend, false);
+            for &column in &columns {
+                let speed = find(report, &scenario.name, column, false);
                 let (rate, mbps, cpu) = match speed {
                     None => ("n/a".into(), "n/a".into(), "n/a".into()),
                     Some(r) if r.status != Status::Ok => (verdict(r), "–".into(), "–".into()),
@@ -114,13 +161,16 @@ pub fn render(report: &Report, md: &mut String) {
                         opt(r.cpu_secs_per_million, 3),
                     ),
                 };
+                let rate_of = |r: &RunResult| r.msgs_per_sec;
+                let vs_nats = ratio(report, &scenario.name, column, NATS, rate_of);
+                let vs_kernel = ratio(report, &scenario.name, column, KERNEL, rate_of);
                 let (per_1000, counted_speed, top) =
-                    syscalls_cells(find(report, &scenario.name, backend, true));
+                    syscalls_cells(find(report, &scenario.name, column, true));
                 let _ = writeln!(
                     md,
-                    "| `{}` | {} | {rate} | {mbps} | {cpu} | {per_1000} | {counted_speed} | {top} |",
+                    "| `{}` | {} | {rate} | {vs_nats} | {vs_kernel} | {mbps} | {cpu} | {per_1000} | {counted_speed} | {top} |",
                     scenario.name,
-                    backend.name()
+                    column_label(column.0, column.1)
                 );
             }
         }
@@ -134,13 +184,16 @@ pub fn render(report: &Report, md: &mut String) {
         .collect();
     if !latency.is_empty() {
         *md += "## Latency\n\nOne-way, publisher → broker → subscriber, µs; 1 → 1 paced, 16 B payloads.\n\n\
-                | Scenario | Backend | p50 | p90 | p99 | p99.9 | max | broker CPU s per M msgs | syscalls per 1,000 msgs | largest (per 1,000 msgs) |\n\
-                |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+                | Scenario | Broker | p50 | p90 | p99 | p99.9 | max | p50 × nats-server | broker CPU s per M msgs | syscalls per 1,000 msgs | largest (per 1,000 msgs) |\n\
+                |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
         for scenario in &latency {
-            for &backend in &backends {
-                let run = find(report, &scenario.name, backend, false);
+            for &column in &columns {
+                let run = find(report, &scenario.name, column, false);
+                let p50_vs_nats = ratio(report, &scenario.name, column, NATS, |r| {
+                    r.latency_us.as_ref().map(|lat| lat.p50)
+                });
                 let cells = match run {
-                    None => vec!["n/a".to_string(); 6],
+                    None => vec!["n/a".to_string(); 7],
                     Some(r) => match (&r.latency_us, r.status) {
                         (Some(lat), Status::Ok) => lat
                             .points()
@@ -149,20 +202,20 @@ pub fn render(report: &Report, md: &mut String) {
                                 let mark = if *label == "p50" { dagger(r) } else { "" };
                                 format!("{v:.0}{mark}")
                             })
-                            .chain(std::iter::once(opt(r.cpu_secs_per_million, 3)))
+                            .chain([p50_vs_nats, opt(r.cpu_secs_per_million, 3)])
                             .collect(),
                         _ => std::iter::once(verdict(r))
-                            .chain(std::iter::repeat_n("–".to_string(), 5))
+                            .chain(std::iter::repeat_n("–".to_string(), 6))
                             .collect(),
                     },
                 };
                 let (per_1000, _, top) =
-                    syscalls_cells(find(report, &scenario.name, backend, true));
+                    syscalls_cells(find(report, &scenario.name, column, true));
                 let _ = writeln!(
                     md,
                     "| `{}` | {} | {} | {per_1000} | {top} |",
                     scenario.name,
-                    backend.name(),
+                    column_label(column.0, column.1),
                     cells.join(" | ")
                 );
             }
