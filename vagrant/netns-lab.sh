@@ -29,7 +29,7 @@
 # Offloads stay as veth sets them (tx checksum offload, TSO/GSO on): the
 # afpacket backend trusts frames the kernel marks TP_STATUS_CSUMNOTREADY
 # (partial checksums from a local sender), verifies all others in software,
-# and takes GSO frames whole (a TPACKET_V3 block holds up to block_size).
+# and takes GSO frames whole (read from the copy the kernel queues for frames larger than a ring slot).
 # To test with offloads off instead: OFFLOADS=off vagrant/netns-lab.sh up
 # (needs ethtool).
 #

@@ -248,7 +248,7 @@ impl Default for DataplaneConfig {
     }
 }
 
-/// `[afpacket]`: the AF_PACKET (TPACKET_V3) backend with user-space TCP.
+/// `[afpacket]`: the AF_PACKET (TPACKET_V2) backend with user-space TCP.
 /// The broker owns `ip` in user space; the kernel has no address on the
 /// interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,12 +268,14 @@ pub struct AfPacketConfig {
     pub block_size: usize,
     /// Blocks per ring (the rx ring and the tx ring each).
     pub block_count: usize,
-    /// Bytes per tx frame slot (and rx frame accounting): a power of two
-    /// that holds a frame of the interface's MTU.
+    /// Bytes per frame slot of both rings: a power of two that holds a
+    /// frame of the interface's MTU. Received frames larger than a slot
+    /// (GSO/GRO super-frames) are read from a copy the kernel queues.
     pub frame_size: usize,
-    /// Milliseconds after which the kernel hands a partly filled rx block to
-    /// user space: the worst added receive latency.
-    pub block_timeout_ms: u32,
+    /// No longer used: the rx ring hands over every frame at once
+    /// (TPACKET_V2). Accepted, with a warning, so that older files load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_timeout_ms: Option<u32>,
     /// How an idle worker waits for packets.
     pub poll: PollStrategy,
     /// With `poll = "adaptive"`, how long an idle worker spins before it
@@ -310,7 +312,7 @@ impl Default for AfPacketConfig {
             block_size: 1 << 18,
             block_count: 64,
             frame_size: 2048,
-            block_timeout_ms: 1,
+            block_timeout_ms: None,
             poll: PollStrategy::Adaptive,
             spin: Duration::from_micros(200),
             tcp_rx_buffer: 256 << 10,
@@ -395,7 +397,7 @@ pub enum BackendKind {
     /// Kernel TCP sockets with epoll.
     #[default]
     Kernel,
-    /// AF_PACKET TPACKET_V3 rings with user-space TCP (smoltcp).
+    /// AF_PACKET TPACKET_V2 rings with user-space TCP (smoltcp).
     #[value(name = "afpacket")]
     AfPacket,
     /// DPDK poll-mode drivers with user-space TCP (smoltcp); needs the
@@ -628,15 +630,6 @@ impl Config {
                 format!(
                     "afpacket.frame_size must be a power of two between 2048 and afpacket.block_size (got {})",
                     af.frame_size
-                ),
-            ));
-        }
-        if af.block_timeout_ms == 0 || af.block_timeout_ms > 1000 {
-            return Err(invalid(
-                "afpacket.block_timeout_ms",
-                format!(
-                    "afpacket.block_timeout_ms must be between 1 and 1000 (got {})",
-                    af.block_timeout_ms
                 ),
             ));
         }

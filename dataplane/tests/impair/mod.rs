@@ -3,7 +3,7 @@
 //!
 //! [`Relay::start`] runs a thread in the relay namespace of a
 //! [`Lab::with_relay`] lab that forwards every Ethernet frame between the
-//! two veth ends there, both ways, through the dataplane's own TPACKET_V3
+//! two veth ends there, both ways, through the dataplane's own TPACKET_V2
 //! device ([`AfPacketDevice`], so no raw-socket code here). With an
 //! [`Impairment`] it drops a seeded-random share of the frames and sends
 //! another share after the frame that followed it (adjacent swaps), the
@@ -151,7 +151,6 @@ fn open(interface: &str) -> io::Result<AfPacketDevice> {
         block_size: 1 << 18,
         block_count: 64,
         frame_size: 2048,
-        block_timeout_ms: 1,
     };
     AfPacketDevice::open(interface, rings, None, false)
 }

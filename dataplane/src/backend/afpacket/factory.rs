@@ -1,5 +1,5 @@
 //! The afpacket backend's factory: per worker, a packet socket with
-//! TPACKET_V3 rings on `afpacket.interface` and a user-space TCP stack
+//! TPACKET_V2 rings on `afpacket.interface` and a user-space TCP stack
 //! owning `afpacket.ip`; several workers split the flows with
 //! PACKET_FANOUT_HASH.
 
@@ -29,13 +29,17 @@ impl AfPacketBackend {
         let af = &config.afpacket;
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
         let (addr, prefix) = af.parse_ip().map_err(invalid)?;
+        if af.block_timeout_ms.is_some() {
+            tracing::warn!(
+                "afpacket.block_timeout_ms is no longer used: received frames are handed over one by one; remove it"
+            );
+        }
         Ok(AfPacketBackend {
             interface: af.interface.clone(),
             ring: RingConfig {
                 block_size: af.block_size,
                 block_count: af.block_count,
                 frame_size: af.frame_size,
-                block_timeout_ms: af.block_timeout_ms,
             },
             mac: af.parse_mac().map_err(invalid)?,
             segmentation_offload: af.segmentation_offload,

@@ -1,9 +1,11 @@
-//! The AF_PACKET backend: a smoltcp [`Device`] over a TPACKET_V3 rx ring and
+//! The AF_PACKET backend: a smoltcp [`Device`] over a TPACKET_V2 rx ring and
 //! tx ring ([`ring`]), driven by the user-space TCP worker
 //! ([`crate::backend::userspace`]).
 //!
-//! * Receive is zero-copy: smoltcp parses each frame in place in the mapped
-//!   rx block; a block goes back to the kernel once all its frames were read.
+//! * Receive is zero-copy for frames that fit a ring slot: smoltcp parses
+//!   each one in place, and the kernel hands it over (and wakes a sleeping
+//!   worker) as soon as it is written; the slot goes back at the next
+//!   receive.
 //! * Transmit fills tx slots in place; [`PacketDevice::flush_tx`] kicks all
 //!   slots of a burst with one `sendto`. With segmentation offload, a TCP
 //!   segment larger than the link goes out on its own through a second,
@@ -15,9 +17,10 @@
 //!   `TP_STATUS_CSUMNOTREADY` (a local sender's partial checksum, as a veth
 //!   peer with tx checksum offload sends them). Corrupt frames are dropped
 //!   and counted.
-//! * Large frames: a veth peer with TSO/GSO sends TCP segments larger than
-//!   the MTU; a TPACKET_V3 block holds any frame up to the block size, and
-//!   smoltcp takes such a segment whole.
+//! * Large frames: a veth peer with TSO/GSO, or a NIC with GRO, delivers TCP
+//!   segments larger than the MTU; the kernel queues a whole copy of any
+//!   frame larger than a slot on the socket, the ring reads it with one
+//!   `recv`, and smoltcp takes the segment whole.
 //!
 //! No allocation per packet: the rings are mapped once, tokens borrow them.
 
@@ -31,7 +34,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 
 use self::ring::{ArpSocket, PacketSocket, RingConfig, RxRing, SegmentSocket, TxRing};
 use self::segmentation::{MAX_SEGMENT_IP_LEN, VNET_HDR_LEN};
@@ -40,8 +43,11 @@ use crate::backend::userspace::{is_arp_reply, DeviceStats, PacketDevice};
 
 pub use self::factory::AfPacketBackend;
 
-/// How often (in receive calls) the ARP socket of a fanout member is read.
+/// How often the ARP socket of a fanout member is read: every this many
+/// received frames under load, and at least this often when idle (a
+/// spinning worker would otherwise make a syscall per few turns).
 const ARP_CHECK_EVERY: u32 = 64;
+const ARP_CHECK_IDLE: Duration = Duration::from_micros(100);
 
 /// A packet socket with its rings, as a smoltcp device.
 ///
@@ -60,8 +66,10 @@ struct RxPart {
     /// With fanout: every ARP frame, for this worker's neighbour cache.
     arp: Option<ArpSocket>,
     arp_buf: Vec<u8>,
-    /// Receive calls left before the ARP socket is read again.
+    /// Frames left to receive before the ARP socket is read again.
     arp_countdown: u32,
+    /// When it is read again at the latest.
+    arp_due: Instant,
     /// The `rx_*` counters.
     stats: DeviceStats,
 }
@@ -129,6 +137,7 @@ impl AfPacketDevice {
                 arp,
                 arp_buf: vec![0; 2048],
                 arp_countdown: 0,
+                arp_due: Instant::ZERO,
                 stats: DeviceStats::default(),
             },
             tx: TxPart {
@@ -165,13 +174,17 @@ impl AfPacketDevice {
 impl RxPart {
     /// The next frame for the stack: an ARP frame now and then (with
     /// fanout), else the next valid frame of the ring, read in place.
-    fn next_frame(&mut self) -> Option<&[u8]> {
-        // The ARP socket costs a syscall per look and ARP is rare: look on
-        // every ARP_CHECK_EVERY-th call only (a sleeping worker is woken by
-        // its fd anyway).
-        self.arp_countdown = self.arp_countdown.saturating_sub(1);
-        if let Some(arp) = self.arp.as_ref().filter(|_| self.arp_countdown == 0) {
+    fn next_frame(&mut self, now: Instant) -> Option<&[u8]> {
+        // The ARP socket costs a syscall per look and ARP is rare: look
+        // every ARP_CHECK_EVERY frames or ARP_CHECK_IDLE, whichever comes
+        // first (a sleeping worker is woken by its fd anyway).
+        if let Some(arp) = self
+            .arp
+            .as_ref()
+            .filter(|_| self.arp_countdown == 0 || now >= self.arp_due)
+        {
             self.arp_countdown = ARP_CHECK_EVERY;
+            self.arp_due = now + ARP_CHECK_IDLE;
             if let Some(len) = arp.recv(&mut self.arp_buf) {
                 self.stats.rx_frames += 1;
                 self.stats.rx_bytes += len as u64;
@@ -198,6 +211,7 @@ impl RxPart {
                 }
             }
         })?;
+        self.arp_countdown = self.arp_countdown.saturating_sub(1);
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += frame.data.len() as u64;
         Some(frame.data)
@@ -325,8 +339,8 @@ impl phy::Device for AfPacketDevice {
     type RxToken<'a> = AfRxToken<'a>;
     type TxToken<'a> = AfTxToken<'a>;
 
-    fn receive(&mut self, _timestamp: Instant) -> Option<(AfRxToken<'_>, AfTxToken<'_>)> {
-        let frame = self.rx.next_frame()?;
+    fn receive(&mut self, timestamp: Instant) -> Option<(AfRxToken<'_>, AfTxToken<'_>)> {
+        let frame = self.rx.next_frame(timestamp)?;
         if self.tx.ring.pending() >= 64 {
             self.tx.kick();
         }

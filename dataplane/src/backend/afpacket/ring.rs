@@ -1,17 +1,26 @@
-//! A packet socket with a TPACKET_V3 rx ring and tx ring in one mapping.
+//! A packet socket with a TPACKET_V2 rx ring and tx ring in one mapping.
 //!
-//! The rx ring is a sequence of blocks. The kernel fills a block with
-//! variable-length frames and hands it over (`TP_STATUS_USER` in the block
-//! header) when it is full or `block_timeout_ms` after its first frame; user
-//! space reads the frames in place and gives the block back
-//! (`TP_STATUS_KERNEL`). The tx ring is a sequence of fixed-size frame slots:
-//! user space writes a frame into a free slot (`TP_STATUS_AVAILABLE`), marks
-//! it `TP_STATUS_SEND_REQUEST`, and one `sendto` sends every marked slot.
+//! Both rings are sequences of fixed-size frame slots. The kernel writes a
+//! received frame into the next free rx slot and hands it over at once
+//! (`TP_STATUS_USER` in the slot header, and a wake-up of a sleeping
+//! reader); user space reads it in place and gives the slot back
+//! (`TP_STATUS_KERNEL`). A frame larger than a slot (the GSO/GRO
+//! super-frames of a veth peer or a NIC, up to 64 KiB) is cut to the slot,
+//! marked `TP_STATUS_COPY`, and queued whole on the socket
+//! (`PACKET_COPY_THRESH`), where [`CopyQueue`] reads it: small frames cost
+//! no copy and wait for nothing, large ones one `recv`. (TPACKET_V3 packs
+//! frames densely in blocks, but hands a block over only when it is full or
+//! its timer, at least 1 ms, runs out: every frame at low load, and the
+//! TCP round trip under load, waited that long.)
+//!
+//! For tx, user space writes a frame into a free slot
+//! (`TP_STATUS_AVAILABLE`), marks it `TP_STATUS_SEND_REQUEST`, and one
+//! `sendto` sends every marked slot.
 //!
 //! The types carry who owns which part of the shared memory, so that safe
 //! code cannot touch what the kernel owns:
 //!
-//! * a received [`RxFrame`] borrows the [`RxRing`], and its block goes back
+//! * a received [`RxFrame`] borrows the [`RxRing`], and its slot goes back
 //!   to the kernel only in a later [`RxRing::next_frame`], which needs the
 //!   ring mutably: the frame is gone by then;
 //! * a tx slot can only be written through the [`TxSlot`] that
@@ -31,27 +40,38 @@ use std::slice;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use libc::{tpacket3_hdr, tpacket_block_desc};
+use libc::tpacket2_hdr;
 use memmap2::{MmapOptions, MmapRaw};
 
-/// Ring geometry; both rings get the same.
+/// Ring geometry; both rings get the same. The kernel allocates a ring in
+/// blocks and lays the slots out per block.
 #[derive(Debug, Clone, Copy)]
 pub struct RingConfig {
     /// Bytes per block: a multiple of the page size and of `frame_size`.
     pub block_size: usize,
     pub block_count: usize,
-    /// Bytes per tx slot: a multiple of 16.
+    /// Bytes per slot: a multiple of 16.
     pub frame_size: usize,
-    pub block_timeout_ms: u32,
 }
 
-/// Where a tx frame's data starts in its slot: `TPACKET3_HDRLEN -
+/// The receive buffer asked for the copies of frames larger than a slot:
+/// room for a few hundred 64 KiB super-frames (the kernel accounts each
+/// copy's whole buffer). Forced past `net.core.rmem_max` where the process
+/// may (CAP_NET_ADMIN); otherwise whatever that allows.
+const COPY_QUEUE_BYTES: libc::c_int = 32 << 20;
+
+/// The largest frame a copy holds: an Ethernet header and an IPv4 packet
+/// of at most 64 KiB (a GSO super-frame); anything longer is cut and
+/// dropped as truncated.
+const MAX_COPY_FRAME: usize = 14 + 65_535;
+
+/// Where a tx frame's data starts in its slot: `TPACKET2_HDRLEN -
 /// sizeof(struct sockaddr_ll)`, the kernel's default without
 /// `PACKET_TX_HAS_OFF`.
-const TX_DATA_OFFSET: usize = libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>();
+const TX_DATA_OFFSET: usize = libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>();
 
 // A slot's data never overlaps its header.
-const _: () = assert!(TX_DATA_OFFSET >= size_of::<tpacket3_hdr>());
+const _: () = assert!(TX_DATA_OFFSET >= size_of::<tpacket2_hdr>());
 
 /// The interface facts the device needs.
 #[derive(Debug, Clone, Copy)]
@@ -63,112 +83,155 @@ pub(crate) struct LinkInfo {
 }
 
 /// A received frame. It borrows the [`RxRing`], so it cannot be used once
-/// its block may have gone back to the kernel.
+/// its slot may have gone back to the kernel.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RxFrame<'a> {
     /// The bytes present in the ring (`tp_snaplen` of them).
     pub(crate) data: &'a [u8],
     /// Bytes of the frame on the wire (more than `data.len()` if truncated).
     pub(crate) len: usize,
-    /// The frame's `tp_status` (checksum flags).
+    /// The frame's `tp_status` (checksum flags; `TP_STATUS_COPY` when the
+    /// bytes are the queued copy of a frame larger than a slot).
     pub(crate) status: u32,
 }
 
 /// The reading side of the rx ring.
 pub(crate) struct RxRing {
-    /// Keeps the blocks mapped.
+    /// Keeps the slots mapped.
     _map: Arc<MmapRaw>,
-    /// Block 0.
+    /// Slot 0.
     base: NonNull<u8>,
-    block_size: usize,
-    block_count: usize,
-    /// The block being read.
-    current: usize,
-    /// Whether `current` was handed to us and is being read.
-    in_block: bool,
-    /// Frames of `current` not yet returned.
-    remaining: u32,
-    /// Offset in `current` of the next frame.
-    next: usize,
+    frame_size: usize,
+    frame_count: usize,
+    /// The next slot to look at.
+    head: usize,
+    /// The slot of the frame handed out last: it goes back to the kernel
+    /// at the next call.
+    held: Option<usize>,
+    /// Where the full copies of frames larger than a slot are read from.
+    copies: CopyQueue,
+}
+
+/// The socket's own receive queue, where the kernel puts a full copy of
+/// every frame too large for a ring slot (`PACKET_COPY_THRESH`; the slot
+/// then holds the truncated frame with `TP_STATUS_COPY`). Copies are
+/// queued in ring order, under the lock that hands out the slots, and
+/// before the slot goes to user space: the next copy is the frame of the
+/// next `TP_STATUS_COPY` slot.
+pub(crate) struct CopyQueue {
+    /// A datagram socket: the packet socket itself (or, in tests, one end
+    /// of a socket pair).
+    fd: OwnedFd,
+    /// The frame read last.
+    buf: Vec<u8>,
+}
+
+impl CopyQueue {
+    /// Reads from `fd` into a buffer of `max_frame` bytes.
+    pub(crate) fn new(fd: OwnedFd, max_frame: usize) -> CopyQueue {
+        CopyQueue {
+            fd,
+            buf: vec![0; max_frame],
+        }
+    }
+
+    /// The next copy's bytes in `buf` (at most `buf.len()`) and its length
+    /// on the wire, if one is queued (the kernel queues none when the
+    /// socket's receive buffer is full: the frame stays cut).
+    fn take(&mut self) -> Option<(usize, usize)> {
+        // SAFETY: `buf` is a valid writable buffer of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        let len = n as usize;
+        Some((len.min(self.buf.len()), len))
+    }
 }
 
 // SAFETY: nothing in an `RxRing` is tied to a thread: it points into memory
 // that `_map` keeps alive (`MmapRaw` is `Send + Sync`), and it is the only
-// user-space reader of its blocks (the contract of `RxRing::new`), so moving
+// user-space reader of its slots (the contract of `RxRing::new`), so moving
 // it to another thread moves that role with it. It is not `Sync`.
 unsafe impl Send for RxRing {}
 
 impl RxRing {
-    /// The rx ring of `block_count` blocks of `block_size` bytes at `offset`
-    /// in `map`. Panics unless they lie in `map`, aligned for the block
-    /// descriptors.
+    /// The rx ring of `frame_count` slots of `frame_size` bytes, back to
+    /// back at `offset` in `map`, with the copies of larger frames in
+    /// `copies`. Panics unless the slots lie in `map`, aligned and large
+    /// enough for a slot header.
     ///
     /// # Safety
     ///
-    /// The blocks must be shared with one other party only (the kernel, or
+    /// The slots must be shared with one other party only (the kernel, or
     /// a test standing in for it; no other `RxRing`), which follows the
-    /// TPACKET_V3 protocol: it does not write a block whose status word has
-    /// `TP_STATUS_USER` until this ring stores `TP_STATUS_KERNEL` there, and
-    /// it accesses the status words only atomically.
+    /// TPACKET_V2 rx protocol: it does not write a slot whose status word
+    /// has `TP_STATUS_USER` until this ring stores `TP_STATUS_KERNEL` there,
+    /// and it accesses the status words only atomically.
     unsafe fn new(
         map: Arc<MmapRaw>,
         offset: usize,
-        block_size: usize,
-        block_count: usize,
+        frame_size: usize,
+        frame_count: usize,
+        copies: CopyQueue,
     ) -> RxRing {
-        let len = block_size.checked_mul(block_count).expect("rx ring size");
+        let len = frame_size.checked_mul(frame_count).expect("rx ring size");
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= map.len()),
             "rx ring outside the mapping"
         );
-        assert!(block_count > 0 && block_size >= size_of::<tpacket_block_desc>());
-        assert_eq!(block_size % align_of::<tpacket_block_desc>(), 0);
+        assert!(frame_count > 0 && frame_size >= libc::TPACKET2_HDRLEN);
+        assert_eq!(frame_size % libc::TPACKET_ALIGNMENT, 0);
         // SAFETY: `offset <= map.len()` (asserted): in bounds of the mapping
         // or one past its end.
         let base = unsafe { map.as_mut_ptr().add(offset) };
-        assert_eq!(base as usize % align_of::<tpacket_block_desc>(), 0);
+        assert_eq!(base as usize % libc::TPACKET_ALIGNMENT, 0);
         RxRing {
             base: NonNull::new(base).expect("mapping at null"),
             _map: map,
-            block_size,
-            block_count,
-            current: 0,
-            in_block: false,
-            remaining: 0,
-            next: 0,
+            frame_size,
+            frame_count,
+            head: 0,
+            held: None,
+            copies,
         }
     }
 
-    /// The descriptor of block `index` (`< block_count`).
-    fn desc(&self, index: usize) -> *mut tpacket_block_desc {
-        debug_assert!(index < self.block_count);
-        // SAFETY: `index < block_count`, so the block lies in the ring, which
+    /// The header of slot `slot` (`< frame_count`).
+    fn header(&self, slot: usize) -> *mut tpacket2_hdr {
+        debug_assert!(slot < self.frame_count);
+        // SAFETY: `slot < frame_count`, so the slot lies in the ring, which
         // lies in the mapping (checked by `new`).
-        unsafe { self.base.as_ptr().add(index * self.block_size) }.cast()
+        unsafe { self.base.as_ptr().add(slot * self.frame_size) }.cast()
     }
 
-    /// The status word of block `index` (`< block_count`).
-    fn block_status(&self, index: usize) -> &AtomicU32 {
-        let desc = self.desc(index);
-        // SAFETY: the descriptor lies in the mapping, which `_map` keeps
-        // alive as long as `self`, and so as long as the returned reference;
-        // it is aligned (checked by `new`), so its `u32` status word is. Both
+    /// The status word of slot `slot` (`< frame_count`).
+    fn status(&self, slot: usize) -> &AtomicU32 {
+        let header = self.header(slot);
+        // SAFETY: the header lies in the mapping, which `_map` keeps alive as
+        // long as `self`, and so as long as the returned reference; it is
+        // 16-aligned (checked by `new`), so its `u32` status word is. Both
         // parties access that word only atomically (the contract of `new`),
-        // and no frame handed out overlaps it (`advance` starts the frames
-        // after the descriptor).
-        unsafe { AtomicU32::from_ptr(&raw mut (*desc).hdr.bh1.block_status) }
+        // and no frame handed out overlaps it (`advance` hands out bytes
+        // after the header only).
+        unsafe { AtomicU32::from_ptr(&raw mut (*header).tp_status) }
     }
 
-    /// Whether a frame may be ready (without blocking).
+    /// Whether a frame is ready (without blocking).
     pub(crate) fn has_frames(&self) -> bool {
-        (self.in_block && self.remaining > 0)
-            || self.block_status(self.current).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+        self.status(self.head).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
     }
 
     /// The next received frame that `accept` takes; the frames it refuses
-    /// are skipped. A block goes back to the kernel once all its frames were
-    /// passed, in a later call: the returned frame borrows the ring, so it is
-    /// gone by then.
+    /// are skipped. A frame's slot goes back to the kernel at the next
+    /// call: the returned frame borrows the ring, so it is gone by then.
     pub(crate) fn next_frame(
         &mut self,
         mut accept: impl FnMut(&RxFrame<'_>) -> bool,
@@ -176,14 +239,15 @@ impl RxRing {
         loop {
             let (data, snaplen, len, status) = self.advance()?;
             let frame = RxFrame {
-                // SAFETY: `advance` checked that the `snaplen` bytes at
-                // `data` lie in block `current`, in the mapping that `_map`
-                // keeps alive, after its descriptor. The block is ours
-                // (`TP_STATUS_USER`, loaded with Acquire after the kernel
-                // wrote it) and nobody writes it until `advance` gives it
-                // back, in a later call: that needs `&mut self`, which the
-                // returned frame borrows. A refused frame is only lent to
-                // `accept` for the call.
+                // SAFETY: `advance` returned either bytes of the slot it
+                // holds (checked to lie in the slot, after its header, in the
+                // mapping that `_map` keeps alive), or bytes of the copy
+                // buffer it just filled. The slot is ours (`TP_STATUS_USER`,
+                // loaded with Acquire after the kernel wrote it) and nobody
+                // writes it, nor the buffer, until `advance` runs again, in a
+                // later call: that needs `&mut self`, which the returned
+                // frame borrows. A refused frame is only lent to `accept`
+                // for the call.
                 data: unsafe { slice::from_raw_parts(data, snaplen) },
                 len,
                 status,
@@ -194,66 +258,56 @@ impl RxRing {
         }
     }
 
-    /// Moves to the next frame, giving finished blocks back; returns where
-    /// its bytes are (checked to lie in the current block), their number,
-    /// the frame's length on the wire and its status.
+    /// Gives the held slot back and moves to the next frame; returns where
+    /// its bytes are (in the slot, or in the copy buffer for a frame larger
+    /// than a slot), their number, the frame's length on the wire and its
+    /// status.
     fn advance(&mut self) -> Option<(*const u8, usize, usize, u32)> {
+        if let Some(slot) = self.held.take() {
+            self.status(slot)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        }
         loop {
-            if !self.in_block {
-                let status = self.block_status(self.current).load(Ordering::Acquire);
-                if status & libc::TP_STATUS_USER == 0 {
-                    return None;
-                }
-                let desc = self.desc(self.current);
-                // SAFETY: the block is ours: its status has TP_STATUS_USER,
-                // loaded with Acquire, so these reads come after the kernel's
-                // writes of the block, and it writes no more until we give
-                // the block back. The fields are aligned `u32`s of the
-                // descriptor, in the mapping.
-                let (num_pkts, first) = unsafe {
-                    (
-                        (&raw const (*desc).hdr.bh1.num_pkts).read(),
-                        (&raw const (*desc).hdr.bh1.offset_to_first_pkt).read(),
-                    )
-                };
-                self.remaining = num_pkts;
-                // Frames never overlap the descriptor (and its status word):
-                // a block claiming one that does is given back unread.
-                self.next = match first as usize {
-                    first if first >= size_of::<tpacket_block_desc>() => first,
-                    _ => self.block_size,
-                };
-                self.in_block = true;
+            let slot = self.head;
+            let status = self.status(slot).load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                return None;
             }
-            if self.remaining == 0 || self.next + libc::TPACKET3_HDRLEN > self.block_size {
-                self.block_status(self.current)
-                    .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-                self.current += 1;
-                if self.current == self.block_count {
-                    self.current = 0;
-                }
-                self.in_block = false;
-                continue;
-            }
-            let block = self.desc(self.current).cast::<u8>();
-            // SAFETY: the block is ours (see above); `next + TPACKET3_HDRLEN
-            // <= block_size`, so the frame header lies in it. Read unaligned:
-            // nothing is assumed of the offsets the kernel wrote.
-            let header = unsafe { block.add(self.next).cast::<tpacket3_hdr>().read_unaligned() };
-            let mac = self.next + usize::from(header.tp_mac);
-            let snaplen = header.tp_snaplen as usize;
-            self.remaining -= 1;
-            self.next = if header.tp_next_offset == 0 {
-                self.block_size
-            } else {
-                self.next + header.tp_next_offset as usize
+            self.head = if slot + 1 == self.frame_count { 0 } else { slot + 1 };
+            let header = self.header(slot);
+            // SAFETY: the slot is ours: its status has TP_STATUS_USER, loaded
+            // with Acquire, so these reads come after the kernel's writes of
+            // the slot, and it writes no more until we give the slot back.
+            // The fields are aligned members of the 16-aligned header, in
+            // the mapping, apart from the status word.
+            let (mac, snaplen, len) = unsafe {
+                (
+                    usize::from((&raw const (*header).tp_mac).read()),
+                    (&raw const (*header).tp_snaplen).read() as usize,
+                    (&raw const (*header).tp_len).read() as usize,
+                )
             };
-            if mac + snaplen > self.block_size {
+            if status & libc::TP_STATUS_COPY != 0 {
+                // The slot holds a cut frame; the whole one is queued.
+                self.status(slot)
+                    .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                // Without it, an empty frame of the slot's length: dropped
+                // as truncated.
+                let (bytes, len) = self.copies.take().unwrap_or((0, len));
+                return Some((self.copies.buf.as_ptr(), bytes, len, status));
+            }
+            self.held = Some(slot);
+            if mac < size_of::<tpacket2_hdr>() || mac + snaplen > self.frame_size {
+                // Bytes outside the slot, or over its header: never read.
+                self.status(slot)
+                    .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                self.held = None;
                 continue;
             }
-            // SAFETY: `mac + snaplen <= block_size`: inside the block.
-            let data = unsafe { block.add(mac) };
-            return Some((data, snaplen, header.tp_len as usize, header.tp_status));
+            // SAFETY: `mac + snaplen <= frame_size`: inside the slot, after
+            // its header.
+            let data = unsafe { header.cast::<u8>().add(mac) };
+            return Some((data, snaplen, len, status));
         }
     }
 }
@@ -304,7 +358,7 @@ impl TxRing {
             offset.checked_add(len).is_some_and(|end| end <= map.len()),
             "tx ring outside the mapping"
         );
-        assert!(frame_count > 0 && frame_size >= libc::TPACKET3_HDRLEN);
+        assert!(frame_count > 0 && frame_size >= libc::TPACKET2_HDRLEN);
         assert_eq!(frame_size % libc::TPACKET_ALIGNMENT, 0);
         // SAFETY: `offset <= map.len()` (asserted): in bounds of the mapping
         // or one past its end.
@@ -322,7 +376,7 @@ impl TxRing {
     }
 
     /// The header of slot `slot` (`< frame_count`).
-    fn header(&self, slot: usize) -> *mut tpacket3_hdr {
+    fn header(&self, slot: usize) -> *mut tpacket2_hdr {
         debug_assert!(slot < self.frame_count);
         // SAFETY: `slot < frame_count`, so the slot lies in the ring, which
         // lies in the mapping (checked by `new`).
@@ -418,7 +472,6 @@ impl TxSlot<'_> {
         // SAFETY: the slot header is ours (see above), in the mapping and
         // aligned; these fields do not overlap `data` nor the status word.
         unsafe {
-            (*header).tp_next_offset = 0;
             (*header).tp_len = len as u32;
             (*header).tp_snaplen = len as u32;
         }
@@ -564,6 +617,27 @@ impl Geometry {
     }
 }
 
+/// Sets the socket's receive buffer to `bytes`, past `net.core.rmem_max`
+/// if the process may (`SO_RCVBUFFORCE`), else as far as that allows.
+fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
+    let set = |name| {
+        // SAFETY: `bytes` is a live c_int of the size passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw const bytes).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) == 0 {
+        return Ok(());
+    }
+    check(set(libc::SO_RCVBUF), "SO_RCVBUF").map(drop)
+}
+
 /// Turns a boolean SOL_PACKET option on.
 fn set_flag(fd: RawFd, name: libc::c_int, what: &str) -> io::Result<()> {
     set_option(fd, name, &1 as &libc::c_int, what)
@@ -621,24 +695,23 @@ pub(crate) fn open(
     set_option(
         raw,
         libc::PACKET_VERSION,
-        &(libc::tpacket_versions::TPACKET_V3 as libc::c_int),
+        &(libc::tpacket_versions::TPACKET_V2 as libc::c_int),
         "PACKET_VERSION",
     )?;
     // A malformed tx frame is skipped instead of stopping the ring (must be
     // set before the rings exist).
     set_flag(raw, libc::PACKET_LOSS, "PACKET_LOSS")?;
-    let mut req = libc::tpacket_req3 {
+    let req = libc::tpacket_req {
         tp_block_size: geometry.block_size,
         tp_block_nr: geometry.block_count,
         tp_frame_size: geometry.frame_size,
         tp_frame_nr: geometry.frame_count,
-        tp_retire_blk_tov: config.block_timeout_ms,
-        tp_sizeof_priv: 0,
-        tp_feature_req_word: 0,
     };
     set_option(raw, libc::PACKET_RX_RING, &req, "PACKET_RX_RING")?;
-    req.tp_retire_blk_tov = 0;
     set_option(raw, libc::PACKET_TX_RING, &req, "PACKET_TX_RING")?;
+    // Frames larger than a slot: also queued whole on the socket.
+    set_flag(raw, libc::PACKET_COPY_THRESH, "PACKET_COPY_THRESH")?;
+    set_receive_buffer(raw, COPY_QUEUE_BYTES)?;
     // Our own transmissions (and the kernel's) are not received back.
     set_flag(raw, libc::PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING")?;
     // Straight to the driver: no qdisc on the transmit path.
@@ -655,27 +728,25 @@ pub(crate) fn open(
             io::Error::new(error.kind(), format!("mmap of the packet rings: {error}"))
         })?;
     let map = Arc::new(map);
+    let copies = CopyQueue::new(
+        fd.try_clone()
+            .map_err(|error| io::Error::new(error.kind(), format!("dup of the packet socket: {error}")))?,
+        MAX_COPY_FRAME,
+    );
+    let frame_count = geometry.frame_count as usize;
     // SAFETY: the first `ring_len` bytes of the mapping are the socket's rx
-    // ring, `block_count` blocks of `block_size` bytes; the kernel hands a
-    // block over with TP_STATUS_USER, writes it no more until we store
-    // TP_STATUS_KERNEL, and accesses the status words atomically (as
-    // packet_mmap.rst documents). This is the only `RxRing` over them.
-    let rx = unsafe { RxRing::new(map.clone(), 0, config.block_size, config.block_count) };
-    // SAFETY: the next `ring_len` bytes are the tx ring: `frame_count` slots
-    // of `frame_size` bytes, back to back since `frame_size` divides
-    // `block_size` (checked by `Geometry::of`). The kernel zeroes them (all
-    // TP_STATUS_AVAILABLE), reads a slot only once marked
-    // TP_STATUS_SEND_REQUEST and sets it back to TP_STATUS_AVAILABLE (or
-    // TP_STATUS_WRONG_FORMAT) when it is done with it. This is the only
-    // `TxRing` over them.
-    let tx = unsafe {
-        TxRing::new(
-            map,
-            ring_len,
-            config.frame_size,
-            geometry.frame_count as usize,
-        )
-    };
+    // ring: `frame_count` slots of `frame_size` bytes, back to back since
+    // `frame_size` divides `block_size` (checked by `Geometry::of`). The
+    // kernel hands a slot over with TP_STATUS_USER, writes it no more until
+    // we store TP_STATUS_KERNEL, and accesses the status words atomically
+    // (as packet_mmap.rst documents). This is the only `RxRing` over them.
+    let rx = unsafe { RxRing::new(map.clone(), 0, config.frame_size, frame_count, copies) };
+    // SAFETY: the next `ring_len` bytes are the tx ring, laid out the same
+    // way. The kernel zeroes them (all TP_STATUS_AVAILABLE), reads a slot
+    // only once marked TP_STATUS_SEND_REQUEST and sets it back to
+    // TP_STATUS_AVAILABLE (or TP_STATUS_WRONG_FORMAT) when it is done with
+    // it. This is the only `TxRing` over them.
+    let tx = unsafe { TxRing::new(map, ring_len, config.frame_size, frame_count) };
     let socket = PacketSocket { fd, link };
 
     // SAFETY: sockaddr_ll is plain data; all zeroes is valid.
@@ -715,13 +786,12 @@ impl PacketSocket {
     /// Frames the kernel dropped for a full rx ring since the last call
     /// (reading `PACKET_STATISTICS` resets the kernel's counters).
     pub fn take_drops(&self) -> io::Result<u64> {
-        let mut stats = libc::tpacket_stats_v3 {
+        let mut stats = libc::tpacket_stats {
             tp_packets: 0,
             tp_drops: 0,
-            tp_freeze_q_cnt: 0,
         };
         let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
-        // SAFETY: `stats` is a valid tpacket_stats_v3 (what a TPACKET_V3
+        // SAFETY: `stats` is a valid tpacket_stats (what a TPACKET_V2
         // socket writes) and `len` its size.
         let rc = unsafe {
             libc::getsockopt(
@@ -872,16 +942,13 @@ mod tests {
     #[test]
     fn the_libc_structs_have_the_kernel_layout() {
         // include/uapi/linux/if_packet.h
-        assert_eq!(offset_of!(tpacket_block_desc, hdr.bh1.block_status), 8);
-        assert_eq!(offset_of!(tpacket_block_desc, hdr.bh1.num_pkts), 12);
-        assert_eq!(
-            offset_of!(tpacket_block_desc, hdr.bh1.offset_to_first_pkt),
-            16
-        );
-        assert_eq!(size_of::<tpacket_block_desc>(), 48);
-        assert_eq!(offset_of!(tpacket3_hdr, tp_status), 20);
-        assert_eq!(size_of::<tpacket3_hdr>(), 48);
-        assert_eq!(TX_DATA_OFFSET, 48);
+        assert_eq!(offset_of!(tpacket2_hdr, tp_status), 0);
+        assert_eq!(offset_of!(tpacket2_hdr, tp_len), 4);
+        assert_eq!(offset_of!(tpacket2_hdr, tp_snaplen), 8);
+        assert_eq!(offset_of!(tpacket2_hdr, tp_mac), 12);
+        assert_eq!(size_of::<tpacket2_hdr>(), 32);
+        assert_eq!(libc::TPACKET2_HDRLEN, 52);
+        assert_eq!(TX_DATA_OFFSET, 32);
     }
 
     #[test]
@@ -890,7 +957,6 @@ mod tests {
             block_size,
             block_count,
             frame_size,
-            block_timeout_ms: 1,
         };
         let kind = |c| Geometry::of(c).err().map(|e| e.kind());
         assert_eq!(kind(config(1 << 16, 4, 2048)), None);
@@ -1029,85 +1095,106 @@ mod tests {
             .fill(len, |_| (), |_| true);
     }
 
-    const BLOCK: usize = 4096;
-    const BLOCKS: usize = 3;
-    /// Where the kernel puts a frame's bytes after its header (TPACKET_ALIGN
+    /// Where the kernel puts a frame's bytes in its rx slot (TPACKET_ALIGN
     /// of the headers plus NET_IP_ALIGN-like padding).
-    const MAC: usize = 82;
-    /// Where the kernel puts the first frame of a block.
-    const FIRST: usize = 48;
+    const MAC: usize = 66;
 
-    fn rx_ring() -> RxRing {
-        let map = memory(BLOCK * BLOCKS);
-        // SAFETY: fresh zeroed memory (every block TP_STATUS_KERNEL),
+    /// One end of a datagram socket pair: the test's kernel queues the
+    /// copies of large frames on it, the ring's [`CopyQueue`] reads the
+    /// other.
+    fn copy_queue() -> (OwnedFd, CopyQueue) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a writable array of two descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+        // SAFETY: both descriptors are fresh and owned by nothing else.
+        let (kernel, ring) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        (kernel, CopyQueue::new(ring, MAX_COPY_FRAME))
+    }
+
+    /// An rx ring and the test's kernel.
+    fn rx_ring() -> (RxRing, Kernel) {
+        let map = memory(SLOT * SLOTS);
+        let (copies, queue) = copy_queue();
+        // SAFETY: fresh zeroed memory (every slot TP_STATUS_KERNEL),
         // touched by nothing but this ring and the test's kernel, which
-        // follows the protocol (`kernel_fill`).
-        unsafe { RxRing::new(map, 0, BLOCK, BLOCKS) }
+        // follows the protocol (`Kernel::receive`).
+        let ring = unsafe { RxRing::new(map, 0, SLOT, SLOTS, queue) };
+        (ring, Kernel { head: 0, copies })
     }
 
-    /// One frame as the kernel writes it into a block.
-    struct Raw<'a> {
-        /// Offset of the next frame's header from this one's (0: the last).
-        next_offset: u32,
-        mac: usize,
-        data: &'a [u8],
-        /// Length on the wire.
-        len: u32,
+    /// Stands in for the kernel's receive side.
+    struct Kernel {
+        /// The next slot it fills.
+        head: usize,
+        copies: OwnedFd,
     }
 
-    fn raw(data: &[u8]) -> Raw<'_> {
-        Raw {
-            next_offset: (MAC + data.len()).next_multiple_of(16) as u32,
-            mac: MAC,
-            data,
-            len: data.len() as u32,
-        }
-    }
-
-    /// The kernel fills block `index` with `frames` (their headers from
-    /// `first` on, `num_pkts` claimed) and hands it over.
-    fn kernel_fill_raw(ring: &RxRing, index: usize, first: u32, num_pkts: u32, frames: &[Raw]) {
-        let status = ring.block_status(index);
-        assert_eq!(status.load(Ordering::Acquire), libc::TP_STATUS_KERNEL);
-        let desc = ring.desc(index);
-        let block = desc.cast::<u8>();
-        // SAFETY: the block is the kernel's (TP_STATUS_KERNEL, stored by the
-        // ring with Release): the ring does not read it until handed over
-        // below. The test's frames lie in the block (asserted), headers
-        // written unaligned; the descriptor fields are aligned.
-        unsafe {
-            (&raw mut (*desc).hdr.bh1.num_pkts).write(num_pkts);
-            (&raw mut (*desc).hdr.bh1.offset_to_first_pkt).write(first);
-            let mut at = first as usize;
-            for frame in frames {
-                assert!(at + size_of::<tpacket3_hdr>() <= BLOCK);
-                let mut header: tpacket3_hdr = std::mem::zeroed();
-                header.tp_next_offset = frame.next_offset;
-                header.tp_snaplen = frame.data.len() as u32;
-                header.tp_len = frame.len;
-                header.tp_mac = frame.mac as u16;
-                header.tp_status = libc::TP_STATUS_USER | libc::TP_STATUS_CSUM_VALID;
-                block.add(at).cast::<tpacket3_hdr>().write_unaligned(header);
-                if at + frame.mac + frame.data.len() <= BLOCK {
-                    let data = block.add(at + frame.mac);
-                    ptr::copy_nonoverlapping(frame.data.as_ptr(), data, frame.data.len());
-                }
-                at += frame.next_offset as usize;
+    impl Kernel {
+        /// Receives `frame` as the kernel does: into the next slot if it is
+        /// free (false if not: a drop), cut to the slot with a full copy
+        /// queued if it is larger; `status` is or'ed into the slot's.
+        fn receive(&mut self, ring: &RxRing, frame: &[u8], status: u32) -> bool {
+            let slot = self.head;
+            if ring.status(slot).load(Ordering::Acquire) != libc::TP_STATUS_KERNEL {
+                return false;
             }
+            let mut status = libc::TP_STATUS_USER | status;
+            let mut snaplen = frame.len();
+            if MAC + frame.len() > SLOT {
+                snaplen = SLOT - MAC;
+                status |= libc::TP_STATUS_COPY;
+                // SAFETY: `frame` is a valid buffer of its length.
+                let sent = unsafe {
+                    libc::send(self.copies.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
+                };
+                assert_eq!(sent, frame.len() as isize);
+            }
+            self.write(ring, slot, MAC, snaplen, frame.len(), &frame[..snaplen], status);
+            true
         }
-        status.store(libc::TP_STATUS_USER, Ordering::Release);
+
+        /// Writes slot `slot` as given and hands it over.
+        #[allow(clippy::too_many_arguments)]
+        fn write(
+            &mut self,
+            ring: &RxRing,
+            slot: usize,
+            mac: usize,
+            snaplen: usize,
+            len: usize,
+            data: &[u8],
+            status: u32,
+        ) {
+            let header = ring.header(slot);
+            // SAFETY: the slot is the kernel's (TP_STATUS_KERNEL, stored by
+            // the ring with Release, or never handed over): the ring does
+            // not read it until handed over below. The header is aligned in
+            // the mapping; the data is written only where it lies in the
+            // slot.
+            unsafe {
+                (*header).tp_len = len as u32;
+                (*header).tp_snaplen = snaplen as u32;
+                (*header).tp_mac = mac as u16;
+                if mac + data.len() <= SLOT {
+                    let at = header.cast::<u8>().add(mac);
+                    ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
+                }
+            }
+            ring.status(slot).store(status, Ordering::Release);
+            self.head = (slot + 1) % SLOTS;
+        }
     }
 
-    fn kernel_fill(ring: &RxRing, index: usize, frames: &[&[u8]]) {
-        let mut raws: Vec<Raw> = frames.iter().map(|data| raw(data)).collect();
-        if let Some(last) = raws.last_mut() {
-            last.next_offset = 0;
-        }
-        kernel_fill_raw(ring, index, FIRST as u32, raws.len() as u32, &raws);
-    }
-
-    fn block_status(ring: &RxRing, index: usize) -> u32 {
-        ring.block_status(index).load(Ordering::Acquire)
+    fn slot_status(ring: &RxRing, slot: usize) -> u32 {
+        ring.status(slot).load(Ordering::Acquire)
     }
 
     fn take(ring: &mut RxRing) -> Option<Vec<u8>> {
@@ -1115,118 +1202,115 @@ mod tests {
     }
 
     #[test]
-    fn rx_frames_are_read_in_place_and_blocks_go_back_after_their_last_frame() {
-        let mut ring = rx_ring();
+    fn rx_frames_are_read_in_place_and_slots_go_back_at_the_next_call() {
+        let (mut ring, mut kernel) = rx_ring();
         assert!(!ring.has_frames());
         assert!(take(&mut ring).is_none());
-        kernel_fill(&ring, 0, &[b"first", b"second"]);
-        kernel_fill(&ring, 1, &[b"third"]);
+        assert!(kernel.receive(&ring, b"first", libc::TP_STATUS_CSUM_VALID));
+        assert!(kernel.receive(&ring, b"second", 0));
         assert!(ring.has_frames());
         let frame = ring.next_frame(|_| true).expect("a frame");
         assert_eq!((frame.data, frame.len), (&b"first"[..], 5));
         assert_ne!(frame.status & libc::TP_STATUS_CSUM_VALID, 0);
+        // Handed out: the slot stays ours until the next call.
+        assert_eq!(slot_status(&ring, 0) & libc::TP_STATUS_USER, libc::TP_STATUS_USER);
         assert_eq!(take(&mut ring).as_deref(), Some(&b"second"[..]));
-        // Its last frame was handed out: the block stays ours until the
-        // next call.
-        assert_eq!(block_status(&ring, 0), libc::TP_STATUS_USER);
-        assert_eq!(take(&mut ring).as_deref(), Some(&b"third"[..]));
-        assert_eq!(block_status(&ring, 0), libc::TP_STATUS_KERNEL);
-        assert_eq!(block_status(&ring, 1), libc::TP_STATUS_USER);
+        assert_eq!(slot_status(&ring, 0), libc::TP_STATUS_KERNEL);
+        assert_ne!(slot_status(&ring, 1), libc::TP_STATUS_KERNEL);
         assert!(take(&mut ring).is_none());
-        assert_eq!(block_status(&ring, 1), libc::TP_STATUS_KERNEL);
+        assert_eq!(slot_status(&ring, 1), libc::TP_STATUS_KERNEL);
         assert!(!ring.has_frames());
-        // Around the ring.
-        kernel_fill(&ring, 2, &[b"fourth"]);
-        kernel_fill(&ring, 0, &[b"fifth"]);
-        assert_eq!(take(&mut ring).as_deref(), Some(&b"fourth"[..]));
-        assert_eq!(take(&mut ring).as_deref(), Some(&b"fifth"[..]));
-        assert!(take(&mut ring).is_none());
-        assert_eq!(block_status(&ring, 0), libc::TP_STATUS_KERNEL);
+        // Around the ring, and a full ring drops until a slot is back.
+        for i in 0..SLOTS as u8 {
+            assert!(kernel.receive(&ring, &[i; 9], 0));
+        }
+        assert!(!kernel.receive(&ring, b"dropped", 0));
+        for i in 0..SLOTS as u8 {
+            assert_eq!(take(&mut ring), Some(vec![i; 9]));
+        }
+        assert!(kernel.receive(&ring, b"after", 0), "all but the last slot are back");
+        assert_eq!(take(&mut ring).as_deref(), Some(&b"after"[..]));
     }
 
     #[test]
-    fn refused_rx_frames_are_skipped() {
-        let mut ring = rx_ring();
-        kernel_fill(&ring, 0, &[b"no", b"yes", b"no"]);
-        kernel_fill(&ring, 1, &[b"no", b"no"]);
+    fn a_frame_larger_than_a_slot_is_read_whole_from_its_copy_in_order() {
+        let (mut ring, mut kernel) = rx_ring();
+        let large: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let larger = vec![7u8; MAX_COPY_FRAME];
+        assert!(kernel.receive(&ring, b"small", 0));
+        assert!(kernel.receive(&ring, &large, libc::TP_STATUS_CSUMNOTREADY));
+        assert!(kernel.receive(&ring, b"between", 0));
+        assert!(kernel.receive(&ring, &larger, 0));
+        assert_eq!(take(&mut ring).as_deref(), Some(&b"small"[..]));
+        let frame = ring.next_frame(|_| true).expect("the large frame");
+        assert_eq!((frame.data, frame.len), (&large[..], large.len()));
+        assert_ne!(frame.status & libc::TP_STATUS_CSUMNOTREADY, 0);
+        // Its slot went back at once: the bytes are the copy's.
+        assert_eq!(slot_status(&ring, 1), libc::TP_STATUS_KERNEL);
+        assert_eq!(take(&mut ring).as_deref(), Some(&b"between"[..]));
+        assert_eq!(take(&mut ring), Some(larger));
+        assert!(take(&mut ring).is_none());
+    }
+
+    #[test]
+    fn a_large_frame_whose_copy_is_missing_or_cut_reads_as_truncated() {
+        let (mut ring, mut kernel) = rx_ring();
+        // Marked as copied, but nothing queued (the kernel's receive buffer
+        // was full): no bytes, its length on the wire.
+        let slot = kernel.head;
+        kernel.write(&ring, slot, MAC, SLOT - MAC, 9000, &[1; 8], libc::TP_STATUS_USER | libc::TP_STATUS_COPY);
+        let frame = ring.next_frame(|_| true).expect("a frame");
+        assert_eq!((frame.data.len(), frame.len), (0, 9000));
+        // A copy longer than a frame can be: cut, its length reported.
+        let huge = vec![3u8; MAX_COPY_FRAME + 100];
+        assert!(kernel.receive(&ring, &huge, 0));
+        let frame = ring.next_frame(|_| true).expect("a frame");
+        assert_eq!((frame.data.len(), frame.len), (MAX_COPY_FRAME, huge.len()));
+        assert!(take(&mut ring).is_none());
+    }
+
+    #[test]
+    fn refused_rx_frames_are_skipped_and_their_slots_given_back() {
+        let (mut ring, mut kernel) = rx_ring();
+        for frame in [&b"no"[..], b"yes", b"no", b"no"] {
+            assert!(kernel.receive(&ring, frame, 0));
+        }
         let mut seen = 0;
         let frame = ring.next_frame(|frame| {
             seen += 1;
             frame.data != b"no"
         });
         assert_eq!(frame.map(|frame| frame.data), Some(&b"yes"[..]));
+        assert_eq!(slot_status(&ring, 0), libc::TP_STATUS_KERNEL);
         assert!(ring.next_frame(|frame| frame.data != b"no").is_none());
         assert_eq!(seen, 2);
-        assert_eq!(block_status(&ring, 0), libc::TP_STATUS_KERNEL);
-        assert_eq!(block_status(&ring, 1), libc::TP_STATUS_KERNEL);
+        for slot in 0..4 {
+            assert_eq!(slot_status(&ring, slot), libc::TP_STATUS_KERNEL);
+        }
     }
 
     #[test]
-    fn rx_frames_are_never_read_outside_their_block() {
-        let mut ring = rx_ring();
-        // Bytes past the end of the block: skipped, the next frame read.
-        let past_end = Raw {
-            next_offset: 128,
-            mac: BLOCK,
-            data: b"past",
-            len: 4,
-        };
-        let ok = Raw {
-            next_offset: 0,
-            ..raw(b"ok")
-        };
-        kernel_fill_raw(&ring, 0, FIRST as u32, 2, &[past_end, ok]);
+    fn rx_frames_are_never_read_outside_their_slot() {
+        let (mut ring, mut kernel) = rx_ring();
+        let user = libc::TP_STATUS_USER;
+        // Bytes past the end of the slot, or over its header: skipped (the
+        // slot given back), the next frame read.
+        kernel.write(&ring, 0, SLOT - 2, 4, 4, b"past", user);
+        kernel.write(&ring, 1, 8, 4, 4, b"over", user);
+        assert!(kernel.receive(&ring, b"ok", 0));
         assert_eq!(take(&mut ring).as_deref(), Some(&b"ok"[..]));
-        // More frames claimed than there are: the block ends at the last.
-        kernel_fill_raw(
-            &ring,
-            1,
-            FIRST as u32,
-            5,
-            &[Raw {
-                next_offset: 0,
-                ..raw(b"only")
-            }],
-        );
-        assert_eq!(take(&mut ring).as_deref(), Some(&b"only"[..]));
-        // A first frame over the descriptor, or whose header would cross the
-        // end of the block: the block goes back unread.
-        kernel_fill_raw(&ring, 2, 0, 1, &[raw(b"over the descriptor")]);
-        assert!(take(&mut ring).is_none());
-        assert_eq!(block_status(&ring, 2), libc::TP_STATUS_KERNEL);
-        kernel_fill_raw(&ring, 0, (BLOCK - 16) as u32, 1, &[]);
-        assert!(take(&mut ring).is_none());
-        assert_eq!(block_status(&ring, 0), libc::TP_STATUS_KERNEL);
-        // A frame whose next offset jumps out of the block ends it.
-        kernel_fill_raw(
-            &ring,
-            1,
-            FIRST as u32,
-            2,
-            &[Raw {
-                next_offset: BLOCK as u32,
-                ..raw(b"last")
-            }],
-        );
-        assert_eq!(take(&mut ring).as_deref(), Some(&b"last"[..]));
-        assert!(take(&mut ring).is_none());
-        assert_eq!(block_status(&ring, 1), libc::TP_STATUS_KERNEL);
+        assert_eq!(slot_status(&ring, 0), libc::TP_STATUS_KERNEL);
+        assert_eq!(slot_status(&ring, 1), libc::TP_STATUS_KERNEL);
+        // The largest frame that fits ends exactly at the slot's end.
+        let fits = vec![9u8; SLOT - MAC];
+        assert!(kernel.receive(&ring, &fits, 0));
+        assert_eq!(take(&mut ring), Some(fits));
     }
 
     #[test]
     fn a_truncated_rx_frame_reports_its_length_on_the_wire() {
-        let mut ring = rx_ring();
-        kernel_fill_raw(
-            &ring,
-            0,
-            FIRST as u32,
-            1,
-            &[Raw {
-                next_offset: 0,
-                len: 9000,
-                ..raw(b"cut")
-            }],
-        );
+        let (mut ring, mut kernel) = rx_ring();
+        kernel.write(&ring, 0, MAC, 3, 9000, b"cut", libc::TP_STATUS_USER);
         let frame = ring.next_frame(|_| true).expect("a frame");
         assert_eq!((frame.data, frame.len), (&b"cut"[..], 9000));
     }
@@ -1263,50 +1347,36 @@ mod tests {
     #[test]
     #[ignore]
     fn emulated_kernel_throughput() {
-        const BLOCK: usize = 1 << 16;
-        const BLOCKS: usize = 4;
         const FRAME: usize = 2048;
-        const STEP: usize = 144;
+        const FRAMES: usize = 128;
         let rounds: usize = std::env::var("ROUNDS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(200);
-        let map = memory(2 * BLOCK * BLOCKS);
-        let frames = BLOCK / FRAME * BLOCKS;
+        let map = memory(2 * FRAME * FRAMES);
+        let (_kernel, queue) = copy_queue();
         // SAFETY: fresh zeroed memory; the loop below stands in for the
         // kernel and follows the protocol.
-        let mut rx = unsafe { RxRing::new(map.clone(), 0, BLOCK, BLOCKS) };
+        let mut rx = unsafe { RxRing::new(map.clone(), 0, FRAME, FRAMES, queue) };
         // SAFETY: as above, the other half.
-        let mut tx = unsafe { TxRing::new(map, BLOCK * BLOCKS, FRAME, frames) };
+        let mut tx = unsafe { TxRing::new(map, FRAME * FRAMES, FRAME, FRAMES) };
         let started = std::time::Instant::now();
         let (mut sum, mut total) = (0u64, 0usize);
         for _ in 0..rounds {
-            for b in 0..BLOCKS {
-                let block = rx.desc(b).cast::<u8>();
-                let mut at = FIRST;
-                let mut n = 0u32;
-                // SAFETY: the block is the kernel's (given back by the ring,
-                // or never handed over); the frames lie in it.
+            for slot in 0..FRAMES {
+                let h = rx.header(slot);
+                // SAFETY: the slot is the kernel's (given back by the ring,
+                // or never handed over); the frame lies in it.
                 unsafe {
-                    while at + STEP <= BLOCK {
-                        let h = block.add(at).cast::<tpacket3_hdr>();
-                        (*h).tp_next_offset = STEP as u32;
-                        (*h).tp_snaplen = 64;
-                        (*h).tp_len = 64;
-                        (*h).tp_status = libc::TP_STATUS_USER;
-                        (*h).tp_mac = 80;
-                        *block.add(at + 80) = n as u8;
-                        at += STEP;
-                        n += 1;
-                    }
-                    let desc = rx.desc(b);
-                    (&raw mut (*desc).hdr.bh1.num_pkts).write(n);
-                    (&raw mut (*desc).hdr.bh1.offset_to_first_pkt).write(FIRST as u32);
+                    (*h).tp_snaplen = 64;
+                    (*h).tp_len = 64;
+                    (*h).tp_mac = MAC as u16;
+                    *h.cast::<u8>().add(MAC) = slot as u8;
                 }
-                rx.block_status(b)
+                rx.status(slot)
                     .store(libc::TP_STATUS_USER, Ordering::Release);
-                total += n as usize;
             }
+            total += FRAMES;
             sum += drain(&mut rx, &mut tx);
         }
         let elapsed = started.elapsed();
