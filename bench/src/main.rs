@@ -686,7 +686,8 @@ fn run(cli: Cli) -> Result<i32> {
             (quick, _) if in_lab => format!(
                 "{} through one veth pair ({} phases)",
                 match (cli.veth_compare, kinds.contains(&BrokerKind::Nats)) {
-                    (true, true) => "kernel vs AF_PACKET vs DPDK backend vs nats-server".to_string(),
+                    (true, true) =>
+                        "kernel vs AF_PACKET vs DPDK backend vs nats-server".to_string(),
                     (true, false) => "kernel vs AF_PACKET vs DPDK backend".to_string(),
                     (false, true) => format!("{} backend vs nats-server", cli.backend.name()),
                     (false, false) => format!("{} backend", cli.backend.name()),

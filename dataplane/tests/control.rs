@@ -343,10 +343,17 @@ fn afpacket_receives_frames_larger_than_a_ring_slot_whole() {
         if queue["rx_bytes"].as_u64() >= Some(20 * 200_000) {
             break queue;
         }
-        assert!(std::time::Instant::now() < deadline, "no traffic counted: {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic counted: {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let field = |name: &str| queue[name].as_u64().unwrap_or_else(|| panic!("{name}: {queue}"));
+    let field = |name: &str| {
+        queue[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {queue}"))
+    };
     assert_eq!(field("rx_truncated"), 0, "{queue}");
     assert!(
         field("rx_bytes") / field("rx_packets") > 4096,

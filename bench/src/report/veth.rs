@@ -209,8 +209,7 @@ pub fn render(report: &Report, md: &mut String) {
                             .collect(),
                     },
                 };
-                let (per_1000, _, top) =
-                    syscalls_cells(find(report, &scenario.name, column, true));
+                let (per_1000, _, top) = syscalls_cells(find(report, &scenario.name, column, true));
                 let _ = writeln!(
                     md,
                     "| `{}` | {} | {} | {per_1000} | {top} |",

@@ -273,7 +273,11 @@ impl RxRing {
             if status & libc::TP_STATUS_USER == 0 {
                 return None;
             }
-            self.head = if slot + 1 == self.frame_count { 0 } else { slot + 1 };
+            self.head = if slot + 1 == self.frame_count {
+                0
+            } else {
+                slot + 1
+            };
             let header = self.header(slot);
             // SAFETY: the slot is ours: its status has TP_STATUS_USER, loaded
             // with Acquire, so these reads come after the kernel's writes of
@@ -729,8 +733,9 @@ pub(crate) fn open(
         })?;
     let map = Arc::new(map);
     let copies = CopyQueue::new(
-        fd.try_clone()
-            .map_err(|error| io::Error::new(error.kind(), format!("dup of the packet socket: {error}")))?,
+        fd.try_clone().map_err(|error| {
+            io::Error::new(error.kind(), format!("dup of the packet socket: {error}"))
+        })?,
         MAX_COPY_FRAME,
     );
     let frame_count = geometry.frame_count as usize;
@@ -1115,7 +1120,8 @@ mod tests {
         };
         assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
         // SAFETY: both descriptors are fresh and owned by nothing else.
-        let (kernel, ring) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (kernel, ring) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         (kernel, CopyQueue::new(ring, MAX_COPY_FRAME))
     }
 
@@ -1153,11 +1159,24 @@ mod tests {
                 status |= libc::TP_STATUS_COPY;
                 // SAFETY: `frame` is a valid buffer of its length.
                 let sent = unsafe {
-                    libc::send(self.copies.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
+                    libc::send(
+                        self.copies.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                    )
                 };
                 assert_eq!(sent, frame.len() as isize);
             }
-            self.write(ring, slot, MAC, snaplen, frame.len(), &frame[..snaplen], status);
+            self.write(
+                ring,
+                slot,
+                MAC,
+                snaplen,
+                frame.len(),
+                &frame[..snaplen],
+                status,
+            );
             true
         }
 
@@ -1213,7 +1232,10 @@ mod tests {
         assert_eq!((frame.data, frame.len), (&b"first"[..], 5));
         assert_ne!(frame.status & libc::TP_STATUS_CSUM_VALID, 0);
         // Handed out: the slot stays ours until the next call.
-        assert_eq!(slot_status(&ring, 0) & libc::TP_STATUS_USER, libc::TP_STATUS_USER);
+        assert_eq!(
+            slot_status(&ring, 0) & libc::TP_STATUS_USER,
+            libc::TP_STATUS_USER
+        );
         assert_eq!(take(&mut ring).as_deref(), Some(&b"second"[..]));
         assert_eq!(slot_status(&ring, 0), libc::TP_STATUS_KERNEL);
         assert_ne!(slot_status(&ring, 1), libc::TP_STATUS_KERNEL);
@@ -1228,7 +1250,10 @@ mod tests {
         for i in 0..SLOTS as u8 {
             assert_eq!(take(&mut ring), Some(vec![i; 9]));
         }
-        assert!(kernel.receive(&ring, b"after", 0), "all but the last slot are back");
+        assert!(
+            kernel.receive(&ring, b"after", 0),
+            "all but the last slot are back"
+        );
         assert_eq!(take(&mut ring).as_deref(), Some(&b"after"[..]));
     }
 
@@ -1258,7 +1283,15 @@ mod tests {
         // Marked as copied, but nothing queued (the kernel's receive buffer
         // was full): no bytes, its length on the wire.
         let slot = kernel.head;
-        kernel.write(&ring, slot, MAC, SLOT - MAC, 9000, &[1; 8], libc::TP_STATUS_USER | libc::TP_STATUS_COPY);
+        kernel.write(
+            &ring,
+            slot,
+            MAC,
+            SLOT - MAC,
+            9000,
+            &[1; 8],
+            libc::TP_STATUS_USER | libc::TP_STATUS_COPY,
+        );
         let frame = ring.next_frame(|_| true).expect("a frame");
         assert_eq!((frame.data.len(), frame.len), (0, 9000));
         // A copy longer than a frame can be: cut, its length reported.
