@@ -95,14 +95,81 @@ pub(crate) struct RxFrame<'a> {
     pub(crate) status: u32,
 }
 
-/// The reading side of the rx ring.
-pub(crate) struct RxRing {
+/// A ring's frame slots in the shared mapping: `count` slots of `size`
+/// bytes back to back, each starting with a `tpacket2_hdr` whose status
+/// word says who owns the slot. Both rings are made of them.
+struct Slots {
     /// Keeps the slots mapped.
     _map: Arc<MmapRaw>,
     /// Slot 0.
     base: NonNull<u8>,
-    frame_size: usize,
-    frame_count: usize,
+    size: usize,
+    count: usize,
+}
+
+// SAFETY: nothing in `Slots` is tied to a thread: it points into memory that
+// `_map` keeps alive (`MmapRaw` is `Send + Sync`), and the ring that owns it
+// is the only user-space party of its slots (the contracts of `RxRing::new`
+// and `TxRing::new`), so moving it to another thread moves that role with
+// it. It is not `Sync`.
+unsafe impl Send for Slots {}
+
+impl Slots {
+    /// `count` slots of `size` bytes at `offset` in `map`. Panics unless
+    /// they lie in `map`, aligned and large enough for a slot header.
+    fn new(map: Arc<MmapRaw>, offset: usize, size: usize, count: usize) -> Slots {
+        let len = size.checked_mul(count).expect("ring size");
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= map.len()),
+            "ring outside the mapping"
+        );
+        assert!(count > 0 && size >= libc::TPACKET2_HDRLEN);
+        assert_eq!(size % libc::TPACKET_ALIGNMENT, 0);
+        // SAFETY: `offset <= map.len()` (asserted): in bounds of the mapping
+        // or one past its end.
+        let base = unsafe { map.as_mut_ptr().add(offset) };
+        assert_eq!(base as usize % libc::TPACKET_ALIGNMENT, 0);
+        Slots {
+            base: NonNull::new(base).expect("mapping at null"),
+            _map: map,
+            size,
+            count,
+        }
+    }
+
+    /// The header of slot `slot` (`< count`).
+    fn header(&self, slot: usize) -> *mut tpacket2_hdr {
+        debug_assert!(slot < self.count);
+        // SAFETY: `slot < count`, so the slot lies in the ring, which lies
+        // in the mapping (checked by `new`).
+        unsafe { self.base.as_ptr().add(slot * self.size) }.cast()
+    }
+
+    /// The status word of slot `slot` (`< count`).
+    fn status(&self, slot: usize) -> &AtomicU32 {
+        let header = self.header(slot);
+        // SAFETY: the header lies in the mapping, which `_map` keeps alive as
+        // long as `self`, and so as long as the returned reference; it is
+        // 16-aligned (checked by `new`), so its `u32` status word is. Both
+        // parties access that word only atomically (the contracts of the
+        // rings' `new`), and no bytes the rings hand out overlap it (they
+        // hand out bytes after the header only).
+        unsafe { AtomicU32::from_ptr(&raw mut (*header).tp_status) }
+    }
+
+    /// The slot after `slot`.
+    fn next(&self, slot: usize) -> usize {
+        if slot + 1 == self.count {
+            0
+        } else {
+            slot + 1
+        }
+    }
+}
+
+/// The reading side of the rx ring.
+pub(crate) struct RxRing {
+    slots: Slots,
     /// The next slot to look at.
     head: usize,
     /// The slot of the frame handed out last: it goes back to the kernel
@@ -156,12 +223,6 @@ impl CopyQueue {
     }
 }
 
-// SAFETY: nothing in an `RxRing` is tied to a thread: it points into memory
-// that `_map` keeps alive (`MmapRaw` is `Send + Sync`), and it is the only
-// user-space reader of its slots (the contract of `RxRing::new`), so moving
-// it to another thread moves that role with it. It is not `Sync`.
-unsafe impl Send for RxRing {}
-
 impl RxRing {
     /// The rx ring of `frame_count` slots of `frame_size` bytes, back to
     /// back at `offset` in `map`, with the copies of larger frames in
@@ -182,51 +243,17 @@ impl RxRing {
         frame_count: usize,
         copies: CopyQueue,
     ) -> RxRing {
-        let len = frame_size.checked_mul(frame_count).expect("rx ring size");
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= map.len()),
-            "rx ring outside the mapping"
-        );
-        assert!(frame_count > 0 && frame_size >= libc::TPACKET2_HDRLEN);
-        assert_eq!(frame_size % libc::TPACKET_ALIGNMENT, 0);
-        // SAFETY: `offset <= map.len()` (asserted): in bounds of the mapping
-        // or one past its end.
-        let base = unsafe { map.as_mut_ptr().add(offset) };
-        assert_eq!(base as usize % libc::TPACKET_ALIGNMENT, 0);
         RxRing {
-            base: NonNull::new(base).expect("mapping at null"),
-            _map: map,
-            frame_size,
-            frame_count,
+            slots: Slots::new(map, offset, frame_size, frame_count),
             head: 0,
             held: None,
             copies,
         }
     }
 
-    /// The header of slot `slot` (`< frame_count`).
-    fn header(&self, slot: usize) -> *mut tpacket2_hdr {
-        debug_assert!(slot < self.frame_count);
-        // SAFETY: `slot < frame_count`, so the slot lies in the ring, which
-        // lies in the mapping (checked by `new`).
-        unsafe { self.base.as_ptr().add(slot * self.frame_size) }.cast()
-    }
-
-    /// The status word of slot `slot` (`< frame_count`).
-    fn status(&self, slot: usize) -> &AtomicU32 {
-        let header = self.header(slot);
-        // SAFETY: the header lies in the mapping, which `_map` keeps alive as
-        // long as `self`, and so as long as the returned reference; it is
-        // 16-aligned (checked by `new`), so its `u32` status word is. Both
-        // parties access that word only atomically (the contract of `new`),
-        // and no frame handed out overlaps it (`advance` hands out bytes
-        // after the header only).
-        unsafe { AtomicU32::from_ptr(&raw mut (*header).tp_status) }
-    }
-
     /// Whether a frame is ready (without blocking).
     pub(crate) fn has_frames(&self) -> bool {
-        self.status(self.head).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+        self.slots.status(self.head).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
     }
 
     /// The next received frame that `accept` takes; the frames it refuses
@@ -264,21 +291,18 @@ impl RxRing {
     /// status.
     fn advance(&mut self) -> Option<(*const u8, usize, usize, u32)> {
         if let Some(slot) = self.held.take() {
-            self.status(slot)
+            self.slots
+                .status(slot)
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
         }
         loop {
             let slot = self.head;
-            let status = self.status(slot).load(Ordering::Acquire);
+            let status = self.slots.status(slot).load(Ordering::Acquire);
             if status & libc::TP_STATUS_USER == 0 {
                 return None;
             }
-            self.head = if slot + 1 == self.frame_count {
-                0
-            } else {
-                slot + 1
-            };
-            let header = self.header(slot);
+            self.head = self.slots.next(slot);
+            let header = self.slots.header(slot);
             // SAFETY: the slot is ours: its status has TP_STATUS_USER, loaded
             // with Acquire, so these reads come after the kernel's writes of
             // the slot, and it writes no more until we give the slot back.
@@ -293,7 +317,8 @@ impl RxRing {
             };
             if status & libc::TP_STATUS_COPY != 0 {
                 // The slot holds a cut frame; the whole one is queued.
-                self.status(slot)
+                self.slots
+                    .status(slot)
                     .store(libc::TP_STATUS_KERNEL, Ordering::Release);
                 // Without it, an empty frame of the slot's length: dropped
                 // as truncated.
@@ -301,9 +326,10 @@ impl RxRing {
                 return Some((self.copies.buf.as_ptr(), bytes, len, status));
             }
             self.held = Some(slot);
-            if mac < size_of::<tpacket2_hdr>() || mac + snaplen > self.frame_size {
+            if mac < size_of::<tpacket2_hdr>() || mac + snaplen > self.slots.size {
                 // Bytes outside the slot, or over its header: never read.
-                self.status(slot)
+                self.slots
+                    .status(slot)
                     .store(libc::TP_STATUS_KERNEL, Ordering::Release);
                 self.held = None;
                 continue;
@@ -318,12 +344,7 @@ impl RxRing {
 
 /// The writing side of the tx ring.
 pub(crate) struct TxRing {
-    /// Keeps the slots mapped.
-    _map: Arc<MmapRaw>,
-    /// Slot 0.
-    base: NonNull<u8>,
-    frame_size: usize,
-    frame_count: usize,
+    slots: Slots,
     /// The next slot to fill.
     head: usize,
     /// Slots marked for sending since the last kick.
@@ -331,12 +352,6 @@ pub(crate) struct TxRing {
     /// Frames the kernel rejected (`TP_STATUS_WRONG_FORMAT`).
     rejected: u64,
 }
-
-// SAFETY: nothing in a `TxRing` is tied to a thread: it points into memory
-// that `_map` keeps alive (`MmapRaw` is `Send + Sync`), and it is the only
-// user-space writer of its slots (the contract of `TxRing::new`), so moving
-// it to another thread moves that role with it. It is not `Sync`.
-unsafe impl Send for TxRing {}
 
 impl TxRing {
     /// The tx ring of `frame_count` slots of `frame_size` bytes, back to
@@ -357,51 +372,17 @@ impl TxRing {
         frame_size: usize,
         frame_count: usize,
     ) -> TxRing {
-        let len = frame_size.checked_mul(frame_count).expect("tx ring size");
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= map.len()),
-            "tx ring outside the mapping"
-        );
-        assert!(frame_count > 0 && frame_size >= libc::TPACKET2_HDRLEN);
-        assert_eq!(frame_size % libc::TPACKET_ALIGNMENT, 0);
-        // SAFETY: `offset <= map.len()` (asserted): in bounds of the mapping
-        // or one past its end.
-        let base = unsafe { map.as_mut_ptr().add(offset) };
-        assert_eq!(base as usize % libc::TPACKET_ALIGNMENT, 0);
         TxRing {
-            base: NonNull::new(base).expect("mapping at null"),
-            _map: map,
-            frame_size,
-            frame_count,
+            slots: Slots::new(map, offset, frame_size, frame_count),
             head: 0,
             pending: 0,
             rejected: 0,
         }
     }
 
-    /// The header of slot `slot` (`< frame_count`).
-    fn header(&self, slot: usize) -> *mut tpacket2_hdr {
-        debug_assert!(slot < self.frame_count);
-        // SAFETY: `slot < frame_count`, so the slot lies in the ring, which
-        // lies in the mapping (checked by `new`).
-        unsafe { self.base.as_ptr().add(slot * self.frame_size) }.cast()
-    }
-
-    /// The status word of slot `slot` (`< frame_count`).
-    fn status(&self, slot: usize) -> &AtomicU32 {
-        let header = self.header(slot);
-        // SAFETY: the header lies in the mapping, which `_map` keeps alive as
-        // long as `self`, and so as long as the returned reference; it is
-        // 16-aligned (checked by `new`), so its `u32` status word is 4-aligned.
-        // Both parties access that word only atomically (the contract of
-        // `new`), and no slice handed out overlaps it (`TxSlot::fill` hands
-        // out the bytes after the header).
-        unsafe { AtomicU32::from_ptr(&raw mut (*header).tp_status) }
-    }
-
     /// Largest frame a slot holds.
     pub(crate) fn max_frame(&self) -> usize {
-        self.frame_size - TX_DATA_OFFSET
+        self.slots.size - TX_DATA_OFFSET
     }
 
     /// Slots marked for sending since the last [`sent`](Self::sent).
@@ -427,14 +408,15 @@ impl TxRing {
     /// The next slot, if the kernel is done with it: the only way to write
     /// one.
     pub(crate) fn slot(&mut self) -> Option<TxSlot<'_>> {
-        let status = self.status(self.head).load(Ordering::Acquire);
+        let status = self.slots.status(self.head).load(Ordering::Acquire);
         if status != libc::TP_STATUS_AVAILABLE {
             if status & libc::TP_STATUS_WRONG_FORMAT == 0 {
                 return None;
             }
             // Refused and left alone by the kernel: ours again.
             self.rejected += 1;
-            self.status(self.head)
+            self.slots
+                .status(self.head)
                 .store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
         }
         Some(TxSlot { ring: self })
@@ -460,7 +442,7 @@ impl TxSlot<'_> {
     ) -> R {
         let ring = self.ring;
         assert!(len <= ring.max_frame(), "frame larger than a tx slot");
-        let header = ring.header(ring.head);
+        let header = ring.slots.header(ring.head);
         // SAFETY: the slot is ours: `TxRing::slot` saw it free (loaded with
         // Acquire, after the kernel's last access) and the kernel does not
         // look at it until we mark it below; `self` borrowed the ring
@@ -479,12 +461,10 @@ impl TxSlot<'_> {
             (*header).tp_len = len as u32;
             (*header).tp_snaplen = len as u32;
         }
-        ring.status(ring.head)
+        ring.slots
+            .status(ring.head)
             .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
-        ring.head += 1;
-        if ring.head == ring.frame_count {
-            ring.head = 0;
-        }
+        ring.head = ring.slots.next(ring.head);
         ring.pending += 1;
         result
     }
@@ -985,9 +965,9 @@ mod tests {
 
     /// The kernel sends slot `slot`: takes its frame and frees the slot.
     fn kernel_send(ring: &TxRing, slot: usize) -> Vec<u8> {
-        let status = ring.status(slot);
+        let status = ring.slots.status(slot);
         assert_eq!(status.load(Ordering::Acquire), libc::TP_STATUS_SEND_REQUEST);
-        let header = ring.header(slot);
+        let header = ring.slots.header(slot);
         // SAFETY: the slot is marked for sending (loaded with Acquire after
         // the ring's Release), so it is the kernel's until freed below; its
         // header is aligned in the mapping and `TX_DATA_OFFSET + tp_len`
@@ -1017,12 +997,14 @@ mod tests {
         assert!(!ring.has_room());
         // In flight, then done out of order: the next slot is still the
         // kernel's.
-        ring.status(0)
+        ring.slots
+            .status(0)
             .store(libc::TP_STATUS_SENDING, Ordering::Release);
         assert!(ring.slot().is_none());
         assert_eq!(kernel_send(&ring, 1), [1; 3]);
         assert!(ring.slot().is_none(), "slot 0 is still being sent");
-        ring.status(0)
+        ring.slots
+            .status(0)
             .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
         assert_eq!(kernel_send(&ring, 0), [0; 3]);
         // Slots 0 and 1 are free again, in ring order; slot 2 is not.
@@ -1057,7 +1039,7 @@ mod tests {
         assert_eq!(result, 7, "the writer's result");
         assert_eq!(ring.pending(), 0);
         assert_eq!(
-            ring.status(0).load(Ordering::Acquire),
+            ring.slots.status(0).load(Ordering::Acquire),
             libc::TP_STATUS_AVAILABLE
         );
         put(&mut ring, b"keep");
@@ -1070,7 +1052,8 @@ mod tests {
         for _ in 0..SLOTS {
             put(&mut ring, b"bad");
         }
-        ring.status(0)
+        ring.slots
+            .status(0)
             .store(libc::TP_STATUS_WRONG_FORMAT, Ordering::Release);
         assert!(ring.has_room());
         assert_eq!(ring.rejected(), 1);
@@ -1149,7 +1132,7 @@ mod tests {
         /// queued if it is larger; `status` is or'ed into the slot's.
         fn receive(&mut self, ring: &RxRing, frame: &[u8], status: u32) -> bool {
             let slot = self.head;
-            if ring.status(slot).load(Ordering::Acquire) != libc::TP_STATUS_KERNEL {
+            if ring.slots.status(slot).load(Ordering::Acquire) != libc::TP_STATUS_KERNEL {
                 return false;
             }
             let mut status = libc::TP_STATUS_USER | status;
@@ -1192,7 +1175,7 @@ mod tests {
             data: &[u8],
             status: u32,
         ) {
-            let header = ring.header(slot);
+            let header = ring.slots.header(slot);
             // SAFETY: the slot is the kernel's (TP_STATUS_KERNEL, stored by
             // the ring with Release, or never handed over): the ring does
             // not read it until handed over below. The header is aligned in
@@ -1207,13 +1190,13 @@ mod tests {
                     ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
                 }
             }
-            ring.status(slot).store(status, Ordering::Release);
+            ring.slots.status(slot).store(status, Ordering::Release);
             self.head = (slot + 1) % SLOTS;
         }
     }
 
     fn slot_status(ring: &RxRing, slot: usize) -> u32 {
-        ring.status(slot).load(Ordering::Acquire)
+        ring.slots.status(slot).load(Ordering::Acquire)
     }
 
     fn take(ring: &mut RxRing) -> Option<Vec<u8>> {
@@ -1360,8 +1343,9 @@ mod tests {
             let slot = match tx.slot() {
                 Some(slot) => slot,
                 None => {
-                    for s in 0..tx.frame_count {
-                        tx.status(s)
+                    for s in 0..tx.slots.count {
+                        tx.slots
+                            .status(s)
                             .store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
                     }
                     tx.sent();
@@ -1397,7 +1381,7 @@ mod tests {
         let (mut sum, mut total) = (0u64, 0usize);
         for _ in 0..rounds {
             for slot in 0..FRAMES {
-                let h = rx.header(slot);
+                let h = rx.slots.header(slot);
                 // SAFETY: the slot is the kernel's (given back by the ring,
                 // or never handed over); the frame lies in it.
                 unsafe {
@@ -1406,7 +1390,8 @@ mod tests {
                     (*h).tp_mac = MAC as u16;
                     *h.cast::<u8>().add(MAC) = slot as u8;
                 }
-                rx.status(slot)
+                rx.slots
+                    .status(slot)
                     .store(libc::TP_STATUS_USER, Ordering::Release);
             }
             total += FRAMES;
