@@ -140,6 +140,12 @@ impl<T: Transport> Driver<T> {
             self.idle_timeout(now)
         };
         if timeout.is_zero() || !self.core.prepare_sleep() {
+            if !busy && self.policy.strategy == PollStrategy::Adaptive {
+                // Spinning idle: let a thread that shares this core (a
+                // client, another worker) run now rather than at the end of
+                // our time slice, milliseconds away.
+                std::thread::yield_now();
+            }
             return self.transport.wait(Duration::ZERO);
         }
         let result = self.transport.wait(timeout);
