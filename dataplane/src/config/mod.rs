@@ -283,14 +283,9 @@ pub struct AfPacketConfig {
     #[serde(with = "humantime_serde")]
     pub spin: Duration,
     /// Bytes of the receive buffer of each TCP connection (> 64 KiB turns
-    /// window scaling on). A connection moves at most one buffer per round
-    /// trip, and under load a worker's turn is part of that trip (the
-    /// default 1 MiB keeps a 1 ms trip at 1 GB/s); smoltcp allocates both
-    /// buffers per socket up front, touched as data passes: lower them for
-    /// many busy connections.
+    /// window scaling on).
     pub tcp_rx_buffer: usize,
-    /// Bytes of the send buffer of each TCP connection (the same bound on
-    /// what reaches a subscriber per round trip).
+    /// Bytes of the send buffer of each TCP connection.
     pub tcp_tx_buffer: usize,
     /// Floor of the TCP retransmission timeout: what a loss that fast
     /// retransmit cannot repair (a lost tail, a lost retransmission) costs
@@ -320,8 +315,8 @@ impl Default for AfPacketConfig {
             block_timeout_ms: None,
             poll: PollStrategy::Adaptive,
             spin: Duration::from_micros(200),
-            tcp_rx_buffer: 1 << 20,
-            tcp_tx_buffer: 1 << 20,
+            tcp_rx_buffer: 256 << 10,
+            tcp_tx_buffer: 256 << 10,
             tcp_rto_min: DEFAULT_TCP_RTO_MIN,
             listeners: 64,
             segmentation_offload: true,

@@ -533,8 +533,8 @@ fn afpacket_defaults_and_a_valid_section() {
     assert_eq!(af.block_timeout_ms, None);
     assert_eq!(af.poll, PollStrategy::Adaptive);
     assert_eq!(af.spin, Duration::from_micros(200));
-    assert_eq!(af.tcp_rx_buffer, 1 << 20);
-    assert_eq!(af.tcp_tx_buffer, 1 << 20);
+    assert_eq!(af.tcp_rx_buffer, 256 << 10);
+    assert_eq!(af.tcp_tx_buffer, 256 << 10);
     assert_eq!(af.tcp_rto_min, Duration::from_millis(20));
     assert_eq!(af.listeners, 64);
     assert!(af.segmentation_offload);
