@@ -23,10 +23,9 @@ pub fn column_label(kind: BrokerKind, backend: Backend) -> &'static str {
     }
 }
 
-fn columns(report: &Report) -> Vec<Column> {
+fn columns(results: &[RunResult]) -> Vec<Column> {
     let mut found: Vec<Column> = Vec::new();
-    for column in report
-        .results
+    for column in results
         .iter()
         .filter_map(|r| r.backend.map(|backend| (r.broker, backend)))
     {
@@ -38,12 +37,12 @@ fn columns(report: &Report) -> Vec<Column> {
 }
 
 fn find<'a>(
-    report: &'a Report,
+    results: &'a [RunResult],
     scenario: &str,
     (kind, backend): Column,
     syscall_pass: bool,
 ) -> Option<&'a RunResult> {
-    report.results.iter().find(|r| {
+    results.iter().find(|r| {
         r.scenario == scenario
             && r.broker == kind
             && r.backend == Some(backend)
@@ -57,14 +56,14 @@ const KERNEL: Column = (BrokerKind::Blipmq, Backend::Kernel);
 /// `metric` of `column` over that of `reference` in the same scenario
 /// (first pass, both ok), as "2.10×"; "–" when either is missing.
 fn ratio(
-    report: &Report,
+    results: &[RunResult],
     scenario: &str,
     column: Column,
     reference: Column,
     metric: impl Fn(&RunResult) -> Option<f64>,
 ) -> String {
     let value = |column| {
-        find(report, scenario, column, false)
+        find(results, scenario, column, false)
             .filter(|r| r.status == Status::Ok)
             .and_then(&metric)
     };
@@ -119,7 +118,7 @@ fn syscalls_cells(result: Option<&RunResult>) -> (String, String, String) {
 }
 
 pub fn render(report: &Report, md: &mut String) {
-    let columns = columns(report);
+    let columns = columns(&report.results);
     let lab = report.veth_lab.clone().unwrap_or_default();
     let _ = writeln!(
         md,
@@ -151,7 +150,7 @@ pub fn render(report: &Report, md: &mut String) {
                 |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
         for scenario in &throughput {
             for &column in &columns {
-                let speed = find(report, &scenario.name, column, false);
+                let speed = find(&report.results, &scenario.name, column, false);
                 let (rate, mbps, cpu) = match speed {
                     None => ("n/a".into(), "n/a".into(), "n/a".into()),
                     Some(r) if r.status != Status::Ok => (verdict(r), "–".into(), "–".into()),
@@ -162,10 +161,10 @@ pub fn render(report: &Report, md: &mut String) {
                     ),
                 };
                 let rate_of = |r: &RunResult| r.msgs_per_sec;
-                let vs_nats = ratio(report, &scenario.name, column, NATS, rate_of);
-                let vs_kernel = ratio(report, &scenario.name, column, KERNEL, rate_of);
+                let vs_nats = ratio(&report.results, &scenario.name, column, NATS, rate_of);
+                let vs_kernel = ratio(&report.results, &scenario.name, column, KERNEL, rate_of);
                 let (per_1000, counted_speed, top) =
-                    syscalls_cells(find(report, &scenario.name, column, true));
+                    syscalls_cells(find(&report.results, &scenario.name, column, true));
                 let _ = writeln!(
                     md,
                     "| `{}` | {} | {rate} | {vs_nats} | {vs_kernel} | {mbps} | {cpu} | {per_1000} | {counted_speed} | {top} |",
@@ -188,8 +187,8 @@ pub fn render(report: &Report, md: &mut String) {
                 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
         for scenario in &latency {
             for &column in &columns {
-                let run = find(report, &scenario.name, column, false);
-                let p50_vs_nats = ratio(report, &scenario.name, column, NATS, |r| {
+                let run = find(&report.results, &scenario.name, column, false);
+                let p50_vs_nats = ratio(&report.results, &scenario.name, column, NATS, |r| {
                     r.latency_us.as_ref().map(|lat| lat.p50)
                 });
                 let cells = match run {
@@ -209,7 +208,8 @@ pub fn render(report: &Report, md: &mut String) {
                             .collect(),
                     },
                 };
-                let (per_1000, _, top) = syscalls_cells(find(report, &scenario.name, column, true));
+                let (per_1000, _, top) =
+                    syscalls_cells(find(&report.results, &scenario.name, column, true));
                 let _ = writeln!(
                     md,
                     "| `{}` | {} | {} | {per_1000} | {top} |",
@@ -220,5 +220,61 @@ pub fn render(report: &Report, md: &mut String) {
             }
         }
         *md += "\n";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios;
+
+    fn run(kind: BrokerKind, backend: Backend, rate: Option<f64>, status: Status) -> RunResult {
+        let scenario =
+            scenarios::select(&["tp-1x1-128B".to_string()]).expect("a scenario")[0].clone();
+        let mut result = RunResult::new(&scenario, kind);
+        result.backend = Some(backend);
+        result.msgs_per_sec = rate;
+        result.status = status;
+        result
+    }
+
+    #[test]
+    fn ratios_are_against_nats_server_and_the_kernel_backend_of_the_same_scenario() {
+        let results = vec![
+            run(BrokerKind::Blipmq, Backend::Kernel, Some(4.0e6), Status::Ok),
+            run(
+                BrokerKind::Blipmq,
+                Backend::Afpacket,
+                Some(3.0e6),
+                Status::Ok,
+            ),
+            run(BrokerKind::Blipmq, Backend::Dpdk, Some(1.0e6), Status::Lost),
+            run(BrokerKind::Nats, Backend::Kernel, Some(1.5e6), Status::Ok),
+        ];
+        let rate = |r: &RunResult| r.msgs_per_sec;
+        let afpacket = (BrokerKind::Blipmq, Backend::Afpacket);
+        let dpdk = (BrokerKind::Blipmq, Backend::Dpdk);
+        assert_eq!(
+            ratio(&results, "tp-1x1-128B", afpacket, NATS, rate),
+            "2.00×"
+        );
+        assert_eq!(
+            ratio(&results, "tp-1x1-128B", afpacket, KERNEL, rate),
+            "0.75×"
+        );
+        // nats-server's own column: 1.00× itself, against the kernel backend.
+        assert_eq!(ratio(&results, "tp-1x1-128B", NATS, NATS, rate), "1.00×");
+        assert_eq!(ratio(&results, "tp-1x1-128B", NATS, KERNEL, rate), "0.38×");
+        // A run that lost messages has no ratio; nor has another scenario.
+        assert_eq!(ratio(&results, "tp-1x1-128B", dpdk, NATS, rate), "–");
+        assert_eq!(ratio(&results, "tp-1x4-1KiB", afpacket, NATS, rate), "–");
+        // nats-server and blipmqd's kernel backend are distinct columns.
+        assert_eq!(
+            columns(&results),
+            vec![KERNEL, afpacket, dpdk, NATS],
+            "columns in run order"
+        );
+        assert_eq!(column_label(NATS.0, NATS.1), "nats-server");
+        assert_eq!(column_label(KERNEL.0, KERNEL.1), "kernel");
     }
 }

@@ -558,6 +558,11 @@ fn afpacket_defaults_and_a_valid_section() {
     assert_eq!(Config::from_toml_str(&text).unwrap(), config);
     // Without the afpacket backend the section is not checked.
     Config::from_toml_str("[afpacket]\nip = \"nonsense\"\n").unwrap();
+    // A file from before the TPACKET_V2 rings still loads (the key is
+    // ignored, with a warning at start) and keeps it when written back.
+    let old = Config::from_toml_str(&afpacket("block_timeout_ms = 1\n")).unwrap();
+    assert_eq!(old.afpacket.block_timeout_ms, Some(1));
+    assert!(old.to_toml_string().contains("block_timeout_ms = 1"));
 }
 
 #[test]

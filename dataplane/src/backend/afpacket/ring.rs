@@ -485,12 +485,24 @@ fn check(rc: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
+/// Sets SOL_PACKET option `name`.
 fn set_option<T>(fd: RawFd, name: libc::c_int, value: &T, what: &str) -> io::Result<()> {
+    set_option_at(fd, libc::SOL_PACKET, name, value, what)
+}
+
+/// Sets option `name` of `level`.
+fn set_option_at<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    what: &str,
+) -> io::Result<()> {
     // SAFETY: `value` points to a live `T` of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_PACKET,
+            level,
             name,
             value as *const T as *const libc::c_void,
             std::mem::size_of::<T>() as libc::socklen_t,
@@ -604,22 +616,14 @@ impl Geometry {
 /// Sets the socket's receive buffer to `bytes`, past `net.core.rmem_max`
 /// if the process may (`SO_RCVBUFFORCE`), else as far as that allows.
 fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
-    let set = |name| {
-        // SAFETY: `bytes` is a live c_int of the size passed.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&raw const bytes).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE) == 0 {
-        return Ok(());
-    }
-    check(set(libc::SO_RCVBUF), "SO_RCVBUF").map(drop)
+    set_option_at(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        &bytes,
+        "SO_RCVBUFFORCE",
+    )
+    .or_else(|_| set_option_at(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes, "SO_RCVBUF"))
 }
 
 /// Turns a boolean SOL_PACKET option on.
