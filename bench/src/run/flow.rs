@@ -19,6 +19,7 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
+use super::messages::{seen_bits, seq_limit, SubscriberCheck, Template};
 use super::{fine_timer_slack, new_histogram, Clock};
 use crate::brokers::{procfs, Broker};
 use crate::proto::{self, payload, Event, Reader, Wire};
@@ -115,6 +116,10 @@ pub struct FlowOutcome {
     /// Seconds each publisher spent waiting for flow-control credit (whole
     /// run, warm-up included).
     pub publisher_waited: Vec<f64>,
+    /// DPDK load generator only: the share of its poll-loop turns in the
+    /// measured window that moved bytes (near 1: the generator, not the
+    /// broker, may be the limit).
+    pub loadgen_busy: Option<f64>,
 }
 
 impl FlowOutcome {
@@ -179,19 +184,10 @@ impl Shared {
     }
 }
 
-/// Queue-group runs can check at most this many sequence numbers for
-/// duplicates; a publisher stops there.
-const SEEN_BITS: u64 = 1 << 28;
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SubReport {
-    counts: Vec<u64>,
-    gaps: u64,
-    reordered: u64,
-    duplicates: u64,
-    malformed: u64,
+    check: SubscriberCheck,
     errors: Vec<String>,
-    latency: Option<Histogram<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -239,11 +235,7 @@ pub fn run<W: Wire>(
         ping_requests: (0..spec.pubs)
             .map(|_| CachePadded::new(AtomicU64::new(0)))
             .collect(),
-        seen: spec.queue.then(|| {
-            (0..SEEN_BITS / 64 * spec.pubs as u64)
-                .map(|_| AtomicU64::new(0))
-                .collect()
-        }),
+        seen: seen_bits(spec),
         warm_ns: AtomicU64::new(u64::MAX),
     });
 
@@ -442,23 +434,25 @@ pub fn run<W: Wire>(
         receiver_mismatches: 0,
         broker_failed: broker.check_alive().is_err(),
         publisher_waited,
+        loadgen_busy: None,
     };
     for (s, thread) in sub_threads.into_iter().enumerate() {
         let report = thread
             .join()
             .map_err(|_| anyhow!("subscriber thread {s} panicked"))?;
-        outcome.gaps += report.gaps;
-        outcome.reordered += report.reordered;
-        outcome.duplicates += report.duplicates;
-        outcome.malformed += report.malformed;
+        let check = report.check;
+        outcome.gaps += check.gaps;
+        outcome.reordered += check.reordered;
+        outcome.duplicates += check.duplicates;
+        outcome.malformed += check.malformed;
         outcome.errors.extend(
             report
                 .errors
                 .into_iter()
                 .map(|e| format!("subscriber {s}: {e}")),
         );
-        outcome.received.push(report.counts);
-        if let Some(hist) = report.latency {
+        outcome.received.push(check.counts);
+        if let Some(hist) = check.latency {
             match outcome.latency.as_mut() {
                 Some(total) => total.add(&hist).expect("same bounds"),
                 None => outcome.latency = Some(hist),
@@ -505,15 +499,11 @@ impl Drop for SocketGuard {
 
 /// A subscriber connection's reader: counts and checks every message.
 fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> SubReport {
-    let spec = &shared.spec;
     let mine = &shared.subs[index];
-    let latency_run = matches!(spec.pace, Pace::Rate(_));
     let mut report = SubReport {
-        counts: vec![0; spec.pubs],
-        latency: latency_run.then(new_histogram),
-        ..SubReport::default()
+        check: SubscriberCheck::new(&shared.spec),
+        errors: Vec::new(),
     };
-    let mut next_seq = vec![0u64; spec.pubs];
     let mut reader = Reader::new(1 << 20);
     let mut pong = Vec::new();
     W::put_pong(&mut pong);
@@ -551,46 +541,9 @@ fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> 
             match event {
                 Event::Msg(body) => {
                     got_any = true;
-                    let Some((publisher, seq, stamp)) = payload::read(body) else {
-                        report.malformed += 1;
-                        continue;
-                    };
-                    let p = publisher as usize;
-                    if body.len() != spec.payload || p >= spec.pubs {
-                        report.malformed += 1;
-                        continue;
-                    }
-                    let seq = seq as u64;
-                    report.counts[p] += 1;
-                    if spec.queue {
-                        // Members see increasing numbers, with gaps.
-                        if seq < next_seq[p] {
-                            report.reordered += 1;
-                        } else {
-                            next_seq[p] = seq + 1;
-                        }
-                        if let Some(seen) = &shared.seen {
-                            let bit = p as u64 * SEEN_BITS + seq;
-                            let mask = 1u64 << (bit % 64);
-                            if seen[(bit / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask
-                                != 0
-                            {
-                                report.duplicates += 1;
-                            }
-                        }
-                    } else if seq == next_seq[p] {
-                        next_seq[p] += 1;
-                    } else if seq > next_seq[p] {
-                        report.gaps += seq - next_seq[p];
-                        next_seq[p] = seq + 1;
-                    } else {
-                        report.reordered += 1;
-                    }
-                    if let Some(hist) = report.latency.as_mut() {
-                        if stamp >= warm_ns {
-                            hist.saturating_record(now.saturating_sub(stamp).max(1));
-                        }
-                    }
+                    report
+                        .check
+                        .message(body, now, warm_ns, shared.seen.as_deref());
                 }
                 Event::Ping => {
                     if let Err(error) = stream.write_all(&pong) {
@@ -613,7 +566,7 @@ fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> 
             }
         }
         if got_any {
-            for (p, count) in report.counts.iter().enumerate() {
+            for (p, count) in report.check.counts.iter().enumerate() {
                 mine.per_pub[p].store(*count, Ordering::Release);
             }
             mine.last_recv_ns.store(now, Ordering::Release);
@@ -680,54 +633,6 @@ fn publisher_reader<W: Wire>(
             }
         }
         shared.pongs[index].store(pongs, Ordering::Release);
-    }
-}
-
-/// The encoded publish request around a payload, for one run.
-struct Template {
-    head: Vec<u8>,
-    body: Vec<u8>,
-    tail: &'static [u8],
-}
-
-impl Template {
-    fn new<W: Wire>(payload_len: usize) -> Template {
-        let mut head = Vec::new();
-        W::put_publish_head(&mut head, SUBJECT, payload_len);
-        // A filler that is not all zeros, so nothing compresses it away.
-        let body = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
-        Template {
-            head,
-            body,
-            tail: W::publish_tail(),
-        }
-    }
-
-    fn frame_len(&self) -> usize {
-        self.head.len() + self.body.len() + self.tail.len()
-    }
-
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>, publisher: u32, seq: u64, stamp: u64) {
-        out.extend_from_slice(&self.head);
-        let at = out.len();
-        out.extend_from_slice(&self.body);
-        payload::stamp(
-            &mut out[at..at + payload::HEADER],
-            publisher,
-            seq as u32,
-            stamp,
-        );
-        out.extend_from_slice(self.tail);
-    }
-}
-
-/// Most messages one publisher sends in a run (sequence numbers are u32).
-fn seq_limit(spec: &FlowSpec) -> u64 {
-    if spec.queue {
-        SEEN_BITS
-    } else {
-        u32::MAX as u64
     }
 }
 
