@@ -113,10 +113,34 @@ struct Cli {
     #[arg(long)]
     veth_compare: bool,
 
+    /// How the bench's clients reach blipmqd. kernel: kernel TCP sockets,
+    /// as always. dpdk: the DPDK load generator (root; a blipmq-bench and
+    /// blipmqd built with the dpdk features): the clients on smoltcp over a
+    /// DPDK net_memif port, blipmqd's dpdk backend on the other end (one
+    /// worker; the generator on CPU 0, blipmqd on the others), beside
+    /// blipmqd's kernel backend over 127.0.0.1 with kernel clients (default
+    /// scenarios tp-1x1-128B, tp-1x4-1KiB, tp-4x4-128B)
+    #[arg(long, value_enum, default_value = "kernel")]
+    transport: Transport,
+
+    /// Internal: run one DPDK load generator job (JSON) and print its report
+    #[arg(long, value_name = "JOB", hide = true)]
+    dpdk_loadgen: Option<String>,
+
     /// perf executable for the syscall counts of the veth lab [default: from PATH]
     #[arg(long, value_name = "PATH")]
     perf: Option<PathBuf>,
 }
+
+/// How the bench's clients reach blipmqd (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Kernel,
+    Dpdk,
+}
+
+/// Scenarios of `--transport dpdk` when none are named: the targets'.
+const DPDK_TRANSPORT_SCENARIOS: [&str; 3] = ["tp-1x1-128B", "tp-1x4-1KiB", "tp-4x4-128B"];
 
 /// Scenarios of --stats-watch-overhead when none are named: one small-message
 /// 1 → 1 and one fan-out with larger messages.
@@ -354,6 +378,37 @@ fn veth_plan(
     Ok(plan)
 }
 
+/// The DPDK load generator's plan: per scenario, blipmqd's kernel backend
+/// on 127.0.0.1 with kernel clients, then its dpdk backend (one worker) on
+/// a memif pair with the generator.
+fn dpdk_transport_plan(
+    selected: &[scenarios::Scenario],
+    settings: &Settings,
+) -> Result<Vec<PlannedRun>> {
+    let mut plan = Vec::new();
+    for scenario in selected {
+        for memif in [None, Some(run::dpdk::MemifTarget::new())] {
+            let log_dir = created_dir(settings.log_dir.join(match memif {
+                None => "kernel-loopback",
+                Some(_) => "dpdk-memif",
+            }))?;
+            let workers = if memif.is_some() { 1 } else { settings.workers };
+            plan.push(PlannedRun {
+                scenario: scenario.clone(),
+                kind: BrokerKind::Blipmq,
+                settings: Settings {
+                    log_dir,
+                    workers,
+                    memif,
+                    ..settings.clone()
+                },
+                arm: None,
+            });
+        }
+    }
+    Ok(plan)
+}
+
 /// perf, and whether it can count tracepoints here.
 fn perf_path(cli: &Cli) -> Result<PathBuf> {
     let perf = cli
@@ -379,6 +434,9 @@ fn perf_path(cli: &Cli) -> Result<PathBuf> {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    if let Some(job) = &cli.dpdk_loadgen {
+        return Ok(run::dpdk::child_main(job));
+    }
     if cli.list {
         list(&cli);
         return Ok(0);
@@ -415,6 +473,13 @@ fn run(cli: Cli) -> Result<i32> {
         Vec::new()
     };
     let in_lab = !lab_backends.is_empty();
+    let dpdk_transport = cli.transport == Transport::Dpdk;
+    if dpdk_transport {
+        if in_lab || cli.stats_watch_overhead {
+            bail!("--transport dpdk is a mode of its own: leave out --backend, --veth-compare, --stats-watch-overhead");
+        }
+        kinds = vec![BrokerKind::Blipmq];
+    }
     if in_lab {
         if cli.stats_watch_overhead {
             bail!("--stats-watch-overhead runs on 127.0.0.1: leave out --backend afpacket|dpdk / --veth-compare");
@@ -428,6 +493,8 @@ fn run(cli: Cli) -> Result<i32> {
         scenarios::select(&STATS_WATCH_SCENARIOS.map(String::from))?
     } else if in_lab && cli.scenarios.is_empty() {
         scenarios::select(&VETH_SCENARIOS.map(String::from))?
+    } else if dpdk_transport && cli.scenarios.is_empty() {
+        scenarios::select(&DPDK_TRANSPORT_SCENARIOS.map(String::from))?
     } else {
         scenarios::select(&cli.scenarios)?
     };
@@ -438,6 +505,17 @@ fn run(cli: Cli) -> Result<i32> {
         {
             bail!(
                 "--stats-watch-overhead measures throughput: {} is not a throughput scenario",
+                other.name
+            );
+        }
+    }
+    if dpdk_transport {
+        if let Some(other) = selected
+            .iter()
+            .find(|s| !matches!(s.kind, scenarios::Kind::Throughput { .. }))
+        {
+            bail!(
+                "the DPDK load generator runs throughput scenarios: leave out {}",
                 other.name
             );
         }
@@ -497,6 +575,7 @@ fn run(cli: Cli) -> Result<i32> {
         stats_file: None,
         stats_watcher: None,
         lab: None,
+        memif: None,
         count_syscalls: None,
     };
     // The veth lab, after the signal handler (which deletes it too); this
@@ -565,6 +644,7 @@ fn run(cli: Cli) -> Result<i32> {
 
     // The plan.
     let runs: Vec<PlannedRun> = match (&blipmqctl, &stats_dir) {
+        _ if dpdk_transport => dpdk_transport_plan(&selected, &settings)?,
         _ if in_lab => match (&veth_lab, &perf) {
             (Some(veth_lab), Some(perf)) => {
                 veth_plan(&selected, &lab_backends, &kinds, &settings, veth_lab, perf)?
@@ -661,6 +741,12 @@ fn run(cli: Cli) -> Result<i32> {
             result.backend = Some(target.backend);
             result.syscall_pass = planned.settings.count_syscalls.is_some();
         }
+        if dpdk_transport {
+            result.backend = Some(match planned.settings.memif {
+                Some(_) => lab::Backend::Dpdk,
+                None => lab::Backend::Kernel,
+            });
+        }
         if let Some(arm) = &planned.arm {
             // Keep the watcher figures the run filled in.
             let figures = result.stats_watch.get_or_insert_with(Default::default);
@@ -683,6 +769,10 @@ fn run(cli: Cli) -> Result<i32> {
     let report = Report {
         tool: format!("blipmq-bench {}", env!("CARGO_PKG_VERSION")),
         mode: match (cli.quick, cli.stats_watch_overhead) {
+            (quick, _) if dpdk_transport => format!(
+                "DPDK load generator over net_memif vs kernel clients over 127.0.0.1 ({} phases)",
+                if quick { "quick" } else { "full" }
+            ),
             (quick, _) if in_lab => format!(
                 "{} through one veth pair ({} phases)",
                 match (cli.veth_compare, kinds.contains(&BrokerKind::Nats)) {
@@ -728,6 +818,7 @@ fn run(cli: Cli) -> Result<i32> {
         scenarios: selected,
         results,
         veth_lab: veth_lab.as_ref().map(|l| l.describe()),
+        dpdk_transport: dpdk_transport.then(|| report::dpdk::describe(workers)),
     };
     let markdown = report::markdown::render(&report);
     let md_path = cli.out.join("results.md");
@@ -737,7 +828,10 @@ fn run(cli: Cli) -> Result<i32> {
     report::json::write(&report, &json_path)?;
     let mut written = vec![md_path, json_path];
     // The plots compare brokers, one run each; the overhead mode has neither.
-    let plots = if report.stats_watch_overhead.is_some() || report.veth_lab.is_some() {
+    let plots = if report.stats_watch_overhead.is_some()
+        || report.veth_lab.is_some()
+        || report.dpdk_transport.is_some()
+    {
         Vec::new()
     } else {
         vec![

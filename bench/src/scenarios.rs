@@ -264,8 +264,12 @@ impl Timing {
 fn run_flow(
     broker: &mut Broker,
     spec: &FlowSpec,
+    settings: &Settings,
     on_progress: &dyn Fn(String),
 ) -> Result<FlowOutcome> {
+    if let Some(target) = &settings.memif {
+        return crate::run::dpdk::run(broker, spec, target, on_progress);
+    }
     match broker.kind {
         BrokerKind::Blipmq => flow::run::<Blipmq>(broker, spec, on_progress),
         BrokerKind::Nats => flow::run::<Nats>(broker, spec, on_progress),
@@ -354,7 +358,7 @@ fn run_inner(
             queue,
         } => {
             let spec = throughput(pubs, subs, payload, queue);
-            let outcome = run_flow(&mut broker, &spec, on_progress)?;
+            let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
             result.set_flow(&spec, &outcome);
         }
         Kind::Latency { rate, payload } => {
@@ -367,7 +371,7 @@ fn run_inner(
                 warmup: timing.latency_warmup,
                 measure: timing.latency_measure,
             };
-            let outcome = run_flow(&mut broker, &spec, on_progress)?;
+            let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
             result.set_flow(&spec, &outcome);
         }
         Kind::Connections { idle, payload } => {
@@ -382,7 +386,7 @@ fn run_inner(
             let rss_idle = broker.rss_bytes()?;
             let open_cpu = broker.cpu_seconds()? - cpu_before;
             let spec = throughput(1, 1, payload, false);
-            let outcome = run_flow(&mut broker, &spec, on_progress)?;
+            let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
             result.set_flow(&spec, &outcome);
             result.connections = Some(ConnFigures {
                 idle: conns.streams.len(),

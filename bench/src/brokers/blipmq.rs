@@ -51,13 +51,25 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
     // execs blipmqd in place, so the child's pid is blipmqd's), on the
     // lab's address with the kernel backend or owning it in user space
     // with the afpacket backend.
-    let mut command = match &settings.lab {
-        None => {
+    let mut command = match (&settings.lab, &settings.memif) {
+        // The dpdk backend on the server end of a memif pair, on the CPUs
+        // the load generator leaves (`taskset` execs blipmqd in place).
+        (None, Some(memif)) => {
+            let mut command = Command::new("taskset");
+            command
+                .args(["-c", &memif.broker_cpus()])
+                .arg(exe)
+                .args(["--backend", "dpdk", "--ip", &memif.broker_cidr()])
+                .arg("--listen")
+                .arg(format!("0.0.0.0:{}", memif.port));
+            command
+        }
+        (None, None) => {
             let mut command = Command::new(exe);
             command.arg("--listen").arg("127.0.0.1:0");
             command
         }
-        Some(lab) => {
+        (Some(lab), _) => {
             let mut command = Command::new("ip");
             command.args(["netns", "exec", &lab.broker_ns]).arg(exe);
             match lab.backend {
@@ -110,6 +122,9 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
             ),
         ]);
     }
+    if let Some(memif) = &settings.memif {
+        command.arg("--").args(memif.broker_eal_args());
+    }
     let mut child = spawn_registered(&mut command)?;
     let stdout = child
         .stdout
@@ -144,9 +159,10 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         .strip_prefix("blipmqd listening on ")
         .and_then(|addr| addr.parse::<SocketAddr>().ok())
         // The afpacket backend prints 0.0.0.0: clients go to the lab's address.
-        .map(|addr| match &settings.lab {
-            Some(lab) => SocketAddr::from((lab.broker_ip, addr.port())),
-            None => addr,
+        .map(|addr| match (&settings.lab, &settings.memif) {
+            (Some(lab), _) => SocketAddr::from((lab.broker_ip, addr.port())),
+            (None, Some(memif)) => SocketAddr::from((memif.broker_ip, addr.port())),
+            (None, None) => addr,
         })
         .ok_or_else(|| {
             anyhow!(
@@ -156,7 +172,11 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
             )
         })?;
     broker.addr = addr;
-    broker.wait_ready(probe)?;
+    // On a memif pair only the DPDK load generator reaches the broker (it
+    // retries its connects until the link is up).
+    if settings.memif.is_none() {
+        broker.wait_ready(probe)?;
+    }
     Ok(broker)
 }
 

@@ -164,6 +164,9 @@ pub struct Settings {
     /// blipmqd only: run it in a veth lab's broker namespace, with this
     /// backend (None: on 127.0.0.1 with the kernel backend, as by default).
     pub lab: Option<crate::lab::LabTarget>,
+    /// blipmqd only: run it with the dpdk backend on the server end of a
+    /// memif pair, for the DPDK load generator (None: as `lab` says).
+    pub memif: Option<crate::run::dpdk::MemifTarget>,
     /// `perf` to count the broker's syscalls in the measured window with
     /// (None: not counted).
     pub count_syscalls: Option<PathBuf>,
@@ -238,7 +241,7 @@ pub fn install_signal_handler() -> Result<()> {
 
 /// Spawns `command` in its own process group, killed when the harness dies,
 /// and registers it for the signal handler.
-fn spawn_registered(command: &mut Command) -> Result<Child> {
+pub(crate) fn spawn_registered(command: &mut Command) -> Result<Child> {
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: setpgid, prctl, getppid and
     // _exit are, and it neither allocates nor takes a lock.

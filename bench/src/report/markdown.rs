@@ -221,6 +221,12 @@ pub fn render(report: &Report) -> String {
         problems(report, &mut md);
         return md;
     }
+    if report.dpdk_transport.is_some() {
+        header(report, &format!("BlipMQ bench: {}", report.mode), &mut md);
+        super::dpdk::render(report, &mut md);
+        problems(report, &mut md);
+        return md;
+    }
     if report.veth_lab.is_some() {
         header(report, &format!("BlipMQ bench: {}", report.mode), &mut md);
         super::veth::render(report, &mut md);

@@ -1,5 +1,6 @@
 //! Results: what one run found, and the Markdown, JSON and SVG reports.
 
+pub mod dpdk;
 pub mod json;
 pub mod machine;
 pub mod markdown;
@@ -156,6 +157,10 @@ pub struct RunResult {
     /// Stats-watch overhead mode only: which arm and round this run was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_watch: Option<StatsWatchArm>,
+    /// DPDK load generator runs only: the share of its loop turns that
+    /// moved bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loadgen_busy: Option<f64>,
     /// Veth lab modes only: blipmqd's backend in this run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
@@ -236,6 +241,7 @@ impl RunResult {
             rss_start_bytes: None,
             rss_end_bytes: None,
             stats_watch: None,
+            loadgen_busy: None,
             backend: None,
             syscall_pass: false,
             syscalls: None,
@@ -300,6 +306,7 @@ impl RunResult {
         self.pacer_lag_us = outcome.pacer_lag.as_ref().and_then(Percentiles::of);
         self.receiver_mismatches = outcome.receiver_mismatches;
         self.publisher_wait_secs = outcome.publisher_waited.clone();
+        self.loadgen_busy = outcome.loadgen_busy;
 
         // Per subscriber and publisher, for the problem list.
         if !spec.queue {
@@ -471,6 +478,9 @@ pub struct Report {
     /// `--backend afpacket|dpdk` / `--veth-compare` only: the lab.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub veth_lab: Option<String>,
+    /// `--transport dpdk` only: how the two transports were set up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpdk_transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -12,7 +12,7 @@ use crate::scenarios::Kind;
 
 /// A column of the lab's tables: blipmqd on one backend, or nats-server
 /// (kernel TCP on the lab's address).
-type Column = (BrokerKind, Backend);
+pub(super) type Column = (BrokerKind, Backend);
 
 /// The name a column goes by in the tables and log directories.
 pub fn column_label(kind: BrokerKind, backend: Backend) -> &'static str {
@@ -36,7 +36,7 @@ fn columns(results: &[RunResult]) -> Vec<Column> {
     found
 }
 
-fn find<'a>(
+pub(super) fn find<'a>(
     results: &'a [RunResult],
     scenario: &str,
     (kind, backend): Column,
@@ -51,11 +51,11 @@ fn find<'a>(
 }
 
 const NATS: Column = (BrokerKind::Nats, Backend::Kernel);
-const KERNEL: Column = (BrokerKind::Blipmq, Backend::Kernel);
+pub(super) const KERNEL: Column = (BrokerKind::Blipmq, Backend::Kernel);
 
 /// `metric` of `column` over that of `reference` in the same scenario
 /// (first pass, both ok), as "2.10×"; "–" when either is missing.
-fn ratio(
+pub(super) fn ratio(
     results: &[RunResult],
     scenario: &str,
     column: Column,
@@ -73,12 +73,12 @@ fn ratio(
     }
 }
 
-fn verdict(result: &RunResult) -> String {
+pub(super) fn verdict(result: &RunResult) -> String {
     format!("**{}**", result.status.label())
 }
 
 /// † after the figures of a run that shared the machine with other load.
-fn dagger(result: &RunResult) -> &'static str {
+pub(super) fn dagger(result: &RunResult) -> &'static str {
     if result.skewed {
         " †"
     } else {
@@ -86,7 +86,7 @@ fn dagger(result: &RunResult) -> &'static str {
     }
 }
 
-fn opt(value: Option<f64>, digits: usize) -> String {
+pub(super) fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
 

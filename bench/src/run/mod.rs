@@ -1,8 +1,10 @@
 //! Running load against a broker: publishers and subscribers over the
 //! protocol clients of [`crate::proto`].
 
+pub mod dpdk;
 pub mod flow;
 pub mod idle;
+pub mod messages;
 
 use std::time::Instant;
 

@@ -399,15 +399,25 @@ pub struct DpdkWorker {
     lifeline: Arc<()>,
 }
 
-impl WorkerTransport for DpdkWorker {
-    type Transport = UserspaceTransport<DpdkDevice>;
-
-    fn start(self, poll: WorkerPoll, now: Instant) -> io::Result<UserspaceTransport<DpdkDevice>> {
+impl DpdkWorker {
+    /// The queue pair as a packet device for the calling thread (which it
+    /// registers with DPDK): what a worker runs its stack on, and what a
+    /// DPDK-side load generator runs its client sockets on.
+    pub fn into_device(self) -> io::Result<(DpdkDevice, StackConfig)> {
         let registration = self
             .eal
             .register_thread()
             .map_err(|error| io::Error::other(format!("dpdk: {error}")))?;
         let device = DpdkDevice::new(self.queues, registration, self.lifeline);
-        UserspaceTransport::new(device, self.stack, poll.poll, now)
+        Ok((device, self.stack))
+    }
+}
+
+impl WorkerTransport for DpdkWorker {
+    type Transport = UserspaceTransport<DpdkDevice>;
+
+    fn start(self, poll: WorkerPoll, now: Instant) -> io::Result<UserspaceTransport<DpdkDevice>> {
+        let (device, stack) = self.into_device()?;
+        UserspaceTransport::new(device, stack, poll.poll, now)
     }
 }
