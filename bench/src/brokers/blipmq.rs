@@ -44,7 +44,13 @@ pub fn config_text(stats_file: Option<&Path>) -> String {
 
 pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
     let config_path = settings.log_dir.join(format!("{tag}-blipmq.toml"));
-    std::fs::write(&config_path, config_text(settings.stats_file.as_deref()))
+    let mut text = config_text(settings.stats_file.as_deref());
+    if settings.memif.is_some() {
+        // A poll-mode core of its own, as on an appliance: the generator
+        // has the other core, so an idle turn has nothing to yield to.
+        text += "\n[dpdk]\npoll = \"busy\"\n";
+    }
+    std::fs::write(&config_path, text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = log_file(log_path)?;
     // On 127.0.0.1; or in a veth lab's broker namespace (`ip netns exec`

@@ -15,7 +15,7 @@ const MEMIF: Column = (BrokerKind::Blipmq, Backend::Dpdk);
 pub fn describe(kernel_workers: usize) -> String {
     format!(
         "dpdk-memif: blipmqd --backend dpdk --ip 198.18.0.1/24 --workers 1 -- --no-pci --no-huge -m 512 \
-         --vdev=net_memif0,role=server (taskset: every CPU but 0), the DPDK load generator on the client \
+         --vdev=net_memif0,role=server, `[dpdk] poll = \"busy\"` (taskset: every CPU but 0), the DPDK load generator on the client \
          end of the pair (smoltcp, one poll loop pinned to CPU 0, 198.18.0.2); kernel-loopback: blipmqd \
          --listen 127.0.0.1:0 --workers {kernel_workers}, the bench's kernel-socket clients"
     )
