@@ -56,6 +56,44 @@ fn check_length(bytes: &[u8], max_len: usize) -> Result<(), SubjectError> {
 /// A PUBLISH subject or reply subject: no wildcard tokens.
 pub fn validate_subject(subject: &[u8], max_len: usize) -> Result<(), SubjectError> {
     check_length(subject, max_len)?;
+    // Every PUBLISH comes here: ASCII subjects take one pass over the bytes.
+    ascii_subject(subject).unwrap_or_else(|| subject_tokens(subject))
+}
+
+/// [`validate_subject`]'s answer for an ASCII subject, in one pass; None at
+/// the first non-ASCII byte (the UTF-8 rules of [`subject_tokens`] apply).
+#[inline]
+fn ascii_subject(subject: &[u8]) -> Option<Result<(), SubjectError>> {
+    let token_ok = |token: &[u8]| match token {
+        [] => Err(SubjectError::EmptyToken),
+        b"*" | b">" => Err(SubjectError::Wildcard),
+        _ => Ok(()),
+    };
+    let mut start = 0;
+    for (at, &byte) in subject.iter().enumerate() {
+        if byte == b'.' {
+            if let Err(error) = token_ok(&subject[start..at]) {
+                return Some(Err(error));
+            }
+            start = at + 1;
+        } else if byte >= 0x80 {
+            return None;
+        } else if bad_ascii(byte) {
+            // A token that is not UTF-8 is refused as such, whatever else
+            // is wrong with it.
+            let rest = &subject[at..];
+            let token = &rest[..rest.iter().position(|&b| b == b'.').unwrap_or(rest.len())];
+            if token.iter().any(|&b| b >= 0x80) {
+                return None;
+            }
+            return Some(Err(SubjectError::BadCharacter));
+        }
+    }
+    Some(token_ok(&subject[start..]))
+}
+
+/// [`validate_subject`] token by token, for any UTF-8.
+fn subject_tokens(subject: &[u8]) -> Result<(), SubjectError> {
     for token in subject.split(|&b| b == b'.') {
         if token.is_empty() {
             return Err(SubjectError::EmptyToken);
@@ -106,5 +144,35 @@ pub fn filter_matches(filter: &[u8], subject: &[u8]) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ascii_subject, subject_tokens};
+
+    /// Every string of up to 5 bytes over an alphabet with each case: the
+    /// one-pass ASCII check gives the token-by-token answer, error and all.
+    #[test]
+    fn the_ascii_pass_agrees_with_the_token_rules() {
+        let alphabet = [b'a', b'.', b'*', b'>', b' ', 0x7f, 0xc3];
+        let mut input = Vec::new();
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                input.clear();
+                for _ in 0..len {
+                    input.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                if let Some(fast) = ascii_subject(&input) {
+                    assert_eq!(fast, subject_tokens(&input), "{input:?}");
+                    checked += 1;
+                } else {
+                    assert!(input.iter().any(|&b| b >= 0x80), "{input:?}");
+                }
+            }
+        }
+        assert!(checked > 5000);
     }
 }

@@ -110,6 +110,7 @@ impl DpdkBackend {
         let offloads = Offloads {
             rx_checksum: has_all(info.rx_offload_capa, RX_CHECKSUM),
             tx_checksum: has_all(info.tx_offload_capa, TX_CHECKSUM),
+            rx_trusted: info.driver_name == "net_memif",
         };
         let wanted = PortConf {
             rss_hf: if workers > 1 {
@@ -164,6 +165,7 @@ impl DpdkBackend {
             rx_interrupts = applied.rx_interrupts,
             rx_checksum_offload = offloads.rx_checksum,
             tx_checksum_offload = offloads.tx_checksum,
+            rx_checksum_trusted = offloads.rx_trusted,
             "DPDK port started"
         );
         let arp = Arc::new(ArpFanout::new(workers));
