@@ -13,6 +13,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod nats;
 pub mod subject;
 
 pub use decode::{decode_frame, FrameError, RawFrame, Request, ServerFrame};
