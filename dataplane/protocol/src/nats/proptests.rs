@@ -169,6 +169,8 @@ proptest! {
         let whole = decode_whole(&bytes, &limits);
         let split = decode_chunks(&chunks(&bytes, &cuts), &limits);
         prop_assert_eq!(split, whole);
+        // And the fuzz target's invariants (re-encoding, a two-read split).
+        crate::fuzzing::fuzz_nats_decode(&bytes);
     }
 
     #[test]
