@@ -3,7 +3,8 @@
 //! Sans-IO: decoding reads frames in place from a caller's byte buffer, with
 //! no allocation per frame; encoding appends frames to a caller's buffer.
 //! Subject rules and the CONNECT/INFO JSON bodies live here too, so that the
-//! broker and the client share one definition of the wire.
+//! broker and the client share one definition of the wire. [`nats`] is the
+//! NATS client protocol, for unmodified NATS clients.
 
 #![forbid(unsafe_code)]
 

@@ -4,8 +4,25 @@
 //!
 //! [`decode_client_op`] reads client ops in place from a caller's buffer
 //! without allocating; [`encode`] appends server ops to a caller's buffer.
-//! Behaviour follows nats-server's `server/parser.go` and `server/client.go`;
-//! where this codec differs, the item says so.
+//! Behaviour follows nats-server's `server/parser.go` and `server/client.go`.
+//!
+//! Where this codec differs from nats-server, and what it leaves to the
+//! session that drives it:
+//! - Being stateless, it bounds what a caller must buffer: a run of more
+//!   than `max_control_line` blanks before the arguments, and more than
+//!   `max_control_line` bytes after PING/PONG, are refused as an over-long
+//!   control line (nats-server skips them without limit).
+//! - `INFO`, `+OK`, `-ERR`, `MSG`, `HMSG` from a client are refused as
+//!   unknown ops; nats-server parses them (ignores INFO and +OK, closes on
+//!   -ERR). Clients do not send them.
+//! - HPUB is decoded whether or not the client asked for headers; the
+//!   session refuses it when [`ConnectOptions::headers_enabled`] is false
+//!   (nats-server: "message headers not supported", closes, no -ERR).
+//! - Authentication (a first op other than CONNECT when auth is required),
+//!   `verbose` +OK answers, permissions and subject checks (see
+//!   [`check_subject`]) are the session's.
+//! - CONNECT JSON: field names must match exactly (Go's decoder also takes
+//!   other cases) and the argument must be an object (Go accepts `null`).
 
 mod decode;
 pub mod encode;
