@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of the `decode` fuzz target into corpus/decode/.
+"""Writes the seed inputs of the `decode` fuzz target into corpus/decode/,
+and those of `nats_decode` into corpus/nats_decode/.
 
-Tiny binary files: a valid frame of each op, the protocol.md example, and a
-few malformed frames. Run from anywhere; it overwrites only the seed_* files.
+Tiny files: a valid frame of each op, the protocol.md example, and a few
+malformed frames; for NATS, valid client streams and bad ones. Run from
+anywhere; it overwrites only the seed_* files.
 """
 import os
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "corpus", "decode")
+NATS_OUT = os.path.join(HERE, "corpus", "nats_decode")
 
 
 def frame(op, flags=0, topic=b"", body=b"", length=None):
@@ -40,8 +43,31 @@ SEEDS = {
     "bad_subjects": frame(0x03, 0, b"a.>.b", b"\x00\x00\x00\x01") + frame(0x02, 0, b"a..\xff\xc2\xa0", b""),
 }
 
-os.makedirs(OUT, exist_ok=True)
-for name, data in SEEDS.items():
-    with open(os.path.join(OUT, "seed_" + name), "wb") as f:
-        f.write(data)
-print(f"wrote {len(SEEDS)} seeds to {OUT}")
+# NATS client streams, as nats-server 2.9+ parses them (limits of the fuzz
+# target: 256-byte control lines, 1024-byte payloads).
+HDRS = b"NATS/1.0\r\nK: v\r\n\r\n"
+NATS_SEEDS = {
+    "session": b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"name":"f"}\r\n'
+               b"SUB a.* 1\r\nSUB a.> q 2\r\nPUB a.b 5\r\nhello\r\n"
+               b"PUB a.b _INBOX.1 0\r\n\r\nPING\r\nPONG\r\nUNSUB 1 3\r\nUNSUB 2\r\n",
+    "hpub": b"HPUB a.b %d %d\r\n" % (len(HDRS), len(HDRS) + 2) + HDRS + b"hi\r\n"
+            + b"HPUB a.b r %d %d\r\n" % (len(HDRS), len(HDRS)) + HDRS + b"\r\n",
+    "lenient": b"connect{}\npub\ta\t\t2 \nhi\r\nSuB  a  \t 1\nping foo\r\nUNSUB 1 x\n",
+    "payload_with_crlf": b"PUB a 9\r\nPUB a 1\r\n\r\n",
+    "bad_unknown_op": b"PING\r\nMSG a 1 1\r\nx\r\n",
+    "bad_no_blank": b"PUBa 1\r\nx\r\n",
+    "bad_max_payload": b"PUB a 1025\r\n",
+    "bad_control_line": b"SUB " + b"a" * 300 + b" 1\r\n",
+    "bad_args": b"PUB a\r\nSUB a b c d\r\n",
+    "bad_sizes": b"PUB a 1234567890\r\n",
+    "bad_hpub_sizes": b"HPUB a 6 5\r\nhello\r\n",
+    "bad_payload_end": b"PUB a 2\r\nhiX\r\n",
+    "bad_connect_json": b"CONNECT {\"verbose\":\"yes\"}\r\nCONNECT\r\n",
+}
+
+for out, seeds in ((OUT, SEEDS), (NATS_OUT, NATS_SEEDS)):
+    os.makedirs(out, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(out, "seed_" + name), "wb") as f:
+            f.write(data)
+    print(f"wrote {len(seeds)} seeds to {out}")

@@ -3,7 +3,8 @@
 //! Sans-IO: decoding reads frames in place from a caller's byte buffer, with
 //! no allocation per frame; encoding appends frames to a caller's buffer.
 //! Subject rules and the CONNECT/INFO JSON bodies live here too, so that the
-//! broker and the client share one definition of the wire.
+//! broker and the client share one definition of the wire. [`nats`] is the
+//! NATS client protocol, for unmodified NATS clients.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod nats;
 pub mod subject;
 
 pub use decode::{decode_frame, FrameError, RawFrame, Request, ServerFrame};

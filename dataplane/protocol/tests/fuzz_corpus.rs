@@ -1,13 +1,16 @@
-//! Replays the `decode` fuzz target's corpus through the same logic, so that
-//! every input the fuzzer found interesting stays a regression test.
+//! Replays the fuzz targets' corpora through the same logic, so that every
+//! input the fuzzer found interesting stays a regression test.
 
 use std::path::Path;
 
-use blipmq_protocol::fuzzing::fuzz_decode;
+use blipmq_protocol::fuzzing::{fuzz_decode, fuzz_nats_decode};
 
-#[test]
-fn replay_decode_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+/// Runs `target` on every file of `corpus/<name>` and on every prefix of it
+/// (partial input must not panic either).
+fn replay(name: &str, target: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
@@ -15,12 +18,21 @@ fn replay_decode_corpus() {
             continue;
         }
         let data = std::fs::read(&path).unwrap();
-        fuzz_decode(&data);
-        // Every prefix too: partial input must not panic either.
+        target(&data);
         for cut in 0..data.len() {
-            fuzz_decode(&data[..cut]);
+            target(&data[..cut]);
         }
         count += 1;
     }
     assert!(count > 0, "no corpus files in {}", dir.display());
+}
+
+#[test]
+fn replay_decode_corpus() {
+    replay("decode", fuzz_decode);
+}
+
+#[test]
+fn replay_nats_decode_corpus() {
+    replay("nats_decode", fuzz_nats_decode);
 }
