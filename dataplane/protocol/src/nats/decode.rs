@@ -155,32 +155,6 @@ fn find_args_start(
     }
 }
 
-/// The index of the first `\n` in `bytes`, eight bytes at a time: control
-/// lines are scanned on every op, so this is the decoder's hot loop.
-fn find_newline(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        // A zero byte of `word ^ NEWLINES` marks a `\n` (the classic
-        // "has a zero byte" test; exact about whether one is there).
-        let x = u64::from_ne_bytes(word) ^ NEWLINES;
-        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
-            return chunk.iter().position(|&b| b == b'\n').map(|i| offset + i);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| offset + i)
-}
-
 /// A complete control line: its arguments and the index of its `\n`.
 struct Line<'a> {
     args: &'a [u8],
@@ -210,7 +184,7 @@ fn read_line<'a>(
         .len()
         .min(args_start.saturating_add(limit).saturating_add(2));
     let window = buf.get(scan_from..scan_end).unwrap_or_default();
-    let newline = find_newline(window).map(|offset| scan_from + offset);
+    let newline = memchr::memchr(b'\n', window).map(|offset| scan_from + offset);
     // The `\r` of a CRLF sits right before the `\n`; only a bare `\n` line
     // (or a partial one) needs a scan for a `\r` elsewhere.
     let searched = match newline {
@@ -417,27 +391,5 @@ pub fn decode_client_op<'a>(buf: &'a [u8], limits: &NatsLimits) -> Decoded<'a> {
         OpName::Connect => Ok(Some((ClientOp::Connect { json: line.args }, line_consumed))),
         OpName::Ping => Ok(Some((ClientOp::Ping, line_consumed))),
         OpName::Pong => Ok(Some((ClientOp::Pong, line_consumed))),
-    }
-}
-
-#[cfg(test)]
-mod find_newline_tests {
-    use super::find_newline;
-
-    #[test]
-    fn finds_the_first_newline_at_every_position() {
-        for len in 0..40 {
-            // 0x0b is '\n' + 1, which a sloppy zero-byte test mistakes.
-            let base: Vec<u8> = (0..len).map(|i| [b'a', 0x0b, 0x8a, 0][i % 4]).collect();
-            assert_eq!(find_newline(&base), None, "len {len}");
-            for at in 0..len {
-                let mut bytes = base.clone();
-                bytes[at] = b'\n';
-                if at + 1 < len {
-                    bytes[len - 1] = b'\n';
-                }
-                assert_eq!(find_newline(&bytes), Some(at), "len {len} at {at}");
-            }
-        }
     }
 }
