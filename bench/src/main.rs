@@ -827,12 +827,14 @@ fn run(cli: Cli) -> Result<i32> {
     let json_path = cli.out.join("results.json");
     report::json::write(&report, &json_path)?;
     let mut written = vec![md_path, json_path];
-    // The plots compare brokers, one run each; the overhead mode has neither.
-    let plots = if report.stats_watch_overhead.is_some()
-        || report.veth_lab.is_some()
-        || report.dpdk_transport.is_some()
-    {
+    // The plots compare brokers (or backends, or transports), one run each;
+    // the overhead mode has neither.
+    let plots = if report.stats_watch_overhead.is_some() {
         Vec::new()
+    } else if report.dpdk_transport.is_some() {
+        vec![("throughput.svg", report::dpdk::svg(&report))]
+    } else if report.veth_lab.is_some() {
+        vec![("throughput.svg", report::veth::svg(&report))]
     } else {
         vec![
             ("throughput.svg", report::svg::throughput(&report, false)),

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::bars::{self, BarSeries, PALETTE};
 use super::veth::{dagger, find, opt, ratio, verdict, Column, KERNEL};
 use super::{human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
@@ -76,4 +77,31 @@ pub fn render(report: &Report, md: &mut String) {
         }
     }
     *md += "\n";
+}
+
+/// Delivered msgs/s per scenario, the two transports side by side.
+pub fn svg(report: &Report) -> Option<String> {
+    let categories: Vec<String> = report.scenarios.iter().map(|s| s.name.clone()).collect();
+    let series: Vec<BarSeries> = [KERNEL, MEMIF]
+        .into_iter()
+        .zip(PALETTE)
+        .map(|(column, color)| BarSeries {
+            label: label(column).into(),
+            color,
+            values: categories
+                .iter()
+                .map(|name| {
+                    find(&report.results, name, column, false)
+                        .filter(|r| r.status == Status::Ok)
+                        .and_then(|r| r.msgs_per_sec)
+                })
+                .collect(),
+        })
+        .collect();
+    bars::grouped(
+        "blipmqd: DPDK load generator on memif vs kernel clients on loopback, delivered msgs/s",
+        "/s",
+        &categories,
+        &series,
+    )
 }

@@ -1,5 +1,6 @@
 //! Results: what one run found, and the Markdown, JSON and SVG reports.
 
+pub mod bars;
 pub mod dpdk;
 pub mod json;
 pub mod machine;

@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use super::bars::{self, BarSeries, PALETTE};
 use super::{human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
 use crate::lab::Backend;
@@ -115,6 +116,38 @@ fn syscalls_cells(result: Option<&RunResult>) -> (String, String, String) {
         verdict(result)
     };
     (opt(figures.per_1000_delivered, 1), speed, top)
+}
+
+/// Delivered msgs/s per throughput scenario, every column side by side.
+pub fn svg(report: &Report) -> Option<String> {
+    let categories: Vec<String> = report
+        .scenarios
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Throughput { .. }))
+        .map(|s| s.name.clone())
+        .collect();
+    let series: Vec<BarSeries> = columns(&report.results)
+        .into_iter()
+        .zip(PALETTE.into_iter().cycle())
+        .map(|(column, color)| BarSeries {
+            label: column_label(column.0, column.1).into(),
+            color,
+            values: categories
+                .iter()
+                .map(|name| {
+                    find(&report.results, name, column, false)
+                        .filter(|r| r.status == Status::Ok)
+                        .and_then(|r| r.msgs_per_sec)
+                })
+                .collect(),
+        })
+        .collect();
+    bars::grouped(
+        "Through one veth pair: delivered msgs/s by backend",
+        "/s",
+        &categories,
+        &series,
+    )
 }
 
 pub fn render(report: &Report, md: &mut String) {
