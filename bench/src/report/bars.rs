@@ -94,6 +94,13 @@ pub fn grouped(
                         escape(&s.label),
                         human_rate(value)
                     );
+                    let _ = writeln!(
+                        svg,
+                        r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
+                        x + (bar_w - 4.0) / 2.0,
+                        y - 3.0,
+                        human_rate(value)
+                    );
                 }
                 None => {
                     let _ = writeln!(

@@ -99,7 +99,7 @@ pub fn svg(report: &Report) -> Option<String> {
         })
         .collect();
     bars::grouped(
-        "blipmqd: DPDK load generator on memif vs kernel clients on loopback, delivered msgs/s",
+        "Delivered msgs/s: DPDK generator (memif) vs kernel clients (loopback)",
         "/s",
         &categories,
         &series,
