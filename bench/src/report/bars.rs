@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::human_rate;
+use super::svg::{escape, open_document};
 
 /// One bar per category; `None`: no figure (a failed or missing run).
 pub struct BarSeries {
@@ -21,12 +22,6 @@ const PLOT_H: f64 = 300.0;
 const LEFT: f64 = 80.0;
 const TOP: f64 = 70.0;
 const BOTTOM: f64 = 50.0;
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
 
 /// The chart, or None when no series has a figure.
 pub fn grouped(
@@ -46,14 +41,7 @@ pub fn grouped(
     let width = LEFT + GROUP_W * categories.len() as f64 + 20.0;
     let height = TOP + PLOT_H + BOTTOM;
     let y_of = |v: f64| TOP + PLOT_H * (1.0 - v / top);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{:.1}" y="22" font-size="16" font-weight="bold" text-anchor="middle">{}</text>
-"#,
-        width / 2.0,
-        escape(title)
-    );
+    let mut svg = open_document(width, height, title);
     let mut legend_x = LEFT;
     for s in series {
         let _ = writeln!(

@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use super::bars::{self, BarSeries, PALETTE};
-use super::veth::{dagger, find, opt, ratio, verdict, Column, KERNEL};
+use super::bars;
+use super::veth::{dagger, find, opt, rate_series, ratio, verdict, Column, KERNEL};
 use super::{human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
 use crate::lab::Backend;
@@ -82,26 +82,14 @@ pub fn render(report: &Report, md: &mut String) {
 /// Delivered msgs/s per scenario, the two transports side by side.
 pub fn svg(report: &Report) -> Option<String> {
     let categories: Vec<String> = report.scenarios.iter().map(|s| s.name.clone()).collect();
-    let series: Vec<BarSeries> = [KERNEL, MEMIF]
-        .into_iter()
-        .zip(PALETTE)
-        .map(|(column, color)| BarSeries {
-            label: label(column).into(),
-            color,
-            values: categories
-                .iter()
-                .map(|name| {
-                    find(&report.results, name, column, false)
-                        .filter(|r| r.status == Status::Ok)
-                        .and_then(|r| r.msgs_per_sec)
-                })
-                .collect(),
-        })
-        .collect();
     bars::grouped(
         "Delivered msgs/s: DPDK generator (memif) vs kernel clients (loopback)",
         "/s",
         &categories,
-        &series,
+        &rate_series(
+            report,
+            &categories,
+            &[(KERNEL, label(KERNEL)), (MEMIF, label(MEMIF))],
+        ),
     )
 }

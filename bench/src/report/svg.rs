@@ -15,7 +15,7 @@ fn color(kind: BrokerKind) -> &'static str {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -172,17 +172,22 @@ fn panel(
     }
 }
 
-fn document(title: &str, kinds: &[BrokerKind], cols: usize, rows: usize, body: &str) -> String {
-    let width = PANEL_W * cols as f64;
-    let height = PANEL_H * rows as f64 + 60.0;
-    let mut svg = format!(
+/// An SVG document's opening: its size, a white page and the title.
+pub(super) fn open_document(width: f64, height: f64, title: &str) -> String {
+    format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{:.1}" y="22" font-size="16" font-weight="bold" text-anchor="middle">{}</text>
 "#,
         width / 2.0,
         escape(title)
-    );
+    )
+}
+
+fn document(title: &str, kinds: &[BrokerKind], cols: usize, rows: usize, body: &str) -> String {
+    let width = PANEL_W * cols as f64;
+    let height = PANEL_H * rows as f64 + 60.0;
+    let mut svg = open_document(width, height, title);
     let mut lx = width / 2.0 - kinds.len() as f64 * 55.0;
     for &kind in kinds {
         let _ = writeln!(

@@ -118,19 +118,18 @@ fn syscalls_cells(result: Option<&RunResult>) -> (String, String, String) {
     (opt(figures.per_1000_delivered, 1), speed, top)
 }
 
-/// Delivered msgs/s per throughput scenario, every column side by side.
-pub fn svg(report: &Report) -> Option<String> {
-    let categories: Vec<String> = report
-        .scenarios
+/// One bar series per column: its delivered msgs/s in each scenario of
+/// `categories` (none for a failed or missing run).
+pub(super) fn rate_series(
+    report: &Report,
+    categories: &[String],
+    columns: &[(Column, &str)],
+) -> Vec<BarSeries> {
+    columns
         .iter()
-        .filter(|s| matches!(s.kind, Kind::Throughput { .. }))
-        .map(|s| s.name.clone())
-        .collect();
-    let series: Vec<BarSeries> = columns(&report.results)
-        .into_iter()
         .zip(PALETTE.into_iter().cycle())
-        .map(|(column, color)| BarSeries {
-            label: column_label(column.0, column.1).into(),
+        .map(|(&(column, label), color)| BarSeries {
+            label: label.into(),
             color,
             values: categories
                 .iter()
@@ -141,12 +140,26 @@ pub fn svg(report: &Report) -> Option<String> {
                 })
                 .collect(),
         })
+        .collect()
+}
+
+/// Delivered msgs/s per throughput scenario, every column side by side.
+pub fn svg(report: &Report) -> Option<String> {
+    let categories: Vec<String> = report
+        .scenarios
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Throughput { .. }))
+        .map(|s| s.name.clone())
+        .collect();
+    let columns: Vec<(Column, &str)> = columns(&report.results)
+        .into_iter()
+        .map(|column| (column, column_label(column.0, column.1)))
         .collect();
     bars::grouped(
         "Through one veth pair: delivered msgs/s by backend",
         "/s",
         &categories,
-        &series,
+        &rate_series(report, &categories, &columns),
     )
 }
 
