@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use blipmq_protocol::nats::{ClientOp, ConnectOptions};
 use blipmq_protocol::{
     validate_filter, validate_queue, validate_subject, Connect, ErrorCode, FrameError, Info,
     RawFrame, Request, PROTOCOL_VERSION,
@@ -16,6 +17,8 @@ use blipmq_protocol::{
 
 use crate::router::SubKey;
 
+#[cfg(test)]
+mod nats_tests;
 #[cfg(test)]
 mod tests;
 
@@ -94,6 +97,15 @@ pub enum Step<'a> {
     },
     /// The client said goodbye: flush what is queued for it, then close.
     Disconnect,
+}
+
+/// Why a NATS sid is refused: BlipMQ keeps sids as numbers, as every NATS
+/// client sends them.
+const NATS_SID_REFUSED: &str = "sid must be a decimal number below 2^32";
+
+/// A NATS sid as BlipMQ's number.
+fn nats_sid(sid: &[u8]) -> Option<u32> {
+    std::str::from_utf8(sid).ok()?.parse().ok()
 }
 
 /// What the timer says for this connection.
@@ -186,6 +198,96 @@ impl Session {
         if self.phase == Phase::AwaitConnect {
             return self.on_first_frame(request);
         }
+        self.on_request(request)
+    }
+
+    /// Interprets one op of a NATS client (`blipmq_protocol::nats`): the
+    /// same requests as the binary protocol's, with NATS's CONNECT, its
+    /// decimal sids and its silent UNSUB of an unknown sid.
+    pub fn on_nats_op<'a>(&mut self, op: ClientOp<'a>) -> Step<'a> {
+        if self.phase == Phase::AwaitConnect {
+            return match op {
+                ClientOp::Connect { json } => self.on_nats_connect(json),
+                _ => Step::Fatal(
+                    ErrorCode::Unauthorized,
+                    "CONNECT must be the first operation".into(),
+                ),
+            };
+        }
+        let ack = self.verbose;
+        let request = match op {
+            ClientOp::Connect { .. } => {
+                return Step::Fatal(ErrorCode::BadRequest, "CONNECT sent twice".into())
+            }
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            } => Request::Publish {
+                subject,
+                reply,
+                payload,
+                ack,
+            },
+            ClientOp::Hpub { .. } => {
+                // Not yet: headers must reach NATS subscribers untouched.
+                return Step::Error(
+                    ErrorCode::BadRequest,
+                    "message headers are not supported yet".into(),
+                );
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => match nats_sid(sid) {
+                Some(sid) => Request::Subscribe {
+                    filter: subject,
+                    sid,
+                    queue,
+                    ack,
+                },
+                None => return Step::Error(ErrorCode::BadRequest, NATS_SID_REFUSED.into()),
+            },
+            ClientOp::Unsub { sid, max_msgs } => match nats_sid(sid) {
+                // nats-server ignores an UNSUB of a sid it does not know.
+                Some(sid) if self.sids.contains_key(&sid) => {
+                    Request::Unsubscribe { sid, max_msgs, ack }
+                }
+                _ if ack => return Step::Ok,
+                _ => return Step::Nothing,
+            },
+            ClientOp::Ping => Request::Ping,
+            ClientOp::Pong => Request::Pong,
+        };
+        self.on_request(request)
+    }
+
+    fn on_nats_connect<'a>(&mut self, json: &[u8]) -> Step<'a> {
+        let connect = match ConnectOptions::parse(json).and_then(|c| c.check(false).map(|()| c)) {
+            Ok(connect) => connect,
+            Err(error) => return Step::Fatal(ErrorCode::BadRequest, error.to_string()),
+        };
+        if let Some(expected) = &self.config.token {
+            // A token goes as `auth_token`, or as the password of a client
+            // that only has a user/password setting.
+            let given = connect.auth_token.as_deref().or(connect.pass.as_deref());
+            if given != Some(expected.as_str()) {
+                return Step::Fatal(ErrorCode::Unauthorized, "authorization failed".into());
+            }
+        }
+        self.phase = Phase::Open;
+        self.verbose = connect.verbose;
+        self.name = (!connect.name.is_empty()).then_some(connect.name);
+        if self.verbose {
+            Step::Ok
+        } else {
+            Step::Nothing
+        }
+    }
+
+    /// A request of an open session, whatever protocol carried it.
+    fn on_request<'a>(&mut self, request: Request<'a>) -> Step<'a> {
         match request {
             Request::Connect { .. } => {
                 Step::Fatal(ErrorCode::BadRequest, "CONNECT sent twice".into())
