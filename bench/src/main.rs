@@ -478,6 +478,16 @@ fn run(cli: Cli) -> Result<i32> {
         if in_lab || cli.stats_watch_overhead {
             bail!("--transport dpdk is a mode of its own: leave out --backend, --veth-compare, --stats-watch-overhead");
         }
+        if !cfg!(feature = "dpdk") {
+            bail!(
+                "--transport dpdk needs a blipmq-bench built with DPDK: cargo build --release \
+                 -p blipmq-bench -p blipmq-dataplane --features blipmq-dataplane/dpdk,blipmq-bench/dpdk"
+            );
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("--transport dpdk needs root (DPDK's EAL and memif)");
+        }
         kinds = vec![BrokerKind::Blipmq];
     }
     if in_lab {
