@@ -61,18 +61,6 @@ enum OpName {
 }
 
 impl OpName {
-    fn text(self) -> &'static [u8] {
-        match self {
-            OpName::Connect => b"CONNECT",
-            OpName::Pub => b"PUB",
-            OpName::Hpub => b"HPUB",
-            OpName::Sub => b"SUB",
-            OpName::Unsub => b"UNSUB",
-            OpName::Ping => b"PING",
-            OpName::Pong => b"PONG",
-        }
-    }
-
     fn label(self) -> &'static str {
         match self {
             OpName::Connect => "CONNECT",
@@ -83,6 +71,10 @@ impl OpName {
             OpName::Ping => "PING",
             OpName::Pong => "PONG",
         }
+    }
+
+    fn text(self) -> &'static [u8] {
+        self.label().as_bytes()
     }
 }
 

@@ -17,20 +17,7 @@ pub const NO_RESPONDERS_HEADERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
 /// Writes `value` in decimal without allocating.
 pub fn put_decimal<B: BufMut>(out: &mut B, value: usize) {
-    // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = value;
-    loop {
-        start -= 1;
-        // `rest % 10` is below 10, so the cast keeps it.
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[start..]);
+    out.put_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// `MSG <subject> <sid> [reply] <#bytes>\r\n`: the caller then appends the
