@@ -132,6 +132,7 @@ impl Cores {
                 max_pings_out: 2,
             }),
             max_pending_bytes: 64 << 20,
+            slow_consumer_grace: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(1),
             cache_subjects: 1024,
             max_connections: 1000,

@@ -260,6 +260,7 @@ fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
         session: Arc::new(session_config(config)),
         max_pending_bytes: config.limits.max_pending_bytes.min(usize::MAX as u64) as usize,
+        slow_consumer_grace: config.limits.slow_consumer_grace,
         drain_timeout: config.server.drain_timeout,
         cache_subjects: config.dataplane.cache_subjects,
         max_connections: config.server.max_connections,

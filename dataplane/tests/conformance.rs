@@ -1568,6 +1568,45 @@ fn slow_consumer_cut(backend: Backend, workers: usize) {
     assert_serves_fresh_client(broker.addr());
 }
 
+/// "Publishers are paced by backpressure": a subscriber that reads more
+/// slowly than its publisher sends, through a small window, holds the
+/// publisher back (README, pacing) and gets every message in order, though
+/// the stream is 30 times max_pending_bytes; nobody is cut.
+fn slow_reader_is_paced_not_cut(backend: Backend, workers: usize) {
+    const COUNT: u32 = 2000;
+    let mut broker = Broker::start_on(
+        backend,
+        workers,
+        &config_with("", "max_payload = 1024\nmax_pending_bytes = 65536", ""),
+    );
+    let mut s = small_rcvbuf_handshake_on_worker(broker.addr(), 4096, Some((workers - 1) as u32));
+    s.subscribe("pace.x", 1);
+    let mut p = Raw::handshake_on_worker(broker.addr(), 0);
+    let publisher = std::thread::spawn(move || {
+        let mut batch = Vec::new();
+        for i in 0..COUNT {
+            let mut payload = seq_payload(i);
+            payload.resize(1000, b'p');
+            encode::put_publish(&mut batch, b"pace.x", None, &payload, false);
+        }
+        p.send(&batch);
+        p.ping_pong();
+        p
+    });
+    for i in 0..COUNT {
+        // Far slower than the publisher: a pause every 16 messages.
+        if i % 16 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let m = s.expect_msg();
+        assert_eq!(payload_seq(&m.payload), i, "out of order or lost");
+    }
+    let mut p = publisher.join().expect("publisher");
+    s.ping_pong();
+    p.ping_pong();
+    broker.assert_alive();
+}
+
 /// "DISCONNECT from the broker (draining for shutdown)": on SIGTERM every
 /// client gets DISCONNECT "draining", and the broker exits 0 within
 /// drain_timeout.
@@ -1740,6 +1779,7 @@ for_backends! {
     sid_in_use_409,
     subscription_limit_429,
     slow_consumer_cut,
+    slow_reader_is_paced_not_cut,
     drain_on_sigterm,
     drain_refuses_new_clients,
     drain_bounded_with_stuck_client,

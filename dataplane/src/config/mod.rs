@@ -98,6 +98,11 @@ pub struct LimitsConfig {
     pub max_subscriptions: u32,
     /// Bytes queued for one client before it is dropped as a slow consumer.
     pub max_pending_bytes: u64,
+    /// How long a subscriber may hold over half of `max_pending_bytes`
+    /// queued, with the publishers that feed it paced, before it is cut off
+    /// as a slow consumer; 0 = no pacing, cut only past `max_pending_bytes`.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_grace: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +112,7 @@ impl Default for LimitsConfig {
             max_topic_length: 255,
             max_subscriptions: 65536,
             max_pending_bytes: 64 << 20,
+            slow_consumer_grace: Duration::from_secs(2),
         }
     }
 }

@@ -326,6 +326,7 @@ impl Control {
             max_topic_length: new.limits.max_topic_length,
             max_subscriptions: new.limits.max_subscriptions,
             max_pending_bytes: new.limits.max_pending_bytes,
+            slow_consumer_grace_ms: new.limits.slow_consumer_grace.as_millis() as u64,
             max_connections: new.server.max_connections,
             token: new.auth.token.clone(),
             ping_interval_ms: new.server.ping_interval.as_millis() as u64,

@@ -35,6 +35,7 @@ pub struct ReloadSettings {
     pub max_topic_length: u16,
     pub max_subscriptions: u32,
     pub max_pending_bytes: u64,
+    pub slow_consumer_grace_ms: u64,
     pub max_connections: usize,
     pub token: Option<String>,
     pub ping_interval_ms: u64,

@@ -160,6 +160,12 @@ counters! {
         "Queue-group deliveries forwarded to another worker.";
     RingFullStalls = "ring_full_stalls", Counter, Sum,
         "Times an outgoing ring was full.";
+    PacedPublishes = "paced_publishes", Counter, Sum,
+        "Times a publisher waited for a backlogged subscriber to catch up.";
+    PacedRecords = "paced_records", Counter, Sum,
+        "Times a ring from another worker was left unread for a backlogged subscriber.";
+    PacingGraceExpired = "pacing_grace_expired", Counter, Sum,
+        "Times a subscriber stayed backlogged past its grace and publishers went on without it.";
     /// Highest occupancy in bytes seen on any of the worker's outgoing
     /// rings; written with [`WorkerStats::max`](super::WorkerStats::max).
     RingOccupancyHighWater = "ring_occupancy_high_water", Gauge, Max,

@@ -7,12 +7,13 @@
 //! subscription index is borrowed for the message's matches.
 
 use std::ops::{Index, IndexMut};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use blipmq_protocol::encode;
 use slab::Slab;
 
 use super::answers::HeldAnswers;
+use super::backlog::{Backlog, Pacing};
 use super::core::ConnId;
 use super::outbound::Outbound;
 use super::payloads::SharedPayloads;
@@ -30,6 +31,8 @@ pub(super) enum Wait {
     None,
     /// A PUBLISH waits for room in a ring (backpressure).
     Room,
+    /// A PUBLISH waits for a subscriber it feeds to catch up (pacing).
+    Backlog,
 }
 
 pub(super) struct Conn {
@@ -47,6 +50,8 @@ pub(super) struct Conn {
     pub(super) closing: Option<Instant>,
     /// Cut off as a slow consumer: messages for it are counted as dropped.
     pub(super) slow: bool,
+    /// Whether publishers wait for it (see [`Backlog`]).
+    pub(super) pacing: Pacing,
     /// Why it closes, for the statistics; an I/O error unless a close began.
     pub(super) close_reason: CloseReason,
     /// Listed in [`DirtyList`].
@@ -103,6 +108,14 @@ impl DirtyList {
     }
 }
 
+/// One connection's queue, with what writing into it also takes.
+pub(super) struct Queue<'a> {
+    pub(super) conn: &'a mut Conn,
+    pub(super) payloads: &'a mut SharedPayloads,
+    pub(super) dirty: &'a mut DirtyList,
+    pub(super) backlog: &'a mut Backlog,
+}
+
 pub(super) struct Connections {
     slab: Slab<Conn>,
     /// Large payloads shared by several of the queues.
@@ -118,6 +131,11 @@ pub(super) struct Connections {
     holding: Vec<ConnId>,
     /// Queued bytes past which a subscriber is cut off as a slow consumer.
     max_pending: usize,
+    /// Subscribers behind on their queues, which pace their publishers.
+    backlog: Backlog,
+    /// Connections whose PUBLISH waits for a backlogged subscriber
+    /// ([`Wait::Backlog`]).
+    paced: Vec<ConnId>,
     /// The next accepted connection's [`ConnMeta::serial`]; serials step by
     /// the number of workers, so that each worker's are its own.
     next_serial: u64,
@@ -125,7 +143,12 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    pub(super) fn new(max_pending: usize, worker: usize, workers: usize) -> Connections {
+    pub(super) fn new(
+        max_pending: usize,
+        slow_consumer_grace: Duration,
+        worker: usize,
+        workers: usize,
+    ) -> Connections {
         Connections {
             slab: Slab::new(),
             payloads: SharedPayloads::default(),
@@ -135,6 +158,8 @@ impl Connections {
             resumed: Vec::new(),
             holding: Vec::new(),
             max_pending,
+            backlog: Backlog::new(max_pending, slow_consumer_grace),
+            paced: Vec::new(),
             next_serial: worker as u64,
             serial_step: workers as u64,
         }
@@ -150,6 +175,7 @@ impl Connections {
             unsynced: false,
             closing: None,
             slow: false,
+            pacing: Pacing::Idle,
             close_reason: CloseReason::Error,
             dirty: false,
             info: ConnMeta {
@@ -168,6 +194,7 @@ impl Connections {
     pub(super) fn remove(&mut self, cid: ConnId) -> Conn {
         let mut conn = self.slab.remove(cid);
         conn.output.release_all(&mut self.payloads);
+        self.backlog.forget(cid, &mut conn.pacing);
         if conn.held.is_holding() {
             self.holding.retain(|&c| c != cid);
         }
@@ -178,8 +205,9 @@ impl Connections {
         self.max_pending
     }
 
-    pub(super) fn set_max_pending(&mut self, max_pending: usize) {
+    pub(super) fn set_max_pending(&mut self, max_pending: usize, slow_consumer_grace: Duration) {
         self.max_pending = max_pending;
+        self.backlog.set_limits(max_pending, slow_consumer_grace);
     }
 
     pub(super) fn len(&self) -> usize {
@@ -203,12 +231,14 @@ impl Connections {
     }
 
     /// A connection and what writing into its queue also takes: the shared
-    /// payloads and the dirty list.
-    pub(super) fn queue(
-        &mut self,
-        cid: ConnId,
-    ) -> (&mut Conn, &mut SharedPayloads, &mut DirtyList) {
-        (&mut self.slab[cid], &mut self.payloads, &mut self.dirty)
+    /// payloads, the dirty list and the backlog.
+    pub(super) fn queue(&mut self, cid: ConnId) -> Queue<'_> {
+        Queue {
+            conn: &mut self.slab[cid],
+            payloads: &mut self.payloads,
+            dirty: &mut self.dirty,
+            backlog: &mut self.backlog,
+        }
     }
 
     /// The pool of payloads shared by several queues.
@@ -260,7 +290,68 @@ impl Connections {
     }
 
     pub(super) fn on_output_written(&mut self, cid: ConnId, written: usize) {
-        self.slab[cid].output.advance(written, &mut self.payloads);
+        let conn = &mut self.slab[cid];
+        conn.output.advance(written, &mut self.payloads);
+        let pending = conn.output.pending_len();
+        self.backlog.on_written(cid, &mut conn.pacing, pending);
+    }
+
+    /// Whether any subscriber is backlogged (publishing must check).
+    pub(super) fn any_backlogged(&self) -> bool {
+        self.backlog.any()
+    }
+
+    /// Whether `cid` is a backlogged subscriber still to be paced for.
+    pub(super) fn is_backlogged(&self, cid: ConnId) -> bool {
+        self.slab
+            .get(cid)
+            .is_some_and(|conn| conn.pacing == Pacing::Backlogged && conn.closing.is_none())
+    }
+
+    /// Cuts `cid` off as a slow consumer: its unsent messages are dropped
+    /// (returns how many), ERROR 503 goes where its socket still takes
+    /// bytes, and it closes at once.
+    pub(super) fn cut_slow_consumer(
+        &mut self,
+        cid: ConnId,
+        stats: &WorkerStats,
+        now: Instant,
+    ) -> u64 {
+        let conn = &mut self.slab[cid];
+        let dropped = conn.output.discard_unsent(&mut self.payloads);
+        encode::put_error(
+            conn.output.frames(),
+            blipmq_protocol::ErrorCode::Unavailable,
+            "slow consumer",
+        );
+        stats.inc(Counter::FramesOutError);
+        conn.slow = true;
+        conn.closing = Some(now);
+        conn.close_reason = CloseReason::SlowConsumer;
+        self.backlog.forget(cid, &mut conn.pacing);
+        self.dirty.mark(cid, conn);
+        dropped
+    }
+
+    /// Lets go of the subscribers backlogged for longer than the grace
+    /// period: their publishers go on without them. Returns how many.
+    pub(super) fn let_go_overdue(&mut self, now: Instant) -> usize {
+        let overdue = self.backlog.overdue(now);
+        for &cid in &overdue {
+            self.backlog.forget(cid, &mut self.slab[cid].pacing);
+        }
+        overdue.len()
+    }
+
+    /// Whether a subscriber caught up (or left) since the last
+    /// [`take_backlog_eased`](Self::take_backlog_eased).
+    pub(super) fn backlog_eased(&self) -> bool {
+        self.backlog.is_eased()
+    }
+
+    /// Whether a subscriber caught up (or left) since the last call.
+    pub(super) fn take_backlog_eased(&mut self) -> bool {
+        self.backlog.take_eased()
     }
 
     /// Where the connection's next answer (OK, PONG, ERROR, DISCONNECT)
@@ -297,10 +388,20 @@ impl Connections {
         });
     }
 
-    /// The connection's PUBLISH waits for room in a ring.
-    pub(super) fn wait_for_room(&mut self, cid: ConnId) {
-        self.slab[cid].wait = Wait::Room;
-        self.waiting.push(cid);
+    /// The connection's PUBLISH waits for ring room or for a backlogged
+    /// subscriber; it is listed to be retried.
+    pub(super) fn wait(&mut self, cid: ConnId, wait: Wait) {
+        self.slab[cid].wait = wait;
+        match wait {
+            Wait::None => {}
+            Wait::Room => self.waiting.push(cid),
+            Wait::Backlog => self.paced.push(cid),
+        }
+    }
+
+    /// The connections paced behind backlogged subscribers, to retry.
+    pub(super) fn take_paced(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.paced)
     }
 
     pub(super) fn awaits_room(&self) -> bool {
@@ -321,13 +422,13 @@ impl Connections {
         self.waiting_spare = list;
     }
 
-    /// Ends the connection's wait for ring room; false for a stale entry of
-    /// [`take_waiting`](Self::take_waiting): the connection closed and its
-    /// slot may have been reused. (Kept, it would keep the worker awaiting
-    /// peers.)
-    pub(super) fn stop_waiting(&mut self, cid: ConnId) -> bool {
+    /// Ends the connection's `wait`; false for a stale entry of
+    /// [`take_waiting`](Self::take_waiting) or [`take_paced`](Self::take_paced):
+    /// the connection closed and its slot may have been reused. (Kept, it
+    /// would keep the worker awaiting peers.)
+    pub(super) fn stop_waiting(&mut self, cid: ConnId, wait: Wait) -> bool {
         match self.slab.get_mut(cid) {
-            Some(conn) if conn.wait == Wait::Room => {
+            Some(conn) if conn.wait == wait => {
                 conn.wait = Wait::None;
                 true
             }

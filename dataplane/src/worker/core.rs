@@ -36,6 +36,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub struct CoreConfig {
     pub session: Arc<SessionConfig>,
     pub max_pending_bytes: usize,
+    /// See `limits.slow_consumer_grace`; zero turns pacing off.
+    pub slow_consumer_grace: Duration,
     pub drain_timeout: Duration,
     pub cache_subjects: usize,
     pub max_connections: usize,
@@ -117,7 +119,12 @@ impl WorkerCore {
         let peers = Peers::new(rings);
         WorkerCore {
             info: config.session.info_json(id),
-            conns: Connections::new(config.max_pending_bytes, id, peers.workers()),
+            conns: Connections::new(
+                config.max_pending_bytes,
+                config.slow_consumer_grace,
+                id,
+                peers.workers(),
+            ),
             subscriptions: Subscriptions::new(config.cache_subjects),
             groups: GroupPicks::new(id),
             peers,
@@ -298,6 +305,14 @@ impl WorkerCore {
             self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
             self.start_close(cid, CloseReason::Stale);
         }
+        let let_go = self.conns.let_go_overdue(now);
+        if let_go > 0 {
+            self.stats.add(Counter::PacingGraceExpired, let_go as u64);
+            tracing::debug!(
+                let_go,
+                "subscribers behind past their grace: publishers go on"
+            );
+        }
     }
 
     /// Shutdown: DISCONNECT "draining" to every client, then close each once
@@ -315,11 +330,13 @@ impl WorkerCore {
         }
     }
 
-    /// Work that needs the loop to come round again soon rather than sleep.
-    /// Waiting for peers is not: [`prepare_sleep`](Self::prepare_sleep)
-    /// sleeps until a peer releases ring space.
+    /// Work that needs the loop to come round again soon rather than sleep:
+    /// control replies, or publishers and rings to resume now that a
+    /// subscriber caught up (it did while the backend flushed). Waiting for
+    /// peers is not: [`prepare_sleep`](Self::prepare_sleep) sleeps until a
+    /// peer releases ring space.
     pub fn has_pending_work(&self) -> bool {
-        self.control.as_ref().is_some_and(ControlPort::has_replies)
+        self.control.as_ref().is_some_and(ControlPort::has_replies) || self.conns.backlog_eased()
     }
 
     /// Whether anything waits for other workers to consume records: a
@@ -357,6 +374,10 @@ impl WorkerCore {
         self.peers.advance_barriers();
         self.conns.release_answers(self.peers.barrier_done());
         self.resume_waiting();
+        if self.conns.take_backlog_eased() {
+            self.peers.resume_paused_rings();
+            self.resume_paced();
+        }
         self.peers.publish(&self.stats);
     }
 
@@ -480,8 +501,8 @@ impl WorkerCore {
                 payload,
                 ack,
             } => {
-                if !self.route(cid, subject, reply, payload) {
-                    self.conns.wait_for_room(cid);
+                if let Err(wait) = self.route(cid, subject, reply, payload) {
+                    self.conns.wait(cid, wait);
                     return Flow::Retry;
                 }
                 if ack {
@@ -556,25 +577,55 @@ impl WorkerCore {
         }
         let mut waiting = self.conns.take_waiting();
         for cid in waiting.drain(..) {
-            if !self.conns.stop_waiting(cid) {
-                continue;
-            }
-            self.process_input(cid);
-            // Still stalled: it stays out of the backend's reads, or the
-            // loop would spin on it.
-            if self.wants_input(cid) {
-                self.conns.resumed(cid);
-            }
+            self.retry(cid, Wait::Room);
         }
         self.conns.retried(waiting);
     }
 
+    /// Retries the connections paced behind backlogged subscribers, once
+    /// one of those caught up.
+    fn resume_paced(&mut self) {
+        for cid in self.conns.take_paced() {
+            self.retry(cid, Wait::Backlog);
+        }
+    }
+
+    /// Handles the input of a connection that waited; one still stalled
+    /// stays out of the backend's reads, or the loop would spin on it.
+    fn retry(&mut self, cid: ConnId, wait: Wait) {
+        if !self.conns.stop_waiting(cid, wait) {
+            return;
+        }
+        self.process_input(cid);
+        if self.wants_input(cid) {
+            self.conns.resumed(cid);
+        }
+    }
+
     /// Routes one published message: local subscriptions get it now, other
-    /// workers with interest get one record each. Returns false, having done
-    /// nothing, when a needed ring lacks room.
-    fn route(&mut self, cid: ConnId, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
+    /// workers with interest get one record each. Having done nothing, says
+    /// what to wait for when a needed ring lacks room or a local recipient
+    /// is backlogged.
+    fn route(
+        &mut self,
+        cid: ConnId,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), Wait> {
         let (matches, subs) = self.subscriptions.lookup(subject);
         let remote = self.groups.assign(matches);
+        if self.conns.any_backlogged() {
+            let mut recipients = matches
+                .local
+                .iter()
+                .copied()
+                .chain(self.groups.local_members());
+            if recipients.any(|key| self.conns.is_backlogged(subs.conn_of(key))) {
+                self.stats.inc(Counter::PacedPublishes);
+                return Err(Wait::Backlog);
+            }
+        }
         for worker in remote.iter() {
             let groups = self.groups.names_for(matches, worker);
             let len = records::data_len(subject, reply, payload, groups);
@@ -584,11 +635,11 @@ impl WorkerCore {
                 // here (frames are bounded well below a ring's record size).
                 tracing::warn!(len, "message too large for a ring record; refused");
                 self.stats.inc(Counter::DroppedOversized);
-                return true;
+                return Ok(());
             }
             if !producer.has_room(len) {
                 self.stats.inc(Counter::RingFullStalls);
-                return false;
+                return Err(Wait::Room);
             }
         }
         let recipients = matches.local.len() + self.groups.local_members().count();
@@ -618,20 +669,31 @@ impl WorkerCore {
             conn.unsynced = true;
         }
         self.expire_subs();
-        true
+        Ok(())
     }
 
     /// Handles up to a batch of records from one peer.
     fn drain_ring(&mut self, from: usize) -> usize {
         const BATCH: usize = 4096;
         // Taken out for the batch, so that each record can use the whole core.
+        if self.peers.is_paused(from) {
+            return 0;
+        }
         let Some(mut consumer) = self.peers.take_incoming(from) else {
             return 0;
         };
         let mut handled = 0;
         while handled < BATCH {
             let Some(record) = consumer.peek() else { break };
-            match records::read(record) {
+            let record = records::read(record);
+            if self.conns.any_backlogged() && self.feeds_backlog(&record) {
+                // Left in the ring, which fills, so that the publishers
+                // behind it wait for room.
+                self.stats.inc(Counter::PacedRecords);
+                self.peers.pause(from);
+                break;
+            }
+            match record {
                 Record::Data {
                     subject,
                     reply,
@@ -652,6 +714,35 @@ impl WorkerCore {
         }
         self.peers.put_back(from, consumer, handled > 0);
         handled
+    }
+
+    /// Whether a data record would go to a backlogged local subscriber:
+    /// a plain match, or any local member of a group it names.
+    fn feeds_backlog(&mut self, record: &Record<'_>) -> bool {
+        let Record::Data {
+            subject,
+            groups,
+            routing,
+            ..
+        } = record
+        else {
+            return false;
+        };
+        let (matches, subs) = self.subscriptions.lookup(subject);
+        let plain: &[SubKey] = if routing.groups_only {
+            &[]
+        } else {
+            &matches.local
+        };
+        let mut members = matches
+            .groups
+            .iter()
+            .filter(|group| groups.iter().any(|name| name == &*group.name))
+            .flat_map(|group| group.local.iter());
+        plain
+            .iter()
+            .chain(&mut members)
+            .any(|&key| self.conns.is_backlogged(subs.conn_of(key)))
     }
 
     /// Delivers a message another worker routed here: to the local plain

@@ -1,7 +1,7 @@
 //! One message's delivery to this worker's subscribers: its MESSAGE frame
-//! appended to each one's queue, counted against their `max_msgs`, and a
+//! appended to each one's queue, counted against their `max_msgs`, a
 //! subscriber whose queue would outgrow the limit cut off as a slow
-//! consumer.
+//! consumer, and one whose queue passes the pacing mark noted as backlogged.
 //!
 //! It borrows the connections and the subscription table, not the core, so
 //! that routing can walk the message's matches (which borrow the index) and
@@ -9,9 +9,9 @@
 
 use std::time::Instant;
 
-use blipmq_protocol::{encode, ErrorCode};
+use blipmq_protocol::encode;
 
-use super::connections::{CloseReason, Connections};
+use super::connections::Connections;
 use super::payloads::{PayloadId, SHARE_MIN_PAYLOAD};
 use super::subscriptions::SubTable;
 use crate::router::SubKey;
@@ -69,40 +69,33 @@ impl<'a> Delivery<'a> {
             return;
         };
         let max_pending = self.conns.max_pending();
-        let (conn, payloads, dirty) = self.conns.queue(cid);
-        if conn.slow {
+        let queue = self.conns.queue(cid);
+        if queue.conn.slow {
             self.stats.inc(Counter::DroppedSlowConsumer);
             return;
         }
+        let out = &mut queue.conn.output;
         let len = encode::message_len(subject, reply, payload.len());
-        if conn.output.pending_len() + len > max_pending {
-            // Slow consumer: drop its backlog, tell it where its socket still
-            // takes bytes, and close it at once.
-            let dropped = conn.output.discard_unsent(payloads);
+        if out.pending_len() + len > max_pending {
+            let dropped = self.conns.cut_slow_consumer(cid, self.stats, self.now);
             self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
-            encode::put_error(
-                conn.output.frames(),
-                ErrorCode::Unavailable,
-                "slow consumer",
-            );
-            self.stats.inc(Counter::FramesOutError);
-            conn.slow = true;
-            conn.closing = Some(self.now);
-            conn.close_reason = CloseReason::SlowConsumer;
             tracing::warn!(conn = cid, dropped = dropped + 1, "slow consumer cut off");
-        } else {
-            match self.shared {
-                Some(id) => {
-                    let out = conn.output.frames();
-                    encode::put_message_head(out, subject, sid, reply, payload.len());
-                    conn.output.splice(payloads, id);
-                }
-                None => encode::put_message(conn.output.frames(), subject, sid, reply, payload),
-            }
-            self.stats.inc(Counter::MessagesDelivered);
-            self.stats.inc(Counter::FramesOutMessage);
-            conn.info.msgs_out += 1;
+            return;
         }
-        dirty.mark(cid, conn);
+        match self.shared {
+            Some(id) => {
+                encode::put_message_head(out.frames(), subject, sid, reply, payload.len());
+                out.splice(queue.payloads, id);
+            }
+            None => encode::put_message(out.frames(), subject, sid, reply, payload),
+        }
+        let pending = out.pending_len();
+        queue
+            .backlog
+            .on_queued(cid, &mut queue.conn.pacing, pending, self.now);
+        self.stats.inc(Counter::MessagesDelivered);
+        self.stats.inc(Counter::FramesOutMessage);
+        queue.conn.info.msgs_out += 1;
+        queue.dirty.mark(cid, queue.conn);
     }
 }

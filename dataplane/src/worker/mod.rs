@@ -6,12 +6,14 @@
 //!
 //! - `connections`: the connections, their queues and the lists of those
 //!   that need the backend, wait for ring room or hold answers;
+//! - `backlog`: subscribers behind on their queues, which pace publishers;
 //! - `subscriptions`: the local subscriptions and the interest index;
 //! - `peers`: the rings to the other workers and what waits on them;
 //! - `groups`: queue-group member picks;
 //! - `delivery`: one message into its subscribers' queues.
 
 pub mod answers;
+mod backlog;
 mod connections;
 pub mod core;
 mod delivery;

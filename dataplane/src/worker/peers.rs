@@ -30,6 +30,8 @@ pub(super) struct Peers {
     retried_at_barrier: u64,
     /// Peers that got records (or ring space) and may need waking.
     wake: WorkerSet,
+    /// Incoming rings left unread until a backlogged subscriber catches up.
+    paused: WorkerSet,
 }
 
 impl Peers {
@@ -42,6 +44,7 @@ impl Peers {
             retried_at_heads: vec![0; workers],
             retried_at_barrier: 0,
             wake: WorkerSet::empty(),
+            paused: WorkerSet::empty(),
             rings,
         }
     }
@@ -125,6 +128,20 @@ impl Peers {
     /// it can be handled with the whole core; see [`put_back`](Self::put_back).
     pub(super) fn take_incoming(&mut self, from: usize) -> Option<Consumer> {
         self.rings.incoming[from].take()
+    }
+
+    /// Leaves the ring from worker `from` unread (its next record is for a
+    /// backlogged subscriber) until [`resume_paused_rings`](Self::resume_paused_rings).
+    pub(super) fn pause(&mut self, from: usize) {
+        self.paused.insert(from as WorkerId);
+    }
+
+    pub(super) fn is_paused(&self, from: usize) -> bool {
+        self.paused.contains(from as WorkerId)
+    }
+
+    pub(super) fn resume_paused_rings(&mut self) {
+        self.paused = WorkerSet::empty();
     }
 
     /// Returns a ring taken out. When records were read from it (`advanced`),
@@ -230,11 +247,12 @@ impl Peers {
         } else {
             Sleep::OnRecords
         });
-        let empty = self
-            .rings
-            .incoming
-            .iter_mut()
-            .all(|c| c.as_mut().is_none_or(|c| c.is_empty()));
+        // A paused ring's records wait for a connection to catch up, which
+        // the backend's own events tell.
+        let paused = self.paused;
+        let empty = self.rings.incoming.iter_mut().enumerate().all(|(from, c)| {
+            paused.contains(from as WorkerId) || c.as_mut().is_none_or(|c| c.is_empty())
+        });
         let idle = empty && !(on_release && self.peers_moved());
         if !idle {
             self.rings.doorbell(id).set(Sleep::Awake);

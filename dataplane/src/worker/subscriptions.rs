@@ -125,6 +125,11 @@ impl Subscriptions {
 }
 
 impl SubTable {
+    /// The connection a live subscription delivers to.
+    pub(super) fn conn_of(&self, key: SubKey) -> ConnId {
+        self.subs[key as usize].conn
+    }
+
     /// Counts a delivery to subscription `key`: returns its connection and
     /// sid, or None when it is gone or has had its `max_msgs`. One that
     /// reaches its limit now is listed to expire.

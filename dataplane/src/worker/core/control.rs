@@ -193,7 +193,11 @@ impl WorkerCore {
             max_pings_out: settings.max_pings_out,
         });
         self.config.max_pending_bytes = settings.max_pending_bytes.min(usize::MAX as u64) as usize;
-        self.conns.set_max_pending(self.config.max_pending_bytes);
+        self.config.slow_consumer_grace = Duration::from_millis(settings.slow_consumer_grace_ms);
+        self.conns.set_max_pending(
+            self.config.max_pending_bytes,
+            self.config.slow_consumer_grace,
+        );
         self.config.max_connections = settings.max_connections;
         self.info = session.info_json(self.id());
         for (_, conn) in self.conns.iter_mut() {

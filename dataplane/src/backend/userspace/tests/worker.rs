@@ -103,6 +103,7 @@ impl Setup {
                     max_pings_out: 2,
                 }),
                 max_pending_bytes: 8 << 20,
+                slow_consumer_grace: Duration::from_secs(2),
                 drain_timeout: Duration::from_secs(2),
                 cache_subjects: 64,
                 max_connections: 1000,
@@ -439,17 +440,18 @@ fn ten_thousand_in_order_through_rough_links_across_two_workers() {
     ten_thousand_in_order_through_a_rough_link(2);
 }
 
-/// A subscriber stops reading: the messages first fill its TCP windows
-/// (its receive buffer, the worker's send buffer), then its queue in the
-/// core; only when that passes `max_pending_bytes` is it cut off. The
-/// publisher is never held back.
+/// With pacing off, a subscriber stops reading: the messages first fill its
+/// TCP windows (its receive buffer, the worker's send buffer), then its
+/// queue in the core; only when that passes `max_pending_bytes` is it cut
+/// off. The publisher is never held back.
 #[test]
-fn a_subscriber_that_stops_reading_is_paced_by_tcp_then_cut_off_past_max_pending() {
+fn without_pacing_a_subscriber_that_stops_reading_is_cut_off_past_max_pending() {
     const WINDOW: usize = 16 << 10;
     const MAX_PENDING: usize = 32 << 10;
     const PAYLOAD: usize = 500;
     let mut setup = Setup::new(1);
     setup.core.max_pending_bytes = MAX_PENDING;
+    setup.core.slow_consumer_grace = Duration::ZERO;
     setup.client_buffer = WINDOW;
     setup.stack = |stack| stack.tx_buffer = 16 << 10;
     let mut world = World::new(seed(14), setup);
@@ -553,14 +555,15 @@ fn a_subscriber_that_stops_reading_is_paced_by_tcp_then_cut_off_past_max_pending
     assert!(next < published);
 }
 
-/// A burst that overflows a subscriber's queue within one turn, while its
-/// socket still takes bytes: it gets ERROR 503 "slow consumer", then the
-/// connection closes.
+/// With pacing off, a burst that overflows a subscriber's queue within one
+/// turn, while its socket still takes bytes: it gets ERROR 503 "slow
+/// consumer", then the connection closes.
 #[test]
-fn a_burst_past_max_pending_gets_error_503_where_the_socket_takes_it() {
+fn without_pacing_a_burst_past_max_pending_gets_error_503_where_the_socket_takes_it() {
     const MAX_PENDING: usize = 32 << 10;
     let mut setup = Setup::new(1);
     setup.core.max_pending_bytes = MAX_PENDING;
+    setup.core.slow_consumer_grace = Duration::ZERO;
     setup.client_buffer = 128 << 10;
     setup.stack = |stack| {
         stack.rx_buffer = 256 << 10;
@@ -583,6 +586,93 @@ fn a_burst_past_max_pending_gets_error_503_where_the_socket_takes_it() {
     assert_eq!(got.last(), Some(&Got::Error(503, "slow consumer".into())));
     assert_eq!(world.stat(0, Counter::ConnectionsClosedSlowConsumer), 1);
     assert_eq!(world.core(0).connection_count(), 1);
+}
+
+/// With pacing (the default), a subscriber that reads in short spells,
+/// far slower than its publisher sends: the publisher is held back while
+/// the subscriber's queue is over half of `max_pending_bytes`, so nobody is
+/// cut and every message arrives, in order, though the burst is 30 times
+/// `max_pending_bytes`.
+#[test]
+fn a_slow_reader_paces_its_publisher_and_gets_every_message() {
+    const MAX_PENDING: usize = 32 << 10;
+    const PAYLOAD: usize = 500;
+    const COUNT: u32 = 2000;
+    let mut setup = Setup::new(1);
+    setup.core.max_pending_bytes = MAX_PENDING;
+    setup.client_buffer = 16 << 10;
+    setup.stack = |stack| stack.tx_buffer = 16 << 10;
+    let mut world = World::new(seed(17), setup);
+    let subscriber = world.connect(0);
+    world.subscribe(subscriber, "slow", 1);
+    let publisher = world.connect(0);
+    for n in 0..COUNT {
+        world.publish(publisher, "slow", &numbered(n, PAYLOAD));
+    }
+    world.send(publisher, encode::put_ping);
+
+    let mut steps = 0u32;
+    let mut next = 0;
+    let mut pong = false;
+    world.run_until("every message", 200_000, |w| {
+        // Reads on one step in ten.
+        steps += 1;
+        w.stream(subscriber).paused = !steps.is_multiple_of(10);
+        for got in w.take(subscriber) {
+            assert_eq!(
+                got,
+                msg("slow", 1, &numbered(next, PAYLOAD)),
+                "seed {}",
+                w.seed()
+            );
+            next += 1;
+        }
+        pong |= w.take(publisher).contains(&Got::Pong);
+        assert!(!w.stream(subscriber).eof, "the subscriber was cut off");
+        next == COUNT && pong
+    });
+    assert!(world.stat(0, Counter::PacedPublishes) > 0, "never paced");
+    assert_eq!(world.stat(0, Counter::ConnectionsClosedSlowConsumer), 0);
+    assert_eq!(world.stat(0, Counter::DroppedSlowConsumer), 0);
+}
+
+/// With pacing, a subscriber that stops reading holds its publisher (whose
+/// PONG waits behind the paced messages) for the grace period only; then it
+/// is cut off and the publisher goes on.
+#[test]
+fn a_subscriber_that_stops_reading_holds_its_publisher_for_the_grace_period_only() {
+    const MAX_PENDING: usize = 32 << 10;
+    let grace = Duration::from_secs(1);
+    let mut setup = Setup::new(1);
+    setup.core.max_pending_bytes = MAX_PENDING;
+    setup.core.slow_consumer_grace = grace;
+    setup.client_buffer = 16 << 10;
+    setup.stack = |stack| stack.tx_buffer = 16 << 10;
+    let mut world = World::new(seed(18), setup);
+    let subscriber = world.connect(0);
+    world.subscribe(subscriber, "stuck", 1);
+    world.stream(subscriber).paused = true;
+    let publisher = world.connect(0);
+    for n in 0..400 {
+        world.publish(publisher, "stuck", &numbered(n, 500));
+    }
+    world.send(publisher, encode::put_ping);
+    let start = world.now;
+    world.run_until("the PONG", 100_000, |w| {
+        w.take(publisher).contains(&Got::Pong)
+    });
+    let held = world.now - start;
+    assert!(
+        held >= grace && held < grace * 2,
+        "the publisher was held for {held:?} (seed {})",
+        world.seed()
+    );
+    assert_eq!(world.stat(0, Counter::ConnectionsClosedSlowConsumer), 1);
+    let delivered = world.stat(0, Counter::MessagesDelivered);
+    let dropped = world.stat(0, Counter::DroppedSlowConsumer);
+    assert!(dropped > 0);
+    assert!(delivered < 400);
+    assert_eq!(world.stat(0, Counter::MessagesPublished), 400);
 }
 
 /// Server PINGs come every `ping_interval` of simulated time; a client

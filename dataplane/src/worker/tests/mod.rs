@@ -12,6 +12,8 @@ use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
 
+mod pacing;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Out {
     Info,
@@ -45,11 +47,22 @@ fn session_config() -> SessionConfig {
 }
 
 impl Cluster {
+    /// Pacing off: most of these tests drive cuts; pacing has its own.
     fn new(workers: usize, ring_bytes: usize, max_pending_bytes: usize) -> Cluster {
+        Cluster::with_grace(workers, ring_bytes, max_pending_bytes, Duration::ZERO)
+    }
+
+    fn with_grace(
+        workers: usize,
+        ring_bytes: usize,
+        max_pending_bytes: usize,
+        slow_consumer_grace: Duration,
+    ) -> Cluster {
         let now = Instant::now();
         let config = CoreConfig {
             session: Arc::new(session_config()),
             max_pending_bytes,
+            slow_consumer_grace,
             drain_timeout: Duration::from_secs(1),
             cache_subjects: 64,
             max_connections: 1000,
@@ -131,6 +144,7 @@ impl Cluster {
             max_topic_length: session.max_topic_length,
             max_subscriptions: session.max_subscriptions,
             max_pending_bytes,
+            slow_consumer_grace_ms: 0,
             max_connections: 1000,
             token: session.token,
             ping_interval_ms: session.ping_interval.as_millis() as u64,
