@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use blipmq_dataplane::rings::RingRegion;
 use blipmq_dataplane::router::SubscriptionIndex;
 use blipmq_dataplane::session::SessionConfig;
-use blipmq_dataplane::worker::{ConnId, CoreConfig, Shared, WorkerCore};
+use blipmq_dataplane::worker::{ConnId, CoreConfig, Dialect, Shared, WorkerCore};
 use blipmq_protocol::encode;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -168,7 +168,7 @@ impl Cores {
     }
 
     fn connect(&mut self, worker: usize) -> ConnId {
-        let cid = self.cores[worker].accept(self.now);
+        let cid = self.cores[worker].accept(self.now, Dialect::Binary);
         let mut connect = Vec::new();
         encode::put_connect(&mut connect, br#"{"protocol":1}"#);
         self.receive(worker, cid, &connect);

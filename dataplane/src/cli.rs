@@ -43,6 +43,11 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
 
+    /// Address for NATS clients (the NATS client protocol), served by the same workers; port 0
+    /// picks a free port [default: off; overrides nats.listen]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub nats_listen: Option<SocketAddr>,
+
     /// Worker threads, 0 = one per core, at most 64 [default: 0; overrides server.workers]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -146,6 +151,10 @@ impl Args {
         if let Some(listen) = self.listen {
             config.server.listen = listen;
             set.push(("server.listen", "--listen"));
+        }
+        if let Some(nats_listen) = self.nats_listen {
+            config.nats.listen = nats_listen.to_string();
+            set.push(("nats.listen", "--nats-listen"));
         }
         if let Some(workers) = self.workers {
             config.server.workers = workers;

@@ -25,6 +25,8 @@ use crate::worker::{ControlPort, CoreConfig, Shared, WorkerCore};
 /// A running broker.
 pub struct Server {
     local_addr: SocketAddr,
+    /// Where NATS clients connect, when `nats.listen` is set.
+    nats_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     wakers: Arc<[Arc<mio::Waker>]>,
     threads: Vec<WorkerThread>,
@@ -43,10 +45,18 @@ impl Server {
         // Read before any backend starts: a driver library may change this
         // thread's affinity, which later threads would inherit.
         let cores = pinning_cores(config);
+        if config.dataplane.backend != BackendKind::Kernel && !config.nats.listen.trim().is_empty()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "nats.listen is served by the kernel backend only, so far",
+            ));
+        }
         match config.dataplane.backend {
             BackendKind::Kernel => {
+                let nats = config.nats.listen_addr().map_err(io::Error::other)?;
                 let backend =
-                    KernelBackend::bind(config.server.listen, config.effective_workers())?;
+                    KernelBackend::bind(config.server.listen, nats, config.effective_workers())?;
                 Server::start_with(config, backend, &cores)
             }
             BackendKind::AfPacket => {
@@ -149,8 +159,13 @@ impl Server {
             threads.push(thread);
         }
         tracing::info!(%local_addr, backend = backend.name(), workers, "listening");
+        let nats_addr = backend.nats_addr();
+        if let Some(nats_addr) = nats_addr {
+            tracing::info!(%nats_addr, "NATS clients listening");
+        }
         Ok(Server {
             local_addr,
+            nats_addr,
             shutdown,
             wakers,
             threads,
@@ -163,6 +178,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where NATS clients connect, when `nats.listen` is set.
+    pub fn nats_addr(&self) -> Option<SocketAddr> {
+        self.nats_addr
     }
 
     /// The address of the HTTP metrics server, when one runs.

@@ -1,5 +1,6 @@
-//! The kernel backend: one SO_REUSEPORT listener and one epoll (mio)
-//! instance per worker; sockets are non-blocking and edge-triggered.
+//! The kernel backend: one SO_REUSEPORT listener per protocol (BlipMQ's,
+//! and NATS's when `[nats] listen` is set) and one epoll (mio) instance per
+//! worker; sockets are non-blocking and edge-triggered.
 
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::net::SocketAddr;
@@ -11,9 +12,11 @@ use mio::{Events, Interest, Poll, Token};
 use super::{
     Backend, Ingress, Read, Transport, WaitPolicy, WorkerPoll, WorkerTransport, Write, WAKER,
 };
-use crate::worker::ConnId;
+use crate::worker::{ConnId, Dialect};
 
-const LISTENER: Token = Token(usize::MAX - 1);
+/// The first listener's token; the others count down from it, clear of
+/// [`WAKER`] above and of connection ids, which count up from 0.
+const LISTENERS: usize = usize::MAX - 16;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -44,15 +47,34 @@ pub fn bind_listeners(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::n
 /// The kernel backend's factory: the workers' listeners, bound up front.
 pub struct KernelBackend {
     local_addr: SocketAddr,
-    listeners: Vec<Option<std::net::TcpListener>>,
+    nats_addr: Option<SocketAddr>,
+    /// Per worker, its listener for each protocol.
+    listeners: Vec<Vec<(std::net::TcpListener, Dialect)>>,
 }
 
 impl KernelBackend {
-    pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<KernelBackend> {
-        let listeners = bind_listeners(addr, workers)?;
+    /// Binds BlipMQ's listeners on `addr`, and NATS's on `nats` if given.
+    pub fn bind(
+        addr: SocketAddr,
+        nats: Option<SocketAddr>,
+        workers: usize,
+    ) -> io::Result<KernelBackend> {
+        let mut listeners: Vec<Vec<_>> = bind_listeners(addr, workers)?
+            .into_iter()
+            .map(|listener| vec![(listener, Dialect::Binary)])
+            .collect();
+        let local_addr = listeners[0][0].0.local_addr()?;
+        let mut nats_addr = None;
+        if let Some(nats) = nats {
+            for (worker, listener) in bind_listeners(nats, workers)?.into_iter().enumerate() {
+                nats_addr = Some(listener.local_addr()?);
+                listeners[worker].push((listener, Dialect::Nats));
+            }
+        }
         Ok(KernelBackend {
-            local_addr: listeners[0].local_addr()?,
-            listeners: listeners.into_iter().map(Some).collect(),
+            local_addr,
+            nats_addr,
+            listeners,
         })
     }
 }
@@ -68,49 +90,70 @@ impl Backend for KernelBackend {
         self.local_addr
     }
 
+    fn nats_addr(&self) -> Option<SocketAddr> {
+        self.nats_addr
+    }
+
     fn wait_policy(&self) -> WaitPolicy {
         WaitPolicy::SLEEP_WHEN_IDLE
     }
 
     fn worker(&mut self, id: usize) -> io::Result<KernelWorker> {
-        let listener = self.listeners[id]
-            .take()
-            .ok_or_else(|| io::Error::other(format!("no listener for worker {id}")))?;
-        Ok(KernelWorker { listener })
+        let listeners = std::mem::take(&mut self.listeners[id]);
+        if listeners.is_empty() {
+            return Err(io::Error::other(format!("no listener for worker {id}")));
+        }
+        Ok(KernelWorker { listeners })
     }
 }
 
-/// A worker's listener, on its way to the worker's thread.
+/// A worker's listeners, on their way to the worker's thread.
 pub struct KernelWorker {
-    listener: std::net::TcpListener,
+    listeners: Vec<(std::net::TcpListener, Dialect)>,
 }
 
 impl WorkerTransport for KernelWorker {
     type Transport = KernelTransport;
 
     fn start(self, poll: WorkerPoll, _now: Instant) -> io::Result<KernelTransport> {
-        let mut listener = TcpListener::from_std(self.listener);
-        poll.poll
-            .registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut listeners = Vec::with_capacity(self.listeners.len());
+        for (at, (listener, dialect)) in self.listeners.into_iter().enumerate() {
+            let mut listener = TcpListener::from_std(listener);
+            poll.poll.registry().register(
+                &mut listener,
+                Token(LISTENERS - at),
+                Interest::READABLE,
+            )?;
+            listeners.push(Listening {
+                listener,
+                dialect,
+                accepting: false,
+            });
+        }
         Ok(KernelTransport {
             poll: poll.poll,
             events: Events::with_capacity(1024),
-            listener: Some(listener),
-            accepting: false,
+            listeners,
             sockets: Vec::new(),
             scratch: vec![0; READ_CHUNK],
         })
     }
 }
 
+/// One listener of a worker, and the protocol its connections speak.
+struct Listening {
+    listener: TcpListener,
+    dialect: Dialect,
+    /// It had a connection waiting at the last wait.
+    accepting: bool,
+}
+
 /// Kernel sockets of one worker, by connection id.
 pub struct KernelTransport {
     poll: Poll,
     events: Events,
-    listener: Option<TcpListener>,
-    /// The listener had a connection waiting at the last wait.
-    accepting: bool,
+    /// Empty once the worker stopped accepting.
+    listeners: Vec<Listening>,
     sockets: Vec<Option<TcpStream>>,
     scratch: Vec<u8>,
 }
@@ -120,15 +163,16 @@ impl KernelTransport {
         self.sockets.get_mut(cid).and_then(Option::as_mut)
     }
 
-    fn accept_all(&mut self, ingress: &mut Ingress<'_>) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
+    /// Accepts every connection waiting on listener `at`.
+    fn accept_all(&mut self, at: usize, ingress: &mut Ingress<'_>) {
+        let Listening {
+            listener, dialect, ..
+        } = &self.listeners[at];
         loop {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let cid = ingress.accept(Some(peer));
+                    let cid = ingress.accept(Some(peer), *dialect);
                     if let Err(error) = self.poll.registry().register(
                         &mut stream,
                         Token(cid),
@@ -176,8 +220,10 @@ impl Transport for KernelTransport {
         let arrived = !self.events.is_empty();
         for event in self.events.iter() {
             match event.token() {
-                LISTENER => self.accepting = true,
                 WAKER => {}
+                Token(token) if token <= LISTENERS && token > LISTENERS - self.listeners.len() => {
+                    self.listeners[LISTENERS - token].accepting = true;
+                }
                 Token(cid) => {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         ingress.readable(cid);
@@ -189,8 +235,10 @@ impl Transport for KernelTransport {
             }
         }
         self.events.clear();
-        if std::mem::take(&mut self.accepting) {
-            self.accept_all(ingress);
+        for at in 0..self.listeners.len() {
+            if std::mem::take(&mut self.listeners[at].accepting) {
+                self.accept_all(at, ingress);
+            }
         }
         arrived
     }
@@ -237,10 +285,9 @@ impl Transport for KernelTransport {
     fn poll_egress(&mut self, _now: Instant) {}
 
     fn stop_accepting(&mut self, _now: Instant) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        for mut listening in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listening.listener);
         }
-        self.accepting = false;
     }
 
     fn is_lingering(&self) -> bool {

@@ -76,7 +76,7 @@ use mio::{Poll, Token, Waker};
 
 use crate::config::PollStrategy;
 use crate::stats::WorkerStats;
-use crate::worker::{ConnId, WorkerCore};
+use crate::worker::{ConnId, Dialect, WorkerCore};
 
 /// The token of a worker's waker in its poll instance.
 pub const WAKER: Token = Token(usize::MAX - 2);
@@ -123,6 +123,10 @@ pub trait Backend: Send + 'static {
     fn name(&self) -> &'static str;
     /// The address clients connect to.
     fn local_addr(&self) -> SocketAddr;
+    /// The address NATS clients connect to, when the backend serves them.
+    fn nats_addr(&self) -> Option<SocketAddr> {
+        None
+    }
     /// How idle workers wait.
     fn wait_policy(&self) -> WaitPolicy;
     /// Worker `id`'s part, called once per worker in id order.
@@ -226,10 +230,11 @@ pub struct Ingress<'a> {
 }
 
 impl Ingress<'_> {
-    /// A new connection from `peer`: its id in the core (which queues INFO,
-    /// or refuses it with an ERROR). It is read this turn.
-    pub fn accept(&mut self, peer: Option<SocketAddr>) -> ConnId {
-        let cid = self.core.accept(self.now);
+    /// A new connection from `peer`, speaking `dialect`: its id in the core
+    /// (which queues INFO, or refuses it with an ERROR). It is read this
+    /// turn.
+    pub fn accept(&mut self, peer: Option<SocketAddr>, dialect: Dialect) -> ConnId {
+        let cid = self.core.accept(self.now, dialect);
         if let Some(peer) = peer {
             self.core.set_peer(cid, peer);
         }

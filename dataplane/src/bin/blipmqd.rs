@@ -75,6 +75,9 @@ fn main() -> ExitCode {
         let _ = events.send(Event::DrainRequested);
     }));
     println!("blipmqd listening on {}", server.local_addr());
+    if let Some(nats_addr) = server.nats_addr() {
+        println!("blipmqd NATS listening on {nats_addr}");
+    }
     let _ = std::io::stdout().flush();
 
     loop {

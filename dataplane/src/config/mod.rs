@@ -38,6 +38,7 @@ pub const RING_RECORD_ALLOWANCE: usize = 64 << 10;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub nats: NatsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
@@ -114,6 +115,31 @@ impl Default for LimitsConfig {
             max_pending_bytes: 64 << 20,
             slow_consumer_grace: Duration::from_secs(2),
         }
+    }
+}
+
+/// `[nats]`: the listener for NATS clients.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Address (`IP:PORT`) where NATS clients connect, served by the same
+    /// workers as `server.listen`; "" = off.
+    pub listen: String,
+}
+
+impl NatsConfig {
+    /// `listen` as an address; `Ok(None)` when it is "" (off).
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "nats.listen must be an IP:PORT socket address such as \"127.0.0.1:4222\", or \"\" for off (got {:?})",
+                self.listen
+            )
+        })
     }
 }
 
@@ -551,6 +577,9 @@ impl Config {
         self.control
             .metrics_listen_addr()
             .map_err(|message| ConfigError::invalid("control.metrics_listen", message))?;
+        self.nats
+            .listen_addr()
+            .map_err(|message| ConfigError::invalid("nats.listen", message))?;
 
         let dataplane = &self.dataplane;
         if !dataplane.backend.is_implemented() {

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::nats::{ClientOp, ConnectOptions};
+use blipmq_protocol::nats::{self, ClientOp, ConnectOptions, ServerInfo};
 use blipmq_protocol::{
-    validate_filter, validate_queue, validate_subject, Connect, ErrorCode, FrameError, Info,
-    RawFrame, Request, PROTOCOL_VERSION,
+    decode_frame, validate_filter, validate_queue, validate_subject, Connect, ErrorCode,
+    FrameError, Info, Op, RawFrame, Request, PROTOCOL_VERSION,
 };
 
 use crate::router::SubKey;
@@ -44,6 +44,22 @@ impl SessionConfig {
             .saturating_add(blipmq_protocol::FRAME_ALLOWANCE)
     }
 
+    /// The INFO a NATS client gets on accept; `client_id` is the
+    /// connection's serial.
+    pub fn nats_info(&self, client_id: u64) -> ServerInfo {
+        ServerInfo {
+            server_id: self.server_id.clone(),
+            server_name: self.server_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            // HPUB is not taken yet: clients must not send headers.
+            headers: false,
+            auth_required: self.token.is_some(),
+            max_payload: self.max_payload.min(i32::MAX as u32) as i32,
+            client_id,
+            ..ServerInfo::default()
+        }
+    }
+
     /// The INFO body sent on accept.
     pub fn info_json(&self, worker: usize) -> Vec<u8> {
         let info = Info {
@@ -58,6 +74,31 @@ impl SessionConfig {
         };
         serde_json::to_vec(&info).expect("INFO serialises")
     }
+}
+
+/// The protocol a connection speaks: BlipMQ's binary one, or NATS's text
+/// one (a second listener). Both run through the same session; the worker's
+/// `dialect` module writes each one's server frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// protocol.md's binary frames.
+    #[default]
+    Binary,
+    /// The NATS client protocol, as nats-server 2.9 speaks it.
+    Nats,
+}
+
+/// What the front of a connection's unread bytes holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Part of a frame: wait for more bytes.
+    Partial,
+    /// One frame of `len` bytes (an `op`, for the counters) and what it
+    /// asks for.
+    Frame { step: Step<'a>, len: usize, op: Op },
+    /// Bytes that cannot be decoded: what to do (ERROR and close); the rest
+    /// of the input is worthless.
+    Invalid(Step<'a>),
 }
 
 /// What the worker must do for one frame.
@@ -97,6 +138,9 @@ pub enum Step<'a> {
     },
     /// The client said goodbye: flush what is queued for it, then close.
     Disconnect,
+    /// Close without a word: a NATS protocol violation that nats-server
+    /// answers with no `-ERR`.
+    Drop,
 }
 
 /// Why a NATS sid is refused: BlipMQ keeps sids as numbers, as every NATS
@@ -106,6 +150,27 @@ const NATS_SID_REFUSED: &str = "sid must be a decimal number below 2^32";
 /// A NATS sid as BlipMQ's number.
 fn nats_sid(sid: &[u8]) -> Option<u32> {
     std::str::from_utf8(sid).ok()?.parse().ok()
+}
+
+/// The binary op a NATS op counts as.
+fn nats_op(op: &ClientOp<'_>) -> Op {
+    match op {
+        ClientOp::Connect { .. } => Op::Connect,
+        ClientOp::Pub { .. } | ClientOp::Hpub { .. } => Op::Publish,
+        ClientOp::Sub { .. } => Op::Subscribe,
+        ClientOp::Unsub { .. } => Op::Unsubscribe,
+        ClientOp::Ping => Op::Ping,
+        ClientOp::Pong => Op::Pong,
+    }
+}
+
+/// The ERROR code of a NATS decoding error, for the statistics and for the
+/// worker's NATS error text (which maps `TooLarge` to nats-server's).
+fn nats_error_code(error: &nats::NatsError) -> ErrorCode {
+    match error {
+        nats::NatsError::MaxPayload { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::BadRequest,
+    }
 }
 
 /// What the timer says for this connection.
@@ -184,6 +249,40 @@ impl Session {
         self.sids.remove(&sid);
     }
 
+    /// Decodes the first frame of `bytes` in `dialect` and says what it asks
+    /// for.
+    pub fn on_bytes<'a>(&mut self, dialect: Dialect, bytes: &'a [u8]) -> Input<'a> {
+        match dialect {
+            Dialect::Binary => match decode_frame(bytes, self.config.max_frame_len()) {
+                Ok(Some((frame, len))) => Input::Frame {
+                    op: Op::from_u8(frame.op).unwrap_or(Op::Error),
+                    step: self.on_frame(frame),
+                    len,
+                },
+                Ok(None) => Input::Partial,
+                Err(error) => Input::Invalid(self.on_frame_error(error)),
+            },
+            Dialect::Nats => {
+                let limits = nats::NatsLimits {
+                    max_control_line: nats::MAX_CONTROL_LINE_SIZE,
+                    max_payload: self.config.max_payload as usize,
+                };
+                match nats::decode_client_op(bytes, &limits) {
+                    Ok(Some((op, len))) => Input::Frame {
+                        op: nats_op(&op),
+                        step: self.on_nats_op(op),
+                        len,
+                    },
+                    Ok(None) => Input::Partial,
+                    Err(error) => Input::Invalid(match error.err_text() {
+                        Some(text) => Step::Fatal(nats_error_code(&error), text.into()),
+                        None => Step::Drop,
+                    }),
+                }
+            }
+        }
+    }
+
     /// A frame that could not be decoded: ERROR and close.
     pub fn on_frame_error(&self, error: FrameError) -> Step<'static> {
         Step::Fatal(error.code(), error.to_string())
@@ -215,6 +314,7 @@ impl Session {
             };
         }
         let ack = self.verbose;
+        let is_sub = matches!(op, ClientOp::Sub { .. });
         let request = match op {
             ClientOp::Connect { .. } => {
                 return Step::Fatal(ErrorCode::BadRequest, "CONNECT sent twice".into())
@@ -260,7 +360,19 @@ impl Session {
             ClientOp::Ping => Request::Ping,
             ClientOp::Pong => Request::Pong,
         };
-        self.on_request(request)
+        match self.on_request(request) {
+            // nats-server's words for a subject it refuses.
+            Step::Error(ErrorCode::BadRequest, _) if is_sub => {
+                Step::Error(ErrorCode::BadRequest, "Invalid Subject".into())
+            }
+            Step::Error(ErrorCode::BadRequest, _) => {
+                Step::Error(ErrorCode::BadRequest, "Invalid Publish Subject".into())
+            }
+            Step::Error(ErrorCode::TooMany, _) => {
+                Step::Error(ErrorCode::TooMany, "maximum subscriptions exceeded".into())
+            }
+            step => step,
+        }
     }
 
     fn on_nats_connect<'a>(&mut self, json: &[u8]) -> Step<'a> {

@@ -9,12 +9,12 @@
 use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::encode;
 use slab::Slab;
 
 use super::answers::HeldAnswers;
 use super::backlog::{Backlog, Pacing};
 use super::core::ConnId;
+use super::dialect::{self, Dialect};
 use super::outbound::Outbound;
 use super::payloads::SharedPayloads;
 use crate::session::{Session, Tick};
@@ -165,11 +165,11 @@ impl Connections {
         }
     }
 
-    pub(super) fn insert(&mut self, session: Session, now: Instant) -> ConnId {
+    pub(super) fn insert(&mut self, session: Session, dialect: Dialect, now: Instant) -> ConnId {
         let conn = Conn {
             session,
             input: Vec::new(),
-            output: Outbound::default(),
+            output: Outbound::new(dialect),
             held: HeldAnswers::default(),
             wait: Wait::None,
             unsynced: false,
@@ -319,10 +319,11 @@ impl Connections {
     ) -> u64 {
         let conn = &mut self.slab[cid];
         let dropped = conn.output.discard_unsent(&mut self.payloads);
-        encode::put_error(
+        let dialect = conn.output.dialect();
+        dialect.put_error(
             conn.output.frames(),
             blipmq_protocol::ErrorCode::Unavailable,
-            "slow consumer",
+            dialect::SLOW_CONSUMER,
         );
         stats.inc(Counter::FramesOutError);
         conn.slow = true;
@@ -465,7 +466,8 @@ impl Connections {
             match conn.session.on_tick(now) {
                 Tick::Nothing => {}
                 Tick::SendPing => {
-                    encode::put_ping(conn.output.frames());
+                    let dialect = conn.output.dialect();
+                    dialect.put_ping(conn.output.frames());
                     stats.inc(Counter::FramesOutPing);
                     self.dirty.mark(cid, conn);
                 }

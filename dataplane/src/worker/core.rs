@@ -11,18 +11,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::{decode_frame, encode, ErrorCode, Op};
+use blipmq_protocol::{encode, nats, ErrorCode};
 
 use self::control::ControlPort;
 use super::connections::{CloseReason, Connections, Wait};
 use super::delivery::Delivery;
+use super::dialect::{self, Dialect};
 use super::groups::{GroupPicks, Target};
 use super::peers::Peers;
 use super::records::{self, GroupNames, Record, Routing};
 use super::subscriptions::Subscriptions;
 use crate::rings::WorkerRings;
 use crate::router::{SubKey, WorkerId, WorkerSet};
-use crate::session::{Session, SessionConfig, Step};
+use crate::session::{Input, Session, SessionConfig, Step};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
 
 pub type ConnId = usize;
@@ -160,12 +161,12 @@ impl WorkerCore {
         self.draining
     }
 
-    /// A new connection: queue INFO, or ERROR 503 past the connection limit.
-    pub fn accept(&mut self, now: Instant) -> ConnId {
+    /// A new connection speaking `dialect`: queue INFO, or ERROR 503 past
+    /// the connection limit.
+    pub fn accept(&mut self, now: Instant, dialect: Dialect) -> ConnId {
         self.now = now;
-        let cid = self
-            .conns
-            .insert(Session::new(self.config.session.clone(), now), now);
+        let session = Session::new(self.config.session.clone(), now);
+        let cid = self.conns.insert(session, dialect, now);
         self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
         if self.draining || open >= self.config.max_connections {
@@ -173,13 +174,20 @@ impl WorkerCore {
             let reason = if self.draining {
                 "broker draining"
             } else {
-                "connection limit reached"
+                dialect::CONNECTION_LIMIT
             };
             self.send_error(cid, ErrorCode::Unavailable, reason);
             self.start_close(cid, CloseReason::Error);
         } else {
             self.stats.inc(Counter::ConnectionsAccepted);
-            encode::put_info(self.conns[cid].output.frames(), &self.info);
+            let conn = &mut self.conns[cid];
+            match dialect {
+                Dialect::Binary => encode::put_info(conn.output.frames(), &self.info),
+                Dialect::Nats => {
+                    let info = self.config.session.nats_info(conn.info.serial);
+                    nats::encode::put_info(conn.output.frames(), &info);
+                }
+            }
             self.stats.inc(Counter::FramesOutInfo);
             self.conns.mark_dirty(cid);
         }
@@ -323,8 +331,10 @@ impl WorkerCore {
         let ids: Vec<ConnId> = self.conns.iter().map(|(cid, _)| cid).collect();
         for cid in ids {
             if self.conns[cid].closing.is_none() {
-                encode::put_disconnect(self.conns.answer_buffer(cid), "draining");
-                self.stats.inc(Counter::FramesOutDisconnect);
+                let dialect = self.conns[cid].output.dialect();
+                if dialect.put_disconnect(self.conns.answer_buffer(cid), "draining") {
+                    self.stats.inc(Counter::FramesOutDisconnect);
+                }
                 self.start_close(cid, CloseReason::Drain);
             }
         }
@@ -407,7 +417,8 @@ impl WorkerCore {
 
     fn send_error(&mut self, cid: ConnId, code: ErrorCode, reason: &str) {
         tracing::debug!(conn = cid, code = code.as_u16(), reason, "error");
-        encode::put_error(self.conns.answer_buffer(cid), code, reason);
+        let dialect = self.conns[cid].output.dialect();
+        dialect.put_error(self.conns.answer_buffer(cid), code, reason);
         self.stats.inc(Counter::FramesOutError);
         self.conns.mark_dirty(cid);
     }
@@ -419,14 +430,15 @@ impl WorkerCore {
             let ticket = self.peers.request_barrier();
             self.conns.hold_answers(cid, ticket);
         }
+        let dialect = self.conns[cid].output.dialect();
         let out = self.conns.answer_buffer(cid);
         match answer {
             Answer::Ok => {
-                encode::put_ok(out);
+                dialect.put_ok(out);
                 self.stats.inc(Counter::FramesOutOk);
             }
             Answer::Pong => {
-                encode::put_pong(out);
+                dialect.put_pong(out);
                 self.stats.inc(Counter::FramesOutPong);
             }
         }
@@ -451,23 +463,22 @@ impl WorkerCore {
     /// Handles the whole frames at the front of `bytes`, until the
     /// connection must wait or close; returns how many bytes were consumed.
     fn process_frames(&mut self, cid: ConnId, bytes: &[u8]) -> usize {
-        let max_frame = self.conns[cid].session.config().max_frame_len();
+        let dialect = self.conns[cid].output.dialect();
         let mut consumed = 0;
         loop {
-            let (frame, len) = match decode_frame(&bytes[consumed..], max_frame) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => return consumed,
-                Err(error) => {
-                    let step = self.conns[cid].session.on_frame_error(error);
+            let session = &mut self.conns[cid].session;
+            let (step, len, op) = match session.on_bytes(dialect, &bytes[consumed..]) {
+                Input::Frame { step, len, op } => (step, len, op),
+                Input::Partial => return consumed,
+                Input::Invalid(step) => {
                     self.execute(cid, step);
                     return bytes.len();
                 }
             };
-            let op_counter = Op::from_u8(frame.op).and_then(Counter::frames_in);
+            let op_counter = Counter::frames_in(op);
             if let Some(counter) = op_counter {
                 self.stats.inc(counter);
             }
-            let step = self.conns[cid].session.on_frame(frame);
             match self.execute(cid, step) {
                 Flow::Continue => consumed += len,
                 Flow::Stop => return consumed + len,
@@ -538,6 +549,10 @@ impl WorkerCore {
             }
             Step::Disconnect => {
                 self.start_close(cid, CloseReason::Client);
+                Flow::Stop
+            }
+            Step::Drop => {
+                self.start_close(cid, CloseReason::Error);
                 Flow::Stop
             }
         }

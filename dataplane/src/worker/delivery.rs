@@ -75,7 +75,8 @@ impl<'a> Delivery<'a> {
             return;
         }
         let out = &mut queue.conn.output;
-        let len = encode::message_len(subject, reply, payload.len());
+        let dialect = out.dialect();
+        let len = dialect.message_len(subject, sid, reply, payload.len());
         if out.pending_len() + len > max_pending {
             let dropped = self.conns.cut_slow_consumer(cid, self.stats, self.now);
             self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
@@ -83,11 +84,11 @@ impl<'a> Delivery<'a> {
             return;
         }
         match self.shared {
-            Some(id) => {
+            Some(id) if dialect.splices_payloads() => {
                 encode::put_message_head(out.frames(), subject, sid, reply, payload.len());
                 out.splice(queue.payloads, id);
             }
-            None => encode::put_message(out.frames(), subject, sid, reply, payload),
+            _ => dialect.put_message(out.frames(), subject, sid, reply, payload),
         }
         let pending = out.pending_len();
         queue

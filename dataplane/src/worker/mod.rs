@@ -17,6 +17,7 @@ mod backlog;
 mod connections;
 pub mod core;
 mod delivery;
+pub mod dialect;
 mod groups;
 pub mod outbound;
 pub mod payloads;
@@ -30,3 +31,4 @@ mod tests;
 
 pub use self::core::control::ControlPort;
 pub use self::core::{ConnId, CoreConfig, Shared, WorkerCore};
+pub use self::dialect::Dialect;

@@ -14,8 +14,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use blipmq_protocol::{Op, LEN_PREFIX};
-
+use super::dialect::Dialect;
 use super::payloads::{PayloadId, SharedPayloads};
 
 /// Compact once this many sent bytes sit at the front of the buffer, and
@@ -32,6 +31,8 @@ const KEEP_IDLE_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Outbound {
+    /// How frames are delimited in `buf`.
+    dialect: Dialect,
     buf: Vec<u8>,
     /// Bytes of `buf` written.
     sent: usize,
@@ -60,6 +61,18 @@ struct Splice {
 
 impl Outbound {
     /// Bytes not yet written to the socket.
+    /// An empty queue of frames in `dialect`.
+    pub fn new(dialect: Dialect) -> Outbound {
+        Outbound {
+            dialect,
+            ..Outbound::default()
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     pub fn pending_len(&self) -> usize {
         self.buf.len() - self.sent + self.splice_unsent
     }
@@ -194,8 +207,7 @@ impl Outbound {
     }
 
     fn frame_len_at(&self, at: usize) -> usize {
-        let b = &self.buf[at..at + LEN_PREFIX];
-        LEN_PREFIX + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+        self.dialect.frame_len(&self.buf[at..])
     }
 
     /// The frame at `start` (with the first listed splice at or after it at
@@ -265,7 +277,7 @@ impl Outbound {
         let mut at = keep;
         let mut next = keep_splices;
         while at < self.buf.len() {
-            if self.buf[at + LEN_PREFIX] == Op::Message as u8 {
+            if self.dialect.is_message(&self.buf[at..]) {
                 dropped += 1;
             }
             let (inline, spliced) = self.frame_at(at, next);

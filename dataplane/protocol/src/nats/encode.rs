@@ -177,3 +177,25 @@ fn decimal_len(mut value: usize) -> usize {
     }
     digits
 }
+
+/// The length of the server op at the start of `queued`, as this module
+/// writes them: its control line, and for MSG/HMSG the size that ends that
+/// line, the payload and its CRLF. For a server that walks its own queued
+/// output (`queued` holds at least the op's control line).
+pub fn server_op_len(queued: &[u8]) -> usize {
+    let line_end = memchr::memchr(b'\n', queued).map_or(queued.len(), |at| at + 1);
+    if !is_msg(queued) {
+        return line_end;
+    }
+    let line = &queued[..line_end.saturating_sub(CRLF.len())];
+    let size_at = memchr::memrchr(b' ', line).map_or(0, |at| at + 1);
+    let size = line[size_at..].iter().fold(0usize, |n, &digit| {
+        n * 10 + usize::from(digit.wrapping_sub(b'0'))
+    });
+    line_end + size + CRLF.len()
+}
+
+/// Whether the server op at the start of `queued` is a MSG or HMSG.
+pub fn is_msg(queued: &[u8]) -> bool {
+    queued.starts_with(b"MSG ") || queued.starts_with(b"HMSG ")
+}

@@ -940,3 +940,37 @@ fn server_output_round_trips_through_a_client_parser() {
         ]
     );
 }
+
+#[test]
+fn server_op_len_walks_every_op_this_module_writes() {
+    let mut queue = Vec::new();
+    let mut lens = Vec::new();
+    let mut push = |queue: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| {
+        let start = queue.len();
+        write(queue);
+        lens.push(queue.len() - start);
+    };
+    push(&mut queue, &|q| {
+        encode::put_msg(q, b"a.b", b"7", Some(b"r"), b"x\r\ny")
+    });
+    push(&mut queue, &|q| {
+        encode::put_hmsg(q, b"a", b"12", None, b"NATS/1.0\r\nK: v\r\n\r\n", b"body")
+    });
+    push(&mut queue, &|q| {
+        encode::put_no_responders(q, b"_INBOX.1", b"3")
+    });
+    push(&mut queue, &|q| encode::put_ok(q));
+    push(&mut queue, &|q| encode::put_err(q, "Slow Consumer"));
+    push(&mut queue, &|q| encode::put_ping(q));
+    push(&mut queue, &|q| encode::put_msg(q, b"e", b"1", None, b""));
+    let mut at = 0;
+    let mut walked = Vec::new();
+    while at < queue.len() {
+        let len = encode::server_op_len(&queue[at..]);
+        walked.push(len);
+        at += len;
+    }
+    assert_eq!(walked, lens);
+    assert!(encode::is_msg(&queue));
+    assert!(!encode::is_msg(b"+OK\r\n"));
+}

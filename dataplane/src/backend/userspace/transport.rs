@@ -22,7 +22,7 @@ use smoltcp::socket::tcp::State;
 use super::{PacketDevice, Stack, StackConfig};
 use crate::backend::{Ingress, Read, Transport, WorkerPoll, WorkerTransport, Write};
 use crate::stats::WorkerStats;
-use crate::worker::ConnId;
+use crate::worker::{ConnId, Dialect};
 
 const DEVICE: Token = Token(0);
 /// Frames received per turn.
@@ -105,7 +105,7 @@ impl<D: PacketDevice> UserspaceTransport<D> {
         self.stack.take_established(&mut self.established);
         for i in 0..self.established.len() {
             let handle = self.established[i];
-            let cid = ingress.accept(None);
+            let cid = ingress.accept(None, Dialect::Binary);
             self.stack.bind(cid, handle);
             if let Some(peer) = self.stack.socket(cid).remote_endpoint() {
                 let ip = std::net::IpAddr::from(peer.addr);

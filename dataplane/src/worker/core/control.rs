@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blipmq_protocol::encode;
 use serde::Serialize;
 
 use super::WorkerCore;
@@ -174,8 +173,10 @@ impl WorkerCore {
             return false;
         };
         tracing::info!(conn = serial, "kicked by operator");
-        encode::put_disconnect(self.conns.answer_buffer(cid), KICK_REASON);
-        self.stats.inc(Counter::FramesOutDisconnect);
+        let dialect = self.conns[cid].output.dialect();
+        if dialect.put_disconnect(self.conns.answer_buffer(cid), KICK_REASON) {
+            self.stats.inc(Counter::FramesOutDisconnect);
+        }
         self.start_close(cid, CloseReason::Kicked);
         true
     }

@@ -79,7 +79,7 @@ impl Cluster {
 
     /// A connection on worker `w` past its handshake.
     fn connect(&mut self, w: usize) -> ConnId {
-        let cid = self.cores[w].accept(self.now);
+        let cid = self.cores[w].accept(self.now, Dialect::Binary);
         let mut connect = Vec::new();
         encode::put_connect(&mut connect, br#"{"protocol":1}"#);
         self.send(w, cid, &connect);
@@ -536,7 +536,7 @@ fn drain_tells_every_client() {
         vec![Out::Disconnect("draining".into())]
     );
     assert!(cluster.cores[0].should_close(a, now));
-    let late = cluster.cores[0].accept(now);
+    let late = cluster.cores[0].accept(now, Dialect::Binary);
     assert!(matches!(&cluster.output(0, late)[..], [Out::Error(503, _)]));
 }
 

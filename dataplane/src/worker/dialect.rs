@@ -1,0 +1,186 @@
+//! Server frames in a connection's [`Dialect`]: BlipMQ's binary protocol or
+//! NATS's text one. Both run through the same session, routing and queues;
+//! only the bytes differ. This is the one place that writes a server frame
+//! in either dialect and finds where one ends in a queue.
+
+use blipmq_protocol::nats::encode as nats_encode;
+use blipmq_protocol::{encode, ErrorCode, Op, LEN_PREFIX};
+
+pub use crate::session::Dialect;
+
+impl Dialect {
+    pub fn put_ok(self, out: &mut Vec<u8>) {
+        match self {
+            Dialect::Binary => encode::put_ok(out),
+            Dialect::Nats => nats_encode::put_ok(out),
+        }
+    }
+
+    pub fn put_pong(self, out: &mut Vec<u8>) {
+        match self {
+            Dialect::Binary => encode::put_pong(out),
+            Dialect::Nats => nats_encode::put_pong(out),
+        }
+    }
+
+    pub fn put_ping(self, out: &mut Vec<u8>) {
+        match self {
+            Dialect::Binary => encode::put_ping(out),
+            Dialect::Nats => nats_encode::put_ping(out),
+        }
+    }
+
+    /// ERROR `code` with `reason`; to a NATS client, `-ERR` with the text
+    /// nats-server sends for the same condition.
+    pub fn put_error(self, out: &mut Vec<u8>, code: ErrorCode, reason: &str) {
+        match self {
+            Dialect::Binary => encode::put_error(out, code, reason),
+            Dialect::Nats => nats_encode::put_err(out, nats_err_text(code, reason)),
+        }
+    }
+
+    /// DISCONNECT with `reason`. NATS has no such op: nats-server just
+    /// closes, and so does the caller once the queue is flushed. Returns
+    /// whether a frame was written.
+    pub fn put_disconnect(self, out: &mut Vec<u8>, reason: &str) -> bool {
+        match self {
+            Dialect::Binary => {
+                encode::put_disconnect(out, reason);
+                true
+            }
+            Dialect::Nats => false,
+        }
+    }
+
+    /// The bytes of one delivered message.
+    pub fn message_len(
+        self,
+        subject: &[u8],
+        sid: u32,
+        reply: Option<&[u8]>,
+        payload_len: usize,
+    ) -> usize {
+        match self {
+            Dialect::Binary => encode::message_len(subject, reply, payload_len),
+            Dialect::Nats => {
+                let mut sid_text = itoa::Buffer::new();
+                let sid = sid_text.format(sid).as_bytes();
+                nats_encode::msg_len(subject, sid, reply, payload_len)
+            }
+        }
+    }
+
+    pub fn put_message(
+        self,
+        out: &mut Vec<u8>,
+        subject: &[u8],
+        sid: u32,
+        reply: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        match self {
+            Dialect::Binary => encode::put_message(out, subject, sid, reply, payload),
+            Dialect::Nats => {
+                let mut sid_text = itoa::Buffer::new();
+                let sid = sid_text.format(sid).as_bytes();
+                nats_encode::put_msg(out, subject, sid, reply, payload);
+            }
+        }
+    }
+
+    /// Whether a shared payload can be spliced into this dialect's message
+    /// frames: only where the payload ends the frame (binary; a NATS MSG
+    /// ends with CRLF after it).
+    pub fn splices_payloads(self) -> bool {
+        self == Dialect::Binary
+    }
+
+    /// The length of the server frame at the start of `queued`, which the
+    /// broker wrote itself (so it is whole and well-formed) and which is
+    /// long enough to hold its header.
+    pub fn frame_len(self, queued: &[u8]) -> usize {
+        match self {
+            Dialect::Binary => {
+                let prefix = [queued[0], queued[1], queued[2], queued[3]];
+                LEN_PREFIX + u32::from_be_bytes(prefix) as usize
+            }
+            Dialect::Nats => nats_encode::server_op_len(queued),
+        }
+    }
+
+    /// Whether the frame at the start of `queued` delivers a message.
+    pub fn is_message(self, queued: &[u8]) -> bool {
+        match self {
+            Dialect::Binary => queued[LEN_PREFIX] == Op::Message as u8,
+            Dialect::Nats => nats_encode::is_msg(queued),
+        }
+    }
+}
+
+/// The `-ERR` text nats-server sends for the condition an ERROR code and
+/// reason describe; where it has none of its own, BlipMQ's reason.
+fn nats_err_text(code: ErrorCode, reason: &str) -> &str {
+    match code {
+        ErrorCode::TooLarge => "Maximum Payload Violation",
+        ErrorCode::Unauthorized => "Authorization Violation",
+        ErrorCode::PingTimeout => "Stale Connection",
+        ErrorCode::Unavailable if reason == SLOW_CONSUMER => "Slow Consumer",
+        ErrorCode::Unavailable if reason == CONNECTION_LIMIT => "maximum connections exceeded",
+        _ => reason,
+    }
+}
+
+/// The reasons of the ERRORs that have a NATS text of their own.
+pub const SLOW_CONSUMER: &str = "slow consumer";
+pub const CONNECTION_LIMIT: &str = "connection limit reached";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_frames_are_walked_by_their_lengths() {
+        let mut queue = Vec::new();
+        let dialect = Dialect::Nats;
+        dialect.put_message(&mut queue, b"a.b", 12, Some(b"_INBOX.x"), b"hello\r\nworld");
+        let first = queue.len();
+        assert_eq!(
+            first,
+            dialect.message_len(b"a.b", 12, Some(b"_INBOX.x"), 12)
+        );
+        dialect.put_pong(&mut queue);
+        dialect.put_error(&mut queue, ErrorCode::Unavailable, SLOW_CONSUMER);
+        dialect.put_message(&mut queue, b"c", 1, None, b"");
+        let mut at = 0;
+        let mut lens = Vec::new();
+        while at < queue.len() {
+            let len = dialect.frame_len(&queue[at..]);
+            lens.push((len, dialect.is_message(&queue[at..])));
+            at += len;
+        }
+        assert_eq!(at, queue.len());
+        assert_eq!(
+            lens,
+            vec![
+                (first, true),
+                (6, false),
+                (b"-ERR 'Slow Consumer'\r\n".len(), false),
+                (b"MSG c 1 0\r\n\r\n".len(), true)
+            ]
+        );
+        assert!(queue.ends_with(b"-ERR 'Slow Consumer'\r\nMSG c 1 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn binary_frames_are_walked_by_their_length_prefixes() {
+        let mut queue = Vec::new();
+        let dialect = Dialect::Binary;
+        dialect.put_message(&mut queue, b"a", 1, None, b"x");
+        let first = queue.len();
+        dialect.put_ok(&mut queue);
+        assert_eq!(dialect.frame_len(&queue), first);
+        assert!(dialect.is_message(&queue));
+        assert!(!dialect.is_message(&queue[first..]));
+        assert!(!Dialect::Nats.put_disconnect(&mut Vec::new(), "draining"));
+    }
+}
