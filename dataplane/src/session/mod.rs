@@ -51,8 +51,9 @@ impl SessionConfig {
             server_id: self.server_id.clone(),
             server_name: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            // HPUB is not taken yet: clients must not send headers.
-            headers: false,
+            // Clients (async-nats) refuse to connect without it, since they
+            // ask for no_responders; HPUB itself is refused with -ERR so far.
+            headers: SERVER_HEADERS,
             auth_required: self.token.is_some(),
             max_payload: self.max_payload.min(i32::MAX as u32) as i32,
             client_id,
@@ -142,6 +143,9 @@ pub enum Step<'a> {
     /// answers with no `-ERR`.
     Drop,
 }
+
+/// Whether INFO offers NATS clients headers.
+const SERVER_HEADERS: bool = true;
 
 /// Why a NATS sid is refused: BlipMQ keeps sids as numbers, as every NATS
 /// client sends them.
@@ -376,10 +380,11 @@ impl Session {
     }
 
     fn on_nats_connect<'a>(&mut self, json: &[u8]) -> Step<'a> {
-        let connect = match ConnectOptions::parse(json).and_then(|c| c.check(false).map(|()| c)) {
-            Ok(connect) => connect,
-            Err(error) => return Step::Fatal(ErrorCode::BadRequest, error.to_string()),
-        };
+        let connect =
+            match ConnectOptions::parse(json).and_then(|c| c.check(SERVER_HEADERS).map(|()| c)) {
+                Ok(connect) => connect,
+                Err(error) => return Step::Fatal(ErrorCode::BadRequest, error.to_string()),
+            };
         if let Some(expected) = &self.config.token {
             // A token goes as `auth_token`, or as the password of a client
             // that only has a user/password setting.

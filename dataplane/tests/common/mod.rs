@@ -198,6 +198,8 @@ pub struct Broker {
     addr: SocketAddr,
     workers: usize,
     backend: Backend,
+    /// Where NATS clients connect, when the config has a `[nats]` listener.
+    nats_addr: Option<SocketAddr>,
     config_path: PathBuf,
     /// Dropped after the child is reaped (field order).
     lab: Option<netns::Lab>,
@@ -322,12 +324,11 @@ impl Broker {
         let stdout = child.stdout.take().expect("blipmqd stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            // Every line goes to the launcher, which reads the listening
+            // ones; draining on keeps the broker from blocking on stdout.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
-            // Keep draining so that the broker never blocks on stdout.
-            for _ in lines {}
         });
         let line = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) => line,
@@ -348,6 +349,15 @@ impl Broker {
                 let _ = child.wait();
                 panic!("unexpected first stdout line from blipmqd: {line:?}")
             });
+        // With a NATS listener, its line comes next.
+        let nats_addr = config_toml.contains("[nats]").then(|| {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("blipmqd's NATS listening line");
+            line.strip_prefix("blipmqd NATS listening on ")
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| panic!("unexpected second stdout line from blipmqd: {line:?}"))
+        });
         if let Some(lab) = &lab {
             assert_eq!(
                 addr,
@@ -362,6 +372,7 @@ impl Broker {
         Broker {
             child: Some(child),
             addr,
+            nats_addr,
             workers,
             backend,
             config_path,
@@ -376,6 +387,12 @@ impl Broker {
     /// The lab of an afpacket broker.
     pub fn lab(&self) -> Option<&netns::Lab> {
         self.lab.as_ref()
+    }
+
+    /// The NATS listener's address (the config must set `[nats] listen`).
+    pub fn nats_addr(&self) -> SocketAddr {
+        self.nats_addr
+            .expect("a broker started with a [nats] listener")
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -12,6 +12,24 @@ fn yes() -> bool {
     true
 }
 
+/// A field that may be `null`, which Go's decoder leaves at its default
+/// (async-nats sends `"name":null` and friends).
+fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Like [`or_default`] for the fields whose default is `true`.
+fn or_yes<'de, D>(deserializer: D) -> Result<bool, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(true))
+}
+
 /// The options a client sends in CONNECT.
 ///
 /// nats-server unmarshals CONNECT over `defaultOpts`, so a client that
@@ -20,30 +38,30 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectOptions {
     /// Answer every PUB/SUB/UNSUB/CONNECT with `+OK`.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "or_yes")]
     pub verbose: bool,
     /// Check subjects strictly (see [`check_subject`](super::check_subject)).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "or_yes")]
     pub pedantic: bool,
     /// Deliver the client's own messages to its own subscriptions.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "or_yes")]
     pub echo: bool,
     /// The client understands HMSG and may send HPUB.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub headers: bool,
     /// The client wants a 503 status message when a request has no
     /// responders (needs `headers`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub no_responders: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub tls_required: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub lang: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub version: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub protocol: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,

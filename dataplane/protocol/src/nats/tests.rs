@@ -974,3 +974,15 @@ fn server_op_len_walks_every_op_this_module_writes() {
     assert!(encode::is_msg(&queue));
     assert!(!encode::is_msg(b"+OK\r\n"));
 }
+
+#[test]
+fn connect_with_nulls_as_async_nats_sends_it() {
+    let json = br#"{"verbose":false,"pedantic":false,"jwt":null,"nkey":null,"sig":null,"name":null,"echo":true,"lang":"rust","version":"0.51.0","protocol":1,"tls_required":false,"user":null,"pass":null,"auth_token":null,"headers":true,"no_responders":true}"#;
+    let connect = ConnectOptions::parse(json).expect("parses");
+    assert!(!connect.verbose && !connect.pedantic && connect.echo);
+    assert_eq!(connect.name, "");
+    assert_eq!(connect.auth_token, None);
+    assert!(connect.check(true).is_ok());
+    let nulls = ConnectOptions::parse(br#"{"verbose":null,"echo":null}"#).expect("parses");
+    assert!(nulls.verbose && nulls.echo, "null keeps the default");
+}

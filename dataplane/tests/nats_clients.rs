@@ -1,0 +1,457 @@
+//! The NATS listener against a real NATS client (the `async-nats` crate) and
+//! against raw NATS text, on the kernel backend: pub/sub, wildcards, queue
+//! groups, request/reply, auto-unsubscribe, large payloads, nats-server's
+//! errors, and NATS and BlipMQ clients on one subject space.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Broker, Raw};
+use futures_util::StreamExt;
+
+const NATS_CONFIG: &str = "[nats]\nlisten = \"127.0.0.1:0\"\n";
+/// Bounds every wait of a test.
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs `test` on a broker with a NATS listener (2 workers), bounded in time.
+fn with_nats<F, Fut>(test: F)
+where
+    F: FnOnce(Broker) -> Fut,
+    Fut: std::future::Future<Output = Broker>,
+{
+    let broker = Broker::start(2, NATS_CONFIG);
+    let mut broker = runtime()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), test(broker)).await })
+        .expect("the test finished within 60 s");
+    broker.assert_alive();
+}
+
+async fn connect(addr: SocketAddr) -> async_nats::Client {
+    tokio::time::timeout(WITHIN, async_nats::connect(addr.to_string()))
+        .await
+        .expect("connected within 10 s")
+        .expect("async-nats connects")
+}
+
+/// Waits until messages from `publisher` reach the subscriptions
+/// `subscriber` made so far. A flush does not prove that: async-nats may
+/// write its PING before SUBs still queued. A probe subscription made after
+/// them does, once a probe from `publisher` reaches it: a connection's ops
+/// are applied in order, and interest reaches each worker in order.
+async fn await_subscriptions(subscriber: &async_nats::Client, publisher: &async_nats::Client) {
+    let probe = subscriber.new_inbox();
+    let mut probes = subscriber.subscribe(probe.clone()).await.unwrap();
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions not applied within 10 s"
+        );
+        publisher
+            .publish(probe.clone(), "probe".into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), probes.next()).await {
+            break;
+        }
+    }
+    probes.unsubscribe().await.unwrap();
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(WITHIN, sub.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the subscription is open")
+}
+
+#[test]
+fn async_nats_publishes_and_subscribes_with_wildcards() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let subscriber = connect(addr).await;
+        let publisher = connect(addr).await;
+        let mut one_token = subscriber.subscribe("orders.*").await.unwrap();
+        let mut tail = subscriber.subscribe("orders.>").await.unwrap();
+        let mut exact = subscriber.subscribe("orders.eu.new").await.unwrap();
+        await_subscriptions(&subscriber, &publisher).await;
+
+        publisher.publish("orders.us", "a".into()).await.unwrap();
+        publisher
+            .publish("orders.eu.new", "b".into())
+            .await
+            .unwrap();
+        publisher.publish("other", "c".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+
+        let got = next(&mut one_token).await;
+        assert_eq!(
+            (got.subject.as_str(), &got.payload[..]),
+            ("orders.us", &b"a"[..])
+        );
+        let got = next(&mut tail).await;
+        assert_eq!(got.subject.as_str(), "orders.us");
+        let got = next(&mut tail).await;
+        assert_eq!(
+            (got.subject.as_str(), &got.payload[..]),
+            ("orders.eu.new", &b"b"[..])
+        );
+        let got = next(&mut exact).await;
+        assert_eq!(&got.payload[..], b"b");
+        broker
+    });
+}
+
+#[test]
+fn async_nats_messages_arrive_in_order_across_workers() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let subscriber = connect(addr).await;
+        let mut sub = subscriber.subscribe("seq").await.unwrap();
+        subscriber.flush().await.unwrap();
+        // Several publishers, some on the other worker; each one's order holds.
+        let mut publishers = Vec::new();
+        for _ in 0..4 {
+            let publisher = connect(addr).await;
+            await_subscriptions(&subscriber, &publisher).await;
+            publishers.push(publisher);
+        }
+        for n in 0..500u32 {
+            for (p, publisher) in publishers.iter().enumerate() {
+                let payload = format!("{p}:{n}");
+                publisher.publish("seq", payload.into()).await.unwrap();
+            }
+        }
+        for publisher in &publishers {
+            publisher.flush().await.unwrap();
+        }
+        let mut next_of = [0u32; 4];
+        for _ in 0..2000 {
+            let got = next(&mut sub).await;
+            let text = std::str::from_utf8(&got.payload).unwrap();
+            let (p, n) = text.split_once(':').unwrap();
+            let p: usize = p.parse().unwrap();
+            assert_eq!(
+                n.parse::<u32>().unwrap(),
+                next_of[p],
+                "publisher {p} out of order"
+            );
+            next_of[p] += 1;
+        }
+        broker
+    });
+}
+
+#[test]
+fn async_nats_queue_group_delivers_each_message_once() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let publisher = connect(addr).await;
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            let client = connect(addr).await;
+            let sub = client
+                .queue_subscribe("jobs", "workers".into())
+                .await
+                .unwrap();
+            await_subscriptions(&client, &publisher).await;
+            members.push((client, sub));
+        }
+        for n in 0..300u32 {
+            publisher
+                .publish("jobs", n.to_string().into())
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+        let mut seen = vec![0u32; 300];
+        let mut total = 0;
+        let deadline = Instant::now() + WITHIN;
+        while total < 300 && Instant::now() < deadline {
+            for (_, sub) in &mut members {
+                if let Ok(Some(got)) =
+                    tokio::time::timeout(Duration::from_millis(20), sub.next()).await
+                {
+                    let n: usize = std::str::from_utf8(&got.payload).unwrap().parse().unwrap();
+                    seen[n] += 1;
+                    total += 1;
+                }
+            }
+        }
+        assert!(
+            seen.iter().all(|&count| count == 1),
+            "not exactly once: {seen:?}"
+        );
+        broker
+    });
+}
+
+#[test]
+fn async_nats_request_reply() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let responder = connect(addr).await;
+        let mut requests = responder.subscribe("svc.upper").await.unwrap();
+        let requester = connect(addr).await;
+        await_subscriptions(&responder, &requester).await;
+        let serve = tokio::spawn(async move {
+            for _ in 0..3 {
+                let request = next(&mut requests).await;
+                let reply = request.reply.expect("a reply subject");
+                let upper = request.payload.to_ascii_uppercase();
+                responder.publish(reply, upper.into()).await.unwrap();
+            }
+            responder.flush().await.unwrap();
+        });
+        for word in ["one", "two", "three"] {
+            let response =
+                tokio::time::timeout(WITHIN, requester.request("svc.upper", word.into()))
+                    .await
+                    .expect("a response within 10 s")
+                    .expect("the request succeeds");
+            assert_eq!(response.payload, Bytes::from(word.to_uppercase()));
+        }
+        serve.await.unwrap();
+        broker
+    });
+}
+
+#[test]
+fn async_nats_unsubscribe_after_ends_the_subscription() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let client = connect(addr).await;
+        let mut sub = client.subscribe("limited").await.unwrap();
+        sub.unsubscribe_after(3).await.unwrap();
+        await_subscriptions(&client, &client).await;
+        for n in 0..10u32 {
+            client
+                .publish("limited", n.to_string().into())
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        for n in 0..3u32 {
+            assert_eq!(next(&mut sub).await.payload, Bytes::from(n.to_string()));
+        }
+        let end = tokio::time::timeout(WITHIN, sub.next())
+            .await
+            .expect("the end within 10 s");
+        assert!(end.is_none(), "a message after max_msgs: {end:?}");
+        broker
+    });
+}
+
+#[test]
+fn async_nats_large_payload_up_to_max_payload() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let client = connect(addr).await;
+        let max = client.server_info().max_payload;
+        assert_eq!(max, 1 << 20);
+        let mut sub = client.subscribe("big").await.unwrap();
+        await_subscriptions(&client, &client).await;
+        let payload: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+        client.publish("big", payload.clone().into()).await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(next(&mut sub).await.payload, Bytes::from(payload));
+        // The client refuses more than the server's max_payload itself.
+        let over = client.publish("big", vec![0; max + 1].into()).await;
+        assert!(over.is_err(), "published past max_payload");
+        broker
+    });
+}
+
+#[test]
+fn nats_and_blipmq_clients_share_one_subject_space() {
+    with_nats(|broker| async move {
+        let nats = connect(broker.nats_addr()).await;
+        let mut nats_sub = nats.subscribe("mixed.*").await.unwrap();
+        await_subscriptions(&nats, &nats).await;
+        let addr = broker.addr();
+        // BlipMQ's binary protocol on the other listener, off the runtime.
+        let (blipmq_got, blipmq) = tokio::task::spawn_blocking(move || {
+            let mut blipmq = Raw::handshake(addr);
+            blipmq.subscribe("mixed.>", 9);
+            blipmq.publish("mixed.from_blipmq", b"binary");
+            (blipmq.expect_msg(), blipmq)
+        })
+        .await
+        .unwrap();
+        // Its own message (it subscribed to its subject too).
+        assert_eq!(blipmq_got.payload, b"binary");
+        let got = next(&mut nats_sub).await;
+        assert_eq!(
+            (got.subject.as_str(), &got.payload[..]),
+            ("mixed.from_blipmq", &b"binary"[..])
+        );
+
+        nats.publish("mixed.from_nats", "text".into())
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        let blipmq_got = tokio::task::spawn_blocking(move || {
+            let mut blipmq = blipmq;
+            blipmq.expect_msg()
+        })
+        .await
+        .unwrap();
+        assert_eq!(blipmq_got.subject, "mixed.from_nats");
+        assert_eq!(blipmq_got.sid, 9);
+        assert_eq!(blipmq_got.payload, b"text");
+        assert_eq!(next(&mut nats_sub).await.payload, Bytes::from("text"));
+        broker
+    });
+}
+
+/// A NATS connection speaking raw text, with bounded reads.
+struct Text {
+    stream: TcpStream,
+    got: Vec<u8>,
+}
+
+impl Text {
+    fn connect(addr: SocketAddr) -> Text {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut text = Text {
+            stream,
+            got: Vec::new(),
+        };
+        text.expect_prefix("INFO {");
+        text.got.clear();
+        text
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads until `got` holds `wanted` (within 10 s); returns and forgets
+    /// everything up to its end.
+    fn expect(&mut self, wanted: &str) -> String {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let text = String::from_utf8_lossy(&self.got).into_owned();
+            if let Some(at) = text.find(wanted) {
+                self.got.drain(..at + wanted.len());
+                return text[..at + wanted.len()].to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {wanted:?} within 10 s; got {text:?}"
+            );
+            let mut buf = [0; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("closed before {wanted:?}; got {text:?}"),
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn expect_prefix(&mut self, prefix: &str) {
+        let got = self.expect("\r\n");
+        assert!(got.starts_with(prefix), "{got:?}");
+    }
+
+    /// Reads until the broker closes (within 10 s); returns what came.
+    fn expect_closed(&mut self) -> String {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            assert!(Instant::now() < deadline, "not closed within 10 s");
+            let mut buf = [0; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&self.got).into_owned(),
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return String::from_utf8_lossy(&self.got).into_owned(),
+            }
+        }
+    }
+}
+
+#[test]
+fn raw_text_case_tabs_splits_and_verbose_answers() {
+    let broker = Broker::start(1, NATS_CONFIG);
+    let mut c = Text::connect(broker.nats_addr());
+    // Lower-case ops, tabs between arguments, verbose +OK for each op.
+    c.send(b"connect {\"verbose\":true}\r\nsub\ttabs.*\t\t1\r\n");
+    c.expect("+OK\r\n+OK\r\n");
+    // One PUB split at every byte; its own subscription gets it.
+    for byte in b"pUb tabs.x  reply.to 5\r\nhello\r\n" {
+        c.send(&[*byte]);
+    }
+    let got = c.expect("+OK\r\n");
+    assert_eq!(got, "MSG tabs.x 1 reply.to 5\r\nhello\r\n+OK\r\n");
+    c.send(b"PING\r\n");
+    c.expect("PONG\r\n");
+    // UNSUB of an unknown sid is ignored (still +OK when verbose).
+    c.send(b"UNSUB 77\r\nUNSUB 1\r\nPUB tabs.y 1\r\nx\r\nPING\r\n");
+    let got = c.expect("PONG\r\n");
+    assert_eq!(
+        got, "+OK\r\n+OK\r\n+OK\r\nPONG\r\n",
+        "a message after UNSUB"
+    );
+}
+
+#[test]
+fn raw_text_errors_are_nats_servers() {
+    let broker = Broker::start(1, NATS_CONFIG);
+    // Errors that keep the connection open.
+    let mut c = Text::connect(broker.nats_addr());
+    c.send(b"CONNECT {\"verbose\":false}\r\nSUB a..b 1\r\nPUB a.* 1\r\nx\r\nPING\r\n");
+    let got = c.expect("PONG\r\n");
+    assert_eq!(
+        got,
+        "-ERR 'Invalid Subject'\r\n-ERR 'Invalid Publish Subject'\r\nPONG\r\n"
+    );
+
+    // Errors that close it.
+    let mut c = Text::connect(broker.nats_addr());
+    c.send(b"CONNECT {\"verbose\":false}\r\nFOO bar\r\n");
+    assert_eq!(c.expect_closed(), "-ERR 'Unknown Protocol Operation'\r\n");
+    let mut c = Text::connect(broker.nats_addr());
+    c.send(b"CONNECT {\"verbose\":false}\r\nPUB big 2000000\r\n");
+    assert_eq!(c.expect_closed(), "-ERR 'Maximum Payload Violation'\r\n");
+    let mut c = Text::connect(broker.nats_addr());
+    c.send(b"PUB early 1\r\nx\r\n");
+    assert_eq!(c.expect_closed(), "-ERR 'Authorization Violation'\r\n");
+}
+
+#[test]
+fn nats_clients_need_the_token_when_one_is_set() {
+    let broker = Broker::start(1, &format!("{NATS_CONFIG}[auth]\ntoken = \"s3cret\"\n"));
+    let mut c = Text::connect(broker.nats_addr());
+    c.send(b"CONNECT {\"auth_token\":\"wrong\"}\r\n");
+    assert_eq!(c.expect_closed(), "-ERR 'Authorization Violation'\r\n");
+    runtime().block_on(async {
+        let url = format!("nats://{}", broker.nats_addr());
+        let client = tokio::time::timeout(
+            WITHIN,
+            async_nats::ConnectOptions::with_token("s3cret".into()).connect(url),
+        )
+        .await
+        .expect("connected within 10 s")
+        .expect("the token is accepted");
+        assert!(client.server_info().auth_required);
+        client.flush().await.unwrap();
+    });
+}
