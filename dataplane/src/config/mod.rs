@@ -130,16 +130,7 @@ pub struct NatsConfig {
 impl NatsConfig {
     /// `listen` as an address; `Ok(None)` when it is "" (off).
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, String> {
-        let text = self.listen.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        text.parse().map(Some).map_err(|_| {
-            format!(
-                "nats.listen must be an IP:PORT socket address such as \"127.0.0.1:4222\", or \"\" for off (got {:?})",
-                self.listen
-            )
-        })
+        optional_addr("nats.listen", &self.listen, "127.0.0.1:4222")
     }
 }
 
@@ -185,17 +176,25 @@ pub const AUTO_SOCKET: &str = "auto";
 impl ControlConfig {
     /// `metrics_listen` as an address; `Ok(None)` when it is "" (off).
     pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, String> {
-        let text = self.metrics_listen.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        text.parse().map(Some).map_err(|_| {
-            format!(
-                "control.metrics_listen must be an IP:PORT socket address such as \"127.0.0.1:8222\", or \"\" for off (got {:?})",
-                self.metrics_listen
-            )
-        })
+        optional_addr(
+            "control.metrics_listen",
+            &self.metrics_listen,
+            "127.0.0.1:8222",
+        )
     }
+}
+
+/// The value of `key`, an `IP:PORT` address or "" for off.
+fn optional_addr(key: &str, value: &str, example: &str) -> Result<Option<SocketAddr>, String> {
+    let text = value.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        format!(
+            "{key} must be an IP:PORT socket address such as \"{example}\", or \"\" for off (got {value:?})"
+        )
+    })
 }
 
 /// `[log]`.

@@ -334,6 +334,11 @@ fn validation_failures_name_the_key_and_the_line() {
             "auth.token must not be empty",
         ),
         (
+            "[nats]\nlisten = \"localhost\"\n",
+            "nats.listen",
+            "nats.listen must be an IP:PORT socket address such as \"127.0.0.1:4222\"",
+        ),
+        (
             "[log]\nlevel = \"warning\"\n",
             "log.level",
             "`warning` is not a level",

@@ -1,6 +1,7 @@
 //! The NATS client protocol (server side), sans-IO: the text protocol
 //! nats-server 2.9+ speaks to nats-py, async-nats, the nats CLI and the
-//! other official clients. Not wired into the broker yet.
+//! other official clients. The broker's session and worker drive it for
+//! connections of its NATS listener (`[nats] listen`).
 //!
 //! [`decode_client_op`] reads client ops in place from a caller's buffer
 //! without allocating; [`encode`] appends server ops to a caller's buffer.
