@@ -455,3 +455,101 @@ fn nats_clients_need_the_token_when_one_is_set() {
         client.flush().await.unwrap();
     });
 }
+
+#[test]
+fn async_nats_headers_reach_nats_subscribers_and_binary_ones_get_the_payload() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let subscriber = connect(addr).await;
+        let mut sub = subscriber.subscribe("hdr.x").await.unwrap();
+        let publisher = connect(addr).await;
+        await_subscriptions(&subscriber, &publisher).await;
+        let binary_addr = broker.addr();
+        let mut binary = tokio::task::spawn_blocking(move || {
+            let mut binary = Raw::handshake(binary_addr);
+            binary.subscribe("hdr.x", 4);
+            binary
+        })
+        .await
+        .unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Trace-Id", "abc-123");
+        headers.append("Multi", "one");
+        headers.append("Multi", "two");
+        publisher
+            .publish_with_headers("hdr.x", headers, "body".into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        let got = next(&mut sub).await;
+        assert_eq!(&got.payload[..], b"body");
+        let got_headers = got.headers.expect("the headers passed through");
+        assert_eq!(
+            got_headers.get("Trace-Id").map(|v| v.as_str()),
+            Some("abc-123")
+        );
+        let multi: Vec<_> = got_headers
+            .get_all("Multi")
+            .map(|v| v.as_str().to_string())
+            .collect();
+        assert_eq!(multi, ["one", "two"]);
+        let binary_got = tokio::task::spawn_blocking(move || binary.expect_msg())
+            .await
+            .unwrap();
+        assert_eq!(
+            binary_got.payload, b"body",
+            "the header block is the NATS clients' own"
+        );
+        broker
+    });
+}
+
+#[test]
+fn async_nats_request_to_nobody_fails_at_once_with_no_responders() {
+    with_nats(|broker| async move {
+        let client = connect(broker.nats_addr()).await;
+        let started = Instant::now();
+        let error = tokio::time::timeout(WITHIN, client.request("nobody.home", "?".into()))
+            .await
+            .expect("an answer within 10 s")
+            .expect_err("nobody answers");
+        assert_eq!(
+            error.kind(),
+            async_nats::RequestErrorKind::NoResponders,
+            "{error}"
+        );
+        // Not the client's request timeout (10 s): the 503 status came.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        broker
+    });
+}
+
+#[test]
+fn async_nats_no_echo_keeps_a_clients_own_messages_from_it() {
+    with_nats(|broker| async move {
+        let addr = broker.nats_addr();
+        let quiet = tokio::time::timeout(
+            WITHIN,
+            async_nats::ConnectOptions::new()
+                .no_echo()
+                .connect(addr.to_string()),
+        )
+        .await
+        .expect("connected within 10 s")
+        .expect("connects");
+        let mut own = quiet.subscribe("echo.x").await.unwrap();
+        let other = connect(addr).await;
+        await_subscriptions(&quiet, &other).await;
+        quiet.publish("echo.x", "mine".into()).await.unwrap();
+        quiet.flush().await.unwrap();
+        other.publish("echo.x", "theirs".into()).await.unwrap();
+        other.flush().await.unwrap();
+        // Its own message never came: the first one is the other client's.
+        assert_eq!(next(&mut own).await.payload, Bytes::from("theirs"));
+        broker
+    });
+}

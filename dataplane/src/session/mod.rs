@@ -51,8 +51,6 @@ impl SessionConfig {
             server_id: self.server_id.clone(),
             server_name: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            // Clients (async-nats) refuse to connect without it, since they
-            // ask for no_responders; HPUB itself is refused with -ERR so far.
             headers: SERVER_HEADERS,
             auth_required: self.token.is_some(),
             max_payload: self.max_payload.min(i32::MAX as u32) as i32,
@@ -102,6 +100,18 @@ pub enum Input<'a> {
     Invalid(Step<'a>),
 }
 
+/// One published message, as the session hands it to routing and the
+/// rings carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Message<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    /// A NATS header block (`NATS/1.0\r\n...\r\n\r\n`) from HPUB; empty
+    /// when none. Only NATS subscribers that enabled headers see it.
+    pub headers: &'a [u8],
+    pub payload: &'a [u8],
+}
+
 /// What the worker must do for one frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step<'a> {
@@ -116,12 +126,7 @@ pub enum Step<'a> {
     /// Answer ERROR, then close the connection.
     Fatal(ErrorCode, String),
     /// Route a message; answer OK afterwards when `ack`.
-    Publish {
-        subject: &'a [u8],
-        reply: Option<&'a [u8]>,
-        payload: &'a [u8],
-        ack: bool,
-    },
+    Publish { message: Message<'a>, ack: bool },
     /// Add a subscription, then call [`Session::bind_sid`]; answer OK when `ack`.
     Subscribe {
         sid: u32,
@@ -154,6 +159,23 @@ const NATS_SID_REFUSED: &str = "sid must be a decimal number below 2^32";
 /// A NATS sid as BlipMQ's number.
 fn nats_sid(sid: &[u8]) -> Option<u32> {
     std::str::from_utf8(sid).ok()?.parse().ok()
+}
+
+/// A refusal in nats-server's words: for a subject (of a SUB when `is_sub`,
+/// else of a PUB) or past the subscription limit.
+fn nats_error_text(step: Step<'_>, is_sub: bool) -> Step<'_> {
+    match step {
+        Step::Error(ErrorCode::BadRequest, _) if is_sub => {
+            Step::Error(ErrorCode::BadRequest, "Invalid Subject".into())
+        }
+        Step::Error(ErrorCode::BadRequest, _) => {
+            Step::Error(ErrorCode::BadRequest, "Invalid Publish Subject".into())
+        }
+        Step::Error(ErrorCode::TooMany, _) => {
+            Step::Error(ErrorCode::TooMany, "maximum subscriptions exceeded".into())
+        }
+        step => step,
+    }
 }
 
 /// The binary op a NATS op counts as.
@@ -193,10 +215,33 @@ enum Phase {
     Open,
 }
 
+/// What a NATS client asked for in CONNECT; a binary client gets the
+/// defaults (its own messages, no headers, no status messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Deliver its own messages to its own subscriptions.
+    pub echo: bool,
+    /// It takes HPUB/HMSG (it asked and the server offers them).
+    pub headers: bool,
+    /// A request of its that nobody subscribes to gets a 503 status message.
+    pub no_responders: bool,
+}
+
+impl Default for NatsOptions {
+    fn default() -> NatsOptions {
+        NatsOptions {
+            echo: true,
+            headers: false,
+            no_responders: false,
+        }
+    }
+}
+
 pub struct Session {
     config: Arc<SessionConfig>,
     phase: Phase,
     verbose: bool,
+    nats: NatsOptions,
     name: Option<String>,
     sids: HashMap<u32, SubKey>,
     pings_out: u32,
@@ -210,6 +255,7 @@ impl Session {
             config,
             phase: Phase::AwaitConnect,
             verbose: false,
+            nats: NatsOptions::default(),
             name: None,
             sids: HashMap::new(),
             pings_out: 0,
@@ -228,6 +274,11 @@ impl Session {
 
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// What the client asked for in a NATS CONNECT.
+    pub fn nats_options(&self) -> NatsOptions {
+        self.nats
     }
 
     pub fn is_open(&self) -> bool {
@@ -333,12 +384,26 @@ impl Session {
                 payload,
                 ack,
             },
-            ClientOp::Hpub { .. } => {
-                // Not yet: headers must reach NATS subscribers untouched.
-                return Step::Error(
-                    ErrorCode::BadRequest,
-                    "message headers are not supported yet".into(),
-                );
+            ClientOp::Hpub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => {
+                if !self.nats.headers {
+                    // nats-server closes such a client.
+                    return Step::Fatal(
+                        ErrorCode::BadRequest,
+                        "message headers not supported".into(),
+                    );
+                }
+                let message = Message {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                };
+                return nats_error_text(self.on_publish(message, ack), false);
             }
             ClientOp::Sub {
                 subject,
@@ -364,19 +429,7 @@ impl Session {
             ClientOp::Ping => Request::Ping,
             ClientOp::Pong => Request::Pong,
         };
-        match self.on_request(request) {
-            // nats-server's words for a subject it refuses.
-            Step::Error(ErrorCode::BadRequest, _) if is_sub => {
-                Step::Error(ErrorCode::BadRequest, "Invalid Subject".into())
-            }
-            Step::Error(ErrorCode::BadRequest, _) => {
-                Step::Error(ErrorCode::BadRequest, "Invalid Publish Subject".into())
-            }
-            Step::Error(ErrorCode::TooMany, _) => {
-                Step::Error(ErrorCode::TooMany, "maximum subscriptions exceeded".into())
-            }
-            step => step,
-        }
+        nats_error_text(self.on_request(request), is_sub)
     }
 
     fn on_nats_connect<'a>(&mut self, json: &[u8]) -> Step<'a> {
@@ -395,6 +448,12 @@ impl Session {
         }
         self.phase = Phase::Open;
         self.verbose = connect.verbose;
+        let headers = connect.headers_enabled(SERVER_HEADERS);
+        self.nats = NatsOptions {
+            echo: connect.echo,
+            headers,
+            no_responders: connect.no_responders && headers,
+        };
         self.name = (!connect.name.is_empty()).then_some(connect.name);
         if self.verbose {
             Step::Ok
@@ -414,7 +473,15 @@ impl Session {
                 reply,
                 payload,
                 ack,
-            } => self.on_publish(subject, reply, payload, ack || self.verbose),
+            } => self.on_publish(
+                Message {
+                    subject,
+                    reply,
+                    headers: &[],
+                    payload,
+                },
+                ack || self.verbose,
+            ),
             Request::Subscribe {
                 filter,
                 sid,
@@ -461,38 +528,27 @@ impl Session {
         Step::Ok
     }
 
-    fn on_publish<'a>(
-        &self,
-        subject: &'a [u8],
-        reply: Option<&'a [u8]>,
-        payload: &'a [u8],
-        ack: bool,
-    ) -> Step<'a> {
-        if payload.len() > self.config.max_payload as usize {
+    fn on_publish<'a>(&self, message: Message<'a>, ack: bool) -> Step<'a> {
+        let size = message.headers.len() + message.payload.len();
+        if size > self.config.max_payload as usize {
             return Step::Fatal(
                 ErrorCode::TooLarge,
                 format!(
-                    "payload of {} bytes exceeds max_payload {}",
-                    payload.len(),
+                    "payload of {size} bytes exceeds max_payload {}",
                     self.config.max_payload
                 ),
             );
         }
         let max_len = self.config.max_topic_length as usize;
-        if let Err(error) = validate_subject(subject, max_len) {
+        if let Err(error) = validate_subject(message.subject, max_len) {
             return Step::Error(ErrorCode::BadRequest, error.to_string());
         }
-        if let Some(reply) = reply {
+        if let Some(reply) = message.reply {
             if let Err(error) = validate_subject(reply, max_len) {
                 return Step::Error(ErrorCode::BadRequest, format!("reply: {error}"));
             }
         }
-        Step::Publish {
-            subject,
-            reply,
-            payload,
-            ack,
-        }
+        Step::Publish { message, ack }
     }
 
     fn on_subscribe<'a>(

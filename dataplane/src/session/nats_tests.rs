@@ -100,9 +100,12 @@ fn pub_sub_unsub_become_the_binary_protocols_steps() {
     assert_eq!(
         feed(&mut session, b"PUB orders.new _INBOX.1 5\r\nhello\r\n"),
         Step::Publish {
-            subject: b"orders.new",
-            reply: Some(b"_INBOX.1"),
-            payload: b"hello",
+            message: Message {
+                subject: b"orders.new",
+                reply: Some(b"_INBOX.1"),
+                headers: b"",
+                payload: b"hello",
+            },
             ack: false,
         }
     );
@@ -160,14 +163,39 @@ fn sids_must_be_numbers_and_subjects_follow_the_broker_rules() {
 }
 
 #[test]
-fn headers_are_refused_until_they_can_be_passed_on() {
-    let mut session = open(b"CONNECT {\"verbose\":false,\"headers\":true}\r\n");
-    let hpub = b"HPUB a.b 12 14\r\nNATS/1.0\r\n\r\nhi\r\n";
+fn hpub_carries_its_headers_when_the_client_asked_for_them() {
+    let hpub = b"HPUB a.b r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n";
+    let mut session = open(
+        b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true,\"echo\":false}\r\n",
+    );
+    assert_eq!(
+        feed(&mut session, hpub),
+        Step::Publish {
+            message: Message {
+                subject: b"a.b",
+                reply: Some(b"r"),
+                headers: b"NATS/1.0\r\n\r\n",
+                payload: b"hi",
+            },
+            ack: false,
+        }
+    );
+    let options = session.nats_options();
+    assert!(options.headers && options.no_responders && !options.echo);
+    // Headers count against max_payload with the payload.
+    let big = format!("HPUB a.b 12 65\r\nNATS/1.0\r\n\r\n{}\r\n", "x".repeat(53));
+    assert!(matches!(
+        feed(&mut session, big.as_bytes()),
+        Step::Fatal(ErrorCode::TooLarge, _)
+    ));
+
+    // A client that did not ask for headers is closed, as nats-server does.
+    let mut session = open(b"CONNECT {\"verbose\":false}\r\n");
     assert!(matches!(
         feed(&mut session, hpub),
-        Step::Error(ErrorCode::BadRequest, _)
+        Step::Fatal(ErrorCode::BadRequest, reason) if reason == "message headers not supported"
     ));
-    assert!(session.is_open());
+    assert_eq!(session.nats_options(), NatsOptions::default());
 }
 
 #[test]

@@ -131,9 +131,12 @@ fn publish_checks_subject_reply_and_payload() {
     assert_eq!(
         feed(&mut session, &ok),
         Step::Publish {
-            subject: b"a.b",
-            reply: Some(b"r.1"),
-            payload: b"hi",
+            message: Message {
+                subject: b"a.b",
+                reply: Some(b"r.1"),
+                headers: b"",
+                payload: b"hi",
+            },
             ack: false
         }
     );

@@ -19,7 +19,7 @@ use super::delivery::Delivery;
 use super::dialect::{self, Dialect};
 use super::groups::{GroupPicks, Target};
 use super::peers::Peers;
-use super::records::{self, GroupNames, Record, Routing};
+use super::records::{self, GroupNames, Message, Record, Routing};
 use super::subscriptions::Subscriptions;
 use crate::rings::WorkerRings;
 use crate::router::{SubKey, WorkerId, WorkerSet};
@@ -506,13 +506,8 @@ impl WorkerCore {
                 self.start_close(cid, CloseReason::Error);
                 Flow::Stop
             }
-            Step::Publish {
-                subject,
-                reply,
-                payload,
-                ack,
-            } => {
-                if let Err(wait) = self.route(cid, subject, reply, payload) {
+            Step::Publish { message, ack } => {
+                if let Err(wait) = self.route(cid, &message) {
                     self.conns.wait(cid, wait);
                     return Flow::Retry;
                 }
@@ -621,14 +616,8 @@ impl WorkerCore {
     /// workers with interest get one record each. Having done nothing, says
     /// what to wait for when a needed ring lacks room or a local recipient
     /// is backlogged.
-    fn route(
-        &mut self,
-        cid: ConnId,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        payload: &[u8],
-    ) -> Result<(), Wait> {
-        let (matches, subs) = self.subscriptions.lookup(subject);
+    fn route(&mut self, cid: ConnId, message: &Message<'_>) -> Result<(), Wait> {
+        let (matches, subs) = self.subscriptions.lookup(message.subject);
         let remote = self.groups.assign(matches);
         if self.conns.any_backlogged() {
             let mut recipients = matches
@@ -643,7 +632,7 @@ impl WorkerCore {
         }
         for worker in remote.iter() {
             let groups = self.groups.names_for(matches, worker);
-            let len = records::data_len(subject, reply, payload, groups);
+            let len = records::data_len(message, groups);
             let producer = self.peers.producer(worker);
             if len > producer.max_record() {
                 // Only a message matching a great many queue groups gets
@@ -657,24 +646,29 @@ impl WorkerCore {
                 return Err(Wait::Room);
             }
         }
+        let nobody = matches.local.is_empty() && remote.is_empty() && matches.groups.is_empty();
         let recipients = matches.local.len() + self.groups.local_members().count();
+        let options = self.conns[cid].session.nats_options();
         let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
-        delivery.share_if_worth_it(payload, recipients);
+        if !options.echo {
+            delivery.skip_own(cid);
+        }
+        delivery.share_if_worth_it(message.payload, recipients);
         for key in matches
             .local
             .iter()
             .copied()
             .chain(self.groups.local_members())
         {
-            delivery.deliver(key, subject, reply, payload);
+            delivery.deliver(key, message);
         }
         delivery.finish();
         for worker in remote.iter() {
             let groups = self.groups.names_for(matches, worker);
-            let len = records::data_len(subject, reply, payload, groups.clone());
+            let len = records::data_len(message, groups.clone());
             let producer = self.peers.producer(worker);
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(slot, Routing::default(), subject, reply, payload, groups);
+            records::write_data(slot, Routing::default(), message, groups);
             producer.commit();
         }
         self.stats.inc(Counter::MessagesPublished);
@@ -684,7 +678,29 @@ impl WorkerCore {
             conn.unsynced = true;
         }
         self.expire_subs();
+        if let (true, true, Some(reply)) = (nobody, options.no_responders, message.reply) {
+            self.answer_no_responders(cid, reply);
+        }
         Ok(())
+    }
+
+    /// A NATS request nobody subscribes to: the requester's own
+    /// subscriptions to its reply subject get the 503 status message, so
+    /// that its client fails the request at once (nats-server does the same).
+    fn answer_no_responders(&mut self, cid: ConnId, reply: &[u8]) {
+        let (matches, subs) = self.subscriptions.lookup(reply);
+        for &key in &matches.local {
+            let (owner, sid) = subs.owner(key);
+            if owner != cid {
+                continue;
+            }
+            let conn = &mut self.conns[cid];
+            let mut sid_text = itoa::Buffer::new();
+            let sid = sid_text.format(sid).as_bytes();
+            nats::encode::put_no_responders(conn.output.frames(), reply, sid);
+            self.stats.inc(Counter::FramesOutMessage);
+            self.conns.mark_dirty(cid);
+        }
     }
 
     /// Handles up to a batch of records from one peer.
@@ -710,12 +726,10 @@ impl WorkerCore {
             }
             match record {
                 Record::Data {
-                    subject,
-                    reply,
+                    message,
                     groups,
-                    payload,
                     routing,
-                } => self.deliver_record(subject, reply, groups, payload, routing),
+                } => self.deliver_record(&message, groups, routing),
                 Record::Interest { add, filter, queue } => {
                     self.subscriptions
                         .on_interest(add, filter, queue, from as WorkerId);
@@ -735,15 +749,14 @@ impl WorkerCore {
     /// a plain match, or any local member of a group it names.
     fn feeds_backlog(&mut self, record: &Record<'_>) -> bool {
         let Record::Data {
-            subject,
+            message,
             groups,
             routing,
-            ..
         } = record
         else {
             return false;
         };
-        let (matches, subs) = self.subscriptions.lookup(subject);
+        let (matches, subs) = self.subscriptions.lookup(message.subject);
         let plain: &[SubKey] = if routing.groups_only {
             &[]
         } else {
@@ -764,31 +777,24 @@ impl WorkerCore {
     /// subscriptions, and to one local member of each group assigned here.
     /// A group whose members here left meanwhile is forwarded to a member on
     /// another worker, so it is not lost to a stale view.
-    fn deliver_record(
-        &mut self,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        groups: GroupNames<'_>,
-        payload: &[u8],
-        routing: Routing,
-    ) {
+    fn deliver_record(&mut self, message: &Message<'_>, groups: GroupNames<'_>, routing: Routing) {
         let mut forward: Vec<(&[u8], WorkerId)> = Vec::new();
-        let (matches, subs) = self.subscriptions.lookup(subject);
+        let (matches, subs) = self.subscriptions.lookup(message.subject);
         let plain: &[SubKey] = if routing.groups_only {
             &[]
         } else {
             &matches.local
         };
         let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
-        delivery.share_if_worth_it(payload, plain.len() + groups.iter().count());
+        delivery.share_if_worth_it(message.payload, plain.len() + groups.iter().count());
         for &key in plain {
-            delivery.deliver(key, subject, reply, payload);
+            delivery.deliver(key, message);
         }
         let may_forward = routing.hops < records::MAX_HOPS;
         for name in groups.iter() {
             let group = matches.groups.iter().find(|g| &*g.name == name);
             match group.and_then(|group| self.groups.pick_for_record(group, may_forward)) {
-                Some(Target::Local(key)) => delivery.deliver(key, subject, reply, payload),
+                Some(Target::Local(key)) => delivery.deliver(key, message),
                 Some(Target::Remote(worker)) => forward.push((name, worker)),
                 None => self.stats.inc(Counter::DroppedNoGroupMember),
             }
@@ -800,16 +806,9 @@ impl WorkerCore {
                 groups_only: true,
                 hops: routing.hops + 1,
             };
-            let len = records::data_len(subject, reply, payload, std::iter::once(name));
+            let len = records::data_len(message, std::iter::once(name));
             self.peers.push_control(to as usize, len, |slot| {
-                records::write_data(
-                    slot,
-                    routing,
-                    subject,
-                    reply,
-                    payload,
-                    std::iter::once(name),
-                )
+                records::write_data(slot, routing, message, std::iter::once(name))
             });
         }
     }

@@ -12,7 +12,10 @@ use std::time::Instant;
 use blipmq_protocol::encode;
 
 use super::connections::Connections;
+use super::core::ConnId;
+use super::dialect::Format;
 use super::payloads::{PayloadId, SHARE_MIN_PAYLOAD};
+use super::records::Message;
 use super::subscriptions::SubTable;
 use crate::router::SubKey;
 use crate::stats::{Counter, WorkerStats};
@@ -24,6 +27,9 @@ pub(super) struct Delivery<'a> {
     now: Instant,
     /// This message's payload, when shared rather than copied per queue.
     shared: Option<PayloadId>,
+    /// The publisher, when it asked not to get its own messages (NATS
+    /// `echo: false`).
+    no_echo: Option<ConnId>,
 }
 
 impl<'a> Delivery<'a> {
@@ -40,7 +46,13 @@ impl<'a> Delivery<'a> {
             stats,
             now,
             shared: None,
+            no_echo: None,
         }
+    }
+
+    /// Skips the subscriptions of connection `publisher` (NATS `echo: false`).
+    pub(super) fn skip_own(&mut self, publisher: ConnId) {
+        self.no_echo = Some(publisher);
     }
 
     /// Copies a large payload once for all of this message's local
@@ -58,13 +70,13 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    pub(super) fn deliver(
-        &mut self,
-        key: SubKey,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        payload: &[u8],
-    ) {
+    pub(super) fn deliver(&mut self, key: SubKey, message: &Message<'_>) {
+        if self
+            .no_echo
+            .is_some_and(|publisher| self.subs.conn_of(key) == publisher)
+        {
+            return;
+        }
         let Some((cid, sid)) = self.subs.count_delivery(key) else {
             return;
         };
@@ -74,21 +86,26 @@ impl<'a> Delivery<'a> {
             self.stats.inc(Counter::DroppedSlowConsumer);
             return;
         }
+        let format = Format::of(queue.conn);
         let out = &mut queue.conn.output;
-        let dialect = out.dialect();
-        let len = dialect.message_len(subject, sid, reply, payload.len());
-        if out.pending_len() + len > max_pending {
+        if out.pending_len() + format.message_len(message, sid) > max_pending {
             let dropped = self.conns.cut_slow_consumer(cid, self.stats, self.now);
             self.stats.add(Counter::DroppedSlowConsumer, dropped + 1);
             tracing::warn!(conn = cid, dropped = dropped + 1, "slow consumer cut off");
             return;
         }
         match self.shared {
-            Some(id) if dialect.splices_payloads() => {
+            Some(id) if format.splices_payloads() => {
+                let Message {
+                    subject,
+                    reply,
+                    payload,
+                    ..
+                } = *message;
                 encode::put_message_head(out.frames(), subject, sid, reply, payload.len());
                 out.splice(queue.payloads, id);
             }
-            _ => dialect.put_message(out.frames(), subject, sid, reply, payload),
+            _ => format.put_message(out.frames(), message, sid),
         }
         let pending = out.pending_len();
         queue

@@ -6,7 +6,9 @@
 use blipmq_protocol::nats::encode as nats_encode;
 use blipmq_protocol::{encode, ErrorCode, Op, LEN_PREFIX};
 
+use super::connections::Conn;
 pub use crate::session::Dialect;
+use crate::session::Message;
 
 impl Dialect {
     pub fn put_ok(self, out: &mut Vec<u8>) {
@@ -52,49 +54,6 @@ impl Dialect {
         }
     }
 
-    /// The bytes of one delivered message.
-    pub fn message_len(
-        self,
-        subject: &[u8],
-        sid: u32,
-        reply: Option<&[u8]>,
-        payload_len: usize,
-    ) -> usize {
-        match self {
-            Dialect::Binary => encode::message_len(subject, reply, payload_len),
-            Dialect::Nats => {
-                let mut sid_text = itoa::Buffer::new();
-                let sid = sid_text.format(sid).as_bytes();
-                nats_encode::msg_len(subject, sid, reply, payload_len)
-            }
-        }
-    }
-
-    pub fn put_message(
-        self,
-        out: &mut Vec<u8>,
-        subject: &[u8],
-        sid: u32,
-        reply: Option<&[u8]>,
-        payload: &[u8],
-    ) {
-        match self {
-            Dialect::Binary => encode::put_message(out, subject, sid, reply, payload),
-            Dialect::Nats => {
-                let mut sid_text = itoa::Buffer::new();
-                let sid = sid_text.format(sid).as_bytes();
-                nats_encode::put_msg(out, subject, sid, reply, payload);
-            }
-        }
-    }
-
-    /// Whether a shared payload can be spliced into this dialect's message
-    /// frames: only where the payload ends the frame (binary; a NATS MSG
-    /// ends with CRLF after it).
-    pub fn splices_payloads(self) -> bool {
-        self == Dialect::Binary
-    }
-
     /// The length of the server frame at the start of `queued`, which the
     /// broker wrote itself (so it is whole and well-formed) and which is
     /// long enough to hold its header.
@@ -114,6 +73,79 @@ impl Dialect {
             Dialect::Binary => queued[LEN_PREFIX] == Op::Message as u8,
             Dialect::Nats => nats_encode::is_msg(queued),
         }
+    }
+}
+
+/// How messages are written to one subscriber: its dialect and, for a NATS
+/// client, whether it takes headers (HMSG) or gets the payload alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Format {
+    dialect: Dialect,
+    headers: bool,
+}
+
+impl Format {
+    pub(super) fn of(conn: &Conn) -> Format {
+        Format::new(conn.output.dialect(), conn.session.nats_options().headers)
+    }
+
+    pub(super) fn new(dialect: Dialect, headers: bool) -> Format {
+        Format { dialect, headers }
+    }
+
+    /// Whether the message goes out as HMSG.
+    fn with_headers(self, message: &Message<'_>) -> bool {
+        self.dialect == Dialect::Nats && self.headers && !message.headers.is_empty()
+    }
+
+    /// The bytes of one delivered message.
+    pub(super) fn message_len(self, message: &Message<'_>, sid: u32) -> usize {
+        let Message {
+            subject,
+            reply,
+            headers,
+            payload,
+        } = *message;
+        match self.dialect {
+            Dialect::Binary => encode::message_len(subject, reply, payload.len()),
+            Dialect::Nats => {
+                let mut sid_text = itoa::Buffer::new();
+                let sid = sid_text.format(sid).as_bytes();
+                if self.with_headers(message) {
+                    nats_encode::hmsg_len(subject, sid, reply, headers.len(), payload.len())
+                } else {
+                    nats_encode::msg_len(subject, sid, reply, payload.len())
+                }
+            }
+        }
+    }
+
+    pub(super) fn put_message(self, out: &mut Vec<u8>, message: &Message<'_>, sid: u32) {
+        let Message {
+            subject,
+            reply,
+            headers,
+            payload,
+        } = *message;
+        match self.dialect {
+            Dialect::Binary => encode::put_message(out, subject, sid, reply, payload),
+            Dialect::Nats => {
+                let mut sid_text = itoa::Buffer::new();
+                let sid = sid_text.format(sid).as_bytes();
+                if self.with_headers(message) {
+                    nats_encode::put_hmsg(out, subject, sid, reply, headers, payload);
+                } else {
+                    nats_encode::put_msg(out, subject, sid, reply, payload);
+                }
+            }
+        }
+    }
+
+    /// Whether a shared payload can be spliced into this subscriber's
+    /// message frames: only where the payload ends the frame (binary; a
+    /// NATS MSG ends with CRLF after it).
+    pub(super) fn splices_payloads(self) -> bool {
+        self.dialect == Dialect::Binary
     }
 }
 
@@ -138,19 +170,29 @@ pub const CONNECTION_LIMIT: &str = "connection limit reached";
 mod tests {
     use super::*;
 
+    fn message<'a>(subject: &'a [u8], reply: Option<&'a [u8]>, payload: &'a [u8]) -> Message<'a> {
+        Message {
+            subject,
+            reply,
+            headers: b"NATS/1.0\r\nK: v\r\n\r\n",
+            payload,
+        }
+    }
+
     #[test]
     fn nats_frames_are_walked_by_their_lengths() {
         let mut queue = Vec::new();
         let dialect = Dialect::Nats;
-        dialect.put_message(&mut queue, b"a.b", 12, Some(b"_INBOX.x"), b"hello\r\nworld");
-        let first = queue.len();
-        assert_eq!(
-            first,
-            dialect.message_len(b"a.b", 12, Some(b"_INBOX.x"), 12)
-        );
+        let plain = Format::new(dialect, false);
+        let with_headers = Format::new(dialect, true);
+        let first = message(b"a.b", Some(b"_INBOX.x"), b"hello\r\nworld");
+        plain.put_message(&mut queue, &first, 12);
+        assert_eq!(queue.len(), plain.message_len(&first, 12));
+        let second = message(b"h", None, b"body");
+        with_headers.put_message(&mut queue, &second, 3);
         dialect.put_pong(&mut queue);
         dialect.put_error(&mut queue, ErrorCode::Unavailable, SLOW_CONSUMER);
-        dialect.put_message(&mut queue, b"c", 1, None, b"");
+        plain.put_message(&mut queue, &message(b"c", None, b""), 1);
         let mut at = 0;
         let mut lens = Vec::new();
         while at < queue.len() {
@@ -162,21 +204,27 @@ mod tests {
         assert_eq!(
             lens,
             vec![
-                (first, true),
+                (plain.message_len(&first, 12), true),
+                (with_headers.message_len(&second, 3), true),
                 (6, false),
                 (b"-ERR 'Slow Consumer'\r\n".len(), false),
                 (b"MSG c 1 0\r\n\r\n".len(), true)
             ]
         );
-        assert!(queue.ends_with(b"-ERR 'Slow Consumer'\r\nMSG c 1 0\r\n\r\n"));
+        let text = String::from_utf8_lossy(&queue);
+        assert!(text.starts_with("MSG a.b 12 _INBOX.x 12\r\nhello\r\nworld\r\nHMSG h 3 18 22\r\nNATS/1.0\r\nK: v\r\n\r\nbody\r\n"), "{text}");
+        assert!(text.ends_with("-ERR 'Slow Consumer'\r\nMSG c 1 0\r\n\r\n"));
     }
 
     #[test]
-    fn binary_frames_are_walked_by_their_length_prefixes() {
+    fn binary_frames_are_walked_by_their_length_prefixes_and_carry_no_headers() {
         let mut queue = Vec::new();
         let dialect = Dialect::Binary;
-        dialect.put_message(&mut queue, b"a", 1, None, b"x");
+        let format = Format::new(dialect, true);
+        let message = message(b"a", None, b"x");
+        format.put_message(&mut queue, &message, 1);
         let first = queue.len();
+        assert_eq!(first, encode::message_len(b"a", None, 1));
         dialect.put_ok(&mut queue);
         assert_eq!(dialect.frame_len(&queue), first);
         assert!(dialect.is_message(&queue));

@@ -9,7 +9,7 @@ const KIND_DATA: u8 = 1;
 const KIND_INTEREST_ADD: u8 = 2;
 const KIND_INTEREST_REMOVE: u8 = 3;
 
-const DATA_HEAD: usize = 12;
+const DATA_HEAD: usize = 16;
 
 /// Bits of a DATA record's second byte.
 const HAS_REPLY: u8 = 0x01;
@@ -29,15 +29,15 @@ pub struct Routing {
 }
 const INTEREST_HEAD: usize = 6;
 
+pub use crate::session::Message;
+
 /// A record read from a ring, borrowing the ring's memory.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
     Data {
-        subject: &'a [u8],
-        reply: Option<&'a [u8]>,
+        message: Message<'a>,
         /// Queue groups whose one delivery this worker must make.
         groups: GroupNames<'a>,
-        payload: &'a [u8],
         routing: Routing,
     },
     Interest {
@@ -72,25 +72,29 @@ impl<'a> GroupNames<'a> {
 
 /// Bytes of a DATA record with these parts; `groups` are the names assigned
 /// to the destination.
-pub fn data_len<'g>(
-    subject: &[u8],
-    reply: Option<&[u8]>,
-    payload: &[u8],
-    groups: impl Iterator<Item = &'g [u8]>,
-) -> usize {
+pub fn data_len<'g>(message: &Message<'_>, groups: impl Iterator<Item = &'g [u8]>) -> usize {
     let group_bytes: usize = groups.map(|g| 2 + g.len()).sum();
-    DATA_HEAD + subject.len() + reply.map_or(0, <[u8]>::len) + group_bytes + payload.len()
+    DATA_HEAD
+        + message.subject.len()
+        + message.reply.map_or(0, <[u8]>::len)
+        + group_bytes
+        + message.headers.len()
+        + message.payload.len()
 }
 
 /// Writes a DATA record into `out`, which is exactly [`data_len`] bytes long.
 pub fn write_data<'g>(
     out: &mut [u8],
     routing: Routing,
-    subject: &[u8],
-    reply: Option<&[u8]>,
-    payload: &[u8],
+    message: &Message<'_>,
     groups: impl Iterator<Item = &'g [u8]> + Clone,
 ) {
+    let Message {
+        subject,
+        reply,
+        headers,
+        payload,
+    } = *message;
     let count = groups.clone().count();
     out[0] = KIND_DATA;
     let mut bits = (routing.hops.min(MAX_HOPS)) << HOPS_SHIFT;
@@ -105,6 +109,7 @@ pub fn write_data<'g>(
     out[4..6].copy_from_slice(&(subject.len() as u16).to_be_bytes());
     out[6..8].copy_from_slice(&(reply.map_or(0, <[u8]>::len) as u16).to_be_bytes());
     out[8..12].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    out[12..16].copy_from_slice(&(headers.len() as u32).to_be_bytes());
     let mut at = DATA_HEAD;
     for part in [subject, reply.unwrap_or_default()] {
         out[at..at + part.len()].copy_from_slice(part);
@@ -115,8 +120,11 @@ pub fn write_data<'g>(
         out[at + 2..at + 2 + group.len()].copy_from_slice(group);
         at += 2 + group.len();
     }
-    out[at..at + payload.len()].copy_from_slice(payload);
-    debug_assert_eq!(at + payload.len(), out.len());
+    for part in [headers, payload] {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    debug_assert_eq!(at, out.len());
 }
 
 pub fn interest_len(filter: &[u8], queue: Option<&[u8]>) -> usize {
@@ -141,6 +149,10 @@ fn be16(bytes: &[u8]) -> usize {
     u16::from_be_bytes([bytes[0], bytes[1]]) as usize
 }
 
+fn be32(bytes: &[u8]) -> usize {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize
+}
+
 /// Reads a record that [`write_data`] or [`write_interest`] wrote. Records
 /// come only from this process's workers, so a bad one is a bug: it panics.
 pub fn read(record: &[u8]) -> Record<'_> {
@@ -151,19 +163,23 @@ pub fn read(record: &[u8]) -> Record<'_> {
             let count = be16(&record[2..]) as u16;
             let subject_len = be16(&record[4..]);
             let reply_len = be16(&record[6..]);
-            let payload_len =
-                u32::from_be_bytes([record[8], record[9], record[10], record[11]]) as usize;
+            let payload_len = be32(&record[8..]);
+            let headers_len = be32(&record[12..]);
             let subject_end = DATA_HEAD + subject_len;
             let reply_end = subject_end + reply_len;
             let payload_start = record.len() - payload_len;
+            let headers_start = payload_start - headers_len;
             Record::Data {
-                subject: &record[DATA_HEAD..subject_end],
-                reply: has_reply.then(|| &record[subject_end..reply_end]),
+                message: Message {
+                    subject: &record[DATA_HEAD..subject_end],
+                    reply: has_reply.then(|| &record[subject_end..reply_end]),
+                    headers: &record[headers_start..payload_start],
+                    payload: &record[payload_start..],
+                },
                 groups: GroupNames {
                     count,
-                    bytes: &record[reply_end..payload_start],
+                    bytes: &record[reply_end..headers_start],
                 },
-                payload: &record[payload_start..],
                 routing: Routing {
                     groups_only: bits & GROUPS_ONLY != 0,
                     hops: bits >> HOPS_SHIFT,
@@ -191,59 +207,47 @@ mod tests {
     #[test]
     fn data_round_trip() {
         let groups: [&[u8]; 2] = [b"q1", b"workers"];
-        let len = data_len(b"a.b", Some(b"_INBOX.1"), b"hello", groups.iter().copied());
-        let mut buf = vec![0; len];
+        let message = Message {
+            subject: b"a.b",
+            reply: Some(b"_INBOX.1"),
+            headers: b"NATS/1.0\r\nK: v\r\n\r\n",
+            payload: b"hello",
+        };
+        let mut buf = vec![0; data_len(&message, groups.iter().copied())];
         let routing = Routing {
             groups_only: true,
             hops: 3,
         };
-        write_data(
-            &mut buf,
-            routing,
-            b"a.b",
-            Some(b"_INBOX.1"),
-            b"hello",
-            groups.iter().copied(),
-        );
+        write_data(&mut buf, routing, &message, groups.iter().copied());
         let Record::Data {
-            subject,
-            reply,
+            message: read_message,
             groups: names,
-            payload,
             routing: read_routing,
         } = read(&buf)
         else {
             panic!("not data")
         };
-        assert_eq!(subject, b"a.b");
-        assert_eq!(reply, Some(&b"_INBOX.1"[..]));
-        assert_eq!(payload, b"hello");
+        assert_eq!(read_message, message);
         assert_eq!(names.iter().collect::<Vec<_>>(), groups.to_vec());
         assert_eq!(read_routing, routing);
     }
 
     #[test]
-    fn data_without_reply_or_groups() {
-        let len = data_len(b"x", None, b"", std::iter::empty());
-        let mut buf = vec![0; len];
-        write_data(
-            &mut buf,
-            Routing::default(),
-            b"x",
-            None,
-            b"",
-            std::iter::empty(),
-        );
+    fn data_without_reply_headers_or_groups() {
+        let message = Message {
+            subject: b"x",
+            ..Message::default()
+        };
+        let mut buf = vec![0; data_len(&message, std::iter::empty())];
+        write_data(&mut buf, Routing::default(), &message, std::iter::empty());
         match read(&buf) {
             Record::Data {
-                subject,
-                reply,
+                message: read_message,
                 groups,
-                payload,
                 routing,
             } => {
                 assert_eq!(routing, Routing::default());
-                assert_eq!((subject, reply, payload), (&b"x"[..], None, &b""[..]));
+                assert_eq!(read_message, message);
                 assert!(groups.is_empty());
             }
             other => panic!("unexpected {other:?}"),

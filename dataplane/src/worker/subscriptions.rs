@@ -130,6 +130,12 @@ impl SubTable {
         self.subs[key as usize].conn
     }
 
+    /// The connection and sid of a live subscription.
+    pub(super) fn owner(&self, key: SubKey) -> (ConnId, u32) {
+        let sub = &self.subs[key as usize];
+        (sub.conn, sub.sid)
+    }
+
     /// Counts a delivery to subscription `key`: returns its connection and
     /// sid, or None when it is gone or has had its `max_msgs`. One that
     /// reaches its limit now is listed to expire.
