@@ -123,6 +123,13 @@ struct Cli {
     #[arg(long, value_enum, default_value = "kernel")]
     transport: Transport,
 
+    /// The protocol the clients speak to blipmqd. native: BlipMQ's binary
+    /// protocol. nats: the NATS client protocol, to blipmqd's NATS listener
+    /// (--nats-listen), with the same client code as against nats-server
+    /// (brokers blipmq and nats, on 127.0.0.1)
+    #[arg(long, value_enum, default_value = "native")]
+    protocol: ClientProtocol,
+
     /// Internal: run one DPDK load generator job (JSON) and print its report
     #[arg(long, value_name = "JOB", hide = true)]
     dpdk_loadgen: Option<String>,
@@ -137,6 +144,13 @@ struct Cli {
 enum Transport {
     Kernel,
     Dpdk,
+}
+
+/// The protocol the bench's clients speak to blipmqd (`--protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientProtocol {
+    Native,
+    Nats,
 }
 
 /// Scenarios of `--transport dpdk` when none are named: the targets'.
@@ -474,6 +488,17 @@ fn run(cli: Cli) -> Result<i32> {
     };
     let in_lab = !lab_backends.is_empty();
     let dpdk_transport = cli.transport == Transport::Dpdk;
+    let nats_clients = cli.protocol == ClientProtocol::Nats;
+    if nats_clients {
+        if in_lab || dpdk_transport || cli.stats_watch_overhead {
+            bail!("--protocol nats runs on 127.0.0.1 with kernel clients: leave out --backend, --veth-compare, --transport, --stats-watch-overhead");
+        }
+        // One client code for both: Redis does not speak NATS.
+        kinds.retain(|&kind| kind != BrokerKind::Redis);
+        if kinds.is_empty() {
+            bail!("--protocol nats compares blipmq and nats: select either");
+        }
+    }
     if dpdk_transport {
         if in_lab || cli.stats_watch_overhead {
             bail!("--transport dpdk is a mode of its own: leave out --backend, --veth-compare, --stats-watch-overhead");
@@ -587,6 +612,7 @@ fn run(cli: Cli) -> Result<i32> {
         lab: None,
         memif: None,
         count_syscalls: None,
+        nats_clients,
     };
     // The veth lab, after the signal handler (which deletes it too); this
     // thread then opens every client socket from the client namespace.
@@ -620,9 +646,14 @@ fn run(cli: Cli) -> Result<i32> {
                 .unwrap_or_default(),
             config: match kind {
                 BrokerKind::Blipmq => format!(
-                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults{}",
+                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults{}{}",
                     brokers::MAX_PENDING_BYTES,
                     if stats_dir.is_some() { "stats_file on tmpfs, " } else { "" },
+                    if nats_clients {
+                        "; the clients speak NATS to --nats-listen 127.0.0.1:0"
+                    } else {
+                        ""
+                    },
                     if in_lab {
                         format!(
                             "; backends: {} (afpacket: --backend afpacket --interface IF --ip 198.18.X.2/24 \
@@ -792,6 +823,10 @@ fn run(cli: Cli) -> Result<i32> {
                     (false, true) => format!("{} backend vs nats-server", cli.backend.name()),
                     (false, false) => format!("{} backend", cli.backend.name()),
                 },
+                if quick { "quick" } else { "full" }
+            ),
+            (quick, false) if nats_clients => format!(
+                "NATS clients: BlipMQ's NATS listener vs nats-server, the same client code ({} phases)",
                 if quick { "quick" } else { "full" }
             ),
             (false, false) => "full".into(),

@@ -271,6 +271,7 @@ fn run_flow(
         return crate::run::dpdk::run(broker, spec, target, on_progress);
     }
     match broker.kind {
+        BrokerKind::Blipmq if settings.nats_clients => flow::run::<Nats>(broker, spec, on_progress),
         BrokerKind::Blipmq => flow::run::<Blipmq>(broker, spec, on_progress),
         BrokerKind::Nats => flow::run::<Nats>(broker, spec, on_progress),
         BrokerKind::Redis => flow::run::<Resp>(broker, spec, on_progress),
@@ -280,9 +281,13 @@ fn run_flow(
 fn open_idle(
     broker: &Broker,
     count: usize,
+    settings: &Settings,
     on_progress: &dyn Fn(usize),
 ) -> Result<IdleConnections> {
     match broker.kind {
+        BrokerKind::Blipmq if settings.nats_clients => {
+            idle::open::<Nats>(broker.addr, count, on_progress)
+        }
         BrokerKind::Blipmq => idle::open::<Blipmq>(broker.addr, count, on_progress),
         BrokerKind::Nats => idle::open::<Nats>(broker.addr, count, on_progress),
         BrokerKind::Redis => idle::open::<Resp>(broker.addr, count, on_progress),
@@ -377,7 +382,7 @@ fn run_inner(
         Kind::Connections { idle, payload } => {
             let rss_before = broker.rss_bytes()?;
             let cpu_before = broker.cpu_seconds()?;
-            let conns = open_idle(&broker, idle, &|n| {
+            let conns = open_idle(&broker, idle, settings, &|n| {
                 on_progress(format!("{n}/{idle} idle connections open"))
             })?;
             broker.check_alive()?;

@@ -73,6 +73,9 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         (None, None) => {
             let mut command = Command::new(exe);
             command.arg("--listen").arg("127.0.0.1:0");
+            if settings.nats_clients {
+                command.arg("--nats-listen").arg("127.0.0.1:0");
+            }
             command
         }
         (Some(lab), _) => {
@@ -136,15 +139,19 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         .stdout
         .take()
         .ok_or_else(|| anyhow!("no stdout pipe"))?;
-    // The first stdout line names the address; the rest goes to the log.
+    // The first stdout line names the address, the second the NATS
+    // listener's when there is one; the rest goes to the log.
     let (tx, rx) = mpsc::channel();
+    let lines = if settings.nats_clients { 2 } else { 1 };
     std::thread::Builder::new()
         .name("blipmqd-stdout".into())
         .spawn(move || {
             let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
+            for _ in 0..lines {
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let _ = tx.send(line);
+            }
             let mut rest = Vec::new();
             let _ = reader.read_to_end(&mut rest);
             let mut log = log;
@@ -178,6 +185,19 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
             )
         })?;
     broker.addr = addr;
+    if settings.nats_clients {
+        // The clients go to the NATS listener, which greets as nats-server.
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .map_err(|_| anyhow!("blipmqd printed no NATS address within {START_TIMEOUT:?}"))?;
+        broker.addr = line
+            .trim()
+            .strip_prefix("blipmqd NATS listening on ")
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .ok_or_else(|| anyhow!("blipmqd printed {:?}, not its NATS address", line.trim()))?;
+        broker.wait_ready(super::nats::probe)?;
+        return Ok(broker);
+    }
     // On a memif pair only the DPDK load generator reaches the broker (it
     // retries its connects until the link is up).
     if settings.memif.is_none() {

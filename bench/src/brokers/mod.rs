@@ -170,6 +170,9 @@ pub struct Settings {
     /// `perf` to count the broker's syscalls in the measured window with
     /// (None: not counted).
     pub count_syscalls: Option<PathBuf>,
+    /// blipmqd only: its clients speak NATS to its NATS listener
+    /// (`--nats-listen`) instead of BlipMQ's protocol (`--protocol nats`).
+    pub nats_clients: bool,
 }
 
 /// Per-connection output limit given to every broker, so that none cuts a

@@ -59,7 +59,7 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
 }
 
 /// The server greets with an INFO line.
-fn probe(stream: &mut TcpStream) -> std::io::Result<()> {
+pub(super) fn probe(stream: &mut TcpStream) -> std::io::Result<()> {
     let mut buf = [0u8; 5];
     stream.read_exact(&mut buf)?;
     if &buf == b"INFO " {
