@@ -63,7 +63,7 @@ PIDFILE=/run/blipmq-nic-test.pid
 #                               for ffi/ and the dpdk backend
 #   libclang-dev                bindgen (ffi/ generates its bindings)
 PACKAGES=(build-essential pkg-config ca-certificates curl iproute2 iputils-ping procps ethtool
-    dpdk dpdk-dev libdpdk-dev libclang-dev)
+    dpdk dpdk-dev libdpdk-dev libclang-dev python3 python3-venv)
 
 step() { printf '\n==> provision: %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }

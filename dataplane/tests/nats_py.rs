@@ -1,0 +1,85 @@
+//! The NATS listener against the Python `nats-py` client: runs
+//! `tests/nats_py/client_suite.py` (pub/sub, wildcards, queue groups,
+//! request/reply, no-responders, headers, auto-unsubscribe, max_payload,
+//! no_echo, drain) against a broker with a NATS listener.
+//!
+//! The Python comes from `BLIPMQ_NATS_PY` (`.ci/run` makes a virtual
+//! environment with nats-py and sets it), else `python3` if it imports
+//! `nats`. Without one the test skips with a line that says so; under
+//! CI=true it fails instead.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+
+const MAX_PAYLOAD: usize = 256 * 1024;
+
+/// A Python that imports nats-py, or why there is none.
+fn python() -> Result<String, String> {
+    let python = std::env::var("BLIPMQ_NATS_PY").unwrap_or_else(|_| "python3".to_string());
+    let imports = Command::new(&python)
+        .args(["-c", "import nats"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if imports {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{python} cannot import nats (pip install nats-py, or set BLIPMQ_NATS_PY to a \
+             Python that can; .ci/run does)"
+        ))
+    }
+}
+
+#[test]
+fn nats_py_client_suite() {
+    let python = match python() {
+        Ok(python) => python,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("nats-py unavailable under CI=true: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let mut broker = Broker::start(
+        2,
+        &format!("[nats]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload = {MAX_PAYLOAD}\n"),
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats_py/client_suite.py");
+    let mut child = Command::new(&python)
+        .arg(script)
+        .arg(broker.nats_addr().to_string())
+        .arg(MAX_PAYLOAD.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the nats-py suite");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the suite") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the nats-py suite ran past 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    eprintln!("{out}");
+    assert!(status.success(), "nats-py suite failed ({status}):\n{out}\n{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok: ")).count(), 9, "{out}");
+    broker.assert_alive();
+}
