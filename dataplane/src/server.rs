@@ -45,12 +45,22 @@ impl Server {
         // Read before any backend starts: a driver library may change this
         // thread's affinity, which later threads would inherit.
         let cores = pinning_cores(config);
-        if config.dataplane.backend != BackendKind::Kernel && !config.nats.listen.trim().is_empty()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "nats.listen is served by the kernel backend only, so far",
-            ));
+        if config.dataplane.backend != BackendKind::Kernel {
+            // A user-space stack listens on nats.listen's port of its own
+            // address: it needs a port, and another than server.listen's.
+            let nats = config.nats.listen_addr().map_err(io::Error::other)?;
+            if let Some(port) = nats.map(|addr| addr.port()) {
+                if port == 0 || port == config.server.listen.port() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "nats.listen on a user-space backend needs a port of its own \
+                             (not 0, not server.listen's {}); got {port}",
+                            config.server.listen.port()
+                        ),
+                    ));
+                }
+            }
         }
         match config.dataplane.backend {
             BackendKind::Kernel => {

@@ -1,8 +1,10 @@
 //! The NATS listener against a real NATS client (the `async-nats` crate) and
-//! against raw NATS text, on the kernel backend: pub/sub, wildcards, queue
-//! groups, request/reply, auto-unsubscribe, large payloads, nats-server's
-//! errors, and NATS and BlipMQ clients on one subject space.
+//! against raw NATS text, on every backend the conformance suite runs on:
+//! pub/sub, wildcards, queue groups, request/reply, no-responders, headers,
+//! no_echo, auto-unsubscribe, large payloads, nats-server's errors, and NATS
+//! and BlipMQ clients on one subject space.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -10,12 +12,21 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Broker, Raw};
+use common::{as_client_of, tcp_connect, Backend, Broker, Raw};
 use futures_util::StreamExt;
 
-const NATS_CONFIG: &str = "[nats]\nlisten = \"127.0.0.1:0\"\n";
 /// Bounds every wait of a test.
 const WITHIN: Duration = Duration::from_secs(10);
+
+/// A `[nats]` listener: any free port of 127.0.0.1 on the kernel backend;
+/// a fixed port of its own address on a user-space one (each has a lab).
+fn nats_config(backend: Backend) -> String {
+    let listen = match backend {
+        Backend::Kernel => "127.0.0.1:0",
+        _ => "0.0.0.0:4222",
+    };
+    format!("[nats]\nlisten = \"{listen}\"\n")
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -24,16 +35,23 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// Runs `test` on a broker with a NATS listener (2 workers), bounded in time.
-fn with_nats<F, Fut>(test: F)
+/// Runs `test` on a broker with a NATS listener on `backend`, bounded in
+/// time, where its clients live (a user-space broker's lab: the client
+/// namespace).
+fn with_nats<F, Fut>(backend: Backend, workers: usize, test: F)
 where
-    F: FnOnce(Broker) -> Fut,
+    F: FnOnce(Broker) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Broker>,
 {
-    let broker = Broker::start(2, NATS_CONFIG);
-    let mut broker = runtime()
-        .block_on(async { tokio::time::timeout(Duration::from_secs(60), test(broker)).await })
-        .expect("the test finished within 60 s");
+    let broker = Broker::start_on(backend, workers, &nats_config(backend));
+    let addr = broker.nats_addr();
+    let mut broker = as_client_of(addr, move || {
+        runtime().block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), test(broker))
+                .await
+                .expect("the test finished within 60 s")
+        })
+    });
     broker.assert_alive();
 }
 
@@ -77,9 +95,8 @@ async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
         .expect("the subscription is open")
 }
 
-#[test]
-fn async_nats_publishes_and_subscribes_with_wildcards() {
-    with_nats(|broker| async move {
+fn async_nats_publishes_and_subscribes_with_wildcards(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let subscriber = connect(addr).await;
         let publisher = connect(addr).await;
@@ -114,9 +131,8 @@ fn async_nats_publishes_and_subscribes_with_wildcards() {
     });
 }
 
-#[test]
-fn async_nats_messages_arrive_in_order_across_workers() {
-    with_nats(|broker| async move {
+fn async_nats_messages_arrive_in_order_across_workers(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let subscriber = connect(addr).await;
         let mut sub = subscriber.subscribe("seq").await.unwrap();
@@ -154,9 +170,8 @@ fn async_nats_messages_arrive_in_order_across_workers() {
     });
 }
 
-#[test]
-fn async_nats_queue_group_delivers_each_message_once() {
-    with_nats(|broker| async move {
+fn async_nats_queue_group_delivers_each_message_once(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let publisher = connect(addr).await;
         let mut members = Vec::new();
@@ -198,9 +213,8 @@ fn async_nats_queue_group_delivers_each_message_once() {
     });
 }
 
-#[test]
-fn async_nats_request_reply() {
-    with_nats(|broker| async move {
+fn async_nats_request_reply(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let responder = connect(addr).await;
         let mut requests = responder.subscribe("svc.upper").await.unwrap();
@@ -228,9 +242,8 @@ fn async_nats_request_reply() {
     });
 }
 
-#[test]
-fn async_nats_unsubscribe_after_ends_the_subscription() {
-    with_nats(|broker| async move {
+fn async_nats_unsubscribe_after_ends_the_subscription(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let client = connect(addr).await;
         let mut sub = client.subscribe("limited").await.unwrap();
@@ -254,9 +267,8 @@ fn async_nats_unsubscribe_after_ends_the_subscription() {
     });
 }
 
-#[test]
-fn async_nats_large_payload_up_to_max_payload() {
-    with_nats(|broker| async move {
+fn async_nats_large_payload_up_to_max_payload(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let client = connect(addr).await;
         let max = client.server_info().max_payload;
@@ -274,9 +286,8 @@ fn async_nats_large_payload_up_to_max_payload() {
     });
 }
 
-#[test]
-fn nats_and_blipmq_clients_share_one_subject_space() {
-    with_nats(|broker| async move {
+fn nats_and_blipmq_clients_share_one_subject_space(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let nats = connect(broker.nats_addr()).await;
         let mut nats_sub = nats.subscribe("mixed.*").await.unwrap();
         await_subscriptions(&nats, &nats).await;
@@ -324,7 +335,7 @@ struct Text {
 
 impl Text {
     fn connect(addr: SocketAddr) -> Text {
-        let stream = TcpStream::connect(addr).expect("connect");
+        let stream = tcp_connect(addr, WITHIN).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -388,9 +399,8 @@ impl Text {
     }
 }
 
-#[test]
-fn raw_text_case_tabs_splits_and_verbose_answers() {
-    let broker = Broker::start(1, NATS_CONFIG);
+fn raw_text_case_tabs_splits_and_verbose_answers(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, &nats_config(backend));
     let mut c = Text::connect(broker.nats_addr());
     // Lower-case ops, tabs between arguments, verbose +OK for each op.
     c.send(b"connect {\"verbose\":true}\r\nsub\ttabs.*\t\t1\r\n");
@@ -412,9 +422,8 @@ fn raw_text_case_tabs_splits_and_verbose_answers() {
     );
 }
 
-#[test]
-fn raw_text_errors_are_nats_servers() {
-    let broker = Broker::start(1, NATS_CONFIG);
+fn raw_text_errors_are_nats_servers(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, &nats_config(backend));
     // Errors that keep the connection open.
     let mut c = Text::connect(broker.nats_addr());
     c.send(b"CONNECT {\"verbose\":false}\r\nSUB a..b 1\r\nPUB a.* 1\r\nx\r\nPING\r\n");
@@ -436,29 +445,33 @@ fn raw_text_errors_are_nats_servers() {
     assert_eq!(c.expect_closed(), "-ERR 'Authorization Violation'\r\n");
 }
 
-#[test]
-fn nats_clients_need_the_token_when_one_is_set() {
-    let broker = Broker::start(1, &format!("{NATS_CONFIG}[auth]\ntoken = \"s3cret\"\n"));
+fn nats_clients_need_the_token_when_one_is_set(backend: Backend, workers: usize) {
+    let config = format!("{}[auth]\ntoken = \"s3cret\"\n", nats_config(backend));
+    let broker = Broker::start_on(backend, workers, &config);
     let mut c = Text::connect(broker.nats_addr());
     c.send(b"CONNECT {\"auth_token\":\"wrong\"}\r\n");
     assert_eq!(c.expect_closed(), "-ERR 'Authorization Violation'\r\n");
-    runtime().block_on(async {
-        let url = format!("nats://{}", broker.nats_addr());
-        let client = tokio::time::timeout(
-            WITHIN,
-            async_nats::ConnectOptions::with_token("s3cret".into()).connect(url),
-        )
-        .await
-        .expect("connected within 10 s")
-        .expect("the token is accepted");
-        assert!(client.server_info().auth_required);
-        client.flush().await.unwrap();
+    let url = format!("nats://{}", broker.nats_addr());
+    as_client_of(broker.nats_addr(), move || {
+        runtime().block_on(async {
+            let client = tokio::time::timeout(
+                WITHIN,
+                async_nats::ConnectOptions::with_token("s3cret".into()).connect(url),
+            )
+            .await
+            .expect("connected within 10 s")
+            .expect("the token is accepted");
+            assert!(client.server_info().auth_required);
+            client.flush().await.unwrap();
+        })
     });
 }
 
-#[test]
-fn async_nats_headers_reach_nats_subscribers_and_binary_ones_get_the_payload() {
-    with_nats(|broker| async move {
+fn async_nats_headers_reach_nats_subscribers_and_binary_ones_get_the_payload(
+    backend: Backend,
+    workers: usize,
+) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let subscriber = connect(addr).await;
         let mut sub = subscriber.subscribe("hdr.x").await.unwrap();
@@ -504,9 +517,8 @@ fn async_nats_headers_reach_nats_subscribers_and_binary_ones_get_the_payload() {
     });
 }
 
-#[test]
-fn async_nats_request_to_nobody_fails_at_once_with_no_responders() {
-    with_nats(|broker| async move {
+fn async_nats_request_to_nobody_fails_at_once_with_no_responders(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let client = connect(broker.nats_addr()).await;
         let started = Instant::now();
         let error = tokio::time::timeout(WITHIN, client.request("nobody.home", "?".into()))
@@ -528,9 +540,8 @@ fn async_nats_request_to_nobody_fails_at_once_with_no_responders() {
     });
 }
 
-#[test]
-fn async_nats_no_echo_keeps_a_clients_own_messages_from_it() {
-    with_nats(|broker| async move {
+fn async_nats_no_echo_keeps_a_clients_own_messages_from_it(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let quiet = tokio::time::timeout(
             WITHIN,
@@ -552,4 +563,23 @@ fn async_nats_no_echo_keeps_a_clients_own_messages_from_it() {
         assert_eq!(next(&mut own).await.payload, Bytes::from("theirs"));
         broker
     });
+}
+
+for_backends! {
+    workers: [
+        async_nats_publishes_and_subscribes_with_wildcards,
+        async_nats_messages_arrive_in_order_across_workers,
+        async_nats_queue_group_delivers_each_message_once,
+        async_nats_request_reply,
+        async_nats_unsubscribe_after_ends_the_subscription,
+        async_nats_large_payload_up_to_max_payload,
+        nats_and_blipmq_clients_share_one_subject_space,
+        async_nats_headers_reach_nats_subscribers_and_binary_ones_get_the_payload,
+        async_nats_request_to_nobody_fails_at_once_with_no_responders,
+        async_nats_no_echo_keeps_a_clients_own_messages_from_it,
+        raw_text_case_tabs_splits_and_verbose_answers,
+        raw_text_errors_are_nats_servers,
+        nats_clients_need_the_token_when_one_is_set,
+    ],
+    two_workers: [],
 }

@@ -1,20 +1,23 @@
 //! The NATS listener against the Python `nats-py` client: runs
 //! `tests/nats_py/client_suite.py` (pub/sub, wildcards, queue groups,
 //! request/reply, no-responders, headers, auto-unsubscribe, max_payload,
-//! no_echo, drain) against a broker with a NATS listener.
+//! no_echo, drain) against a broker with a NATS listener, on every backend
+//! the conformance suite runs on (from a user-space broker's client
+//! namespace).
 //!
 //! The Python comes from `BLIPMQ_NATS_PY` (`.ci/run` makes a virtual
 //! environment with nats-py and sets it), else `python3` if it imports
 //! `nats`. Without one the test skips with a line that says so; under
 //! CI=true it fails instead.
 
+#[macro_use]
 mod common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Broker;
+use common::{as_client_of, Backend, Broker};
 
 const MAX_PAYLOAD: usize = 256 * 1024;
 
@@ -37,8 +40,7 @@ fn python() -> Result<String, String> {
     }
 }
 
-#[test]
-fn nats_py_client_suite() {
+fn nats_py_client_suite(backend: Backend, workers: usize) {
     let python = match python() {
         Ok(python) => python,
         Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -49,19 +51,30 @@ fn nats_py_client_suite() {
             return;
         }
     };
-    let mut broker = Broker::start(
-        2,
-        &format!("[nats]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload = {MAX_PAYLOAD}\n"),
+    // Any free port of 127.0.0.1 on the kernel backend; a fixed port of its
+    // own address on a user-space one (each has a lab).
+    let listen = match backend {
+        Backend::Kernel => "127.0.0.1:0",
+        _ => "0.0.0.0:4222",
+    };
+    let mut broker = Broker::start_on(
+        backend,
+        workers,
+        &format!("[nats]\nlisten = \"{listen}\"\n[limits]\nmax_payload = {MAX_PAYLOAD}\n"),
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats_py/client_suite.py");
-    let mut child = Command::new(&python)
-        .arg(script)
-        .arg(broker.nats_addr().to_string())
-        .arg(MAX_PAYLOAD.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the nats-py suite");
+    let addr = broker.nats_addr();
+    // Started from the client namespace, the process stays in it.
+    let mut child = as_client_of(addr, move || {
+        Command::new(&python)
+            .arg(script)
+            .arg(addr.to_string())
+            .arg(MAX_PAYLOAD.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the nats-py suite")
+    });
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the suite") {
@@ -76,10 +89,32 @@ fn nats_py_client_suite() {
     };
     let mut out = String::new();
     let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     eprintln!("{out}");
-    assert!(status.success(), "nats-py suite failed ({status}):\n{out}\n{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("ok: ")).count(), 9, "{out}");
+    assert!(
+        status.success(),
+        "nats-py suite failed ({status}):\n{out}\n{err}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok: ")).count(),
+        9,
+        "{out}"
+    );
     broker.assert_alive();
+}
+
+for_backends! {
+    workers: [nats_py_client_suite],
+    two_workers: [],
 }

@@ -82,6 +82,8 @@ macro_rules! for_backends {
     };
     (@backend $module:ident, $backend:ident, [$($name:ident),*], [$($two:ident),*]) => {
         mod $module {
+            // Unused when no test needs two workers.
+            #[allow(unused_imports)]
             use $crate::common::Backend;
             mod w1 {
                 use $crate::common::Backend;

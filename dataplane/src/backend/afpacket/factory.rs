@@ -73,6 +73,11 @@ impl Backend for AfPacketBackend {
         SocketAddr::from((self.stack.addr, self.stack.port))
     }
 
+    fn nats_addr(&self) -> Option<SocketAddr> {
+        let port = self.stack.nats_port?;
+        Some(SocketAddr::from((self.stack.addr, port)))
+    }
+
     fn wait_policy(&self) -> WaitPolicy {
         self.wait
     }

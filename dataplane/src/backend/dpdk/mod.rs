@@ -260,6 +260,11 @@ impl Backend for DpdkBackend {
         SocketAddr::from((self.stack.addr, self.stack.port))
     }
 
+    fn nats_addr(&self) -> Option<SocketAddr> {
+        let port = self.stack.nats_port?;
+        Some(SocketAddr::from((self.stack.addr, port)))
+    }
+
     fn wait_policy(&self) -> WaitPolicy {
         self.wait
     }

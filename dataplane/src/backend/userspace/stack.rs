@@ -38,6 +38,8 @@ pub struct StackConfig {
     pub gateway: Option<Ipv4Addr>,
     pub mac: [u8; 6],
     pub port: u16,
+    /// A second port, for NATS clients (`nats.listen`'s port).
+    pub nats_port: Option<u16>,
     pub rx_buffer: usize,
     pub tx_buffer: usize,
     /// Floor of the retransmission timeout.
@@ -65,6 +67,11 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
+    /// The ports the stack listens on.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        std::iter::once(self.port).chain(self.nats_port)
+    }
+
     /// The settings a broker's stack takes from its config: the port of
     /// `server.listen`, the linger of `server.drain_timeout`, a 30 s
     /// timeout; the backend fills in its address, MAC and buffers.
@@ -75,6 +82,12 @@ impl StackConfig {
             gateway: None,
             mac: [0; 6],
             port: config.server.listen.port(),
+            nats_port: config
+                .nats
+                .listen_addr()
+                .ok()
+                .flatten()
+                .map(|addr| addr.port()),
             rx_buffer: 256 << 10,
             tx_buffer: 256 << 10,
             rto_min: crate::config::DEFAULT_TCP_RTO_MIN,
@@ -88,9 +101,9 @@ impl StackConfig {
     }
 }
 
-/// The peer of a connection: its IPv4 address and port (the local end is
-/// always the stack's address and port).
-type PeerKey = (u32, u16);
+/// A connection's ends: the peer's IPv4 address and port, and the local
+/// port (the stack's address is always the local address).
+type PeerKey = (u32, u16, u16);
 
 /// Where a connection's socket lives.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +171,8 @@ pub struct Stack {
     epoch: std::time::Instant,
     /// Sockets listening or in the middle of a handshake.
     listen_set: SocketSet<'static>,
-    listeners: Vec<SocketHandle>,
+    /// The pool, each socket with the port it listens on.
+    listeners: Vec<(SocketHandle, u16)>,
     listen_dirty: bool,
     /// The interface processed `listen_set` since the listeners were last
     /// looked at: a handshake may have started, completed or failed.
@@ -190,9 +204,9 @@ fn timestamp(epoch: std::time::Instant, now: std::time::Instant) -> smoltcp::tim
     smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
 }
 
-/// The peer of a TCP/IPv4 Ethernet frame sent to `port`; None for anything
-/// else (ARP, ICMP, other ports, malformed frames).
-fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
+/// The ends of a TCP/IPv4 Ethernet frame sent to one of `config`'s ports;
+/// None for anything else (ARP, ICMP, other ports, malformed frames).
+fn peer_of(frame: &[u8], config: &StackConfig) -> Option<PeerKey> {
     if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
         return None;
     }
@@ -202,16 +216,20 @@ fn peer_of(frame: &[u8], port: u16) -> Option<PeerKey> {
         return None;
     }
     let tcp = &ip[ihl..];
-    if u16::from_be_bytes([tcp[2], tcp[3]]) != port {
+    let port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    if port != config.port && Some(port) != config.nats_port {
         return None;
     }
     let addr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    Some((addr, u16::from_be_bytes([tcp[0], tcp[1]])))
+    Some((addr, u16::from_be_bytes([tcp[0], tcp[1]]), port))
 }
 
-fn peer_key(peer: smoltcp::wire::IpEndpoint) -> Option<PeerKey> {
+/// The ends of a socket's connection.
+fn peer_key(socket: &tcp::Socket<'_>) -> Option<PeerKey> {
+    let peer = socket.remote_endpoint()?;
+    let local = socket.local_endpoint()?;
     match peer.addr {
-        IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port)),
+        IpAddress::Ipv4(addr) => Some((u32::from(addr), peer.port, local.port)),
     }
 }
 
@@ -342,10 +360,10 @@ impl Stack {
         socket
     }
 
-    fn listen(&mut self, handle: SocketHandle) {
+    fn listen(&mut self, handle: SocketHandle, port: u16) {
         let endpoint = IpListenEndpoint {
             addr: Some(self.config.addr.into()),
-            port: self.config.port,
+            port,
         };
         let socket = self.listen_set.get_mut::<tcp::Socket>(handle);
         if let Err(error) = socket.listen(endpoint) {
@@ -354,24 +372,30 @@ impl Stack {
         self.listen_dirty = true;
     }
 
-    /// Tops the pool up to `listeners` sockets in LISTEN.
+    /// Tops the pool up to `listeners` sockets in LISTEN on each port.
     fn refill_listeners(&mut self) {
         if !self.accepting {
             return;
         }
-        let listening = self
-            .listeners
-            .iter()
-            .filter(|&&h| self.listen_set.get::<tcp::Socket>(h).state() == State::Listen)
-            .count();
-        // Half-open handshakes are bounded too (a SYN flood must not grow
-        // the pool without limit): past 4x, new SYNs are reset.
-        let room = (4 * self.config.listeners).saturating_sub(self.listeners.len());
-        for _ in 0..self.config.listeners.saturating_sub(listening).min(room) {
-            let socket = self.new_socket();
-            let handle = self.listen_set.add(socket);
-            self.listen(handle);
-            self.listeners.push(handle);
+        let ports: Vec<u16> = self.config.ports().collect();
+        for port in ports {
+            let listening = self
+                .listeners
+                .iter()
+                .filter(|&&(h, p)| {
+                    p == port && self.listen_set.get::<tcp::Socket>(h).state() == State::Listen
+                })
+                .count();
+            // Half-open handshakes are bounded too (a SYN flood must not
+            // grow the pool without limit): past 4x, new SYNs are reset.
+            let on_port = self.listeners.iter().filter(|&&(_, p)| p == port).count();
+            let room = (4 * self.config.listeners).saturating_sub(on_port);
+            for _ in 0..self.config.listeners.saturating_sub(listening).min(room) {
+                let socket = self.new_socket();
+                let handle = self.listen_set.add(socket);
+                self.listen(handle, port);
+                self.listeners.push((handle, port));
+            }
         }
     }
 
@@ -422,7 +446,7 @@ impl Stack {
                 ..
             } = self;
             phy::RxToken::consume(rx, |frame| {
-                let peer = peer_of(frame, config.port);
+                let peer = peer_of(frame, config);
                 let route = peer.and_then(|key| routes.get(&key));
                 if let (None, Some(key)) = (route, peer) {
                     let syn = is_syn(frame);
@@ -434,9 +458,10 @@ impl Stack {
                     if syn
                         && !handshaking
                         && *accepting
-                        && !listeners
-                            .iter()
-                            .any(|&h| listen_set.get::<tcp::Socket>(h).state() == State::Listen)
+                        && !listeners.iter().any(|&(h, port)| {
+                            port == key.2
+                                && listen_set.get::<tcp::Socket>(h).state() == State::Listen
+                        })
                     {
                         // Every listener is taken: no answer, so that the
                         // client retransmits (a reset would refuse it).
@@ -533,12 +558,12 @@ impl Stack {
         self.half_open.clear();
         let mut i = 0;
         while i < self.listeners.len() {
-            let handle = self.listeners[i];
+            let (handle, port) = self.listeners[i];
             let socket = self.listen_set.get::<tcp::Socket>(handle);
             match socket.state() {
                 State::Listen => i += 1,
                 State::SynReceived => {
-                    if let Some(key) = socket.remote_endpoint().and_then(peer_key) {
+                    if let Some(key) = peer_key(socket) {
                         self.half_open.insert(key);
                     }
                     i += 1;
@@ -546,7 +571,7 @@ impl Stack {
                 State::Closed => {
                     // The handshake failed (RST or timeout): listen again.
                     if self.accepting {
-                        self.listen(handle);
+                        self.listen(handle, port);
                         i += 1;
                     } else {
                         self.listen_set.remove(handle);
@@ -581,6 +606,14 @@ impl Stack {
         shard
     }
 
+    /// Whether a socket from [`Stack::take_established`] came in through
+    /// the NATS port.
+    pub fn on_nats_port(&self, handle: SocketHandle) -> bool {
+        let socket = self.listen_set.get::<tcp::Socket>(handle);
+        let port = socket.local_endpoint().map(|end| end.port);
+        port.is_some() && port == self.config.nats_port
+    }
+
     /// Records that `handle` (from [`Stack::take_established`]) carries
     /// connection `cid`, and moves its socket into a shard.
     pub fn bind(&mut self, cid: ConnId, handle: SocketHandle) {
@@ -593,11 +626,7 @@ impl Stack {
         if entry.len >= SHARD_SIZE {
             self.with_room.pop();
         }
-        let key = entry
-            .sockets
-            .get::<tcp::Socket>(handle)
-            .remote_endpoint()
-            .and_then(peer_key);
+        let key = peer_key(entry.sockets.get::<tcp::Socket>(handle));
         if let Some(key) = key {
             self.routes.insert(
                 key,
@@ -729,7 +758,7 @@ impl Stack {
     /// Stops accepting: drops every listener (half-open handshakes are reset).
     pub fn stop_listening(&mut self) {
         self.accepting = false;
-        for handle in self.listeners.drain(..) {
+        for (handle, _) in self.listeners.drain(..) {
             let socket = self.listen_set.get_mut::<tcp::Socket>(handle);
             socket.abort();
             self.listen_set.remove(handle);
@@ -782,7 +811,7 @@ impl Stack {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_syn, peer_of};
+    use super::{is_syn, peer_of, StackConfig};
 
     fn frame(ethertype: [u8; 2], proto: u8, src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20];
@@ -795,25 +824,39 @@ mod tests {
         f
     }
 
+    fn ports(port: u16, nats_port: Option<u16>) -> StackConfig {
+        let mut config = StackConfig::for_broker(&crate::config::Config::default());
+        config.port = port;
+        config.nats_port = nats_port;
+        config
+    }
+
     #[test]
-    fn peer_of_tcp_to_our_port_only() {
+    fn peer_of_tcp_to_our_ports_only() {
+        let ours = ports(9999, None);
         let tcp = frame([8, 0], 6, [198, 18, 1, 1], 40000, 9999);
-        assert_eq!(peer_of(&tcp, 9999), Some((0xc612_0101, 40000)));
-        assert_eq!(peer_of(&tcp, 1234), None);
+        assert_eq!(peer_of(&tcp, &ours), Some((0xc612_0101, 40000, 9999)));
+        assert_eq!(peer_of(&tcp, &ports(1234, None)), None);
         assert_eq!(
-            peer_of(&frame([8, 6], 6, [1, 2, 3, 4], 1, 9999), 9999),
+            peer_of(&frame([8, 6], 6, [1, 2, 3, 4], 1, 9999), &ours),
             None
         );
         assert_eq!(
-            peer_of(&frame([8, 0], 1, [1, 2, 3, 4], 1, 9999), 9999),
+            peer_of(&frame([8, 0], 1, [1, 2, 3, 4], 1, 9999), &ours),
             None
         );
-        assert_eq!(peer_of(&tcp[..30], 9999), None);
+        assert_eq!(peer_of(&tcp[..30], &ours), None);
         let mut options = frame([8, 0], 6, [1, 2, 3, 4], 5, 9999);
         options[14] = 0x46; // 24-byte IP header: the ports move by 4.
         options[38..40].copy_from_slice(&7u16.to_be_bytes());
         options[40..42].copy_from_slice(&9999u16.to_be_bytes());
-        assert_eq!(peer_of(&options, 9999), Some((0x0102_0304, 7)));
+        assert_eq!(peer_of(&options, &ours), Some((0x0102_0304, 7, 9999)));
+        // The NATS port too; one peer port to both is two connections.
+        let both = ports(9999, Some(4222));
+        let nats = frame([8, 0], 6, [198, 18, 1, 1], 40000, 4222);
+        assert_eq!(peer_of(&nats, &both), Some((0xc612_0101, 40000, 4222)));
+        assert_eq!(peer_of(&tcp, &both), Some((0xc612_0101, 40000, 9999)));
+        assert_eq!(peer_of(&nats, &ours), None);
     }
 
     #[test]

@@ -105,7 +105,12 @@ impl<D: PacketDevice> UserspaceTransport<D> {
         self.stack.take_established(&mut self.established);
         for i in 0..self.established.len() {
             let handle = self.established[i];
-            let cid = ingress.accept(None, Dialect::Binary);
+            let dialect = if self.stack.on_nats_port(handle) {
+                Dialect::Nats
+            } else {
+                Dialect::Binary
+            };
+            let cid = ingress.accept(None, dialect);
             self.stack.bind(cid, handle);
             if let Some(peer) = self.stack.socket(cid).remote_endpoint() {
                 let ip = std::net::IpAddr::from(peer.addr);

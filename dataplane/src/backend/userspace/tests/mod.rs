@@ -62,6 +62,7 @@ fn stack_config(mac: [u8; 6], seed: u64) -> StackConfig {
         gateway: None,
         mac,
         port: PORT,
+        nats_port: None,
         rx_buffer: 64 << 10,
         tx_buffer: 64 << 10,
         rto_min: crate::config::DEFAULT_TCP_RTO_MIN,
