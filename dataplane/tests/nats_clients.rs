@@ -565,8 +565,75 @@ fn async_nats_no_echo_keeps_a_clients_own_messages_from_it(backend: Backend, wor
     });
 }
 
+fn queue_groups_and_requests_span_both_protocols(backend: Backend, workers: usize) {
+    with_nats(backend, workers, |broker| async move {
+        let nats = connect(broker.nats_addr()).await;
+        let mut nats_member = nats.queue_subscribe("work", "g".into()).await.unwrap();
+        await_subscriptions(&nats, &nats).await;
+        let addr = broker.addr();
+        // A BlipMQ member of the same group, and a BlipMQ responder.
+        let (binary_member, mut responder) = tokio::task::spawn_blocking(move || {
+            let mut member = Raw::handshake(addr);
+            member.subscribe_queue("work", 1, "g");
+            let mut responder = Raw::handshake(addr);
+            responder.subscribe("svc.binary", 2);
+            (member, responder)
+        })
+        .await
+        .unwrap();
+        for n in 0..200u32 {
+            nats.publish("work", n.to_string().into()).await.unwrap();
+        }
+        nats.flush().await.unwrap();
+        // Each side reads until a quiet spell; together they got each
+        // message once.
+        let binary_got = tokio::task::spawn_blocking(move || {
+            let mut member = binary_member;
+            let mut got = Vec::new();
+            while let common::Next::Frame(frame) = member.next_frame(Duration::from_millis(500)) {
+                let msg = common::as_msg(&frame).expect("a message");
+                got.push(String::from_utf8(msg.payload).unwrap());
+            }
+            got
+        });
+        let mut all = Vec::new();
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_millis(500), nats_member.next()).await
+        {
+            all.push(String::from_utf8(msg.payload.to_vec()).unwrap());
+        }
+        let nats_count = all.len();
+        let binary = binary_got.await.unwrap();
+        let binary_count = binary.len();
+        all.extend(binary);
+        all.sort_by_key(|n| n.parse::<u32>().unwrap());
+        let expected: Vec<String> = (0..200u32).map(|n| n.to_string()).collect();
+        assert_eq!(all, expected, "not each message exactly once");
+        assert!(
+            nats_count > 0 && binary_count > 0,
+            "{nats_count} / {binary_count}"
+        );
+
+        // A NATS request answered by a BlipMQ-protocol responder.
+        let serve = tokio::task::spawn_blocking(move || {
+            let request = responder.expect_msg();
+            let reply = request.reply.expect("a reply subject");
+            responder.publish(&reply, &request.payload.to_ascii_uppercase());
+            responder.ping_pong();
+        });
+        let response = tokio::time::timeout(WITHIN, nats.request("svc.binary", "hello".into()))
+            .await
+            .expect("an answer within 10 s")
+            .expect("the request succeeds");
+        assert_eq!(response.payload, Bytes::from("HELLO"));
+        serve.await.unwrap();
+        broker
+    });
+}
+
 for_backends! {
     workers: [
+        queue_groups_and_requests_span_both_protocols,
         async_nats_publishes_and_subscribes_with_wildcards,
         async_nats_messages_arrive_in_order_across_workers,
         async_nats_queue_group_delivers_each_message_once,
