@@ -631,6 +631,52 @@ fn queue_groups_and_requests_span_both_protocols(backend: Backend, workers: usiz
     });
 }
 
+/// async-nats reconnects to a broker restarted on the same address, and
+/// its subscriptions are made again: messages flow as before.
+#[test]
+fn async_nats_reconnects_after_a_broker_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let config = format!("[nats]\nlisten = \"127.0.0.1:{port}\"\n");
+    let broker = Broker::start(2, &config);
+    let addr = broker.nats_addr();
+    let rt = runtime();
+    let (client, mut sub) = rt.block_on(async {
+        let client = connect(addr).await;
+        let mut sub = client.subscribe("restart.x").await.unwrap();
+        await_subscriptions(&client, &client).await;
+        client.publish("restart.x", "before".into()).await.unwrap();
+        assert_eq!(next(&mut sub).await.payload, Bytes::from("before"));
+        (client, sub)
+    });
+    drop(broker); // SIGKILL: the client sees its connection go.
+    let mut broker = Broker::start(2, &config);
+    assert_eq!(broker.nats_addr(), addr);
+    rt.block_on(async {
+        // Until the client is back and has subscribed again, messages go
+        // nowhere: publish until one arrives.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no message 30 s after the restart"
+            );
+            if client.publish("restart.x", "after".into()).await.is_ok() {
+                let _ = client.flush().await;
+            }
+            if let Ok(Some(msg)) =
+                tokio::time::timeout(Duration::from_millis(200), sub.next()).await
+            {
+                assert_eq!(msg.payload, Bytes::from("after"));
+                break;
+            }
+        }
+    });
+    broker.assert_alive();
+}
+
 for_backends! {
     workers: [
         queue_groups_and_requests_span_both_protocols,
