@@ -136,6 +136,7 @@ impl Cores {
             drain_timeout: Duration::from_secs(1),
             cache_subjects: 1024,
             max_connections: 1000,
+            nats_addr: None,
         };
         let shared = Arc::new(Shared::default());
         let cores = RingRegion::new(2, 1 << 20)

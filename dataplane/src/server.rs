@@ -93,7 +93,10 @@ impl Server {
         cores: &[core_affinity::CoreId],
     ) -> io::Result<Server> {
         let workers = config.effective_workers();
-        let core_config = core_config(config);
+        let core_config = CoreConfig {
+            nats_addr: backend.nats_addr(),
+            ..core_config(config)
+        };
         let local_addr = backend.local_addr();
         let rings = RingRegion::with_pages(
             workers,
@@ -291,6 +294,7 @@ fn core_config(config: &Config) -> CoreConfig {
         session: Arc::new(session_config(config)),
         max_pending_bytes: config.limits.max_pending_bytes.min(usize::MAX as u64) as usize,
         slow_consumer_grace: config.limits.slow_consumer_grace,
+        nats_addr: None,
         drain_timeout: config.server.drain_timeout,
         cache_subjects: config.dataplane.cache_subjects,
         max_connections: config.server.max_connections,

@@ -271,7 +271,12 @@ fn async_nats_large_payload_up_to_max_payload(backend: Backend, workers: usize) 
     with_nats(backend, workers, |broker| async move {
         let addr = broker.nats_addr();
         let client = connect(addr).await;
-        let max = client.server_info().max_payload;
+        let info = client.server_info();
+        assert_eq!(
+            (info.host.as_str(), info.port),
+            (addr.ip().to_string().as_str(), addr.port())
+        );
+        let max = info.max_payload;
         assert_eq!(max, 1 << 20);
         let mut sub = client.subscribe("big").await.unwrap();
         await_subscriptions(&client, &client).await;

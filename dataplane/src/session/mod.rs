@@ -45,9 +45,12 @@ impl SessionConfig {
     }
 
     /// The INFO a NATS client gets on accept; `client_id` is the
-    /// connection's serial.
-    pub fn nats_info(&self, client_id: u64) -> ServerInfo {
+    /// connection's serial, `listen` the NATS listener's address.
+    pub fn nats_info(&self, client_id: u64, listen: Option<std::net::SocketAddr>) -> ServerInfo {
+        let defaults = ServerInfo::default();
         ServerInfo {
+            host: listen.map_or(defaults.host.clone(), |addr| addr.ip().to_string()),
+            port: listen.map_or(defaults.port, |addr| addr.port()),
             server_id: self.server_id.clone(),
             server_name: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -55,7 +58,7 @@ impl SessionConfig {
             auth_required: self.token.is_some(),
             max_payload: self.max_payload.min(i32::MAX as u32) as i32,
             client_id,
-            ..ServerInfo::default()
+            ..defaults
         }
     }
 

@@ -42,6 +42,8 @@ pub struct CoreConfig {
     pub drain_timeout: Duration,
     pub cache_subjects: usize,
     pub max_connections: usize,
+    /// The NATS listener's address, for the INFO NATS clients get.
+    pub nats_addr: Option<std::net::SocketAddr>,
 }
 
 /// What all workers share: the connection count behind the broker-wide
@@ -184,7 +186,10 @@ impl WorkerCore {
             match dialect {
                 Dialect::Binary => encode::put_info(conn.output.frames(), &self.info),
                 Dialect::Nats => {
-                    let info = self.config.session.nats_info(conn.info.serial);
+                    let info = self
+                        .config
+                        .session
+                        .nats_info(conn.info.serial, self.config.nats_addr);
                     nats::encode::put_info(conn.output.frames(), &info);
                 }
             }

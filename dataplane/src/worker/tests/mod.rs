@@ -66,6 +66,7 @@ impl Cluster {
             drain_timeout: Duration::from_secs(1),
             cache_subjects: 64,
             max_connections: 1000,
+            nats_addr: None,
         };
         let shared = Arc::new(Shared::default());
         let cores = RingRegion::new(workers, ring_bytes)

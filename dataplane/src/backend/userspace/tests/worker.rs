@@ -107,6 +107,7 @@ impl Setup {
                 drain_timeout: Duration::from_secs(2),
                 cache_subjects: 64,
                 max_connections: 1000,
+                nats_addr: None,
             },
             stack: |_| {},
             client_buffer: 64 << 10,
