@@ -15,8 +15,8 @@ use crate::backend::{Backend, PortMonitor, WorkerPoll, WorkerTransport};
 use crate::config::{BackendKind, Config, AUTO_SOCKET};
 use crate::control::link::control_links;
 use crate::control::socket::{default_socket_path, BindError, ControlSocket};
-use crate::control::Control;
-use crate::http::{HttpConfig, HttpServer, StatsSource};
+use crate::control::{BrokerMonitor, Control};
+use crate::http::{HttpConfig, HttpServer, Identity, StatsSource};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::StatsSegment;
@@ -110,10 +110,18 @@ impl Server {
         let wakers: Arc<[Arc<mio::Waker>]> = polls.iter().map(|p| p.waker.clone()).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(shared_state(config, workers)?);
-        let http = start_http(config, &shared, backend.port_monitor())?;
         let (control, control_socket, ports) =
             start_control(config, &wakers, &shared, &shutdown, local_addr)?;
         control.set_port_monitor(backend.port_monitor());
+        let monitor = BrokerMonitor {
+            control: control.clone(),
+            identity: identity(
+                config,
+                &core_config,
+                backend.nats_addr().unwrap_or(local_addr),
+            ),
+        };
+        let http = start_http(config, &shared, backend.port_monitor(), monitor)?;
         let stall = test_stall_from_env();
         let policy = backend.wait_policy();
         let drain_timeout = config.server.drain_timeout;
@@ -363,10 +371,26 @@ fn parse_test_stall(value: &str) -> Option<TestStall> {
 /// Starts the HTTP server of `control.metrics_listen`, if set, on the
 /// segment the workers write (a file or anonymous memory: it reads it in
 /// process either way).
+/// What `/varz` says the broker is, nats-server's way: the address is the
+/// NATS listener's when there is one.
+fn identity(config: &Config, core: &CoreConfig, addr: SocketAddr) -> Identity {
+    Identity {
+        server_id: core.session.server_id.clone(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        max_connections: config.server.max_connections,
+        ping_interval: config.server.ping_interval,
+        ping_max: config.server.max_pings_out,
+        max_payload: config.limits.max_payload,
+        max_pending: config.limits.max_pending_bytes,
+    }
+}
+
 fn start_http(
     config: &Config,
     shared: &Shared,
     port: Option<Arc<dyn PortMonitor>>,
+    monitor: BrokerMonitor,
 ) -> io::Result<Option<HttpServer>> {
     let listen = config
         .control
@@ -380,6 +404,7 @@ fn start_http(
         StatsSource::Reader(shared.stats.reader()),
         HttpConfig {
             port,
+            broker: Some(Arc::new(monitor)),
             ..HttpConfig::default()
         },
     )?;

@@ -262,6 +262,77 @@ fn metrics_count_a_scripted_workload() {
     assert_eq!(request(broker.metrics, "POST", "/metrics").status, 405);
 }
 
+/// nats-server's monitoring endpoints, as nats-top and the Prometheus NATS
+/// exporter read them: /connz (sorted, paged, with subscriptions), /subsz
+/// and nats-server's fields of /varz.
+#[test]
+fn connz_subsz_and_varz_answer_as_nats_server() {
+    let broker = Blipmqd::start(2, &[]);
+    let mut sub = Raw::handshake(broker.addr);
+    sub.subscribe("watch.*", 1);
+    sub.subscribe("other", 2);
+    let mut publisher = Raw::handshake(broker.addr);
+    for i in 0..5u32 {
+        publisher.publish("watch.x", &i.to_be_bytes());
+    }
+    publisher.ping_pong();
+    for _ in 0..5 {
+        sub.expect_message();
+    }
+
+    let json = |answer: &Answer| -> serde_json::Value {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.content_type, "application/json");
+        serde_json::from_str(&answer.body).expect("JSON")
+    };
+    let connz = json(&request(
+        broker.metrics,
+        "GET",
+        "/connz?subs=1&sort=msgs_to",
+    ));
+    assert_eq!(connz["total"], 2);
+    let conns = connz["connections"].as_array().unwrap();
+    // Sorted by messages sent to the client: the subscriber first.
+    assert_eq!(conns[0]["out_msgs"], 5);
+    assert_eq!(conns[0]["subscriptions"], 2);
+    let mut subjects: Vec<&str> = conns[0]["subscriptions_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["other", "watch.*"]);
+    assert_eq!(conns[1]["in_msgs"], 5);
+    assert_eq!(conns[0]["ip"], "127.0.0.1");
+    assert_eq!(conns[0]["type"], "blipmq");
+    let paged = json(&request(broker.metrics, "GET", "/connz?limit=1&offset=1"));
+    assert_eq!(paged["num_connections"], 1);
+    // By cid by default: the second of two is the larger cid.
+    let last_cid = conns.iter().filter_map(|c| c["cid"].as_u64()).max();
+    assert_eq!(paged["connections"][0]["cid"].as_u64(), last_cid);
+    assert_eq!(
+        request(broker.metrics, "GET", "/connz?sort=bogus").status,
+        400
+    );
+
+    let subsz = json(&request(broker.metrics, "GET", "/subsz?subs=1"));
+    assert_eq!(subsz["num_subscriptions"], 2);
+    assert_eq!(subsz["subscriptions_list"].as_array().unwrap().len(), 2);
+
+    let varz = json(&get_until(broker.metrics, "/varz", |a| {
+        a.body.contains("\"in_msgs\":5")
+    }));
+    assert_eq!(varz["connections"], 2);
+    assert_eq!(varz["out_msgs"], 5);
+    assert_eq!(varz["subscriptions"], 2);
+    assert_eq!(varz["port"], broker.addr.port());
+    assert!(varz["server_id"].as_str().unwrap().starts_with("blipmq-"));
+    assert!(varz["mem"].as_u64().unwrap() > 0);
+    // BlipMQ's own fields stay.
+    assert!(varz["workers"].is_array());
+}
+
 #[test]
 fn healthz_turns_503_while_a_worker_stalls() {
     // Worker 1 beats once when it is built, then sleeps 6 s before its

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use self::link::WorkerLink;
-use self::protocol::{ReloadSettings, WorkerRequest};
+use self::protocol::{ConnectionInfo, ReloadSettings, SubscriptionInfo, WorkerRequest};
 use crate::backend::PortMonitor;
 use crate::config::Config;
+use crate::http::{BrokerView, Identity};
 use crate::stats::Counter;
 use crate::worker::Shared;
 
@@ -257,41 +258,47 @@ impl Control {
     }
 
     fn connections(&self) -> Result<Value, String> {
+        Ok(json!({ "connections": self.connection_infos()? }))
+    }
+
+    /// Every worker's connections, by id.
+    pub fn connection_infos(&self) -> Result<Vec<ConnectionInfo>, String> {
         let mut all = Vec::new();
         for list in self.ask_every_worker(&WorkerRequest::Connections)? {
-            if let Value::Array(conns) = list {
-                all.extend(conns);
-            }
+            let conns: Vec<ConnectionInfo> = serde_json::from_value(list)
+                .map_err(|error| format!("a worker's connections: {error}"))?;
+            all.extend(conns);
         }
-        all.sort_by_key(|c| c["id"].as_u64());
-        Ok(json!({ "connections": all }))
+        all.sort_by_key(|c| c.id);
+        Ok(all)
+    }
+
+    fn subscriptions(&self) -> Result<Value, String> {
+        Ok(json!({ "subscriptions": self.subscription_infos()? }))
     }
 
     /// Subscriptions merged over workers by filter and queue group.
-    fn subscriptions(&self) -> Result<Value, String> {
-        let mut merged: std::collections::BTreeMap<(String, String), (u64, u64)> =
+    pub fn subscription_infos(&self) -> Result<Vec<SubscriptionInfo>, String> {
+        let mut merged: std::collections::BTreeMap<(String, Option<String>), (u64, u64)> =
             Default::default();
         for list in self.ask_every_worker(&WorkerRequest::Subscriptions)? {
-            for sub in list.as_array().into_iter().flatten() {
-                let filter = sub["filter"].as_str().unwrap_or_default().to_string();
-                let queue = sub["queue"].as_str().unwrap_or_default().to_string();
-                let entry = merged.entry((filter, queue)).or_default();
-                entry.0 += sub["count"].as_u64().unwrap_or(0);
-                entry.1 += sub["delivered"].as_u64().unwrap_or(0);
+            let subs: Vec<SubscriptionInfo> = serde_json::from_value(list)
+                .map_err(|error| format!("a worker's subscriptions: {error}"))?;
+            for sub in subs {
+                let entry = merged.entry((sub.filter, sub.queue)).or_default();
+                entry.0 += sub.count;
+                entry.1 += sub.delivered;
             }
         }
-        let subs: Vec<Value> = merged
+        Ok(merged
             .into_iter()
-            .map(|((filter, queue), (count, delivered))| {
-                json!({
-                    "filter": filter,
-                    "queue": (!queue.is_empty()).then_some(queue),
-                    "count": count,
-                    "delivered": delivered,
-                })
+            .map(|((filter, queue), (count, delivered))| SubscriptionInfo {
+                filter,
+                queue,
+                count,
+                delivered,
             })
-            .collect();
-        Ok(json!({ "subscriptions": subs }))
+            .collect())
     }
 
     fn kick(&self, id: u64) -> Result<Value, String> {
@@ -403,6 +410,26 @@ fn diff(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
         }
     }
     (changed, restart)
+}
+
+/// The running broker as the HTTP server's nats-server endpoints see it.
+pub struct BrokerMonitor {
+    pub control: Arc<Control>,
+    pub identity: Identity,
+}
+
+impl BrokerView for BrokerMonitor {
+    fn identity(&self) -> Identity {
+        self.identity.clone()
+    }
+
+    fn connections(&self) -> Result<Vec<ConnectionInfo>, String> {
+        self.control.connection_infos()
+    }
+
+    fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>, String> {
+        self.control.subscription_infos()
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,21 @@ pub struct ConnectionInfo {
     pub msgs_in: u64,
     pub msgs_out: u64,
     pub age_secs: f64,
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// `blipmq` or `nats`.
+    #[serde(default)]
+    pub protocol: String,
+    /// A NATS client's library and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<String>,
+    /// The filters it subscribes to.
+    #[serde(default)]
+    pub subjects: Vec<String>,
 }
 
 /// Local subscriptions of one worker with the same filter and queue group.

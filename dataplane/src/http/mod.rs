@@ -4,9 +4,11 @@
 //! Used twice: `blipmqd` runs an [`HttpServer`] in process when
 //! `[control] metrics_listen` is set (reading the segment it created), and
 //! `blipmqctl serve` runs one in its own process on the broker's
-//! `stats_file`. Either way the server has its own threads and only reads
-//! the segment with relaxed loads: it never touches a worker core nor
-//! makes a worker wait.
+//! `stats_file`. Either way the server has its own threads and reads the
+//! segment with relaxed loads. In the broker's own process it also serves
+//! nats-server's `/connz` and `/subsz` (and nats-server's fields of
+//! `/varz`), which ask the workers through the control plane, as
+//! `blipmqctl connections` does: a request a worker answers between turns.
 //!
 //! The renderers ([`render_prometheus`], [`render_varz`], [`check_health`])
 //! and the request handler ([`respond`]) are sans-IO, so they are tested
@@ -14,11 +16,13 @@
 
 mod health;
 mod metrics;
+mod natsz;
 mod server;
 mod varz;
 
 pub use health::{check_health, Health, StaleWorker, DEFAULT_STALE_AFTER};
 pub use metrics::{render_prometheus, PROMETHEUS_CONTENT_TYPE};
+pub use natsz::{BrokerView, ConnzQuery, Identity, Process};
 pub use server::{
     respond, HttpConfig, HttpServer, Response, StatsSource, MAX_CONNECTIONS, MAX_REQUEST_BYTES,
     REQUEST_TIMEOUT,

@@ -14,11 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::backend::PortMonitor;
 use crate::stats::{Snapshot, StatsReader};
 
 use super::health::{check_health, Health, DEFAULT_STALE_AFTER};
 use super::metrics::{render_prometheus, PROMETHEUS_CONTENT_TYPE};
+use super::natsz::{nats_varz, render_connz, render_subsz, BrokerView, ConnzQuery, Process};
 use super::varz::render_varz;
 
 /// The longest request head (request line and headers) accepted; longer
@@ -80,6 +83,9 @@ pub struct HttpConfig {
     /// The broker's device, whose extended statistics `/metrics` adds
     /// (`blipmq_port_xstat`); only in the broker's own process.
     pub port: Option<Arc<dyn PortMonitor>>,
+    /// The running broker, for nats-server's endpoints; only in the
+    /// broker's own process.
+    pub broker: Option<Arc<dyn BrokerView>>,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +93,7 @@ impl Default for HttpConfig {
         HttpConfig {
             stale_after: DEFAULT_STALE_AFTER,
             port: None,
+            broker: None,
         }
     }
 }
@@ -161,7 +168,8 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-const INDEX: &str = "BlipMQ: /metrics (Prometheus), /healthz, /varz (JSON)\n";
+const INDEX: &str = "BlipMQ: /metrics (Prometheus), /healthz, /varz (JSON); \
+in the broker: /connz, /subsz (nats-server's)\n";
 
 /// Answers one request, given its head (the request line and headers,
 /// with or without the blank line that ends them). Sans-IO: the caller
@@ -186,8 +194,12 @@ pub fn respond(request_head: &[u8], source: &StatsSource, config: &HttpConfig) -
     if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || method.is_empty() {
         return Response::text(400, "bad request: expected METHOD TARGET HTTP/1.x\n");
     }
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    if !matches!(path, "/" | "/metrics" | "/healthz" | "/varz") {
+    let target = target.split('#').next().unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let nats_only = matches!(path, "/connz" | "/subsz");
+    let served = matches!(path, "/" | "/metrics" | "/healthz" | "/varz")
+        || (nats_only && config.broker.is_some());
+    if !served {
         return Response::text(404, format!("not found: {path}\n{INDEX}"));
     }
     if method != "GET" {
@@ -195,6 +207,9 @@ pub fn respond(request_head: &[u8], source: &StatsSource, config: &HttpConfig) -
     }
     if path == "/" {
         return Response::text(200, INDEX);
+    }
+    if let (true, Some(broker)) = (nats_only, &config.broker) {
+        return nats_endpoint(path, query, broker.as_ref());
     }
     let snapshot = match source.snapshot() {
         Ok(snapshot) => snapshot,
@@ -215,11 +230,44 @@ pub fn respond(request_head: &[u8], source: &StatsSource, config: &HttpConfig) -
             let health = check_health(&snapshot, config.stale_after);
             Response::text(health.status(), health.body())
         }
-        _ => Response::new(
-            200,
-            JSON,
-            format!("{}\n", render_varz(&snapshot, config.stale_after)),
-        ),
+        _ => {
+            let mut varz = render_varz(&snapshot, config.stale_after);
+            if let (Some(broker), Value::Object(fields)) = (&config.broker, &mut varz) {
+                let uptime = Duration::from_nanos(
+                    snapshot
+                        .taken_unix_nanos()
+                        .saturating_sub(snapshot.start_unix_nanos()),
+                );
+                let nats = nats_varz(&broker.identity(), &snapshot, &Process::read(uptime));
+                fields.extend(nats);
+            }
+            Response::new(200, JSON, format!("{varz}\n"))
+        }
+    }
+}
+
+/// `/connz` and `/subsz`, from the workers' answers.
+fn nats_endpoint(path: &str, query: &str, broker: &dyn BrokerView) -> Response {
+    let identity = broker.identity();
+    let body = if path == "/connz" {
+        let query = match ConnzQuery::parse(query) {
+            Ok(query) => query,
+            Err(why) => return Response::text(400, format!("bad request: {why}\n")),
+        };
+        broker
+            .connections()
+            .map(|conns| render_connz(&identity, conns, &query, std::time::SystemTime::now()))
+    } else {
+        let list = query
+            .split('&')
+            .any(|pair| matches!(pair, "subs=1" | "subs=true" | "subs=detail"));
+        broker
+            .subscriptions()
+            .map(|subs| render_subsz(&identity, &subs, list))
+    };
+    match body {
+        Ok(body) => Response::new(200, JSON, format!("{body}\n")),
+        Err(why) => Response::text(503, format!("the workers did not answer: {why}\n")),
     }
 }
 

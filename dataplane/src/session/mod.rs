@@ -245,6 +245,9 @@ pub struct Session {
     phase: Phase,
     verbose: bool,
     nats: NatsOptions,
+    /// The client library and its version, as a NATS client says (for
+    /// monitoring).
+    client: Option<(String, String)>,
     name: Option<String>,
     sids: HashMap<u32, SubKey>,
     pings_out: u32,
@@ -259,6 +262,7 @@ impl Session {
             phase: Phase::AwaitConnect,
             verbose: false,
             nats: NatsOptions::default(),
+            client: None,
             name: None,
             sids: HashMap::new(),
             pings_out: 0,
@@ -277,6 +281,13 @@ impl Session {
 
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// The client library and its version, from a NATS CONNECT.
+    pub fn client(&self) -> Option<(&str, &str)> {
+        self.client
+            .as_ref()
+            .map(|(lang, version)| (lang.as_str(), version.as_str()))
     }
 
     /// What the client asked for in a NATS CONNECT.
@@ -458,6 +469,7 @@ impl Session {
             no_responders: connect.no_responders && headers,
         };
         self.name = (!connect.name.is_empty()).then_some(connect.name);
+        self.client = Some((connect.lang, connect.version));
         if self.verbose {
             Step::Ok
         } else {

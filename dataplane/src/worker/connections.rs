@@ -68,6 +68,8 @@ pub(super) struct ConnMeta {
     pub(super) accepted: Instant,
     pub(super) msgs_in: u64,
     pub(super) msgs_out: u64,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
 }
 
 /// Why a connection closed: each reason has its counter.
@@ -184,6 +186,8 @@ impl Connections {
                 accepted: now,
                 msgs_in: 0,
                 msgs_out: 0,
+                bytes_in: 0,
+                bytes_out: 0,
             },
         };
         self.next_serial += self.serial_step;
@@ -292,6 +296,7 @@ impl Connections {
     pub(super) fn on_output_written(&mut self, cid: ConnId, written: usize) {
         let conn = &mut self.slab[cid];
         conn.output.advance(written, &mut self.payloads);
+        conn.info.bytes_out += written as u64;
         let pending = conn.output.pending_len();
         self.backlog.on_written(cid, &mut conn.pacing, pending);
     }

@@ -223,6 +223,7 @@ impl WorkerCore {
         self.now = now;
         self.stats.add(Counter::BytesIn, bytes.len() as u64);
         let conn = &mut self.conns[cid];
+        conn.info.bytes_in += bytes.len() as u64;
         if conn.closing.is_some() {
             return;
         }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::WorkerCore;
+use super::{ConnId, WorkerCore};
 use crate::control::protocol::{
     self, ConnectionInfo, KickResult, ReloadResult, ReloadSettings, SubscriptionInfo,
     WorkerRequest, WorkerStatus, RECORD_HEADER,
 };
 use crate::rings::{Consumer, Producer};
-use crate::session::SessionConfig;
+use crate::session::{Dialect, SessionConfig};
 use crate::stats::Counter;
 use crate::worker::connections::CloseReason;
 
@@ -120,9 +120,14 @@ impl WorkerCore {
     }
 
     fn connection_list(&self) -> Vec<ConnectionInfo> {
+        let mut subjects: BTreeMap<ConnId, Vec<String>> = BTreeMap::new();
+        for sub in self.subscriptions.iter() {
+            let filter = String::from_utf8_lossy(&sub.filter).into_owned();
+            subjects.entry(sub.conn).or_default().push(filter);
+        }
         self.conns
             .iter()
-            .map(|(_, conn)| ConnectionInfo {
+            .map(|(cid, conn)| ConnectionInfo {
                 id: conn.info.serial,
                 worker: self.id(),
                 peer: conn.info.peer.map(|peer| peer.to_string()),
@@ -135,6 +140,16 @@ impl WorkerCore {
                     .now
                     .saturating_duration_since(conn.info.accepted)
                     .as_secs_f64(),
+                bytes_in: conn.info.bytes_in,
+                bytes_out: conn.info.bytes_out,
+                protocol: match conn.output.dialect() {
+                    Dialect::Binary => "blipmq",
+                    Dialect::Nats => "nats",
+                }
+                .to_string(),
+                lang: conn.session.client().map(|(lang, _)| lang.to_owned()),
+                client_version: conn.session.client().map(|(_, version)| version.to_owned()),
+                subjects: subjects.remove(&cid).unwrap_or_default(),
             })
             .collect()
     }
