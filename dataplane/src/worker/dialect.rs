@@ -76,6 +76,17 @@ impl Dialect {
     }
 }
 
+/// The frame a message goes out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// BlipMQ's MESSAGE (no headers).
+    Message,
+    /// NATS MSG: the payload alone.
+    Msg,
+    /// NATS HMSG: headers and payload.
+    Hmsg,
+}
+
 /// How messages are written to one subscriber: its dialect and, for a NATS
 /// client, whether it takes headers (HMSG) or gets the payload alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,51 +104,40 @@ impl Format {
         Format { dialect, headers }
     }
 
-    /// Whether the message goes out as HMSG.
-    fn with_headers(self, message: &Message<'_>) -> bool {
-        self.dialect == Dialect::Nats && self.headers && !message.headers.is_empty()
+    /// How the message goes out to this subscriber.
+    fn shape(self, message: &Message<'_>) -> Shape {
+        match self.dialect {
+            Dialect::Binary => Shape::Message,
+            Dialect::Nats if self.headers && !message.headers.is_empty() => Shape::Hmsg,
+            Dialect::Nats => Shape::Msg,
+        }
     }
 
     /// The bytes of one delivered message.
     pub(super) fn message_len(self, message: &Message<'_>, sid: u32) -> usize {
-        let Message {
-            subject,
-            reply,
-            headers,
-            payload,
-        } = *message;
-        match self.dialect {
-            Dialect::Binary => encode::message_len(subject, reply, payload.len()),
-            Dialect::Nats => {
-                let mut sid_text = itoa::Buffer::new();
-                let sid = sid_text.format(sid).as_bytes();
-                if self.with_headers(message) {
-                    nats_encode::hmsg_len(subject, sid, reply, headers.len(), payload.len())
-                } else {
-                    nats_encode::msg_len(subject, sid, reply, payload.len())
-                }
-            }
+        let Message { subject, reply, .. } = *message;
+        let (headers_len, payload_len) = (message.headers.len(), message.payload.len());
+        match self.shape(message) {
+            Shape::Message => encode::message_len(subject, reply, payload_len),
+            Shape::Msg => with_decimal(sid, |sid| {
+                nats_encode::msg_len(subject, sid, reply, payload_len)
+            }),
+            Shape::Hmsg => with_decimal(sid, |sid| {
+                nats_encode::hmsg_len(subject, sid, reply, headers_len, payload_len)
+            }),
         }
     }
 
     pub(super) fn put_message(self, out: &mut Vec<u8>, message: &Message<'_>, sid: u32) {
-        let Message {
-            subject,
-            reply,
-            headers,
-            payload,
-        } = *message;
-        match self.dialect {
-            Dialect::Binary => encode::put_message(out, subject, sid, reply, payload),
-            Dialect::Nats => {
-                let mut sid_text = itoa::Buffer::new();
-                let sid = sid_text.format(sid).as_bytes();
-                if self.with_headers(message) {
-                    nats_encode::put_hmsg(out, subject, sid, reply, headers, payload);
-                } else {
-                    nats_encode::put_msg(out, subject, sid, reply, payload);
-                }
-            }
+        let m = message;
+        match self.shape(message) {
+            Shape::Message => encode::put_message(out, m.subject, sid, m.reply, m.payload),
+            Shape::Msg => with_decimal(sid, |sid| {
+                nats_encode::put_msg(out, m.subject, sid, m.reply, m.payload)
+            }),
+            Shape::Hmsg => with_decimal(sid, |sid| {
+                nats_encode::put_hmsg(out, m.subject, sid, m.reply, m.headers, m.payload)
+            }),
         }
     }
 
@@ -147,6 +147,11 @@ impl Format {
     pub(super) fn splices_payloads(self) -> bool {
         self.dialect == Dialect::Binary
     }
+}
+
+/// Calls `f` with `value` in decimal, as NATS writes sids.
+fn with_decimal<R>(value: u32, f: impl FnOnce(&[u8]) -> R) -> R {
+    f(itoa::Buffer::new().format(value).as_bytes())
 }
 
 /// The `-ERR` text nats-server sends for the condition an ERROR code and
