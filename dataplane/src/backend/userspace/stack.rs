@@ -67,11 +67,6 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
-    /// The ports the stack listens on.
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        std::iter::once(self.port).chain(self.nats_port)
-    }
-
     /// The settings a broker's stack takes from its config: the port of
     /// `server.listen`, the linger of `server.drain_timeout`, a 30 s
     /// timeout; the backend fills in its address, MAC and buffers.
@@ -377,8 +372,8 @@ impl Stack {
         if !self.accepting {
             return;
         }
-        let ports: Vec<u16> = self.config.ports().collect();
-        for port in ports {
+        let ports = [Some(self.config.port), self.config.nats_port];
+        for port in ports.into_iter().flatten() {
             let listening = self
                 .listeners
                 .iter()
