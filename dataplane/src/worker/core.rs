@@ -624,7 +624,10 @@ impl WorkerCore {
     /// is backlogged.
     fn route(&mut self, cid: ConnId, message: &Message<'_>) -> Result<(), Wait> {
         let (matches, subs) = self.subscriptions.lookup(message.subject);
-        let remote = self.groups.assign(matches);
+        let options = self.conns[cid].session.nats_options();
+        let remote = self
+            .groups
+            .assign(matches, |key| !options.echo && subs.conn_of(key) == cid);
         if self.conns.any_backlogged() {
             let mut recipients = matches
                 .local
@@ -654,7 +657,6 @@ impl WorkerCore {
         }
         let nobody = matches.local.is_empty() && remote.is_empty() && matches.groups.is_empty();
         let recipients = matches.local.len() + self.groups.local_members().count();
-        let options = self.conns[cid].session.nats_options();
         let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
         if !options.echo {
             delivery.skip_own(cid);

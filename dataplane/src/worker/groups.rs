@@ -44,10 +44,16 @@ impl GroupPicks {
     }
 
     /// For a message published here: picks the member of each group in
-    /// `matches`, uniformly over all its members. Returns the workers that
-    /// get a record of the message: those with plain subscriptions to it,
-    /// and those where a member was picked.
-    pub(super) fn assign(&mut self, matches: &Matches) -> WorkerSet {
+    /// `matches`, uniformly over all its members but the `excluded` local
+    /// ones (the publisher's own, when it asked not to get its messages: the
+    /// next member takes its turn). Returns the workers that get a record
+    /// of the message: those with plain subscriptions to it, and those
+    /// where a member was picked.
+    pub(super) fn assign(
+        &mut self,
+        matches: &Matches,
+        excluded: impl Fn(SubKey) -> bool,
+    ) -> WorkerSet {
         let mut remote = matches.remote;
         self.assigned.clear();
         for (group_at, group) in matches.groups.iter().enumerate() {
@@ -55,18 +61,24 @@ impl GroupPicks {
             if total == 0 {
                 continue;
             }
-            let pick = self.rng.below(total);
-            let target = match group.local.get(pick as usize) {
-                Some(&key) => Target::Local(key),
-                None => match remote_member(group, pick - group.local.len() as u32) {
-                    Some(worker) => {
-                        remote.insert(worker);
-                        Target::Remote(worker)
+            let first = self.rng.below(total);
+            let target = (0..total).find_map(|i| {
+                let pick = (first + i) % total;
+                match group.local.get(pick as usize) {
+                    Some(&key) if excluded(key) => None,
+                    Some(&key) => Some(Target::Local(key)),
+                    None => {
+                        remote_member(group, pick - group.local.len() as u32).map(Target::Remote)
                     }
-                    None => continue,
-                },
-            };
-            self.assigned.push((group_at, target));
+                }
+            });
+            match target {
+                Some(Target::Remote(worker)) => remote.insert(worker),
+                Some(Target::Local(_)) => {}
+                None => continue,
+            }
+            self.assigned
+                .push((group_at, target.expect("matched above")));
         }
         remote
     }

@@ -12,6 +12,7 @@ use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
 
+mod nats;
 mod pacing;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
