@@ -448,6 +448,10 @@ fn raw_text_errors_are_nats_servers(backend: Backend, workers: usize) {
     let mut c = Text::connect(broker.nats_addr());
     c.send(b"PUB early 1\r\nx\r\n");
     assert_eq!(c.expect_closed(), "-ERR 'Authorization Violation'\r\n");
+    // HPUB from a client that did not ask for headers: closed, silently.
+    let mut c = Text::connect(broker.nats_addr());
+    c.send(b"CONNECT {\"verbose\":false}\r\nHPUB h 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
+    assert_eq!(c.expect_closed(), "");
 }
 
 fn nats_clients_need_the_token_when_one_is_set(backend: Backend, workers: usize) {

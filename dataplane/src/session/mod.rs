@@ -95,9 +95,13 @@ pub enum Dialect {
 pub enum Input<'a> {
     /// Part of a frame: wait for more bytes.
     Partial,
-    /// One frame of `len` bytes (an `op`, for the counters) and what it
-    /// asks for.
-    Frame { step: Step<'a>, len: usize, op: Op },
+    /// One frame of `len` bytes (its `op`, for the counters, when it is a
+    /// known one) and what it asks for.
+    Frame {
+        step: Step<'a>,
+        len: usize,
+        op: Option<Op>,
+    },
     /// Bytes that cannot be decoded: what to do (ERROR and close); the rest
     /// of the input is worthless.
     Invalid(Step<'a>),
@@ -324,7 +328,7 @@ impl Session {
         match dialect {
             Dialect::Binary => match decode_frame(bytes, self.config.max_frame_len()) {
                 Ok(Some((frame, len))) => Input::Frame {
-                    op: Op::from_u8(frame.op).unwrap_or(Op::Error),
+                    op: Op::from_u8(frame.op),
                     step: self.on_frame(frame),
                     len,
                 },
@@ -338,7 +342,7 @@ impl Session {
                 };
                 match nats::decode_client_op(bytes, &limits) {
                     Ok(Some((op, len))) => Input::Frame {
-                        op: nats_op(&op),
+                        op: Some(nats_op(&op)),
                         step: self.on_nats_op(op),
                         len,
                     },
@@ -405,11 +409,9 @@ impl Session {
                 payload,
             } => {
                 if !self.nats.headers {
-                    // nats-server closes such a client.
-                    return Step::Fatal(
-                        ErrorCode::BadRequest,
-                        "message headers not supported".into(),
-                    );
+                    // nats-server closes such a client without a word
+                    // (ErrMsgHeadersNotSupported is a parse error).
+                    return Step::Drop;
                 }
                 let message = Message {
                     subject,

@@ -481,7 +481,7 @@ impl WorkerCore {
                     return bytes.len();
                 }
             };
-            let op_counter = Counter::frames_in(op);
+            let op_counter = op.and_then(Counter::frames_in);
             if let Some(counter) = op_counter {
                 self.stats.inc(counter);
             }
