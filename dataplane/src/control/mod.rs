@@ -172,12 +172,18 @@ impl Control {
 
     fn status(&self) -> Result<Value, String> {
         let snapshot = self.shared.stats.snapshot();
+        // Stale by /healthz's rule: a worker that has not beaten yet is given
+        // the limit from the broker's start to do so.
+        let stale_workers = match crate::http::check_health(&snapshot, STALE_AFTER) {
+            crate::http::Health::Stale { workers, .. } => workers,
+            _ => Vec::new(),
+        };
         let mut workers = Vec::new();
         for (w, answer) in self.ask(&WorkerRequest::Status).into_iter().enumerate() {
             let heartbeat_ms = snapshot
                 .heartbeat_age(Some(w))
                 .map(|age| age.as_millis() as u64);
-            let stale = heartbeat_ms.is_none_or(|ms| ms > STALE_AFTER.as_millis() as u64);
+            let stale = stale_workers.iter().any(|s| s.worker == w);
             workers.push(match answer {
                 Ok(mut status) => {
                     status["heartbeat_age_ms"] = json!(heartbeat_ms);
