@@ -48,6 +48,14 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub nats_listen: Option<SocketAddr>,
 
+    /// TLS certificate chain (PEM) for both listeners [default: off; overrides tls.cert_file]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) [overrides tls.key_file]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Worker threads, 0 = one per core, at most 64 [default: 0; overrides server.workers]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -155,6 +163,14 @@ impl Args {
         if let Some(nats_listen) = self.nats_listen {
             config.nats.listen = nats_listen.to_string();
             set.push(("nats.listen", "--nats-listen"));
+        }
+        if let Some(cert) = &self.tls_cert {
+            config.tls.cert_file = cert.display().to_string();
+            set.push(("tls.cert_file", "--tls-cert"));
+        }
+        if let Some(key) = &self.tls_key {
+            config.tls.key_file = key.display().to_string();
+            set.push(("tls.key_file", "--tls-key"));
         }
         if let Some(workers) = self.workers {
             config.server.workers = workers;

@@ -27,4 +27,5 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod worker;

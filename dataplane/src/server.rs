@@ -20,6 +20,7 @@ use crate::http::{HttpConfig, HttpServer, Identity, StatsSource};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::StatsSegment;
+use crate::tls::TlsServer;
 use crate::worker::{ControlPort, CoreConfig, Shared, WorkerCore};
 
 /// A running broker.
@@ -93,8 +94,15 @@ impl Server {
         cores: &[core_affinity::CoreId],
     ) -> io::Result<Server> {
         let workers = config.effective_workers();
+        let tls = match config.tls.settings() {
+            Some(settings) => Some(Arc::new(
+                TlsServer::load(settings).map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
         let core_config = CoreConfig {
             nats_addr: backend.nats_addr(),
+            tls: tls.clone(),
             ..core_config(config)
         };
         let local_addr = backend.local_addr();
@@ -113,6 +121,7 @@ impl Server {
         let (control, control_socket, ports) =
             start_control(config, &wakers, &shared, &shutdown, local_addr)?;
         control.set_port_monitor(backend.port_monitor());
+        control.set_tls(tls);
         let monitor = BrokerMonitor {
             control: control.clone(),
             identity: identity(
@@ -306,6 +315,7 @@ fn core_config(config: &Config) -> CoreConfig {
         drain_timeout: config.server.drain_timeout,
         cache_subjects: config.dataplane.cache_subjects,
         max_connections: config.server.max_connections,
+        tls: None,
     }
 }
 

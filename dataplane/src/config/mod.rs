@@ -39,6 +39,7 @@ pub const RING_RECORD_ALLOWANCE: usize = 64 << 10;
 pub struct Config {
     pub server: ServerConfig,
     pub nats: NatsConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
@@ -131,6 +132,68 @@ impl NatsConfig {
     /// `listen` as an address; `Ok(None)` when it is "" (off).
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, String> {
         optional_addr("nats.listen", &self.listen, "127.0.0.1:4222")
+    }
+}
+
+/// `[tls]`: TLS on both listeners, off while `cert_file` is "".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM); "" = no TLS.
+    pub cert_file: String,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// CAs (PEM) that client certificates must chain to; set, every client
+    /// must present one (mutual TLS). "" = no client certificates.
+    pub ca_file: String,
+    /// Refuse NATS clients that do not upgrade to TLS. The binary protocol
+    /// always starts with the TLS handshake when TLS is configured.
+    pub required: bool,
+    /// NATS clients start with the TLS handshake, before INFO, as
+    /// nats-server 2.10's `handshake_first`.
+    pub handshake_first: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            required: true,
+            handshake_first: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The files and policy, when TLS is on.
+    pub fn settings(&self) -> Option<crate::tls::TlsSettings> {
+        (!self.cert_file.is_empty()).then(|| crate::tls::TlsSettings {
+            cert_file: self.cert_file.clone().into(),
+            key_file: self.key_file.clone().into(),
+            ca_file: (!self.ca_file.is_empty()).then(|| self.ca_file.clone().into()),
+            required: self.required,
+            handshake_first: self.handshake_first,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, false) => Err(ConfigError::invalid(
+                "tls.cert_file",
+                "tls.key_file is set but tls.cert_file is not: set both to turn TLS on",
+            )),
+            (false, true) => Err(ConfigError::invalid(
+                "tls.key_file",
+                "tls.cert_file is set but tls.key_file is not: set both to turn TLS on",
+            )),
+            (true, true) if !self.ca_file.is_empty() => Err(ConfigError::invalid(
+                "tls.ca_file",
+                "tls.ca_file needs tls.cert_file and tls.key_file",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -570,6 +633,8 @@ impl Config {
                 "auth.token must not be empty; remove the key to disable authentication",
             ));
         }
+
+        self.tls.validate()?;
 
         validate_log_level(&self.log.level)?;
 

@@ -24,6 +24,7 @@ use crate::backend::PortMonitor;
 use crate::config::Config;
 use crate::http::{BrokerView, Identity};
 use crate::stats::Counter;
+use crate::tls::TlsServer;
 use crate::worker::Shared;
 
 /// How long a command waits for the workers.
@@ -58,6 +59,8 @@ pub struct Control {
     socket_path: Mutex<Option<PathBuf>>,
     drain: Mutex<DrainHook>,
     port: Mutex<Option<Arc<dyn PortMonitor>>>,
+    /// The workers' certificates, which a reload reads again.
+    tls: Mutex<Option<Arc<TlsServer>>>,
 }
 
 /// Starts the drain when an operator asks for it.
@@ -84,6 +87,7 @@ impl Control {
             socket_path: Mutex::new(None),
             drain: Mutex::new(drain),
             port: Mutex::new(None),
+            tls: Mutex::new(None),
         }
     }
 
@@ -100,6 +104,11 @@ impl Control {
     /// The backend's device, for the `port` command.
     pub fn set_port_monitor(&self, monitor: Option<Arc<dyn PortMonitor>>) {
         *self.port.lock().expect("port lock") = monitor;
+    }
+
+    /// The workers' TLS, whose certificates `reload` reads again.
+    pub fn set_tls(&self, tls: Option<Arc<TlsServer>>) {
+        *self.tls.lock().expect("tls lock") = tls;
     }
 
     pub(crate) fn set_socket_path(&self, path: PathBuf) {
@@ -328,7 +337,31 @@ impl Control {
             loader()?
         };
         let mut current = self.config.lock().expect("config lock");
-        let (changed, restart) = diff(&current, &new);
+        // Certificates first: files that do not load fail the whole reload.
+        let tls_reloaded = match (
+            self.tls.lock().expect("tls lock").as_ref(),
+            new.tls.settings(),
+        ) {
+            (Some(server), Some(settings)) => {
+                server.reload(settings)?;
+                true
+            }
+            _ => false,
+        };
+        let (changed, mut restart) = diff(&current, &new);
+        if !tls_reloaded {
+            // TLS turned on or off takes a restart.
+            restart.extend(
+                changed
+                    .iter()
+                    .filter(|key| key.starts_with("tls."))
+                    .cloned(),
+            );
+        }
+        let changed: Vec<String> = changed
+            .into_iter()
+            .filter(|key| tls_reloaded || !key.starts_with("tls."))
+            .collect();
         if new.log.level != current.log.level {
             if let Some(setter) = self.log_level.lock().expect("log lock").as_ref() {
                 setter(&new.log.level)?;
@@ -361,10 +394,20 @@ impl Control {
         applied.control = current.control.clone();
         applied.dataplane = current.dataplane.clone();
         applied.afpacket = current.afpacket.clone();
+        if !tls_reloaded {
+            applied.tls = current.tls.clone();
+        }
         *current = applied;
-        tracing::info!(?changed, ?restart, connections, "configuration reloaded");
+        tracing::info!(
+            ?changed,
+            ?restart,
+            connections,
+            tls_reloaded,
+            "configuration reloaded"
+        );
         Ok(json!({
             "changed": changed,
+            "tls_reloaded": tls_reloaded,
             "needs_restart": restart,
             "live_connections": connections,
         }))
@@ -402,6 +445,7 @@ fn diff(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
         }
         let live = key.starts_with("limits.")
             || key.starts_with("auth.")
+            || key.starts_with("tls.")
             || matches!(
                 key.as_str(),
                 "server.max_connections"

@@ -62,8 +62,8 @@ impl SessionConfig {
         }
     }
 
-    /// The INFO body sent on accept.
-    pub fn info_json(&self, worker: usize) -> Vec<u8> {
+    /// The INFO body sent on accept; `tls_required` when the broker has TLS.
+    pub fn info_json(&self, worker: usize, tls_required: bool) -> Vec<u8> {
         let info = Info {
             server_id: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -71,7 +71,7 @@ impl SessionConfig {
             max_payload: self.max_payload as u64,
             max_topic_length: self.max_topic_length as u64,
             auth_required: self.token.is_some(),
-            tls_required: false,
+            tls_required,
             worker: Some(worker as u32),
         };
         serde_json::to_vec(&info).expect("INFO serialises")

@@ -110,6 +110,11 @@ counters! {
     /// Refused at accept time (connection limit) or at CONNECT (auth).
     ConnectionsRefused = "connections_refused", Counter, Sum,
         "Connections refused (limits or authentication).";
+    TlsHandshakes = "tls_handshakes", Counter, Sum,
+        "TLS handshakes completed.";
+    /// A failed handshake, a bad record, or plaintext where TLS is required.
+    TlsFailures = "tls_failures", Counter, Sum,
+        "Connections closed for a TLS error or for plaintext where TLS is required.";
     FramesInConnect = "frames_in_connect", Counter, Sum,
         "CONNECT frames received.";
     FramesInPublish = "frames_in_publish", Counter, Sum,

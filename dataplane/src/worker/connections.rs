@@ -19,11 +19,14 @@ use super::outbound::Outbound;
 use super::payloads::SharedPayloads;
 use crate::session::{Session, Tick};
 use crate::stats::{Counter, WorkerStats};
+use crate::tls::TlsLink;
 
 /// An empty input buffer larger than this gives its memory back at the next
 /// tick (not on every drain, which made a streaming publisher allocate
 /// again on every read).
 const IDLE_INPUT_CAPACITY: usize = 64 * 1024;
+/// Slices of queued output handed to TLS per seal.
+const SEAL_SLICES: usize = 64;
 
 /// Why a connection does not process its input now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,22 @@ pub(super) struct Conn {
     dirty: bool,
     /// What operators see (`blipmqctl conns`).
     pub(super) info: ConnMeta,
+    /// Its TLS, when the broker has TLS: the transport's bytes go through
+    /// it both ways.
+    pub(super) tls: Option<Box<TlsLink>>,
+}
+
+impl Conn {
+    /// Whether everything that can still be sent was: with TLS, only its
+    /// records (plaintext queued during a handshake that never completes
+    /// cannot be sent).
+    pub(super) fn is_flushed(&self) -> bool {
+        match &self.tls {
+            Some(tls) if tls.is_handshaking() => tls.pending().is_empty(),
+            Some(tls) => tls.pending().is_empty() && self.output.is_empty(),
+            None => self.output.is_empty(),
+        }
+    }
 }
 
 /// A connection's identity and traffic, for the control plane only.
@@ -189,6 +208,7 @@ impl Connections {
                 bytes_in: 0,
                 bytes_out: 0,
             },
+            tls: None,
         };
         self.next_serial += self.serial_step;
         self.slab.insert(conn)
@@ -281,22 +301,69 @@ impl Connections {
     }
 
     /// Output queued for the connection: see [`WorkerCore::output`](super::WorkerCore::output).
-    pub(super) fn output(&self, cid: ConnId) -> &[u8] {
-        self.slab[cid].output.front(&self.payloads)
+    pub(super) fn output(&mut self, cid: ConnId) -> &[u8] {
+        self.seal(cid);
+        let conn = &self.slab[cid];
+        match &conn.tls {
+            Some(tls) => tls.pending(),
+            None => conn.output.front(&self.payloads),
+        }
     }
 
+    /// Fills `slices` with the bytes for the transport, sealing queued
+    /// output into TLS records first where the connection has TLS.
     pub(super) fn output_vectored<'a>(
-        &'a self,
+        &'a mut self,
         cid: ConnId,
         slices: &mut [std::io::IoSlice<'a>],
     ) -> usize {
-        self.slab[cid].output.gather(&self.payloads, slices)
+        self.seal(cid);
+        let conn = &self.slab[cid];
+        match &conn.tls {
+            Some(tls) if tls.pending().is_empty() || slices.is_empty() => 0,
+            Some(tls) => {
+                slices[0] = std::io::IoSlice::new(tls.pending());
+                1
+            }
+            None => conn.output.gather(&self.payloads, slices),
+        }
+    }
+
+    /// Encrypts queued output into the connection's TLS records, as far as
+    /// the TLS link takes it; then, once a closing connection's output is
+    /// all sealed, its close_notify.
+    fn seal(&mut self, cid: ConnId) {
+        let conn = &mut self.slab[cid];
+        let Some(tls) = conn.tls.as_deref_mut() else {
+            return;
+        };
+        while tls.wants_plaintext() {
+            let mut slices = [std::io::IoSlice::new(&[]); SEAL_SLICES];
+            let filled = conn.output.gather(&self.payloads, &mut slices);
+            if filled == 0 {
+                if conn.closing.is_some() {
+                    tls.close_notify();
+                }
+                return;
+            }
+            let taken = tls.seal(&slices[..filled]);
+            if taken == 0 {
+                return;
+            }
+            conn.output.advance(taken, &mut self.payloads);
+            let pending = conn.output.pending_len();
+            self.backlog.on_written(cid, &mut conn.pacing, pending);
+        }
     }
 
     pub(super) fn on_output_written(&mut self, cid: ConnId, written: usize) {
         let conn = &mut self.slab[cid];
-        conn.output.advance(written, &mut self.payloads);
         conn.info.bytes_out += written as u64;
+        if let Some(tls) = conn.tls.as_deref_mut() {
+            tls.advance(written);
+            return;
+        }
+        conn.output.advance(written, &mut self.payloads);
         let pending = conn.output.pending_len();
         self.backlog.on_written(cid, &mut conn.pacing, pending);
     }

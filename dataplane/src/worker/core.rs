@@ -25,6 +25,7 @@ use crate::rings::WorkerRings;
 use crate::router::{SubKey, WorkerId, WorkerSet};
 use crate::session::{Input, Session, SessionConfig, Step};
 use crate::stats::{Counter, StatsSegment, WorkerStats};
+use crate::tls::{TlsFailure, TlsServer};
 
 pub type ConnId = usize;
 
@@ -44,6 +45,8 @@ pub struct CoreConfig {
     pub max_connections: usize,
     /// The NATS listener's address, for the INFO NATS clients get.
     pub nats_addr: Option<std::net::SocketAddr>,
+    /// TLS on both listeners, when configured.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// What all workers share: the connection count behind the broker-wide
@@ -101,6 +104,8 @@ pub struct WorkerCore {
     /// When [`on_tick`](Self::on_tick) is next due.
     next_tick: Instant,
     draining: bool,
+    /// Plaintext out of a TLS connection's last read, kept for its capacity.
+    tls_plaintext: Vec<u8>,
     pub stats: WorkerStats,
 }
 
@@ -121,7 +126,7 @@ impl WorkerCore {
         let id = rings.id;
         let peers = Peers::new(rings);
         WorkerCore {
-            info: config.session.info_json(id),
+            info: config.session.info_json(id, config.tls.is_some()),
             conns: Connections::new(
                 config.max_pending_bytes,
                 config.slow_consumer_grace,
@@ -137,6 +142,7 @@ impl WorkerCore {
             now,
             next_tick: now + TICK,
             draining: false,
+            tls_plaintext: Vec::new(),
             stats,
         }
     }
@@ -182,21 +188,68 @@ impl WorkerCore {
             self.start_close(cid, CloseReason::Error);
         } else {
             self.stats.inc(Counter::ConnectionsAccepted);
-            let conn = &mut self.conns[cid];
-            match dialect {
-                Dialect::Binary => encode::put_info(conn.output.frames(), &self.info),
-                Dialect::Nats => {
-                    let info = self
-                        .config
-                        .session
-                        .nats_info(conn.info.serial, self.config.nats_addr);
-                    nats::encode::put_info(conn.output.frames(), &info);
-                }
+            if !self.start_tls(cid, dialect) {
+                self.queue_info(cid, dialect);
             }
-            self.stats.inc(Counter::FramesOutInfo);
-            self.conns.mark_dirty(cid);
         }
         cid
+    }
+
+    /// Queues INFO as the first frame for the session (inside TLS, when
+    /// the connection has it).
+    fn queue_info(&mut self, cid: ConnId, dialect: Dialect) {
+        match dialect {
+            Dialect::Binary => encode::put_info(self.conns[cid].output.frames(), &self.info),
+            Dialect::Nats => {
+                let info = self.nats_info(self.conns[cid].info.serial);
+                nats::encode::put_info(self.conns[cid].output.frames(), &info);
+            }
+        }
+        self.stats.inc(Counter::FramesOutInfo);
+        self.conns.mark_dirty(cid);
+    }
+
+    /// The INFO a NATS client gets: TLS required, or available where
+    /// plaintext clients are allowed too.
+    fn nats_info(&self, serial: u64) -> nats::ServerInfo {
+        let mut info = self.config.session.nats_info(serial, self.config.nats_addr);
+        if let Some(tls) = &self.config.tls {
+            let settings = tls.settings();
+            info.tls_required = settings.required || settings.handshake_first;
+            info.tls_available = true;
+            info.tls_verify = settings.ca_file.is_some();
+        }
+        info
+    }
+
+    /// Gives a new connection its TLS when the broker has TLS. NATS clients
+    /// get INFO in the clear first, then upgrade (unless handshake_first);
+    /// returns whether INFO was sent that way. Otherwise INFO is the first
+    /// thing sealed once the handshake completes.
+    fn start_tls(&mut self, cid: ConnId, dialect: Dialect) -> bool {
+        let Some(server) = self.config.tls.clone() else {
+            return false;
+        };
+        let settings = server.settings();
+        let clear_info = dialect == Dialect::Nats && !settings.handshake_first;
+        let mut prefix = Vec::new();
+        if clear_info {
+            let info = self.nats_info(self.conns[cid].info.serial);
+            nats::encode::put_info(&mut prefix, &info);
+            self.stats.inc(Counter::FramesOutInfo);
+        }
+        match server.link(&prefix, clear_info && !settings.required) {
+            Ok(link) => {
+                self.conns[cid].tls = Some(Box::new(link));
+                self.conns.mark_dirty(cid);
+            }
+            Err(failure) => {
+                tracing::warn!(conn = cid, ?failure, "TLS could not start");
+                self.stats.inc(Counter::TlsFailures);
+                self.start_close(cid, CloseReason::Error);
+            }
+        }
+        clear_info
     }
 
     /// Whether the backend should read more from this connection now. A
@@ -216,15 +269,40 @@ impl WorkerCore {
         self.start_close(cid, CloseReason::Client);
     }
 
-    /// Bytes received from the connection. Whole frames are handled straight
-    /// from `bytes`; only what must wait (a partial frame, or frames behind
-    /// a stall) is copied into the connection's buffer.
+    /// Bytes received from the connection: through its TLS first, when it
+    /// has TLS.
     pub fn on_received(&mut self, cid: ConnId, bytes: &[u8], now: Instant) {
         self.now = now;
         self.stats.add(Counter::BytesIn, bytes.len() as u64);
         let conn = &mut self.conns[cid];
         conn.info.bytes_in += bytes.len() as u64;
         if conn.closing.is_some() {
+            return;
+        }
+        let Some(tls) = conn.tls.as_deref_mut() else {
+            return self.on_plaintext(cid, bytes);
+        };
+        let mut plaintext = std::mem::take(&mut self.tls_plaintext);
+        plaintext.clear();
+        let received = tls.receive(bytes, &mut plaintext);
+        if tls.take_ready() {
+            // INFO, queued at accept, can now be sealed and sent.
+            self.stats.inc(Counter::TlsHandshakes);
+        }
+        self.conns.mark_dirty(cid);
+        match received {
+            Ok(()) => self.on_plaintext(cid, &plaintext),
+            Err(failure) => self.on_tls_failure(cid, failure),
+        }
+        self.tls_plaintext = plaintext;
+    }
+
+    /// Whole frames are handled straight from `bytes`; only what must wait
+    /// (a partial frame, or frames behind a stall) is copied into the
+    /// connection's buffer.
+    fn on_plaintext(&mut self, cid: ConnId, bytes: &[u8]) {
+        let conn = &mut self.conns[cid];
+        if conn.closing.is_some() || bytes.is_empty() {
             return;
         }
         if conn.input.is_empty() && conn.wait == Wait::None {
@@ -239,15 +317,38 @@ impl WorkerCore {
         }
     }
 
+    /// A client that broke TLS, or spoke plaintext where TLS is required:
+    /// the latter is told so in the clear; both are closed.
+    fn on_tls_failure(&mut self, cid: ConnId, failure: TlsFailure) {
+        self.stats.inc(Counter::TlsFailures);
+        tracing::debug!(conn = cid, ?failure, "TLS failed");
+        if failure == TlsFailure::Plaintext {
+            let dialect = self.conns[cid].output.dialect();
+            let mut answer = Vec::new();
+            dialect.put_error(&mut answer, ErrorCode::BadRequest, dialect::TLS_REQUIRED);
+            if let Some(tls) = self.conns[cid].tls.as_deref_mut() {
+                tls.push_clear(&answer);
+            }
+            self.stats.inc(Counter::FramesOutError);
+        }
+        self.start_close(cid, CloseReason::Error);
+    }
+
+    /// Bytes queued for the connection, sealed or not.
+    pub fn pending_output(&self, cid: ConnId) -> usize {
+        let conn = &self.conns[cid];
+        conn.output.pending_len() + conn.tls.as_ref().map_or(0, |tls| tls.pending().len())
+    }
+
     /// The first contiguous run of bytes waiting to be written to the
     /// connection (empty when none); see also [`output_vectored`](Self::output_vectored).
-    pub fn output(&self, cid: ConnId) -> &[u8] {
+    pub fn output(&mut self, cid: ConnId) -> &[u8] {
         self.conns.output(cid)
     }
 
     /// Fills `slices` with the bytes waiting for the connection, in order,
     /// for one writev; returns how many slices were filled.
-    pub fn output_vectored<'a>(&'a self, cid: ConnId, slices: &mut [IoSlice<'a>]) -> usize {
+    pub fn output_vectored<'a>(&'a mut self, cid: ConnId, slices: &mut [IoSlice<'a>]) -> usize {
         self.conns.output_vectored(cid, slices)
     }
 
@@ -261,7 +362,7 @@ impl WorkerCore {
     pub fn should_close(&self, cid: ConnId, now: Instant) -> bool {
         let conn = &self.conns[cid];
         conn.closing.is_some_and(|deadline| {
-            (conn.output.is_empty() && !conn.held.is_holding()) || now >= deadline
+            (conn.is_flushed() && !conn.held.is_holding()) || now >= deadline
         })
     }
 

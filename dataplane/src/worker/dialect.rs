@@ -163,6 +163,7 @@ fn nats_err_text(code: ErrorCode, reason: &str) -> &str {
         ErrorCode::PingTimeout => "Stale Connection",
         ErrorCode::Unavailable if reason == SLOW_CONSUMER => "Slow Consumer",
         ErrorCode::Unavailable if reason == CONNECTION_LIMIT => "maximum connections exceeded",
+        ErrorCode::BadRequest if reason == TLS_REQUIRED => "Secure Connection - TLS Required",
         _ => reason,
     }
 }
@@ -170,6 +171,7 @@ fn nats_err_text(code: ErrorCode, reason: &str) -> &str {
 /// The reasons of the ERRORs that have a NATS text of their own.
 pub const SLOW_CONSUMER: &str = "slow consumer";
 pub const CONNECTION_LIMIT: &str = "connection limit reached";
+pub const TLS_REQUIRED: &str = "TLS required";
 
 #[cfg(test)]
 mod tests {

@@ -140,6 +140,9 @@ pub struct ServerInfo {
     pub tls_required: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub tls_available: bool,
+    /// Clients must present a certificate.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls_verify: bool,
     pub max_payload: i32,
     #[serde(default, skip_serializing_if = "is_false")]
     pub jetstream: bool,
@@ -179,6 +182,7 @@ impl Default for ServerInfo {
             auth_required: false,
             tls_required: false,
             tls_available: false,
+            tls_verify: false,
             max_payload: 1024 * 1024,
             jetstream: false,
             client_id: 0,

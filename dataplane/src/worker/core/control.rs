@@ -215,7 +215,7 @@ impl WorkerCore {
             self.config.slow_consumer_grace,
         );
         self.config.max_connections = settings.max_connections;
-        self.info = session.info_json(self.id());
+        self.info = session.info_json(self.id(), self.config.tls.is_some());
         for (_, conn) in self.conns.iter_mut() {
             conn.session.set_config(session.clone());
         }

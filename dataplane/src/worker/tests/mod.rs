@@ -14,6 +14,7 @@ use crate::stats::Counter;
 
 mod nats;
 mod pacing;
+mod tls;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Out {
@@ -47,6 +48,19 @@ fn session_config() -> SessionConfig {
     }
 }
 
+fn core_config() -> CoreConfig {
+    CoreConfig {
+        session: Arc::new(session_config()),
+        max_pending_bytes: 1 << 20,
+        slow_consumer_grace: Duration::ZERO,
+        drain_timeout: Duration::from_secs(1),
+        cache_subjects: 64,
+        max_connections: 1000,
+        nats_addr: None,
+        tls: None,
+    }
+}
+
 impl Cluster {
     /// Pacing off: most of these tests drive cuts; pacing has its own.
     fn new(workers: usize, ring_bytes: usize, max_pending_bytes: usize) -> Cluster {
@@ -59,16 +73,19 @@ impl Cluster {
         max_pending_bytes: usize,
         slow_consumer_grace: Duration,
     ) -> Cluster {
+        Cluster::with_config(
+            workers,
+            ring_bytes,
+            CoreConfig {
+                max_pending_bytes,
+                slow_consumer_grace,
+                ..core_config()
+            },
+        )
+    }
+
+    fn with_config(workers: usize, ring_bytes: usize, config: CoreConfig) -> Cluster {
         let now = Instant::now();
-        let config = CoreConfig {
-            session: Arc::new(session_config()),
-            max_pending_bytes,
-            slow_consumer_grace,
-            drain_timeout: Duration::from_secs(1),
-            cache_subjects: 64,
-            max_connections: 1000,
-            nats_addr: None,
-        };
         let shared = Arc::new(Shared::default());
         let cores = RingRegion::new(workers, ring_bytes)
             .unwrap()

@@ -108,6 +108,7 @@ impl Setup {
                 cache_subjects: 64,
                 max_connections: 1000,
                 nats_addr: None,
+                tls: None,
             },
             stack: |_| {},
             client_buffer: 64 << 10,
@@ -476,7 +477,7 @@ fn without_pacing_a_subscriber_that_stops_reading_is_cut_off_past_max_pending() 
         if !w.core(0).contains(sub_cid) {
             return true;
         }
-        let queued = w.core(0).output(sub_cid).len();
+        let queued = w.core(0).pending_output(sub_cid);
         assert!(
             queued <= MAX_PENDING,
             "{queued} bytes queued, past the limit"
