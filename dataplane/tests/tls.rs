@@ -115,12 +115,26 @@ fn nats_and_binary_clients_talk_over_tls(backend: Backend, workers: usize) {
             ("tls.to_binary", &b"from nats"[..])
         );
 
-        // The other way: a NATS subscriber (its flush's PONG makes it
-        // visible to every publisher), a binary publisher.
+        // The other way: a NATS subscriber, a binary publisher. async-nats
+        // may send its flush's PING before the SUB, so publish until the
+        // subscription is seen.
         let mut sub = nats.subscribe("tls.to_nats").await.unwrap();
         nats.flush().await.unwrap();
-        binary.send_frame(|o| encode::put_publish(o, b"tls.to_nats", None, b"from binary", false));
-        assert_eq!(&next(&mut sub).await.payload[..], b"from binary");
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "nothing reached the NATS subscriber"
+            );
+            binary.send_frame(|o| {
+                encode::put_publish(o, b"tls.to_nats", None, b"from binary", false)
+            });
+            let got = tokio::time::timeout(Duration::from_millis(50), sub.next()).await;
+            if let Ok(Some(message)) = got {
+                assert_eq!(&message.payload[..], b"from binary");
+                break;
+            }
+        }
     });
     broker.assert_alive();
 }
@@ -277,6 +291,42 @@ fn certificates_reload_on_sighup_and_live_connections_stay() {
     broker.assert_alive();
 }
 
+fn garbage_and_truncated_records_close_only_their_connection() {
+    use std::io::{Read, Write};
+    let (mut broker, pki) = tls_broker(Backend::Kernel, 1, "garbage", "");
+    let addr = broker.addr();
+    let closes_within = |stream: &mut std::net::TcpStream| {
+        stream.set_read_timeout(Some(WITHIN)).unwrap();
+        let mut sink = [0u8; 4096];
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            match stream.read(&mut sink) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => assert!(Instant::now() < deadline, "still open after 10 s"),
+            }
+        }
+    };
+    // A handshake record holding junk.
+    let mut junk = common::tcp_connect(addr, WITHIN).unwrap();
+    junk.write_all(&[0x16, 0x03, 0x01, 0x00, 0x08, 1, 2, 3, 4, 5, 6, 7, 8])
+        .unwrap();
+    closes_within(&mut junk);
+    // A record cut short by the client's close.
+    let mut cut = common::tcp_connect(addr, WITHIN).unwrap();
+    cut.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 1, 2, 3])
+        .unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    closes_within(&mut cut);
+    // A record longer than TLS allows.
+    let mut huge = common::tcp_connect(addr, WITHIN).unwrap();
+    huge.write_all(&[0x16, 0x03, 0x03, 0xff, 0xff]).unwrap();
+    closes_within(&mut huge);
+
+    let mut good = Raw::connect_tls(addr, &pki.ca(), None).expect("a good client still gets in");
+    good.do_connect(r#"{"protocol":1}"#);
+    broker.assert_alive();
+}
+
 for_backends! {
     workers: [nats_and_binary_clients_talk_over_tls],
     two_workers: [],
@@ -295,6 +345,11 @@ fn mutual_tls() {
 #[test]
 fn nats_handshake_first() {
     nats_handshake_first_works_with_a_client_that_asks_for_it();
+}
+
+#[test]
+fn garbage_and_truncated_records() {
+    garbage_and_truncated_records_close_only_their_connection();
 }
 
 #[test]

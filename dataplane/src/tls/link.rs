@@ -84,6 +84,28 @@ impl TlsLink {
         true
     }
 
+    /// The negotiated TLS version ("1.3"), as nats-server's `/connz` has it.
+    pub fn version(&self) -> Option<String> {
+        if self.clear {
+            return None;
+        }
+        self.conn.protocol_version().map(|version| match version {
+            rustls::ProtocolVersion::TLSv1_3 => "1.3".to_owned(),
+            rustls::ProtocolVersion::TLSv1_2 => "1.2".to_owned(),
+            other => format!("{other:?}"),
+        })
+    }
+
+    /// The negotiated cipher suite's name.
+    pub fn cipher_suite(&self) -> Option<String> {
+        if self.clear {
+            return None;
+        }
+        self.conn
+            .negotiated_cipher_suite()
+            .map(|suite| format!("{:?}", suite.suite()))
+    }
+
     /// The client's certificate chain (end entity first), under mTLS.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         self.conn
