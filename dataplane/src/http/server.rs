@@ -47,6 +47,7 @@ struct Endpoints {
 /// serves, and its blocking pool; none of them pinned (threads spawned
 /// from a non-worker thread inherit its affinity, never a worker core's).
 /// Dropping it stops it.
+#[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -124,14 +125,6 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop_now();
-    }
-}
-
-impl std::fmt::Debug for HttpServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpServer")
-            .field("local_addr", &self.local_addr)
-            .finish()
     }
 }
 
