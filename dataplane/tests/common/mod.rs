@@ -123,6 +123,35 @@ max_pending_bytes = 1048576
 
 static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// A `[nats]` listener: any free port of 127.0.0.1 on the kernel backend;
+/// a fixed port of its own address on a user-space one (each has a lab).
+pub fn nats_config(backend: Backend) -> String {
+    let listen = match backend {
+        Backend::Kernel => "127.0.0.1:0",
+        _ => "0.0.0.0:4222",
+    };
+    format!("[nats]\nlisten = \"{listen}\"\n")
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a broker started
+/// after it inherits it); returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass, which outlives the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct we pass.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
+    }
+    limit.rlim_cur
+}
+
 /// Which packet I/O backend a [`Broker`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
