@@ -78,7 +78,10 @@ fn closed_with_error(idle: &mut Idle, deadline: Instant) -> Result<(u16, String)
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("still open {:?} after it opened", idle.opened.elapsed()));
+            return Err(format!(
+                "still open {:?} after it opened",
+                idle.opened.elapsed()
+            ));
         }
         idle.stream.set_read_timeout(Some(left)).unwrap();
         match idle.stream.read(&mut chunk) {
@@ -161,7 +164,9 @@ fn idle_flood_is_closed_in_time_while_traffic_flows(backend: Backend, workers: u
     let flood = flood_started.elapsed();
     let during = done.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
-    traffic.join().expect("the publisher and subscriber kept going");
+    traffic
+        .join()
+        .expect("the publisher and subscriber kept going");
     eprintln!(
         "{IDLE} idle connections opened and closed in {flood:?}; {during} round trips meanwhile"
     );
@@ -271,7 +276,10 @@ fn per_ip_limit_refuses_one_more_until_one_leaves(backend: Backend, workers: usi
         if c.read_frame().is_op(Op::Info) {
             break c;
         }
-        assert!(Instant::now() < deadline, "no connection accepted after one of the 3 left");
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after one of the 3 left"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     accepted.do_connect(r#"{"protocol":1}"#);
