@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::{decode_frame, encode, Op, ServerFrame};
+use blipmq_protocol::{decode_frame, encode, ServerFrame};
 use common::*;
 
 for_backends! {
@@ -248,40 +248,10 @@ fn reject_refuses_the_excess_with_429(backend: Backend, workers: usize) {
     publisher.ping_pong();
 }
 
-/// `limits.max_connections_per_ip = 3`: the fourth connection from the
+/// `limits.max_connections_per_ip = 3`: one more connection from the
 /// address gets ERROR 503 and is closed (whatever worker it lands on); once
 /// one leaves, a new one is accepted.
 fn per_ip_limit_refuses_one_more_until_one_leaves(backend: Backend, workers: usize) {
     let broker = Broker::start_on(backend, workers, "[limits]\nmax_connections_per_ip = 3\n");
-    let mut open: Vec<Raw> = (0..3).map(|_| Raw::handshake(broker.addr())).collect();
-    for attempt in 0..3 {
-        let mut refused = Raw::connect_no_info(broker.addr());
-        let frames = refused.expect_closed();
-        assert!(
-            matches!(frames.as_slice(), [f] if f.error().is_some_and(|e| e.0 == 503)),
-            "connection {} from one address past the limit of 3: expected ERROR 503 and close, got {frames:?}",
-            4 + attempt
-        );
-    }
-    for c in open.iter_mut() {
-        c.ping_pong();
-    }
-    let mut leaving = open.pop().unwrap();
-    leaving.send_frame(|b| encode::put_disconnect(b, ""));
-    leaving.expect_closed();
-    // The broker counts the close once it has closed its end: poll, bounded.
-    let deadline = Instant::now() + TIMEOUT;
-    let mut accepted = loop {
-        let mut c = Raw::connect_no_info(broker.addr());
-        if c.read_frame().is_op(Op::Info) {
-            break c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no connection accepted after one of the 3 left"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    accepted.do_connect(r#"{"protocol":1}"#);
-    accepted.ping_pong();
+    check_limit_of_three(broker.addr(), "maximum connections per IP address exceeded");
 }
