@@ -42,9 +42,13 @@ impl ConnectionLimits {
         }
     }
 
-    /// When a connection accepted at `now` must have completed CONNECT.
+    /// When a connection accepted at `now` must have completed CONNECT;
+    /// none when off, or too far to tell from never.
     pub fn handshake_deadline(&self, now: Instant) -> Option<Instant> {
-        (!self.handshake_timeout.is_zero()).then(|| now + self.handshake_timeout)
+        if self.handshake_timeout.is_zero() {
+            return None;
+        }
+        now.checked_add(self.handshake_timeout)
     }
 }
 
@@ -339,6 +343,11 @@ mod tests {
             on.handshake_deadline(now),
             Some(now + Duration::from_secs(2))
         );
+        let endless = ConnectionLimits {
+            handshake_timeout: Duration::MAX,
+            ..off
+        };
+        assert_eq!(endless.handshake_deadline(now), None, "no overflow panic");
     }
 
     #[test]
