@@ -138,6 +138,7 @@ impl Cores {
             max_connections: 1000,
             nats_addr: None,
             tls: None,
+            limits: Default::default(),
         };
         let shared = Arc::new(Shared::default());
         let cores = RingRegion::new(2, 1 << 20)

@@ -21,6 +21,7 @@ use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::StatsSegment;
 use crate::tls::TlsServer;
+use crate::worker::limits::ConnectionLimits;
 use crate::worker::{ControlPort, CoreConfig, Shared, WorkerCore};
 
 /// A running broker.
@@ -316,6 +317,7 @@ fn core_config(config: &Config) -> CoreConfig {
         cache_subjects: config.dataplane.cache_subjects,
         max_connections: config.server.max_connections,
         tls: None,
+        limits: ConnectionLimits::from_config(config),
     }
 }
 

@@ -22,14 +22,14 @@
 
 mod common;
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::encode;
 use common::netns;
-use common::{connect_bytes, ping_bytes, Backend, Broker, Next, Raw};
+use common::{connect_bytes, ping_bytes, raise_nofile, Backend, Broker, Next, Raw};
 
 /// Small socket buffers, so 10,000 connections fit (smoltcp allocates both
 /// buffers of each socket up front).
@@ -49,24 +49,6 @@ const BATCH: usize = 64;
 /// The whole test finishes within this, or it fails.
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(10);
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-fn raise_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass, which outlives the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit only reads the struct we pass.
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-        assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
-    }
-    limit.rlim_cur
-}
 
 /// Opens `n` connections from the client namespace at `ns`, each through
 /// INFO, CONNECT/OK and PING/PONG; returns them open.

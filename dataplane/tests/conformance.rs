@@ -871,42 +871,7 @@ fn client_disconnect_flush_bounded(backend: Backend, workers: usize) {
 /// the whole broker).
 fn connection_limit_503(backend: Backend, workers: usize) {
     let broker = Broker::start_on(backend, workers, "[server]\nmax_connections = 3\n");
-    let mut open: Vec<Raw> = (0..3).map(|_| Raw::handshake(broker.addr())).collect();
-    for attempt in 0..4 {
-        let mut c = Raw::connect_no_info(broker.addr());
-        let frames = c.expect_closed();
-        let ok = match frames.as_slice() {
-            [err] => err.error().is_some_and(|e| e.0 == 503),
-            [info, err] => info.is_op(Op::Info) && err.error().is_some_and(|e| e.0 == 503),
-            _ => false,
-        };
-        assert!(
-            ok,
-            "connection {} past the limit of 3: expected [INFO,] ERROR 503, close; got {frames:?}",
-            4 + attempt
-        );
-    }
-    for c in open.iter_mut() {
-        c.ping_pong();
-    }
-    // Once one leaves (and the broker has closed it), a new one is accepted.
-    let mut leaving = open.pop().unwrap();
-    leaving.send_frame(|b| encode::put_disconnect(b, ""));
-    leaving.expect_closed();
-    let mut accepted = None;
-    for _ in 0..50 {
-        let mut c = Raw::connect_no_info(broker.addr());
-        let frame = c.read_frame();
-        if frame.is_op(Op::Info) {
-            accepted = Some(c);
-            break;
-        }
-        // The close may not be accounted for yet: poll, bounded.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut c = accepted.expect("no connection accepted after one of the 3 left");
-    c.do_connect(r#"{"protocol":1}"#);
-    c.ping_pong();
+    check_limit_of_three(broker.addr(), "connection limit reached");
 }
 
 // ---------------------------------------------------------------------------

@@ -12,21 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{as_client_of, tcp_connect, Backend, Broker, Raw};
+use common::{as_client_of, nats_config, tcp_connect, Backend, Broker, Raw};
 use futures_util::StreamExt;
 
 /// Bounds every wait of a test.
 const WITHIN: Duration = Duration::from_secs(10);
-
-/// A `[nats]` listener: any free port of 127.0.0.1 on the kernel backend;
-/// a fixed port of its own address on a user-space one (each has a lab).
-fn nats_config(backend: Backend) -> String {
-    let listen = match backend {
-        Backend::Kernel => "127.0.0.1:0",
-        _ => "0.0.0.0:4222",
-    };
-    format!("[nats]\nlisten = \"{listen}\"\n")
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -231,20 +231,12 @@ pub struct Ingress<'a> {
 
 impl Ingress<'_> {
     /// A new connection from `peer`, speaking `dialect`: its id in the core
-    /// (which queues INFO, or refuses it with an ERROR). It is read this
-    /// turn.
+    /// (which queues INFO, or refuses it with an ERROR; the per-IP limit
+    /// needs the peer here). It is read this turn.
     pub fn accept(&mut self, peer: Option<SocketAddr>, dialect: Dialect) -> ConnId {
-        let cid = self.core.accept(self.now, dialect);
-        if let Some(peer) = peer {
-            self.core.set_peer(cid, peer);
-        }
+        let cid = self.core.accept_from(self.now, dialect, peer);
         self.readable.push(cid);
         cid
-    }
-
-    /// The peer of a connection accepted this turn, once known.
-    pub fn set_peer(&mut self, cid: ConnId, peer: SocketAddr) {
-        self.core.set_peer(cid, peer);
     }
 
     /// A connection accepted this turn that the transport could not keep.

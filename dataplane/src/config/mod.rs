@@ -105,6 +105,17 @@ pub struct LimitsConfig {
     /// as a slow consumer; 0 = no pacing, cut only past `max_pending_bytes`.
     #[serde(with = "humantime_serde")]
     pub slow_consumer_grace: Duration,
+    /// Messages a connection may publish per second (a burst of one
+    /// second's worth); 0 = unlimited.
+    pub max_msgs_per_sec: u64,
+    /// Payload bytes a connection may publish per second (a burst of one
+    /// second's worth); 0 = unlimited.
+    pub max_bytes_per_sec: u64,
+    /// What happens to messages over those rates.
+    pub rate_policy: RatePolicy,
+    /// Connections one client IP address may hold across the broker;
+    /// 0 = unlimited.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -115,8 +126,25 @@ impl Default for LimitsConfig {
             max_subscriptions: 65536,
             max_pending_bytes: 64 << 20,
             slow_consumer_grace: Duration::from_secs(2),
+            max_msgs_per_sec: 0,
+            max_bytes_per_sec: 0,
+            rate_policy: RatePolicy::Pace,
+            max_connections_per_ip: 0,
         }
     }
+}
+
+/// `limits.rate_policy`: what a connection over its publish rate gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RatePolicy {
+    /// Its socket is not read until its budget refills: TCP slows the
+    /// publisher down, and nothing is lost.
+    #[default]
+    Pace,
+    /// Each message over the rate gets ERROR 429 (NATS: `-ERR`) and is not
+    /// delivered; the connection stays open.
+    Reject,
 }
 
 /// `[nats]`: the listener for NATS clients.
@@ -198,12 +226,26 @@ impl TlsConfig {
 }
 
 /// `[auth]`: `None` = no authentication.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// The token every client must present in CONNECT; `Some("")` is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// How long a connection may take from accept until its CONNECT is
+    /// accepted before it gets ERROR 401 and is closed; 0 = no limit.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            token: None,
+            // As nats-server's default.
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// `[control]`: how operators see the broker.

@@ -682,3 +682,30 @@ fn afpacket_validation_names_the_key() {
     let text = afpacket("").replace("[dataplane]", "workers = 2\n[dataplane]");
     assert_eq!(Config::from_toml_str(&text).unwrap().effective_workers(), 2);
 }
+
+#[test]
+fn connection_limits_parse_and_bad_values_name_the_key() {
+    let config = Config::from_toml_str(
+        "[auth]\ntimeout = \"500ms\"\n[limits]\nmax_msgs_per_sec = 100\nmax_bytes_per_sec = 1048576\nrate_policy = \"reject\"\nmax_connections_per_ip = 8\n",
+    )
+    .unwrap();
+    assert_eq!(config.auth.timeout, Duration::from_millis(500));
+    assert_eq!(config.limits.max_msgs_per_sec, 100);
+    assert_eq!(config.limits.max_bytes_per_sec, 1 << 20);
+    assert_eq!(config.limits.rate_policy, RatePolicy::Reject);
+    assert_eq!(config.limits.max_connections_per_ip, 8);
+    let off = Config::from_toml_str("[auth]\ntimeout = \"0s\"\n").unwrap();
+    assert_eq!(off.auth.timeout, Duration::ZERO);
+    for (text, key) in [
+        ("[limits]\nrate_policy = \"drop\"\n", "limits.rate_policy"),
+        (
+            "[limits]\nmax_msgs_per_sec = -1\n",
+            "limits.max_msgs_per_sec",
+        ),
+        ("[auth]\ntimeout = 2\n", "auth.timeout"),
+    ] {
+        let error = err(text);
+        assert_eq!(error.key(), Some(key), "{text:?} -> {error}");
+        assert_eq!(error.line(), Some(2), "{text:?} -> {error}");
+    }
+}

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::http::{BrokerView, Identity};
 use crate::stats::Counter;
 use crate::tls::TlsServer;
+use crate::worker::limits::ConnectionLimits;
 use crate::worker::Shared;
 
 /// How long a command waits for the workers.
@@ -377,6 +378,7 @@ impl Control {
             token: new.auth.token.clone(),
             ping_interval_ms: new.server.ping_interval.as_millis() as u64,
             max_pings_out: new.server.max_pings_out,
+            connection_limits: ConnectionLimits::from_config(&new),
         };
         let answers = self.ask_every_worker(&WorkerRequest::Reload(settings))?;
         let connections: u64 = answers

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::worker::limits::ConnectionLimits;
+
 /// Bytes before the JSON in a control record.
 pub const RECORD_HEADER: usize = 5;
 
@@ -40,6 +42,7 @@ pub struct ReloadSettings {
     pub token: Option<String>,
     pub ping_interval_ms: u64,
     pub max_pings_out: u32,
+    pub connection_limits: ConnectionLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -107,6 +107,9 @@ counters! {
     /// An operator closed it (`blipmqctl kick`).
     ConnectionsClosedKicked = "connections_closed_kicked", Counter, Sum,
         "Connections closed by an operator's kick.";
+    /// No CONNECT accepted within `auth.timeout` after accept.
+    HandshakeTimeouts = "handshake_timeouts", Counter, Sum,
+        "Connections closed for not completing CONNECT within auth.timeout.";
     /// Refused at accept time (connection limit) or at CONNECT (auth).
     ConnectionsRefused = "connections_refused", Counter, Sum,
         "Connections refused (limits or authentication).";
@@ -115,6 +118,9 @@ counters! {
     /// A failed handshake, a bad record, or plaintext where TLS is required.
     TlsFailures = "tls_failures", Counter, Sum,
         "Connections closed for a TLS error or for plaintext where TLS is required.";
+    /// Also counted in `connections_refused`.
+    ConnectionsRefusedPerIp = "connections_refused_per_ip", Counter, Sum,
+        "Connections refused because their IP address held limits.max_connections_per_ip.";
     FramesInConnect = "frames_in_connect", Counter, Sum,
         "CONNECT frames received.";
     FramesInPublish = "frames_in_publish", Counter, Sum,
@@ -171,6 +177,10 @@ counters! {
         "Times a ring from another worker was left unread for a backlogged subscriber.";
     PacingGraceExpired = "pacing_grace_expired", Counter, Sum,
         "Times a subscriber stayed backlogged past its grace and publishers went on without it.";
+    RatePaced = "rate_paced", Counter, Sum,
+        "Times a publisher's connection went unread until its publish budget (limits.max_*_per_sec) refilled.";
+    RateRejected = "rate_rejected", Counter, Sum,
+        "Messages refused with ERROR 429 for exceeding the publisher's limits.max_*_per_sec.";
     /// Highest occupancy in bytes seen on any of the worker's outgoing
     /// rings; written with [`WorkerStats::max`](super::WorkerStats::max).
     RingOccupancyHighWater = "ring_occupancy_high_water", Gauge, Max,

@@ -15,6 +15,7 @@ use super::answers::HeldAnswers;
 use super::backlog::{Backlog, Pacing};
 use super::core::ConnId;
 use super::dialect::{self, Dialect};
+use super::limits::{ConnectionLimits, PublishRate};
 use super::outbound::Outbound;
 use super::payloads::SharedPayloads;
 use crate::session::{Session, Tick};
@@ -36,6 +37,9 @@ pub(super) enum Wait {
     Room,
     /// A PUBLISH waits for a subscriber it feeds to catch up (pacing).
     Backlog,
+    /// A PUBLISH waits for the connection's publish budget to refill
+    /// (`limits.rate_policy = "pace"`).
+    Rate,
 }
 
 pub(super) struct Conn {
@@ -57,6 +61,12 @@ pub(super) struct Conn {
     pub(super) pacing: Pacing,
     /// Why it closes, for the statistics; an I/O error unless a close began.
     pub(super) close_reason: CloseReason,
+    /// Until CONNECT is accepted: when it must have been (`auth.timeout`).
+    pub(super) handshake_deadline: Option<Instant>,
+    /// Its budget of messages and bytes to publish.
+    pub(super) rate: PublishRate,
+    /// The address it counts for in the broker's connections per IP.
+    pub(super) counted_ip: Option<std::net::IpAddr>,
     /// Listed in [`DirtyList`].
     dirty: bool,
     /// What operators see (`blipmqctl conns`).
@@ -100,6 +110,8 @@ pub(super) enum CloseReason {
     Stale,
     Drain,
     Kicked,
+    /// No CONNECT accepted within `auth.timeout`.
+    HandshakeTimeout,
 }
 
 impl CloseReason {
@@ -111,8 +123,18 @@ impl CloseReason {
             CloseReason::Stale => Counter::ConnectionsClosedStale,
             CloseReason::Drain => Counter::ConnectionsClosedDrain,
             CloseReason::Kicked => Counter::ConnectionsClosedKicked,
+            CloseReason::HandshakeTimeout => Counter::HandshakeTimeouts,
         }
     }
+}
+
+/// Which deadline of a connection passed (see [`Connections::on_tick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Overdue {
+    /// Too many server PINGs unanswered.
+    Stale,
+    /// No CONNECT accepted within `auth.timeout`.
+    Handshake,
 }
 
 /// Connections with output or a pending close since the backend last took
@@ -157,6 +179,9 @@ pub(super) struct Connections {
     /// Connections whose PUBLISH waits for a backlogged subscriber
     /// ([`Wait::Backlog`]).
     paced: Vec<ConnId>,
+    /// Connections whose PUBLISH waits for their publish budget
+    /// ([`Wait::Rate`]), retried at each tick.
+    rate_paced: Vec<ConnId>,
     /// The next accepted connection's [`ConnMeta::serial`]; serials step by
     /// the number of workers, so that each worker's are its own.
     next_serial: u64,
@@ -181,12 +206,19 @@ impl Connections {
             max_pending,
             backlog: Backlog::new(max_pending, slow_consumer_grace),
             paced: Vec::new(),
+            rate_paced: Vec::new(),
             next_serial: worker as u64,
             serial_step: workers as u64,
         }
     }
 
-    pub(super) fn insert(&mut self, session: Session, dialect: Dialect, now: Instant) -> ConnId {
+    pub(super) fn insert(
+        &mut self,
+        session: Session,
+        dialect: Dialect,
+        limits: &ConnectionLimits,
+        now: Instant,
+    ) -> ConnId {
         let conn = Conn {
             session,
             input: Vec::new(),
@@ -198,6 +230,9 @@ impl Connections {
             slow: false,
             pacing: Pacing::Idle,
             close_reason: CloseReason::Error,
+            handshake_deadline: limits.handshake_deadline(now),
+            rate: PublishRate::new(limits, now),
+            counted_ip: None,
             dirty: false,
             info: ConnMeta {
                 serial: self.next_serial,
@@ -469,7 +504,17 @@ impl Connections {
             Wait::None => {}
             Wait::Room => self.waiting.push(cid),
             Wait::Backlog => self.paced.push(cid),
+            Wait::Rate => self.rate_paced.push(cid),
         }
+    }
+
+    pub(super) fn any_rate_paced(&self) -> bool {
+        !self.rate_paced.is_empty()
+    }
+
+    /// The connections waiting for their publish budget, to retry.
+    pub(super) fn take_rate_paced(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.rate_paced)
     }
 
     /// The connections paced behind backlogged subscribers, to retry.
@@ -521,9 +566,13 @@ impl Connections {
 
     /// The connections' share of a tick: buffers trimmed, closes past their
     /// deadline listed dirty, server PINGs queued. Returns the connections
-    /// that went stale (no PONG).
-    pub(super) fn on_tick(&mut self, now: Instant, stats: &WorkerStats) -> Vec<ConnId> {
-        let mut stale = Vec::new();
+    /// past a deadline of theirs, and which.
+    ///
+    /// The handshake deadlines ride on this walk over every connection,
+    /// which the PINGs need anyway: a comparison each, no structure of
+    /// their own to keep.
+    pub(super) fn on_tick(&mut self, now: Instant, stats: &WorkerStats) -> Vec<(ConnId, Overdue)> {
+        let mut overdue = Vec::new();
         for (cid, conn) in self.slab.iter_mut() {
             conn.output.trim();
             if conn.input.is_empty() && conn.input.capacity() > IDLE_INPUT_CAPACITY {
@@ -535,6 +584,14 @@ impl Connections {
                 }
                 continue;
             }
+            if let Some(deadline) = conn.handshake_deadline {
+                if conn.session.is_open() {
+                    conn.handshake_deadline = None;
+                } else if now >= deadline {
+                    overdue.push((cid, Overdue::Handshake));
+                    continue;
+                }
+            }
             match conn.session.on_tick(now) {
                 Tick::Nothing => {}
                 Tick::SendPing => {
@@ -543,10 +600,10 @@ impl Connections {
                     stats.inc(Counter::FramesOutPing);
                     self.dirty.mark(cid, conn);
                 }
-                Tick::Stale => stale.push(cid),
+                Tick::Stale => overdue.push((cid, Overdue::Stale)),
             }
         }
-        stale
+        overdue
     }
 }
 

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use blipmq_protocol::{encode, nats, ErrorCode};
 
 use self::control::ControlPort;
-use super::connections::{CloseReason, Connections, Wait};
+use super::connections::{CloseReason, Connections, Overdue, Wait};
 use super::delivery::Delivery;
 use super::dialect::{self, Dialect};
 use super::groups::{GroupPicks, Target};
+use super::limits::{ConnectionLimits, ConnectionsPerIp, RatePolicy};
 use super::peers::Peers;
 use super::records::{self, GroupNames, Message, Record, Routing};
 use super::subscriptions::Subscriptions;
@@ -47,12 +48,15 @@ pub struct CoreConfig {
     pub nats_addr: Option<std::net::SocketAddr>,
     /// TLS on both listeners, when configured.
     pub tls: Option<Arc<TlsServer>>,
+    /// The handshake timeout, the publish rates, connections per IP.
+    pub limits: ConnectionLimits,
 }
 
-/// What all workers share: the connection count behind the broker-wide
-/// limit, and the stats segment each worker writes its own block of.
+/// What all workers share: the connection counts behind the broker-wide
+/// limits, and the stats segment each worker writes its own block of.
 pub struct Shared {
     pub connections: AtomicUsize,
+    pub connections_per_ip: ConnectionsPerIp,
     pub stats: StatsSegment,
 }
 
@@ -60,6 +64,7 @@ impl Shared {
     pub fn new(stats: StatsSegment) -> Shared {
         Shared {
             connections: AtomicUsize::new(0),
+            connections_per_ip: ConnectionsPerIp::default(),
             stats,
         }
     }
@@ -106,6 +111,8 @@ pub struct WorkerCore {
     draining: bool,
     /// Plaintext out of a TLS connection's last read, kept for its capacity.
     tls_plaintext: Vec<u8>,
+    /// Publishers wait for their budget, and a tick refilled it.
+    rate_retry_due: bool,
     pub stats: WorkerStats,
 }
 
@@ -143,17 +150,13 @@ impl WorkerCore {
             next_tick: now + TICK,
             draining: false,
             tls_plaintext: Vec::new(),
+            rate_retry_due: false,
             stats,
         }
     }
 
     pub fn id(&self) -> usize {
         self.peers.id()
-    }
-
-    /// The peer's address, for the control plane's connection list.
-    pub fn set_peer(&mut self, cid: ConnId, peer: std::net::SocketAddr) {
-        self.conns[cid].info.peer = Some(peer);
     }
 
     /// Large payloads currently shared by subscribers' queues.
@@ -169,21 +172,40 @@ impl WorkerCore {
         self.draining
     }
 
-    /// A new connection speaking `dialect`: queue INFO, or ERROR 503 past
-    /// the connection limit.
+    /// A new connection speaking `dialect`, from a peer not known (yet):
+    /// see [`accept_from`](Self::accept_from).
     pub fn accept(&mut self, now: Instant, dialect: Dialect) -> ConnId {
+        self.accept_from(now, dialect, None)
+    }
+
+    /// A new connection from `peer` speaking `dialect`: queue INFO, or
+    /// ERROR 503 past the broker's connection limit or the peer address's.
+    pub fn accept_from(
+        &mut self,
+        now: Instant,
+        dialect: Dialect,
+        peer: Option<std::net::SocketAddr>,
+    ) -> ConnId {
         self.now = now;
         let session = Session::new(self.config.session.clone(), now);
-        let cid = self.conns.insert(session, dialect, now);
+        let cid = self
+            .conns
+            .insert(session, dialect, &self.config.limits, now);
+        self.conns[cid].info.peer = peer;
         self.stats.inc(Counter::ConnectionsOpen);
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
-        if self.draining || open >= self.config.max_connections {
+        let refusal = if self.draining {
+            Some("broker draining")
+        } else if open >= self.config.max_connections {
+            Some(dialect::CONNECTION_LIMIT)
+        } else if !self.count_peer_ip(cid) {
+            self.stats.inc(Counter::ConnectionsRefusedPerIp);
+            Some(dialect::CONNECTION_LIMIT_PER_IP)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
             self.stats.inc(Counter::ConnectionsRefused);
-            let reason = if self.draining {
-                "broker draining"
-            } else {
-                dialect::CONNECTION_LIMIT
-            };
             self.send_error(cid, ErrorCode::Unavailable, reason);
             self.start_close(cid, CloseReason::Error);
         } else {
@@ -250,6 +272,22 @@ impl WorkerCore {
             }
         }
         clear_info
+    }
+
+    /// Counts the connection for its peer's IP address, unless that holds
+    /// `limits.max_connections_per_ip` already; a connection of unknown
+    /// peer is not counted and not refused.
+    fn count_peer_ip(&mut self, cid: ConnId) -> bool {
+        let conn = &mut self.conns[cid];
+        let Some(ip) = conn.info.peer.map(|peer| peer.ip()) else {
+            return true;
+        };
+        let max = self.config.limits.max_connections_per_ip;
+        let counted = self.shared.connections_per_ip.try_add(ip, max);
+        if counted {
+            conn.counted_ip = Some(ip);
+        }
+        counted
     }
 
     /// Whether the backend should read more from this connection now. A
@@ -388,6 +426,9 @@ impl WorkerCore {
         }
         let conn = self.conns.remove(cid);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = conn.counted_ip {
+            self.shared.connections_per_ip.remove(ip);
+        }
         self.stats.inc(conn.close_reason.counter());
         self.stats.sub(Counter::ConnectionsOpen, 1);
     }
@@ -417,14 +458,27 @@ impl WorkerCore {
         }
     }
 
-    /// Server PINGs, stale connections and close deadlines.
+    /// Server PINGs, stale connections, handshake and close deadlines,
+    /// publishers whose budget refilled.
     pub fn on_tick(&mut self, now: Instant) {
         self.now = now;
         self.stats.heartbeat();
-        for cid in self.conns.on_tick(now, &self.stats) {
-            self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
-            self.start_close(cid, CloseReason::Stale);
+        for (cid, overdue) in self.conns.on_tick(now, &self.stats) {
+            match overdue {
+                Overdue::Stale => {
+                    self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
+                    self.start_close(cid, CloseReason::Stale);
+                }
+                Overdue::Handshake => {
+                    let reason = dialect::HANDSHAKE_TIMEOUT;
+                    self.send_error(cid, ErrorCode::Unauthorized, reason);
+                    self.start_close(cid, CloseReason::HandshakeTimeout);
+                }
+            }
         }
+        // Retried by the next finish_iteration, which publishes what they
+        // route to other workers and says whom to wake.
+        self.rate_retry_due = self.conns.any_rate_paced();
         let let_go = self.conns.let_go_overdue(now);
         if let_go > 0 {
             self.stats.add(Counter::PacingGraceExpired, let_go as u64);
@@ -454,11 +508,14 @@ impl WorkerCore {
 
     /// Work that needs the loop to come round again soon rather than sleep:
     /// control replies, or publishers and rings to resume now that a
-    /// subscriber caught up (it did while the backend flushed). Waiting for
+    /// subscriber caught up (it did while the backend flushed) or a tick
+    /// refilled their publish budgets. Waiting for
     /// peers is not: [`prepare_sleep`](Self::prepare_sleep) sleeps until a
     /// peer releases ring space.
     pub fn has_pending_work(&self) -> bool {
-        self.control.as_ref().is_some_and(ControlPort::has_replies) || self.conns.backlog_eased()
+        self.control.as_ref().is_some_and(ControlPort::has_replies)
+            || self.conns.backlog_eased()
+            || self.rate_retry_due
     }
 
     /// Whether anything waits for other workers to consume records: a
@@ -499,6 +556,11 @@ impl WorkerCore {
         if self.conns.take_backlog_eased() {
             self.peers.resume_paused_rings();
             self.resume_paced();
+        }
+        if std::mem::take(&mut self.rate_retry_due) {
+            for cid in self.conns.take_rate_paced() {
+                self.retry(cid, Wait::Rate);
+            }
         }
         self.peers.publish(&self.stats);
     }
@@ -619,10 +681,15 @@ impl WorkerCore {
                 Flow::Stop
             }
             Step::Publish { message, ack } => {
+                let size = message.headers.len() + message.payload.len();
+                if !self.conns[cid].rate.admits(size, self.now) {
+                    return self.over_rate(cid);
+                }
                 if let Err(wait) = self.route(cid, &message) {
                     self.conns.wait(cid, wait);
                     return Flow::Retry;
                 }
+                self.conns[cid].rate.charge(size);
                 if ack {
                     self.answer(cid, Answer::Ok)
                 } else {
@@ -661,6 +728,23 @@ impl WorkerCore {
             Step::Drop => {
                 self.start_close(cid, CloseReason::Error);
                 Flow::Stop
+            }
+        }
+    }
+
+    /// A PUBLISH over the connection's rate: it waits for the budget to
+    /// refill (the socket is not read meanwhile), or is refused.
+    fn over_rate(&mut self, cid: ConnId) -> Flow {
+        match self.config.limits.rate_policy {
+            RatePolicy::Pace => {
+                self.stats.inc(Counter::RatePaced);
+                self.conns.wait(cid, Wait::Rate);
+                Flow::Retry
+            }
+            RatePolicy::Reject => {
+                self.stats.inc(Counter::RateRejected);
+                self.send_error(cid, ErrorCode::TooMany, dialect::RATE_LIMIT);
+                Flow::Continue
             }
         }
     }

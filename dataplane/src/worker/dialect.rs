@@ -159,7 +159,9 @@ fn with_decimal<R>(value: u32, f: impl FnOnce(&[u8]) -> R) -> R {
 fn nats_err_text(code: ErrorCode, reason: &str) -> &str {
     match code {
         ErrorCode::TooLarge => "Maximum Payload Violation",
+        ErrorCode::Unauthorized if reason == HANDSHAKE_TIMEOUT => "Authentication Timeout",
         ErrorCode::Unauthorized => "Authorization Violation",
+        ErrorCode::TooMany if reason == RATE_LIMIT => "Rate Limit Exceeded",
         ErrorCode::PingTimeout => "Stale Connection",
         ErrorCode::Unavailable if reason == SLOW_CONSUMER => "Slow Consumer",
         ErrorCode::Unavailable if reason == CONNECTION_LIMIT => "maximum connections exceeded",
@@ -172,6 +174,11 @@ fn nats_err_text(code: ErrorCode, reason: &str) -> &str {
 pub const SLOW_CONSUMER: &str = "slow consumer";
 pub const CONNECTION_LIMIT: &str = "connection limit reached";
 pub const TLS_REQUIRED: &str = "TLS required";
+pub const HANDSHAKE_TIMEOUT: &str = "authentication timeout: no CONNECT in time";
+/// NATS: 'Rate Limit Exceeded' (nats-server has no such limit).
+pub const RATE_LIMIT: &str = "rate limit exceeded";
+/// The same text to a NATS client (nats-server has no such limit).
+pub const CONNECTION_LIMIT_PER_IP: &str = "maximum connections per IP address exceeded";
 
 #[cfg(test)]
 mod tests {

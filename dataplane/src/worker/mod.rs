@@ -10,6 +10,7 @@
 //! - `subscriptions`: the local subscriptions and the interest index;
 //! - `peers`: the rings to the other workers and what waits on them;
 //! - `groups`: queue-group member picks;
+//! - `limits`: the handshake deadline, publish rates, connections per IP;
 //! - `delivery`: one message into its subscribers' queues.
 
 pub mod answers;
@@ -19,6 +20,7 @@ pub mod core;
 mod delivery;
 pub mod dialect;
 mod groups;
+pub mod limits;
 pub mod outbound;
 pub mod payloads;
 mod peers;

@@ -123,6 +123,79 @@ max_pending_bytes = 1048576
 
 static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// Checks a connection limit of 3 that this client's connections to `addr`
+/// reach: three clients get in; each attempt past them gets [INFO,] ERROR
+/// 503 `reason` and is closed, and the three still work; once one leaves
+/// (and the broker has closed it), a new client is accepted.
+pub fn check_limit_of_three(addr: SocketAddr, reason: &str) {
+    let mut open: Vec<Raw> = (0..3).map(|_| Raw::handshake(addr)).collect();
+    for attempt in 0..3 {
+        let mut c = Raw::connect_no_info(addr);
+        let frames = c.expect_closed();
+        let refused = |err: &OwnedFrame| err.error() == Some((503, reason.to_string()));
+        let ok = match frames.as_slice() {
+            [err] => refused(err),
+            [info, err] => info.is_op(Op::Info) && refused(err),
+            _ => false,
+        };
+        assert!(
+            ok,
+            "connection {} past the limit of 3: expected [INFO,] ERROR 503 {reason:?}, close; got {frames:?}",
+            4 + attempt
+        );
+    }
+    for c in open.iter_mut() {
+        c.ping_pong();
+    }
+    let mut leaving = open.pop().unwrap();
+    leaving.send_frame(|b| encode::put_disconnect(b, ""));
+    leaving.expect_closed();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut accepted = loop {
+        let mut c = Raw::connect_no_info(addr);
+        if c.read_frame().is_op(Op::Info) {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted within {TIMEOUT:?} after one of the 3 left"
+        );
+        // The close may not be accounted for yet: poll, bounded.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    accepted.do_connect(r#"{"protocol":1}"#);
+    accepted.ping_pong();
+}
+
+/// A `[nats]` listener: any free port of 127.0.0.1 on the kernel backend;
+/// a fixed port of its own address on a user-space one (each has a lab).
+pub fn nats_config(backend: Backend) -> String {
+    let listen = match backend {
+        Backend::Kernel => "127.0.0.1:0",
+        _ => "0.0.0.0:4222",
+    };
+    format!("[nats]\nlisten = \"{listen}\"\n")
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a broker started
+/// after it inherits it); returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass, which outlives the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct we pass.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
+    }
+    limit.rlim_cur
+}
+
 /// Which packet I/O backend a [`Broker`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

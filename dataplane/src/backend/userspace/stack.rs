@@ -609,6 +609,14 @@ impl Stack {
         port.is_some() && port == self.config.nats_port
     }
 
+    /// The peer of a socket from [`Stack::take_established`].
+    pub fn established_peer(&self, handle: SocketHandle) -> Option<std::net::SocketAddr> {
+        let socket = self.listen_set.get::<tcp::Socket>(handle);
+        let peer = socket.remote_endpoint()?;
+        let ip = std::net::IpAddr::from(peer.addr);
+        Some(std::net::SocketAddr::from((ip, peer.port)))
+    }
+
     /// Records that `handle` (from [`Stack::take_established`]) carries
     /// connection `cid`, and moves its socket into a shard.
     pub fn bind(&mut self, cid: ConnId, handle: SocketHandle) {

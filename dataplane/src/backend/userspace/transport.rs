@@ -110,12 +110,9 @@ impl<D: PacketDevice> UserspaceTransport<D> {
             } else {
                 Dialect::Binary
             };
-            let cid = ingress.accept(None, dialect);
+            let peer = self.stack.established_peer(handle);
+            let cid = ingress.accept(peer, dialect);
             self.stack.bind(cid, handle);
-            if let Some(peer) = self.stack.socket(cid).remote_endpoint() {
-                let ip = std::net::IpAddr::from(peer.addr);
-                ingress.set_peer(cid, std::net::SocketAddr::from((ip, peer.port)));
-            }
         }
     }
 }

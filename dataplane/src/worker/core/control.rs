@@ -217,9 +217,15 @@ impl WorkerCore {
             self.config.slow_consumer_grace,
         );
         self.config.max_connections = settings.max_connections;
+        let limits = settings.connection_limits;
+        self.config.limits = limits;
         self.info = session.info_json(self.id(), self.config.tls.is_some());
         for (_, conn) in self.conns.iter_mut() {
             conn.session.set_config(session.clone());
+            conn.rate.set_limits(&limits);
+            if !conn.session.is_open() {
+                conn.handshake_deadline = limits.handshake_deadline(conn.info.accepted);
+            }
         }
         self.config.session = session;
         ReloadResult {

@@ -11,7 +11,9 @@ use crate::control::protocol::{self, ReloadResult, ReloadSettings, WorkerRequest
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
+use crate::worker::limits::ConnectionLimits;
 
+mod limits;
 mod nats;
 mod pacing;
 mod tls;
@@ -58,6 +60,7 @@ fn core_config() -> CoreConfig {
         max_connections: 1000,
         nats_addr: None,
         tls: None,
+        limits: ConnectionLimits::default(),
     }
 }
 
@@ -79,6 +82,18 @@ impl Cluster {
             CoreConfig {
                 max_pending_bytes,
                 slow_consumer_grace,
+                ..core_config()
+            },
+        )
+    }
+
+    /// With the connection guards of `limits`.
+    fn with_limits(workers: usize, limits: ConnectionLimits) -> Cluster {
+        Cluster::with_config(
+            workers,
+            1 << 16,
+            CoreConfig {
+                limits,
                 ..core_config()
             },
         )
@@ -150,6 +165,16 @@ impl Cluster {
     /// Sets worker `w`'s `max_pending_bytes` as the control plane's reload
     /// does: a request through a control port, the session limits kept.
     fn reload_max_pending(&mut self, w: usize, max_pending_bytes: u64) -> ReloadResult {
+        self.reload(w, max_pending_bytes, ConnectionLimits::default())
+    }
+
+    /// Reloads worker `w` through a control port, the session limits kept.
+    fn reload(
+        &mut self,
+        w: usize,
+        max_pending_bytes: u64,
+        connection_limits: ConnectionLimits,
+    ) -> ReloadResult {
         let mut ends = RingRegion::new(2, 1 << 16).unwrap().into_workers();
         let mut worker = ends.pop().unwrap();
         let mut control = ends.pop().unwrap();
@@ -168,6 +193,7 @@ impl Cluster {
             token: session.token,
             ping_interval_ms: session.ping_interval.as_millis() as u64,
             max_pings_out: session.max_pings_out,
+            connection_limits,
         });
         let json = serde_json::to_vec(&request).unwrap();
         let requests = control.outgoing[1].as_mut().unwrap();

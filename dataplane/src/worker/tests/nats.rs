@@ -3,7 +3,7 @@
 use super::*;
 
 /// A NATS connection on worker `w`, past its CONNECT (and INFO taken).
-fn nats_client(cluster: &mut Cluster, w: usize, connect: &str) -> ConnId {
+pub(super) fn nats_client(cluster: &mut Cluster, w: usize, connect: &str) -> ConnId {
     let cid = cluster.cores[w].accept(cluster.now, Dialect::Nats);
     cluster.send(w, cid, format!("CONNECT {connect}\r\n").as_bytes());
     let info = take_text(cluster, w, cid);
@@ -12,7 +12,7 @@ fn nats_client(cluster: &mut Cluster, w: usize, connect: &str) -> ConnId {
 }
 
 /// Everything queued for a connection, as text.
-fn take_text(cluster: &mut Cluster, w: usize, cid: ConnId) -> String {
+pub(super) fn take_text(cluster: &mut Cluster, w: usize, cid: ConnId) -> String {
     let mut text = String::new();
     loop {
         let run = cluster.cores[w].output(cid).to_vec();

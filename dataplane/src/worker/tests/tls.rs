@@ -331,3 +331,47 @@ fn a_clients_close_notify_is_answered_with_ours_and_the_connection_closes() {
     );
     assert!(cluster.cores[0].should_close(cid, cluster.now));
 }
+
+#[test]
+fn the_tls_handshake_counts_toward_the_handshake_timeout() {
+    let certs = Certs::new("timeout");
+    let tls = Arc::new(TlsServer::load(certs.settings()).unwrap());
+    let timeout = Duration::from_secs(2);
+    let limits = ConnectionLimits {
+        handshake_timeout: timeout,
+        ..ConnectionLimits::default()
+    };
+    let config = CoreConfig {
+        tls: Some(tls),
+        limits,
+        ..core_config()
+    };
+    let mut cluster = Cluster::with_config(1, 1 << 16, config);
+    let start = cluster.now;
+    // One stops after its ClientHello, in the middle of the TLS handshake.
+    let stalled = cluster.cores[0].accept(start, Dialect::Binary);
+    let mut hello = Vec::new();
+    certs.client().write_tls(&mut hello).unwrap();
+    cluster.send(0, stalled, &hello);
+    assert!(!drain(&mut cluster, stalled).is_empty(), "no ServerHello");
+    // One completes TLS and gets INFO, but sends no CONNECT.
+    let silent = cluster.cores[0].accept(start, Dialect::Binary);
+    let mut client = certs.client();
+    assert!(matches!(
+        frames(&pump(&mut cluster, silent, &mut client)).as_slice(),
+        [ServerFrame::Info { .. }]
+    ));
+    cluster.cores[0].on_tick(start + timeout - Duration::from_millis(1));
+    assert!(!cluster.cores[0].is_closing(stalled) && !cluster.cores[0].is_closing(silent));
+    cluster.now = start + timeout;
+    cluster.cores[0].on_tick(cluster.now);
+    // Nothing can go to the stalled one outside TLS: it just closes.
+    assert!(cluster.cores[0].should_close(stalled, cluster.now));
+    let plaintext = pump(&mut cluster, silent, &mut client);
+    let got = frames(&plaintext);
+    assert!(
+        matches!(got.as_slice(), [ServerFrame::Error { code: 401, .. }]),
+        "{got:?}"
+    );
+    assert!(cluster.cores[0].should_close(silent, cluster.now));
+}

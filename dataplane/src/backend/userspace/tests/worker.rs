@@ -17,6 +17,7 @@ use crate::backend::{Transport, WaitPolicy, WorkerPoll, WorkerTransport};
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
+use crate::worker::limits::ConnectionLimits;
 use crate::worker::{ConnId, CoreConfig, Shared, WorkerCore};
 
 type Worker = Driver<UserspaceTransport<MemoryDevice>>;
@@ -109,6 +110,7 @@ impl Setup {
                 max_connections: 1000,
                 nats_addr: None,
                 tls: None,
+                limits: ConnectionLimits::default(),
             },
             stack: |_| {},
             client_buffer: 64 << 10,
