@@ -16,9 +16,14 @@ pub mod dpdk;
 mod error;
 #[cfg(test)]
 mod tests;
+mod users;
 
 pub use self::dpdk::DpdkConfig;
 pub use self::error::ConfigError;
+pub use self::users::{
+    check_file_mode, is_bcrypt, AllowDeny, AllowResponsesConfig, PermissionsConfig, ResponseLimitsConfig, Secret,
+    SubjectRulesConfig, UserConfig, REDACTED,
+};
 
 /// 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
@@ -141,6 +146,10 @@ pub struct AuthConfig {
     /// The token every client must present in CONNECT; `Some("")` is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// `[[auth.users]]`: users with a password or a token and their
+    /// permissions; not together with `token`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
 }
 
 /// `[control]`: how operators see the broker.
@@ -492,7 +501,9 @@ impl Config {
     /// Reads, parses and validates the file at `path`. Errors name the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_file(path)?;
-        Config::from_toml_str(&text).map_err(|error| error.with_file(path))
+        let config = Config::from_toml_str(&text).map_err(|error| error.with_file(path))?;
+        check_file_mode(path, &config.auth)?;
+        Ok(config)
     }
 
     /// Checks every value; the error names the key.
@@ -570,6 +581,8 @@ impl Config {
                 "auth.token must not be empty; remove the key to disable authentication",
             ));
         }
+
+        self.auth.validate_users(limits.max_topic_length)?;
 
         validate_log_level(&self.log.level)?;
 
@@ -693,7 +706,7 @@ impl Config {
     /// `Config::from_toml_str(&c.to_toml_string())` gives back `c`.
     pub fn to_toml_string(&self) -> String {
         match toml::to_string(self) {
-            Ok(text) if self.auth.token.is_none() => text.replacen(
+            Ok(text) if !self.auth.has_secrets() => text.replacen(
                 "[auth]\n",
                 "[auth]\n# token is not set: clients connect without authentication\n",
                 1,
@@ -703,12 +716,11 @@ impl Config {
         }
     }
 
-    /// A copy with secrets (`auth.token`) replaced, for printing.
+    /// A copy with secrets (`auth.token`, users' passwords and tokens)
+    /// replaced, for printing.
     pub fn redacted(&self) -> Config {
         let mut config = self.clone();
-        if config.auth.token.is_some() {
-            config.auth.token = Some("<redacted>".to_string());
-        }
+        config.auth.redact();
         config
     }
 }

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::UserConfig;
+
 /// Bytes before the JSON in a control record.
 pub const RECORD_HEADER: usize = 5;
 
@@ -38,6 +40,8 @@ pub struct ReloadSettings {
     pub slow_consumer_grace_ms: u64,
     pub max_connections: usize,
     pub token: Option<String>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
     pub ping_interval_ms: u64,
     pub max_pings_out: u32,
 }
@@ -78,6 +82,9 @@ pub struct ConnectionInfo {
     /// The filters it subscribes to.
     #[serde(default)]
     pub subjects: Vec<String>,
+    /// The `[[auth.users]]` user it authenticated as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Local subscriptions of one worker with the same filter and queue group.

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use blipmq_protocol::ErrorCode;
 use serde::Serialize;
 
 use super::{ConnId, WorkerCore};
@@ -14,6 +15,7 @@ use crate::control::protocol::{
     self, ConnectionInfo, KickResult, ReloadResult, ReloadSettings, SubscriptionInfo,
     WorkerRequest, WorkerStatus, RECORD_HEADER,
 };
+use crate::auth::UserTable;
 use crate::rings::{Consumer, Producer};
 use crate::session::{Dialect, SessionConfig};
 use crate::stats::Counter;
@@ -150,6 +152,7 @@ impl WorkerCore {
                 lang: conn.session.client().map(|(lang, _)| lang.to_owned()),
                 client_version: conn.session.client().map(|(_, version)| version.to_owned()),
                 subjects: subjects.remove(&cid).unwrap_or_default(),
+                user: conn.session.user().map(str::to_owned),
             })
             .collect()
     }
@@ -205,6 +208,7 @@ impl WorkerCore {
             max_topic_length: settings.max_topic_length,
             max_subscriptions: settings.max_subscriptions,
             token: settings.token.clone(),
+            users: Arc::new(UserTable::new(&settings.users)),
             ping_interval: Duration::from_millis(settings.ping_interval_ms),
             max_pings_out: settings.max_pings_out,
         });
@@ -216,8 +220,16 @@ impl WorkerCore {
         );
         self.config.max_connections = settings.max_connections;
         self.info = session.info_json(self.id());
-        for (_, conn) in self.conns.iter_mut() {
-            conn.session.set_config(session.clone());
+        let mut refused = Vec::new();
+        for (cid, conn) in self.conns.iter_mut() {
+            if !conn.session.reauthorize(session.clone()) && conn.closing.is_none() {
+                refused.push(cid);
+            }
+        }
+        for cid in refused {
+            tracing::info!(conn = cid, "credentials no longer valid after reload");
+            self.send_error(cid, ErrorCode::Unauthorized, "authorization failed");
+            self.start_close(cid, CloseReason::Error);
         }
         self.config.session = session;
         ReloadResult {
