@@ -308,3 +308,181 @@ pub fn check_file_mode(path: &std::path::Path, auth: &AuthConfig) -> Result<(), 
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    const USERS: &str = r#"
+[[auth.users]]
+user = "alice"
+password = "plain-pw"
+permissions.publish = ["orders.>", "status"]
+permissions.subscribe = { allow = ["updates.*"], deny = ["updates.secret"] }
+
+[[auth.users]]
+user = "svc"
+token = "svc-token"
+permissions = { subscribe = { deny = ["admin.>"] }, allow_responses = { max = 2, expires = "5s" } }
+
+[[auth.users]]
+user = "replier"
+password = "$2b$04$abcdefghijklmnopqrstuu6xXqSFIHbnd2MxM4xSCxVR1kkEsqHF2"
+permissions.allow_responses = true
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::from_toml_str(text).expect_err("the config should be rejected")
+    }
+
+    #[test]
+    fn users_parse_in_every_form_nats_server_has() {
+        let config = Config::from_toml_str(USERS).unwrap();
+        let users = &config.auth.users;
+        assert_eq!(users.len(), 3);
+        assert_eq!(users[0].password.as_ref().unwrap().expose(), "plain-pw");
+        assert_eq!(
+            users[0].permissions.publish,
+            Some(SubjectRulesConfig::Allow(vec!["orders.>".into(), "status".into()]))
+        );
+        assert_eq!(
+            users[0].permissions.subscribe.as_ref().unwrap().allow_deny(),
+            (Some(&["updates.*".to_string()][..]), &["updates.secret".to_string()][..])
+        );
+        assert_eq!(users[1].token.as_ref().unwrap().expose(), "svc-token");
+        assert_eq!(
+            users[1].permissions.subscribe.as_ref().unwrap().allow_deny(),
+            (None, &["admin.>".to_string()][..])
+        );
+        let limits = |user: usize| {
+            users[user]
+                .permissions
+                .allow_responses
+                .as_ref()
+                .and_then(AllowResponsesConfig::limits)
+        };
+        assert_eq!(limits(1), Some((2, Duration::from_secs(5))));
+        assert_eq!(limits(2), Some((1, Duration::from_secs(120))));
+        assert_eq!(limits(0), None);
+        assert!(is_bcrypt(users[2].password.as_ref().unwrap().expose()));
+        // And back: the file config show would print parses to the same.
+        let text = config.to_toml_string();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), config, "{text}");
+    }
+
+    #[test]
+    fn invalid_users_are_refused_by_name_never_by_secret() {
+        let user = |body: &str| format!("[[auth.users]]\nuser = \"u\"\n{body}\n");
+        for (text, key, wanted) in [
+            (
+                format!("[auth]\ntoken = \"t0p\"\n{}", user("password = \"p\"")),
+                "auth.token",
+                "cannot both be set",
+            ),
+            (user("password = \"p\"\ntoken = \"t0p\""), "auth.users[0].password", "exactly one"),
+            (user(""), "auth.users[0].password", "exactly one"),
+            (user("password = \"\""), "auth.users[0].password", "empty password"),
+            (user("token = \"\""), "auth.users[0].token", "empty token"),
+            (
+                user("password = \"$2a$10$not-a-hash-s3cr3t\""),
+                "auth.users[0].password",
+                "not a valid one",
+            ),
+            (
+                format!("{}{}", user("password = \"p\""), user("password = \"q\"")),
+                "auth.users[1].user",
+                "listed twice",
+            ),
+            (
+                "[[auth.users]]\nuser = \"a\"\ntoken = \"t0p\"\n[[auth.users]]\nuser = \"b\"\ntoken = \"t0p\"\n"
+                    .to_string(),
+                "auth.users[1].token",
+                "same token",
+            ),
+            (
+                user("password = \"p\"\npermissions.publish = [\"a.>.b\"]"),
+                "auth.users[0].permissions.publish",
+                "not a subject filter",
+            ),
+            (
+                user("password = \"p\"\npermissions.subscribe = { deny = [\"a..b\"] }"),
+                "auth.users[0].permissions.subscribe",
+                "not a subject filter",
+            ),
+            (user("password = \"p\"\n[auth.users.permissions]\nstuff = 1"), "", "stuff"),
+        ] {
+            let error = err(&text);
+            let message = error.to_string();
+            if !key.is_empty() {
+                assert_eq!(error.key(), Some(key), "{message}");
+            }
+            assert!(message.contains(wanted), "{wanted:?} not in {message}");
+            for secret in ["t0p", "s3cr3t"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_parse_error_on_a_secret_does_not_quote_it() {
+        for text in [
+            "[[auth.users]]\nuser = \"u\"\npassword = 918273645\n",
+            "[[auth.users]]\nuser = \"u\"\ntoken = 918273645\n",
+            "[auth]\ntoken = 918273645\n",
+            "[auth]\nusers = [{ user = \"u\", password = 918273645 }]\n",
+        ] {
+            let message = err(text).to_string();
+            assert!(!message.contains("918273645"), "{message}");
+            assert!(message.contains("line"), "{message}");
+        }
+        // Elsewhere the parser's message stays.
+        let message = err("[limits]\nmax_payload = \"big\"\n").to_string();
+        assert!(message.contains("big"), "{message}");
+    }
+
+    #[test]
+    fn redaction_hides_every_password_and_token() {
+        let config = Config::from_toml_str(USERS).unwrap();
+        let shown = config.redacted().to_toml_string();
+        let debug = format!("{config:?}");
+        for secret in ["plain-pw", "svc-token", "$2b$04$"] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert_eq!(shown.matches(REDACTED).count(), 3, "{shown}");
+        assert!(shown.contains("user = \"alice\""), "{shown}");
+        assert!(!shown.contains("without authentication"), "{shown}");
+    }
+
+    #[test]
+    fn a_file_with_secrets_must_be_private_to_its_owner() {
+        let dir = std::env::temp_dir().join(format!("blipmq-users-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            ("users.toml", USERS, 0o640, false),
+            ("users-private.toml", USERS, 0o600, true),
+            ("token.toml", "[auth]\ntoken = \"t\"\n", 0o604, false),
+            ("token-private.toml", "[auth]\ntoken = \"t\"\n", 0o400, true),
+            ("open.toml", "[limits]\nmax_payload = 100\n", 0o644, true),
+        ];
+        for (name, text, mode, accepted) in cases {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            match Config::load(&path) {
+                Ok(_) => assert!(accepted, "{name} {mode:o} was accepted"),
+                Err(error) => {
+                    let message = error.to_string();
+                    assert!(!accepted, "{name}: {message}");
+                    assert!(message.contains(&format!("{mode:04o}")), "{message}");
+                    assert!(message.contains("chmod 600"), "{message}");
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

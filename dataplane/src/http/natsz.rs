@@ -156,6 +156,9 @@ pub fn render_connz(
             if query.subs {
                 conn["subscriptions_list"] = json!(c.subjects);
             }
+            if let Some(user) = &c.user {
+                conn["authorized_user"] = json!(user);
+            }
             conn
         })
         .collect();

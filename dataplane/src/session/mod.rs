@@ -19,6 +19,8 @@ use crate::auth::{ReplyGrants, User, UserTable};
 use crate::router::SubKey;
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod nats_tests;
 #[cfg(test)]
 mod tests;

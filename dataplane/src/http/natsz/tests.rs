@@ -17,6 +17,7 @@ fn conn(id: u64, msgs_out: u64, subs: usize) -> ConnectionInfo {
         lang: Some("python3".into()),
         client_version: Some("2.16.0".into()),
         subjects: (0..subs).map(|n| format!("s.{n}")).collect(),
+        user: (id == 2).then(|| "alice".into()),
     }
 }
 
@@ -51,6 +52,8 @@ fn connz_sorts_pages_and_lists_subscriptions_as_nats_server_does() {
     assert_eq!(page[0]["in_bytes"], 200);
     assert_eq!(page[0]["uptime"], "1m2s");
     assert_eq!(page[0]["lang"], "python3");
+    assert_eq!(page[0]["authorized_user"], "alice");
+    assert!(page[1].get("authorized_user").is_none(), "only where there is a user");
     assert_eq!(page[0]["subscriptions_list"], json!(["s.0", "s.1"]));
 
     let query = ConnzQuery::parse("offset=2").unwrap();
