@@ -17,6 +17,9 @@ impl TempFile {
         let path =
             std::env::temp_dir().join(format!("blipmqctl-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, text).unwrap();
+        // Private to its owner, as a file with secrets must be.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&path, private).unwrap();
         TempFile(path)
     }
 }
@@ -94,6 +97,28 @@ fn token_is_redacted_unless_asked() {
     ]);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("token = \"hunter2\""));
+}
+
+#[test]
+fn users_secrets_are_redacted_and_a_readable_file_with_them_is_refused() {
+    let file = TempFile::new(
+        "[[auth.users]]\nuser = \"alice\"\npassword = \"hunter2\"\n\
+         [[auth.users]]\nuser = \"svc\"\ntoken = \"tok-9\"\npermissions.publish = [\"a.>\"]\n",
+    );
+    let (code, stdout, stderr) = check(&file.0);
+    assert_eq!(code, 0, "{stderr}");
+    for secret in ["hunter2", "tok-9"] {
+        assert!(!stdout.contains(secret), "{stdout}");
+    }
+    assert!(stdout.contains("user = \"alice\""), "{stdout}");
+    assert_eq!(stdout.matches("\"<redacted>\"").count(), 2, "{stdout}");
+
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&file.0, readable).unwrap();
+    let (code, stdout, stderr) = check(&file.0);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stderr.contains("mode is 0644") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[test]

@@ -265,6 +265,9 @@ impl Broker {
             nanos
         ));
         std::fs::write(&config_path, config_toml).expect("write the broker config file");
+        // Private to its owner, as blipmqd wants a file with secrets.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&config_path, private).expect("chmod the broker config file");
         let log = std::env::var("BLIPMQ_TEST_LOG").unwrap_or_else(|_| "error".to_string());
         let program = env!("CARGO_BIN_EXE_blipmqd");
         let mut command = match &lab {
