@@ -116,6 +116,34 @@ max_subscriptions = 64
 max_pending_bytes = 1048576
 "#;
 
+/// `[[auth.users]]` for the users tests of both protocols: `alice` (password;
+/// publishes `orders.>` but not `orders.secret`, subscribes `updates.*` and
+/// `_INBOX.>`), `hashed` (a bcrypt hash of `h-pass`; no restrictions) and
+/// `svc` (a token; subscribes anything but `admin.>`, publishes only replies).
+pub fn users_toml() -> String {
+    // Cost 4, the lowest: each CONNECT checks it on a worker.
+    let hashed = bcrypt::hash("h-pass", 4).expect("bcrypt");
+    format!(
+        r#"
+[[auth.users]]
+user = "alice"
+password = "a-pass"
+permissions.publish = {{ allow = ["orders.>"], deny = ["orders.secret"] }}
+permissions.subscribe = ["updates.*", "_INBOX.>"]
+
+[[auth.users]]
+user = "hashed"
+password = "{hashed}"
+
+[[auth.users]]
+user = "svc"
+token = "svc-token"
+permissions.subscribe = {{ allow = [">"], deny = ["admin.>"] }}
+permissions.allow_responses = true
+"#
+    )
+}
+
 // ---------------------------------------------------------------------------
 // The broker process
 // ---------------------------------------------------------------------------
