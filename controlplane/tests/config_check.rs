@@ -173,3 +173,33 @@ fn usage_errors_exit_2() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("FILE"));
 }
+
+#[test]
+fn hash_password_prints_a_bcrypt_hash_that_blipmqd_accepts() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blipmqctl"))
+        .args(["config", "hash-password", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("blipmqctl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    let hash = hash.trim();
+    assert!(hash.starts_with("$2b$04$"), "{hash}");
+    assert!(!hash.contains("s3cret"));
+    let file = TempFile::new(&format!(
+        "[[auth.users]]\nuser = \"u\"\npassword = \"{hash}\"\n"
+    ));
+    let (code, _, stderr) = check(&file.0);
+    assert_eq!(code, 0, "{stderr}");
+    let empty = blipmqctl(&["config", "hash-password"]);
+    assert!(!empty.status.success(), "no password on stdin");
+}

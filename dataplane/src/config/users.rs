@@ -459,6 +459,27 @@ permissions.allow_responses = true
     }
 
     #[test]
+    fn the_shipped_users_example_parses() {
+        let shipped = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../blipmq.toml"));
+        let mut in_example = false;
+        let uncommented: Vec<&str> = shipped
+            .lines()
+            .map(|line| {
+                in_example |= line == "# users = [";
+                let body = line.strip_prefix("# ").filter(|_| in_example);
+                in_example &= line != "# ]";
+                body.unwrap_or(line)
+            })
+            .collect();
+        let config = Config::from_toml_str(&uncommented.join("\n")).unwrap();
+        let users = &config.auth.users;
+        assert_eq!(users.len(), 2);
+        let table = crate::auth::UserTable::new(users);
+        assert!(table.by_password("alice", "change-me").is_some());
+        assert!(table.by_token("change-me-too").is_some());
+    }
+
+    #[test]
     fn a_file_with_secrets_must_be_private_to_its_owner() {
         let dir = std::env::temp_dir().join(format!("blipmq-users-mode-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
