@@ -117,7 +117,10 @@ fn users_secrets_are_redacted_and_a_readable_file_with_them_is_refused() {
     std::fs::set_permissions(&file.0, readable).unwrap();
     let (code, stdout, stderr) = check(&file.0);
     assert_eq!(code, 1, "{stdout}");
-    assert!(stderr.contains("mode is 0644") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("mode is 0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 

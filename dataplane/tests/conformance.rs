@@ -635,18 +635,27 @@ fn users_and_permissions(backend: Backend, workers: usize) {
     alice.publish("orders.new", b"ok");
     alice.publish("orders.secret", b"no");
     let reason = alice.expect_error(403);
-    assert_eq!(reason, r#"Permissions Violation for Publish to "orders.secret""#);
+    assert_eq!(
+        reason,
+        r#"Permissions Violation for Publish to "orders.secret""#
+    );
     alice.publish("billing", b"no");
     alice.expect_error(403);
     alice.ping_pong();
     let got = msgs_of(&open.frames_until_pong());
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0].subject.as_str(), &got[0].payload[..]), ("orders.new", &b"ok"[..]));
+    assert_eq!(
+        (got[0].subject.as_str(), &got[0].payload[..]),
+        ("orders.new", &b"ok"[..])
+    );
 
     // Subscribe: outside allow (wider than updates.*), then allowed.
     alice.send_frame(|b| encode::put_subscribe(b, b"updates.>", 1, None, true));
     let reason = alice.expect_error(403);
-    assert_eq!(reason, r#"Permissions Violation for Subscription to "updates.>""#);
+    assert_eq!(
+        reason,
+        r#"Permissions Violation for Subscription to "updates.>""#
+    );
     alice.send_frame(|b| encode::put_subscribe(b, b"updates.x", 1, Some(b"q"), true));
     alice.expect_ok();
     // svc: deny wins over allow `>`; a wider subscription is made but what
@@ -670,13 +679,19 @@ fn users_and_permissions(backend: Backend, workers: usize) {
     svc.publish("_INBOX.r1", b"noon");
     svc.publish("_INBOX.r1", b"again");
     let reason = svc.expect_error(403);
-    assert_eq!(reason, r#"Permissions Violation for Publish to "_INBOX.r1""#);
+    assert_eq!(
+        reason,
+        r#"Permissions Violation for Publish to "_INBOX.r1""#
+    );
     svc.publish("svc.other", b"x");
     svc.expect_error(403);
     svc.ping_pong();
     let got = msgs_of(&open.frames_until_pong());
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0].subject.as_str(), &got[0].payload[..]), ("_INBOX.r1", &b"noon"[..]));
+    assert_eq!(
+        (got[0].subject.as_str(), &got[0].payload[..]),
+        ("_INBOX.r1", &b"noon"[..])
+    );
 }
 
 /// "With "verbose": true every PUBLISH, SUBSCRIBE and UNSUBSCRIBE is treated

@@ -510,7 +510,10 @@ fn nats_users_and_permissions_as_nats_server(backend: Backend, workers: usize) {
     open.send(b"PUB updates.x 2\r\nhi\r\nPING\r\n");
     open.expect("PONG\r\n");
     alice.send(b"PING\r\n");
-    assert_eq!(alice.expect("PONG\r\n"), "MSG updates.x 2 2\r\nhi\r\nPONG\r\n");
+    assert_eq!(
+        alice.expect("PONG\r\n"),
+        "MSG updates.x 2 2\r\nhi\r\nPONG\r\n"
+    );
 
     // async-nats with a user and password; a violation arrives as a server
     // error event, and the connection goes on.
@@ -561,11 +564,9 @@ fn nats_users_and_permissions_as_nats_server(backend: Backend, workers: usize) {
             open.publish("updates.a", "to alice".into()).await.unwrap();
             assert_eq!(next(&mut updates).await.payload, Bytes::from("to alice"));
 
-            let wrong = async_nats::ConnectOptions::with_user_and_password(
-                "alice".into(),
-                "wrong".into(),
-            )
-            .connect(url);
+            let wrong =
+                async_nats::ConnectOptions::with_user_and_password("alice".into(), "wrong".into())
+                    .connect(url);
             let refused = tokio::time::timeout(WITHIN, wrong)
                 .await
                 .expect("refused within 10 s")

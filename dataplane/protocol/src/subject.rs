@@ -182,7 +182,10 @@ mod tests {
             ("a.b", "a.b"),
             ("*.b", "a.b"),
         ] {
-            assert!(filter_covers(filter.as_bytes(), narrower.as_bytes()), "{filter} covers {narrower}");
+            assert!(
+                filter_covers(filter.as_bytes(), narrower.as_bytes()),
+                "{filter} covers {narrower}"
+            );
         }
         for (filter, narrower) in [
             ("a.*", "a.>"),
@@ -194,10 +197,18 @@ mod tests {
             ("a.b", "a"),
             ("*", ">"),
         ] {
-            assert!(!filter_covers(filter.as_bytes(), narrower.as_bytes()), "{filter} does not cover {narrower}");
+            assert!(
+                !filter_covers(filter.as_bytes(), narrower.as_bytes()),
+                "{filter} does not cover {narrower}"
+            );
         }
         // On literal subjects, covering is matching.
-        for (filter, subject) in [("a.*", "a.b"), ("a.>", "a.b.c"), ("a.b", "a.c"), ("a.>", "a")] {
+        for (filter, subject) in [
+            ("a.*", "a.b"),
+            ("a.>", "a.b.c"),
+            ("a.b", "a.c"),
+            ("a.>", "a"),
+        ] {
             assert_eq!(
                 filter_covers(filter.as_bytes(), subject.as_bytes()),
                 filter_matches(filter.as_bytes(), subject.as_bytes())

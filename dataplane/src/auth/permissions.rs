@@ -51,16 +51,17 @@ impl SubjectRules {
 
     /// A literal subject (a publish, a delivery).
     fn permits_subject(&self, subject: &[u8]) -> bool {
-        let allowed = self.allow.as_ref().is_none_or(|allow| {
-            allow
-                .iter()
-                .any(|filter| filter_matches(filter, subject))
-        });
+        let allowed = self
+            .allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|filter| filter_matches(filter, subject)));
         allowed && !self.denies_subject(subject)
     }
 
     fn denies_subject(&self, subject: &[u8]) -> bool {
-        self.deny.iter().any(|filter| filter_matches(filter, subject))
+        self.deny
+            .iter()
+            .any(|filter| filter_matches(filter, subject))
     }
 
     /// A subscription filter: allowed when an allowed filter covers all it
@@ -68,11 +69,10 @@ impl SubjectRules {
     /// (as nats-server does; subjects a wider filter shares with a denied
     /// one are then withheld on delivery, see [`Permissions::may_receive`]).
     fn permits_filter(&self, filter: &[u8]) -> bool {
-        let allowed = self.allow.as_ref().is_none_or(|allow| {
-            allow
-                .iter()
-                .any(|allowed| filter_covers(allowed, filter))
-        });
+        let allowed = self
+            .allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|allowed| filter_covers(allowed, filter)));
         allowed && !self.denies_subject(filter)
     }
 }

@@ -24,7 +24,10 @@ token = "tok-c"
     );
     assert_eq!(users.by_password("a", "pa55").map(|u| u.name()), Some("a"));
     assert!(users.by_password("a", "pa5").is_none());
-    assert!(users.by_password("b", "tok-b").is_none(), "a token is no password");
+    assert!(
+        users.by_password("b", "tok-b").is_none(),
+        "a token is no password"
+    );
     assert_eq!(users.by_token("tok-c").map(|u| u.name()), Some("c"));
     assert!(users.by_token("pa55").is_none(), "a password is no token");
     assert!(users.by_token("tok-").is_none());

@@ -21,8 +21,8 @@ mod users;
 pub use self::dpdk::DpdkConfig;
 pub use self::error::ConfigError;
 pub use self::users::{
-    check_file_mode, is_bcrypt, AllowDeny, AllowResponsesConfig, PermissionsConfig, ResponseLimitsConfig, Secret,
-    SubjectRulesConfig, UserConfig, REDACTED,
+    check_file_mode, is_bcrypt, AllowDeny, AllowResponsesConfig, PermissionsConfig,
+    ResponseLimitsConfig, Secret, SubjectRulesConfig, UserConfig, REDACTED,
 };
 
 /// 1 MiB.

@@ -119,7 +119,11 @@ pub struct ResponseLimitsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<u32>,
     /// How long after the request a reply may go; absent or 0 = 2 minutes.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires: Option<Duration>,
 }
 
@@ -137,7 +141,10 @@ impl AllowResponsesConfig {
                 Some((DEFAULT_RESPONSE_MAX, DEFAULT_RESPONSE_EXPIRES))
             }
             AllowResponsesConfig::Limits(limits) => Some((
-                limits.max.filter(|&max| max > 0).unwrap_or(DEFAULT_RESPONSE_MAX),
+                limits
+                    .max
+                    .filter(|&max| max > 0)
+                    .unwrap_or(DEFAULT_RESPONSE_MAX),
                 limits
                     .expires
                     .filter(|expires| !expires.is_zero())
@@ -220,7 +227,10 @@ impl AuthConfig {
                 }
                 (None, Some(token)) => {
                     if token.expose().is_empty() {
-                        return Err(invalid("token", format!("user {name:?} has an empty token")));
+                        return Err(invalid(
+                            "token",
+                            format!("user {name:?} has an empty token"),
+                        ));
                     }
                     if !tokens.insert(token.expose()) {
                         return Err(invalid(
@@ -347,15 +357,31 @@ permissions.allow_responses = true
         assert_eq!(users[0].password.as_ref().unwrap().expose(), "plain-pw");
         assert_eq!(
             users[0].permissions.publish,
-            Some(SubjectRulesConfig::Allow(vec!["orders.>".into(), "status".into()]))
+            Some(SubjectRulesConfig::Allow(vec![
+                "orders.>".into(),
+                "status".into()
+            ]))
         );
         assert_eq!(
-            users[0].permissions.subscribe.as_ref().unwrap().allow_deny(),
-            (Some(&["updates.*".to_string()][..]), &["updates.secret".to_string()][..])
+            users[0]
+                .permissions
+                .subscribe
+                .as_ref()
+                .unwrap()
+                .allow_deny(),
+            (
+                Some(&["updates.*".to_string()][..]),
+                &["updates.secret".to_string()][..]
+            )
         );
         assert_eq!(users[1].token.as_ref().unwrap().expose(), "svc-token");
         assert_eq!(
-            users[1].permissions.subscribe.as_ref().unwrap().allow_deny(),
+            users[1]
+                .permissions
+                .subscribe
+                .as_ref()
+                .unwrap()
+                .allow_deny(),
             (None, &["admin.>".to_string()][..])
         );
         let limits = |user: usize| {

@@ -88,7 +88,11 @@ fn subscribe(filter: &str, sid: u32, queue: Option<&str>) -> Vec<u8> {
 /// A binary session that connected with `json`, which must be accepted.
 fn open_binary(config: &Arc<SessionConfig>, json: &str, now: Instant) -> Session {
     let mut session = Session::new(config.clone(), now);
-    assert_eq!(binary(&mut session, &connect(json), now), Step::Ok, "{json}");
+    assert_eq!(
+        binary(&mut session, &connect(json), now),
+        Step::Ok,
+        "{json}"
+    );
     session
 }
 
@@ -106,7 +110,10 @@ fn binary_connect_checks_user_and_password_or_token() {
     let now = Instant::now();
     assert!(config.auth_required());
     for (json, user) in [
-        (r#"{"protocol":1,"user":"alice","pass":"pw"}"#, Some("alice")),
+        (
+            r#"{"protocol":1,"user":"alice","pass":"pw"}"#,
+            Some("alice"),
+        ),
         (r#"{"protocol":1,"token":"svc-token"}"#, Some("svc")),
         (r#"{"protocol":1,"user":"alice","pass":"wrong"}"#, None),
         (r#"{"protocol":1,"user":"alice"}"#, None),
@@ -135,7 +142,10 @@ fn binary_connect_checks_user_and_password_or_token() {
 fn nats_connect_checks_user_and_password_or_auth_token() {
     let config = config_from(USERS);
     for (text, user) in [
-        (&b"CONNECT {\"user\":\"alice\",\"pass\":\"pw\"}\r\n"[..], Some("alice")),
+        (
+            &b"CONNECT {\"user\":\"alice\",\"pass\":\"pw\"}\r\n"[..],
+            Some("alice"),
+        ),
         (b"CONNECT {\"auth_token\":\"svc-token\"}\r\n", Some("svc")),
         (b"CONNECT {\"user\":\"alice\",\"pass\":\"bad\"}\r\n", None),
         (b"CONNECT {\"pass\":\"pw\"}\r\n", None),
@@ -188,7 +198,10 @@ fn publish_permissions_allow_and_deny_wins_and_the_connection_stays_open() {
     let now = Instant::now();
     let mut alice = open_binary(&config, r#"{"protocol":1,"user":"alice","pass":"pw"}"#, now);
     let allowed = publish("orders.new");
-    assert!(matches!(binary(&mut alice, &allowed, now), Step::Publish { .. }));
+    assert!(matches!(
+        binary(&mut alice, &allowed, now),
+        Step::Publish { .. }
+    ));
     let denied = publish("orders.secret");
     assert_eq!(
         binary(&mut alice, &denied, now),
@@ -200,11 +213,17 @@ fn publish_permissions_allow_and_deny_wins_and_the_connection_stays_open() {
         forbidden(r#"Permissions Violation for Publish to "billing.x""#)
     );
     assert!(alice.is_open());
-    assert!(matches!(binary(&mut alice, &allowed, now), Step::Publish { .. }));
+    assert!(matches!(
+        binary(&mut alice, &allowed, now),
+        Step::Publish { .. }
+    ));
 
     // The same over NATS, with nats-server's text.
     let mut session = Session::new(config.clone(), now);
-    nats(&mut session, b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"pw\"}\r\n");
+    nats(
+        &mut session,
+        b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"pw\"}\r\n",
+    );
     assert!(matches!(
         nats(&mut session, b"PUB orders.a 1\r\nx\r\n"),
         Step::Publish { .. }
@@ -253,7 +272,10 @@ fn subscribe_permissions_cover_wildcards_and_deny_wins() {
 
     // svc: everything but admin.>.
     let mut svc = Session::new(config.clone(), now);
-    nats(&mut svc, b"CONNECT {\"auth_token\":\"svc-token\",\"verbose\":false}\r\n");
+    nats(
+        &mut svc,
+        b"CONNECT {\"auth_token\":\"svc-token\",\"verbose\":false}\r\n",
+    );
     assert_eq!(
         nats(&mut svc, b"SUB admin.users 1\r\n"),
         forbidden(r#"Permissions Violation for Subscription to "admin.users""#)
@@ -263,7 +285,10 @@ fn subscribe_permissions_cover_wildcards_and_deny_wins() {
         forbidden(r#"Permissions Violation for Subscription to "admin.*" using queue "q""#)
     );
     // A wider subscription is made; what the deny covers is withheld.
-    assert!(matches!(nats(&mut svc, b"SUB > 1\r\n"), Step::Subscribe { .. }));
+    assert!(matches!(
+        nats(&mut svc, b"SUB > 1\r\n"),
+        Step::Subscribe { .. }
+    ));
     assert!(svc.on_delivery(b"orders.a", None, now));
     assert!(!svc.on_delivery(b"admin.users", None, now));
 }
@@ -278,10 +303,16 @@ fn allow_responses_lets_one_reply_through_per_request() {
     let refused = forbidden(r#"Permissions Violation for Publish to "_INBOX.r1""#);
     assert_eq!(binary(&mut svc, &reply, now), refused);
     assert!(svc.on_delivery(b"svc.time", Some(b"_INBOX.r1"), now));
-    assert!(matches!(binary(&mut svc, &reply, now), Step::Publish { .. }));
+    assert!(matches!(
+        binary(&mut svc, &reply, now),
+        Step::Publish { .. }
+    ));
     assert_eq!(binary(&mut svc, &reply, now), refused, "only once");
     let other = publish("_INBOX.r2");
-    assert!(matches!(binary(&mut svc, &other, now), Step::Error(ErrorCode::Forbidden, _)));
+    assert!(matches!(
+        binary(&mut svc, &other, now),
+        Step::Error(ErrorCode::Forbidden, _)
+    ));
 }
 
 #[test]
@@ -289,7 +320,10 @@ fn allow_responses_limits_count_and_expire() {
     let config = config_from(USERS);
     let now = Instant::now();
     let mut limited = Session::new(config.clone(), now);
-    nats(&mut limited, b"CONNECT {\"verbose\":false,\"user\":\"limited\",\"pass\":\"pw2\"}\r\n");
+    nats(
+        &mut limited,
+        b"CONNECT {\"verbose\":false,\"user\":\"limited\",\"pass\":\"pw2\"}\r\n",
+    );
     assert!(limited.on_delivery(b"svc.a", Some(b"r.1"), now));
     assert!(limited.on_delivery(b"svc.a", Some(b"r.2"), now));
     let pub_r1 = b"PUB r.1 1\r\nx\r\n";
@@ -297,13 +331,19 @@ fn allow_responses_limits_count_and_expire() {
     let nats_at = |session: &mut Session, text: &'static [u8], at: Instant| {
         matches!(
             session.on_bytes(Dialect::Nats, text, at),
-            Input::Frame { step: Step::Publish { .. }, .. }
+            Input::Frame {
+                step: Step::Publish { .. },
+                ..
+            }
         )
     };
     assert!(nats_at(&mut limited, pub_r1, now));
     assert!(nats_at(&mut limited, pub_r1, now), "max = 2");
     assert!(!nats_at(&mut limited, pub_r1, now));
-    assert!(!nats_at(&mut limited, pub_r2, now + Duration::from_millis(1500)), "expired after 1s");
+    assert!(
+        !nats_at(&mut limited, pub_r2, now + Duration::from_millis(1500)),
+        "expired after 1s"
+    );
 }
 
 #[test]
@@ -313,7 +353,10 @@ fn without_users_or_token_nothing_is_checked() {
     assert!(!config.auth_required());
     let mut session = open_binary(&config, r#"{"protocol":1,"user":"x","pass":"y"}"#, now);
     assert_eq!(session.user(), None);
-    assert!(matches!(binary(&mut session, &publish("any.thing"), now), Step::Publish { .. }));
+    assert!(matches!(
+        binary(&mut session, &publish("any.thing"), now),
+        Step::Publish { .. }
+    ));
     assert!(session.on_delivery(b"any.thing", Some(b"r"), now));
 }
 
@@ -330,7 +373,11 @@ fn a_reload_keeps_users_whose_credentials_hold_and_applies_their_new_permissions
         r#"{"protocol":1,"user":"open","pass":"pw3"}"#,
         now,
     );
-    let mut svc = open_binary(&config_from(USERS), r#"{"protocol":1,"token":"svc-token"}"#, now);
+    let mut svc = open_binary(
+        &config_from(USERS),
+        r#"{"protocol":1,"token":"svc-token"}"#,
+        now,
+    );
     // alice may now publish billing.x; open's password changed; svc is gone.
     let reloaded = config_from(
         r#"
@@ -345,7 +392,10 @@ password = "new"
 "#,
     );
     assert!(alice.reauthorize(reloaded.clone()));
-    assert!(matches!(binary(&mut alice, &publish("billing.x"), now), Step::Publish { .. }));
+    assert!(matches!(
+        binary(&mut alice, &publish("billing.x"), now),
+        Step::Publish { .. }
+    ));
     assert!(matches!(
         binary(&mut alice, &publish("orders.new"), now),
         Step::Error(ErrorCode::Forbidden, _)
@@ -369,5 +419,9 @@ fn a_reload_closes_anonymous_and_token_connections_whose_credentials_no_longer_h
     // Not yet connected: the new configuration applies to its CONNECT.
     let mut waiting = Session::new(config_from(""), now);
     assert!(waiting.reauthorize(token.clone()));
-    assert!(is_refused(&binary(&mut waiting, &connect(r#"{"protocol":1}"#), now)));
+    assert!(is_refused(&binary(
+        &mut waiting,
+        &connect(r#"{"protocol":1}"#),
+        now
+    )));
 }

@@ -53,7 +53,10 @@ fn connz_sorts_pages_and_lists_subscriptions_as_nats_server_does() {
     assert_eq!(page[0]["uptime"], "1m2s");
     assert_eq!(page[0]["lang"], "python3");
     assert_eq!(page[0]["authorized_user"], "alice");
-    assert!(page[1].get("authorized_user").is_none(), "only where there is a user");
+    assert!(
+        page[1].get("authorized_user").is_none(),
+        "only where there is a user"
+    );
     assert_eq!(page[0]["subscriptions_list"], json!(["s.0", "s.1"]));
 
     let query = ConnzQuery::parse("offset=2").unwrap();

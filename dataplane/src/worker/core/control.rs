@@ -11,11 +11,11 @@ use blipmq_protocol::ErrorCode;
 use serde::Serialize;
 
 use super::{ConnId, WorkerCore};
+use crate::auth::UserTable;
 use crate::control::protocol::{
     self, ConnectionInfo, KickResult, ReloadResult, ReloadSettings, SubscriptionInfo,
     WorkerRequest, WorkerStatus, RECORD_HEADER,
 };
-use crate::auth::UserTable;
 use crate::rings::{Consumer, Producer};
 use crate::session::{Dialect, SessionConfig};
 use crate::stats::Counter;
