@@ -634,34 +634,24 @@ fn users_and_permissions(backend: Backend, workers: usize) {
     open.subscribe("billing", 2);
     alice.publish("orders.new", b"ok");
     alice.publish("orders.secret", b"no");
-    let reason = alice.expect_error(403);
-    assert_eq!(
-        reason,
-        r#"Permissions Violation for Publish to "orders.secret""#
-    );
+    expect_refusal(&mut alice, r#"Publish to "orders.secret""#);
     alice.publish("billing", b"no");
-    alice.expect_error(403);
+    expect_refusal(&mut alice, r#"Publish to "billing""#);
     alice.ping_pong();
-    let got = msgs_of(&open.frames_until_pong());
-    assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
-        (got[0].subject.as_str(), &got[0].payload[..]),
-        ("orders.new", &b"ok"[..])
+        the_one_message(&mut open),
+        ("orders.new".into(), b"ok".to_vec())
     );
 
     // Subscribe: outside allow (wider than updates.*), then allowed.
     alice.send_frame(|b| encode::put_subscribe(b, b"updates.>", 1, None, true));
-    let reason = alice.expect_error(403);
-    assert_eq!(
-        reason,
-        r#"Permissions Violation for Subscription to "updates.>""#
-    );
+    expect_refusal(&mut alice, r#"Subscription to "updates.>""#);
     alice.send_frame(|b| encode::put_subscribe(b, b"updates.x", 1, Some(b"q"), true));
     alice.expect_ok();
     // svc: deny wins over allow `>`; a wider subscription is made but what
     // the deny covers is not delivered.
     svc.send_frame(|b| encode::put_subscribe(b, b"admin.users", 1, None, true));
-    svc.expect_error(403);
+    expect_refusal(&mut svc, r#"Subscription to "admin.users""#);
     svc.subscribe("svc.>", 2);
     svc.subscribe("*.users", 3);
     open.subscribe("_INBOX.>", 3);
@@ -672,26 +662,37 @@ fn users_and_permissions(backend: Backend, workers: usize) {
     let got = msgs_of(&svc.frames_until_pong());
     assert_eq!(got.len(), 1, "admin.users withheld: {got:?}");
     assert_eq!(got[0].reply.as_deref(), Some("_INBOX.r1"));
-    let got = msgs_of(&alice.frames_until_pong());
-    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        the_one_message(&mut alice),
+        ("updates.x".into(), b"u".to_vec())
+    );
 
     // allow_responses: svc answers the request once, and publishes nothing else.
     svc.publish("_INBOX.r1", b"noon");
     svc.publish("_INBOX.r1", b"again");
-    let reason = svc.expect_error(403);
-    assert_eq!(
-        reason,
-        r#"Permissions Violation for Publish to "_INBOX.r1""#
-    );
+    expect_refusal(&mut svc, r#"Publish to "_INBOX.r1""#);
     svc.publish("svc.other", b"x");
-    svc.expect_error(403);
+    expect_refusal(&mut svc, r#"Publish to "svc.other""#);
     svc.ping_pong();
-    let got = msgs_of(&open.frames_until_pong());
-    assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
-        (got[0].subject.as_str(), &got[0].payload[..]),
-        ("_INBOX.r1", &b"noon"[..])
+        the_one_message(&mut open),
+        ("_INBOX.r1".into(), b"noon".to_vec())
     );
+}
+
+/// ERROR 403 with nats-server's words for a refused `what`.
+fn expect_refusal(c: &mut Raw, what: &str) {
+    assert_eq!(
+        c.expect_error(403),
+        format!("Permissions Violation for {what}")
+    );
+}
+
+/// The one MESSAGE before the answer to a PING: its subject and payload.
+fn the_one_message(c: &mut Raw) -> (String, Vec<u8>) {
+    let got = msgs_of(&c.frames_until_pong());
+    assert_eq!(got.len(), 1, "{got:?}");
+    (got[0].subject.clone(), got[0].payload.clone())
 }
 
 /// "With "verbose": true every PUBLISH, SUBSCRIBE and UNSUBSCRIBE is treated

@@ -49,19 +49,19 @@ impl SubjectRules {
         }
     }
 
-    /// A literal subject (a publish, a delivery).
-    fn permits_subject(&self, subject: &[u8]) -> bool {
+    /// Allowed when an allowed filter admits `what` by `admits` (none:
+    /// all are), unless a denied filter matches it read as a subject.
+    fn permits(&self, what: &[u8], admits: fn(&[u8], &[u8]) -> bool) -> bool {
         let allowed = self
             .allow
             .as_ref()
-            .is_none_or(|allow| allow.iter().any(|filter| filter_matches(filter, subject)));
-        allowed && !self.denies_subject(subject)
+            .is_none_or(|allow| allow.iter().any(|filter| admits(filter, what)));
+        allowed && !self.deny.iter().any(|filter| filter_matches(filter, what))
     }
 
-    fn denies_subject(&self, subject: &[u8]) -> bool {
-        self.deny
-            .iter()
-            .any(|filter| filter_matches(filter, subject))
+    /// A literal subject (a publish, a delivery).
+    fn permits_subject(&self, subject: &[u8]) -> bool {
+        self.permits(subject, filter_matches)
     }
 
     /// A subscription filter: allowed when an allowed filter covers all it
@@ -69,11 +69,7 @@ impl SubjectRules {
     /// (as nats-server does; subjects a wider filter shares with a denied
     /// one are then withheld on delivery, see [`Permissions::may_receive`]).
     fn permits_filter(&self, filter: &[u8]) -> bool {
-        let allowed = self
-            .allow
-            .as_ref()
-            .is_none_or(|allow| allow.iter().any(|allowed| filter_covers(allowed, filter)));
-        allowed && !self.denies_subject(filter)
+        self.permits(filter, filter_covers)
     }
 }
 
