@@ -628,6 +628,8 @@ pub(crate) fn handshake(
         protocol: PROTOCOL_VERSION,
         name: options.name.clone(),
         token: options.token.clone(),
+        user: options.user.as_ref().map(|(user, _)| user.clone()),
+        pass: options.user.as_ref().map(|(_, pass)| pass.clone()),
         verbose: false,
     };
     let json = serde_json::to_vec(&connect).map_err(|err| Error::Protocol(err.to_string()))?;

@@ -71,6 +71,9 @@ pub struct Options {
     pub name: Option<String>,
     /// Authentication token sent in CONNECT.
     pub token: Option<String>,
+    /// User name and password sent in CONNECT (`user`, `pass`), for a
+    /// broker with `[[auth.users]]`.
+    pub user: Option<(String, String)>,
     /// Bound on the TCP connect and on the INFO/CONNECT/OK handshake (default 5 s).
     pub connect_timeout: Duration,
     /// Bound on waiting for an answer: acks, flush, and the broker closing
@@ -83,6 +86,7 @@ impl Default for Options {
         Options {
             name: None,
             token: None,
+            user: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
         }

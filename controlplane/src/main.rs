@@ -112,9 +112,10 @@ enum Command {
     },
     /// Re-read the configuration file, as SIGHUP does
     ///
-    /// Limits, auth.token, keepalive and log.level apply at once, to live
-    /// connections too; other changed keys are reported as needing a
-    /// restart and keep their running values.
+    /// Limits, auth.token, users and their permissions, keepalive and
+    /// log.level apply at once, to live connections too (a connection whose
+    /// credentials no longer hold is closed); other changed keys are
+    /// reported as needing a restart and keep their running values.
     Reload {
         /// Print the broker's reply as JSON
         #[arg(long)]
@@ -173,15 +174,26 @@ enum ConfigCommand {
         /// The TOML file to check
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Print auth.token as is instead of "<redacted>"
+        /// Print auth.token and users' passwords and tokens as they are instead of "<redacted>"
         #[arg(long)]
         show_secrets: bool,
     },
-    /// Print the running broker's configuration as TOML (auth.token redacted)
+    /// Print the running broker's configuration as TOML (secrets redacted)
     Show {
         /// Print the broker's reply as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Read a password from the first line of stdin and print its bcrypt hash
+    ///
+    /// For `password = "..."` in [[auth.users]]: the file then holds no
+    /// password a reader could use. Each CONNECT of that user checks the
+    /// hash on a worker, which takes longer the higher the cost (10: about
+    /// 50 ms).
+    HashPassword {
+        /// bcrypt's cost, 4 to 31
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
     },
 }
 
@@ -212,6 +224,7 @@ fn main() -> ExitCode {
             config_check(&file, show_secrets)
         }
         Command::Config(ConfigCommand::Show { json }) => config_show(&socket_path(socket), json),
+        Command::Config(ConfigCommand::HashPassword { cost }) => hash_password(cost),
         Command::Serve {
             file,
             listen,
@@ -354,6 +367,20 @@ fn config_check(file: &std::path::Path, show_secrets: bool) -> Result<(), String
         config.redacted()
     };
     print!("{}", shown.to_toml_string());
+    Ok(())
+}
+
+fn hash_password(cost: u32) -> Result<(), String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|error| format!("cannot read the password from stdin: {error}"))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("no password on stdin".into());
+    }
+    let hash = bcrypt::hash(password, cost).map_err(|error| error.to_string())?;
+    println!("{hash}");
     Ok(())
 }
 

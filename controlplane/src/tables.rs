@@ -174,6 +174,7 @@ pub fn render_connections(conns: &[Value]) -> String {
                 text(&c["worker"]),
                 text(&c["peer"]),
                 text(&c["name"]),
+                text(&c["user"]),
                 text(&c["subscriptions"]),
                 c["pending_bytes"]
                     .as_f64()
@@ -190,6 +191,7 @@ pub fn render_connections(conns: &[Value]) -> String {
             ("WORKER", Align::Right),
             ("PEER", Align::Left),
             ("NAME", Align::Left),
+            ("USER", Align::Left),
             ("SUBS", Align::Right),
             ("PENDING", Align::Right),
             ("IN", Align::Right),
@@ -363,7 +365,7 @@ mod tests {
 
     fn conn(id: u64, name: Option<&str>, pending: u64, age: f64) -> Value {
         json!({"id": id, "worker": id % 2, "peer": "127.0.0.1:5000", "name": name,
-               "subscriptions": id, "pending_bytes": pending, "msgs_in": 10 * id,
+               "user": (id == 2).then_some("alice"), "subscriptions": id, "pending_bytes": pending, "msgs_in": 10 * id,
                "msgs_out": 100 - id, "age_secs": age})
     }
 
@@ -395,7 +397,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
-            ["ID", "WORKER", "PEER", "NAME", "SUBS", "PENDING", "IN", "OUT", "AGE"]
+            ["ID", "WORKER", "PEER", "NAME", "USER", "SUBS", "PENDING", "IN", "OUT", "AGE"]
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
@@ -403,6 +405,7 @@ mod tests {
                 "1",
                 "1",
                 "127.0.0.1:5000",
+                "-",
                 "-",
                 "1",
                 "2.0KiB",
@@ -412,6 +415,7 @@ mod tests {
             ]
         );
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
+        assert_eq!(lines[2].split_whitespace().nth(4), Some("alice"));
     }
 
     #[test]

@@ -17,6 +17,9 @@ impl TempFile {
         let path =
             std::env::temp_dir().join(format!("blipmqctl-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, text).unwrap();
+        // Private to its owner, as a file with secrets must be.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&path, private).unwrap();
         TempFile(path)
     }
 }
@@ -97,6 +100,31 @@ fn token_is_redacted_unless_asked() {
 }
 
 #[test]
+fn users_secrets_are_redacted_and_a_readable_file_with_them_is_refused() {
+    let file = TempFile::new(
+        "[[auth.users]]\nuser = \"alice\"\npassword = \"hunter2\"\n\
+         [[auth.users]]\nuser = \"svc\"\ntoken = \"tok-9\"\npermissions.publish = [\"a.>\"]\n",
+    );
+    let (code, stdout, stderr) = check(&file.0);
+    assert_eq!(code, 0, "{stderr}");
+    for secret in ["hunter2", "tok-9"] {
+        assert!(!stdout.contains(secret), "{stdout}");
+    }
+    assert!(stdout.contains("user = \"alice\""), "{stdout}");
+    assert_eq!(stdout.matches("\"<redacted>\"").count(), 2, "{stdout}");
+
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&file.0, readable).unwrap();
+    let (code, stdout, stderr) = check(&file.0);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stderr.contains("mode is 0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn unknown_key_fails_naming_the_key_and_line() {
     let file = TempFile::new("# test\n[limits]\nmax_payload = 1024\nmax_paylod = 2048\n");
     let (code, stdout, stderr) = check(&file.0);
@@ -147,4 +175,34 @@ fn usage_errors_exit_2() {
     let help = blipmqctl(&["config", "check", "--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("FILE"));
+}
+
+#[test]
+fn hash_password_prints_a_bcrypt_hash_that_blipmqd_accepts() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blipmqctl"))
+        .args(["config", "hash-password", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("blipmqctl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    let hash = hash.trim();
+    assert!(hash.starts_with("$2b$04$"), "{hash}");
+    assert!(!hash.contains("s3cret"));
+    let file = TempFile::new(&format!(
+        "[[auth.users]]\nuser = \"u\"\npassword = \"{hash}\"\n"
+    ));
+    let (code, _, stderr) = check(&file.0);
+    assert_eq!(code, 0, "{stderr}");
+    let empty = blipmqctl(&["config", "hash-password"]);
+    assert!(!empty.status.success(), "no password on stdin");
 }

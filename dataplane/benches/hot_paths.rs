@@ -128,6 +128,7 @@ impl Cores {
                 max_topic_length: 256,
                 max_subscriptions: 0,
                 token: None,
+                users: Default::default(),
                 ping_interval: Duration::from_secs(3600),
                 max_pings_out: 2,
             }),

@@ -118,6 +118,7 @@ impl Args {
                 let text = config::read_file(path)?;
                 let config =
                     Config::parse_toml_str(&text).map_err(|error| error.with_file(path))?;
+                config::check_file_mode(path, &config.auth)?;
                 (config, Some(text))
             }
             None => (Config::default(), None),
@@ -241,6 +242,9 @@ mod tests {
             let path = std::env::temp_dir()
                 .join(format!("blipmqd-cli-test-{}-{n}.toml", std::process::id()));
             std::fs::write(&path, text).unwrap();
+            // Private, as a file with a token must be.
+            let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+            std::fs::set_permissions(&path, private).unwrap();
             TempConfig(path)
         }
 
@@ -527,6 +531,22 @@ mod tests {
             parse(&["--log-format", "json"]).log_format,
             Some(LogFormat::Json)
         );
+    }
+
+    #[test]
+    fn a_readable_file_with_secrets_is_refused_but_a_flag_token_needs_no_file() {
+        let file = TempConfig::new("[auth]\ntoken = \"file\"\n");
+        let readable = || std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        std::fs::set_permissions(file.path(), readable()).unwrap();
+        let path = file.path().to_str().unwrap();
+        let error = load(&["--config", path]).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        assert!(!error.contains("\"file\""), "{error}");
+        let open = TempConfig::new("[limits]\nmax_payload = 100\n");
+        std::fs::set_permissions(open.path(), readable()).unwrap();
+        let path = open.path().to_str().unwrap();
+        let config = load(&["--config", path, "--token", "flag"]).unwrap();
+        assert_eq!(config.auth.token.as_deref(), Some("flag"));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -601,6 +601,100 @@ fn token_auth(backend: Backend, workers: usize) {
     }
 }
 
+/// "ERROR 401 and closes when credentials are required and missing or wrong
+/// (a token, or a user and password)"; "403: subject not permitted for this
+/// client, connection open".
+fn users_and_permissions(backend: Backend, workers: usize) {
+    let broker = Broker::start_on(backend, workers, &format!("{BASE_CONFIG}{}", users_toml()));
+    for json in [
+        r#"{"protocol":1,"user":"alice","pass":"wrong"}"#,
+        r#"{"protocol":1,"user":"alice"}"#,
+        r#"{"protocol":1,"user":"nobody","pass":"a-pass"}"#,
+        r#"{"protocol":1,"user":"svc","pass":"svc-token"}"#,
+        r#"{"protocol":1,"token":"a-pass"}"#,
+        r#"{"protocol":1}"#,
+    ] {
+        let mut c = Raw::connect(broker.addr());
+        assert!(c.info.auth_required);
+        c.send(&connect_bytes(json));
+        let reason = c.expect_error_and_close(401);
+        assert!(!reason.contains("pass"), "{json}: {reason}");
+    }
+    let on = |i: usize, json: &str| {
+        let mut c = Raw::on_worker(broker.addr(), spread(i, workers));
+        c.do_connect(json);
+        c
+    };
+    let mut alice = on(0, r#"{"protocol":1,"user":"alice","pass":"a-pass"}"#);
+    let mut open = on(1, r#"{"protocol":1,"user":"hashed","pass":"h-pass"}"#);
+    let mut svc = on(2, r#"{"protocol":1,"token":"svc-token"}"#);
+
+    // Publish: allowed, denied by deny (which wins), outside allow.
+    open.subscribe("orders.>", 1);
+    open.subscribe("billing", 2);
+    alice.publish("orders.new", b"ok");
+    alice.publish("orders.secret", b"no");
+    expect_refusal(&mut alice, r#"Publish to "orders.secret""#);
+    alice.publish("billing", b"no");
+    expect_refusal(&mut alice, r#"Publish to "billing""#);
+    alice.ping_pong();
+    assert_eq!(
+        the_one_message(&mut open),
+        ("orders.new".into(), b"ok".to_vec())
+    );
+
+    // Subscribe: outside allow (wider than updates.*), then allowed.
+    alice.send_frame(|b| encode::put_subscribe(b, b"updates.>", 1, None, true));
+    expect_refusal(&mut alice, r#"Subscription to "updates.>""#);
+    alice.send_frame(|b| encode::put_subscribe(b, b"updates.x", 1, Some(b"q"), true));
+    alice.expect_ok();
+    // svc: deny wins over allow `>`; a wider subscription is made but what
+    // the deny covers is not delivered.
+    svc.send_frame(|b| encode::put_subscribe(b, b"admin.users", 1, None, true));
+    expect_refusal(&mut svc, r#"Subscription to "admin.users""#);
+    svc.subscribe("svc.>", 2);
+    svc.subscribe("*.users", 3);
+    open.subscribe("_INBOX.>", 3);
+    open.publish("admin.users", b"secret");
+    open.send_frame(|b| encode::put_publish(b, b"svc.time", Some(b"_INBOX.r1"), b"now?", false));
+    open.publish("updates.x", b"u");
+    open.ping_pong();
+    let got = msgs_of(&svc.frames_until_pong());
+    assert_eq!(got.len(), 1, "admin.users withheld: {got:?}");
+    assert_eq!(got[0].reply.as_deref(), Some("_INBOX.r1"));
+    assert_eq!(
+        the_one_message(&mut alice),
+        ("updates.x".into(), b"u".to_vec())
+    );
+
+    // allow_responses: svc answers the request once, and publishes nothing else.
+    svc.publish("_INBOX.r1", b"noon");
+    svc.publish("_INBOX.r1", b"again");
+    expect_refusal(&mut svc, r#"Publish to "_INBOX.r1""#);
+    svc.publish("svc.other", b"x");
+    expect_refusal(&mut svc, r#"Publish to "svc.other""#);
+    svc.ping_pong();
+    assert_eq!(
+        the_one_message(&mut open),
+        ("_INBOX.r1".into(), b"noon".to_vec())
+    );
+}
+
+/// ERROR 403 with nats-server's words for a refused `what`.
+fn expect_refusal(c: &mut Raw, what: &str) {
+    assert_eq!(
+        c.expect_error(403),
+        format!("Permissions Violation for {what}")
+    );
+}
+
+/// The one MESSAGE before the answer to a PING: its subject and payload.
+fn the_one_message(c: &mut Raw) -> (String, Vec<u8>) {
+    let got = msgs_of(&c.frames_until_pong());
+    assert_eq!(got.len(), 1, "{got:?}");
+    (got[0].subject.clone(), got[0].payload.clone())
+}
+
 /// "With "verbose": true every PUBLISH, SUBSCRIBE and UNSUBSCRIBE is treated
 /// as if it had flag ACK."
 fn verbose_acks_everything(backend: Backend, workers: usize) {
@@ -1722,6 +1816,7 @@ for_backends! {
     first_frame_malformed_400,
     connect_body_rules,
     token_auth,
+    users_and_permissions,
     verbose_acks_everything,
     answers_in_order,
     own_message_before_later_answer,

@@ -246,6 +246,72 @@ fn sighup_reloads_the_file_and_a_bad_file_changes_nothing() {
 }
 
 #[test]
+fn sighup_reloads_users_and_permissions_on_live_connections() {
+    let socket = socket_path("users");
+    let before = control_config(&socket, &users_toml());
+    let broker = Broker::start(2, &before);
+    let connect = |w: u32, json: &str| {
+        let mut c = Raw::on_worker(broker.addr(), w);
+        c.do_connect(json);
+        c
+    };
+    let mut alice = connect(0, r#"{"protocol":1,"user":"alice","pass":"a-pass"}"#);
+    let mut hashed = connect(1, r#"{"protocol":1,"user":"hashed","pass":"h-pass"}"#);
+    let mut svc = connect(1, r#"{"protocol":1,"token":"svc-token"}"#);
+    let conns = ok(ask(&socket, json!({"cmd": "connections"})));
+    let mut users: Vec<&str> = conns["connections"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["user"].as_str().expect("each has a user"))
+        .collect();
+    users.sort_unstable();
+    assert_eq!(users, ["alice", "hashed", "svc"]);
+    let shown = ok(ask(&socket, json!({"cmd": "config"})));
+    let shown = shown["toml"].as_str().unwrap();
+    for secret in ["a-pass", "svc-token", "$2b$"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    alice.send_frame(|b| encode::put_publish(b, b"billing", None, b"x", true));
+    alice.expect_error(403);
+
+    // alice may publish billing and orders.secret now; svc is gone; hashed
+    // keeps its password.
+    let after = before
+        .replace(
+            r#"permissions.publish = { allow = ["orders.>"], deny = ["orders.secret"] }"#,
+            r#"permissions.publish = ["orders.>", "billing"]"#,
+        )
+        .split("[[auth.users]]\nuser = \"svc\"")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(after.contains("\"billing\"") && !after.contains("svc-token"));
+    std::fs::write(broker.config_path(), &after).expect("rewrite");
+    broker.signal(libc::SIGHUP);
+    // Applied when the config command shows it (no sleep: poll the state).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ok(ask(&socket, json!({"cmd": "config"})))["toml"]
+        .as_str()
+        .unwrap()
+        .contains("\"billing\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        std::thread::yield_now();
+    }
+    alice.send_frame(|b| encode::put_publish(b, b"billing", None, b"x", true));
+    alice.expect_ok();
+    alice.send_frame(|b| encode::put_publish(b, b"orders.secret", None, b"x", true));
+    alice.expect_ok();
+    let reason = svc.expect_error_and_close(401);
+    assert_eq!(reason, "authorization failed");
+    hashed.ping_pong();
+}
+
+#[test]
 fn drain_on_the_socket_tells_every_client_and_exits_0() {
     let socket = socket_path("drain");
     let mut broker = Broker::start(2, &control_config(&socket, ""));

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{as_client_of, nats_config, tcp_connect, Backend, Broker, Raw};
+use common::{as_client_of, nats_config, tcp_connect, users_toml, Backend, Broker, Raw};
 use futures_util::StreamExt;
 
 /// Bounds every wait of a test.
@@ -466,6 +466,109 @@ fn nats_clients_need_the_token_when_one_is_set(backend: Backend, workers: usize)
     });
 }
 
+/// Users over NATS: nats-server's texts for bad credentials and refused
+/// publishes and subscriptions; a refusal leaves the connection open.
+fn nats_users_and_permissions_as_nats_server(backend: Backend, workers: usize) {
+    let config = format!("{}{}", nats_config(backend), users_toml());
+    let broker = Broker::start_on(backend, workers, &config);
+    for connect in [
+        &b"CONNECT {\"user\":\"alice\",\"pass\":\"wrong\"}\r\n"[..],
+        b"CONNECT {\"auth_token\":\"a-pass\"}\r\n",
+        b"CONNECT {}\r\n",
+    ] {
+        let mut c = Text::connect(broker.nats_addr());
+        c.send(connect);
+        assert_eq!(c.expect_closed(), "-ERR 'Authorization Violation'\r\n");
+    }
+    let mut alice = Text::connect(broker.nats_addr());
+    alice.send(b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"a-pass\"}\r\n");
+    alice.send(b"PUB orders.secret 1\r\nx\r\nPING\r\n");
+    alice.expect("-ERR 'Permissions Violation for Publish to \"orders.secret\"'\r\nPONG\r\n");
+    alice.send(b"SUB admin.> 1\r\nSUB updates.* q 2\r\nSUB other q 3\r\nPING\r\n");
+    alice.expect(concat!(
+        "-ERR 'Permissions Violation for Subscription to \"admin.>\"'\r\n",
+        "-ERR 'Permissions Violation for Subscription to \"other\" using queue \"q\"'\r\n",
+        "PONG\r\n"
+    ));
+    // Still open, and the allowed subscription works.
+    alice.send(b"PUB orders.ok 1\r\nx\r\n");
+    let mut svc = Text::connect(broker.nats_addr());
+    svc.send(b"CONNECT {\"verbose\":false,\"auth_token\":\"svc-token\"}\r\nPUB updates.x 2\r\nhi\r\nPING\r\n");
+    svc.expect("-ERR 'Permissions Violation for Publish to \"updates.x\"'\r\nPONG\r\n");
+    let mut open = Text::connect(broker.nats_addr());
+    open.send(b"CONNECT {\"verbose\":false,\"user\":\"hashed\",\"pass\":\"h-pass\"}\r\n");
+    open.send(b"PUB updates.x 2\r\nhi\r\nPING\r\n");
+    open.expect("PONG\r\n");
+    alice.send(b"PING\r\n");
+    assert_eq!(
+        alice.expect("PONG\r\n"),
+        "MSG updates.x 2 2\r\nhi\r\nPONG\r\n"
+    );
+
+    // async-nats with a user and password; a violation arrives as a server
+    // error event, and the connection goes on.
+    let url = format!("nats://{}", broker.nats_addr());
+    as_client_of(broker.nats_addr(), move || {
+        runtime().block_on(async {
+            let (errors, mut error_events) = tokio::sync::mpsc::unbounded_channel();
+            let client = tokio::time::timeout(
+                WITHIN,
+                async_nats::ConnectOptions::with_user_and_password("alice".into(), "a-pass".into())
+                    .event_callback(move |event| {
+                        let errors = errors.clone();
+                        async move {
+                            if let async_nats::Event::ServerError(error) = event {
+                                let _ = errors.send(error.to_string());
+                            }
+                        }
+                    })
+                    .connect(url.clone()),
+            )
+            .await
+            .expect("connected within 10 s")
+            .expect("alice's password is accepted");
+            assert!(client.server_info().auth_required);
+            let mut updates = client.subscribe("updates.*").await.unwrap();
+            client.publish("orders.secret", "no".into()).await.unwrap();
+            let error = tokio::time::timeout(WITHIN, error_events.recv())
+                .await
+                .expect("the violation within 10 s")
+                .unwrap();
+            assert!(
+                error.contains(r#"Permissions Violation for Publish to "orders.secret""#),
+                "{error}"
+            );
+            // Still connected: a message from another user arrives.
+            let open = tokio::time::timeout(
+                WITHIN,
+                async_nats::ConnectOptions::with_user_and_password(
+                    "hashed".into(),
+                    "h-pass".into(),
+                )
+                .connect(url.clone()),
+            )
+            .await
+            .expect("connected within 10 s")
+            .expect("the bcrypt password is accepted");
+            await_subscriptions(&client, &open).await;
+            open.publish("updates.a", "to alice".into()).await.unwrap();
+            assert_eq!(next(&mut updates).await.payload, Bytes::from("to alice"));
+
+            let wrong =
+                async_nats::ConnectOptions::with_user_and_password("alice".into(), "wrong".into())
+                    .connect(url);
+            let refused = tokio::time::timeout(WITHIN, wrong)
+                .await
+                .expect("refused within 10 s")
+                .expect_err("a wrong password does not connect");
+            assert_eq!(
+                refused.kind(),
+                async_nats::ConnectErrorKind::AuthorizationViolation
+            );
+        })
+    });
+}
+
 fn async_nats_headers_reach_nats_subscribers_and_binary_ones_get_the_payload(
     backend: Backend,
     workers: usize,
@@ -692,6 +795,7 @@ for_backends! {
         raw_text_case_tabs_splits_and_verbose_answers,
         raw_text_errors_are_nats_servers,
         nats_clients_need_the_token_when_one_is_set,
+        nats_users_and_permissions_as_nats_server,
     ],
     two_workers: [],
 }

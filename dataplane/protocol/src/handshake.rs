@@ -29,6 +29,11 @@ pub struct Connect {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// With `pass`: a user of the broker's `[[auth.users]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
     #[serde(default)]
     pub verbose: bool,
 }

@@ -21,5 +21,5 @@ pub use decode::{decode_frame, FrameError, RawFrame, Request, ServerFrame};
 pub use frame::{flags, ErrorCode, Op, FRAME_ALLOWANCE, HEADER_LEN, LEN_PREFIX};
 pub use handshake::{Connect, Info, PROTOCOL_VERSION};
 pub use subject::{
-    filter_matches, validate_filter, validate_queue, validate_subject, SubjectError,
+    filter_covers, filter_matches, validate_filter, validate_queue, validate_subject, SubjectError,
 };

@@ -147,9 +147,74 @@ pub fn filter_matches(filter: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Does `filter` match every subject that `narrower` matches? (`a.>`
+/// covers `a.*` and `a.b.>`; `a.*` covers `a.b` but not `a.>`.) For
+/// subscription permissions, where a wildcard subscription is allowed only
+/// inside an allowed filter.
+pub fn filter_covers(filter: &[u8], narrower: &[u8]) -> bool {
+    let mut filter_tokens = filter.split(|&b| b == b'.');
+    let mut narrower_tokens = narrower.split(|&b| b == b'.');
+    loop {
+        match (filter_tokens.next(), narrower_tokens.next()) {
+            (Some(b">"), Some(_)) => return filter_tokens.next().is_none(),
+            (Some(b"*"), Some(token)) if token != b">" => {}
+            (Some(f), Some(n)) if f == n && f != b"*" && f != b">" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{ascii_subject, subject_tokens};
+    use super::{ascii_subject, filter_covers, filter_matches, subject_tokens};
+
+    #[test]
+    fn a_filter_covers_what_is_inside_it() {
+        for (filter, narrower) in [
+            ("a.>", "a.*"),
+            ("a.>", "a.b.>"),
+            ("a.>", "a.b"),
+            (">", ">"),
+            (">", "*.b"),
+            ("a.*", "a.*"),
+            ("a.*", "a.b"),
+            ("a.b", "a.b"),
+            ("*.b", "a.b"),
+        ] {
+            assert!(
+                filter_covers(filter.as_bytes(), narrower.as_bytes()),
+                "{filter} covers {narrower}"
+            );
+        }
+        for (filter, narrower) in [
+            ("a.*", "a.>"),
+            ("a.b", "a.*"),
+            ("a.b", "a.>"),
+            ("a.>", "a"),
+            ("a.>", ">"),
+            ("a.*", "a.b.c"),
+            ("a.b", "a"),
+            ("*", ">"),
+        ] {
+            assert!(
+                !filter_covers(filter.as_bytes(), narrower.as_bytes()),
+                "{filter} does not cover {narrower}"
+            );
+        }
+        // On literal subjects, covering is matching.
+        for (filter, subject) in [
+            ("a.*", "a.b"),
+            ("a.>", "a.b.c"),
+            ("a.b", "a.c"),
+            ("a.>", "a"),
+        ] {
+            assert_eq!(
+                filter_covers(filter.as_bytes(), subject.as_bytes()),
+                filter_matches(filter.as_bytes(), subject.as_bytes())
+            );
+        }
+    }
 
     /// Every string of up to 5 bytes over an alphabet with each case: the
     /// one-pass ASCII check gives the token-by-token answer, error and all.

@@ -837,6 +837,8 @@ fn connect_parse_accepts() {
             protocol: 1,
             name: None,
             token: None,
+            user: None,
+            pass: None,
             verbose: false
         })
     );
@@ -848,6 +850,8 @@ fn connect_parse_accepts() {
             protocol: 1,
             name: Some("bench".into()),
             token: Some("s3cr\u{e9}t".into()),
+            user: None,
+            pass: None,
             verbose: true
         })
     );
@@ -871,6 +875,8 @@ fn connect_parse_accepts() {
         protocol: 1,
         name: Some("n".into()),
         token: None,
+        user: Some("alice".into()),
+        pass: Some("pw".into()),
         verbose: true,
     };
     let json = serde_json::to_vec(&c).unwrap();

@@ -111,6 +111,14 @@ impl ConfigError {
             }
             None => (None, None, None),
         };
+        let message = match (line, &key) {
+            (Some(line), Some(key))
+                if super::users::may_hold_secret(key, text.lines().nth(line - 1)) =>
+            {
+                super::users::SECRET_LINE_ERROR.to_string()
+            }
+            _ => message,
+        };
         ConfigError::Parse {
             file: None,
             line,

@@ -16,9 +16,14 @@ pub mod dpdk;
 mod error;
 #[cfg(test)]
 mod tests;
+mod users;
 
 pub use self::dpdk::DpdkConfig;
 pub use self::error::ConfigError;
+pub use self::users::{
+    check_file_mode, is_bcrypt, AllowDeny, AllowResponsesConfig, PermissionsConfig,
+    ResponseLimitsConfig, Secret, SubjectRulesConfig, UserConfig, REDACTED,
+};
 
 /// 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
@@ -232,6 +237,10 @@ pub struct AuthConfig {
     /// The token every client must present in CONNECT; `Some("")` is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// `[[auth.users]]`: users with a password or a token and their
+    /// permissions; not together with `token`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
     /// How long a connection may take from accept until its CONNECT is
     /// accepted before it gets ERROR 401 and is closed; 0 = no limit.
     #[serde(with = "humantime_serde")]
@@ -242,6 +251,7 @@ impl Default for AuthConfig {
     fn default() -> AuthConfig {
         AuthConfig {
             token: None,
+            users: Vec::new(),
             // As nats-server's default.
             timeout: Duration::from_secs(2),
         }
@@ -597,7 +607,9 @@ impl Config {
     /// Reads, parses and validates the file at `path`. Errors name the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_file(path)?;
-        Config::from_toml_str(&text).map_err(|error| error.with_file(path))
+        let config = Config::from_toml_str(&text).map_err(|error| error.with_file(path))?;
+        check_file_mode(path, &config.auth)?;
+        Ok(config)
     }
 
     /// Checks every value; the error names the key.
@@ -677,6 +689,7 @@ impl Config {
         }
 
         self.tls.validate()?;
+        self.auth.validate_users(limits.max_topic_length)?;
 
         validate_log_level(&self.log.level)?;
 
@@ -800,7 +813,7 @@ impl Config {
     /// `Config::from_toml_str(&c.to_toml_string())` gives back `c`.
     pub fn to_toml_string(&self) -> String {
         match toml::to_string(self) {
-            Ok(text) if self.auth.token.is_none() => text.replacen(
+            Ok(text) if !self.auth.has_secrets() => text.replacen(
                 "[auth]\n",
                 "[auth]\n# token is not set: clients connect without authentication\n",
                 1,
@@ -810,12 +823,11 @@ impl Config {
         }
     }
 
-    /// A copy with secrets (`auth.token`) replaced, for printing.
+    /// A copy with secrets (`auth.token`, users' passwords and tokens)
+    /// replaced, for printing.
     pub fn redacted(&self) -> Config {
         let mut config = self.clone();
-        if config.auth.token.is_some() {
-            config.auth.token = Some("<redacted>".to_string());
-        }
+        config.auth.redact();
         config
     }
 }

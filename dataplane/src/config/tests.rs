@@ -95,12 +95,21 @@ fn shipped_file_documents_every_key() {
     let mut full = Config::default();
     // Optional keys are left out of the default TOML; set them to see them.
     full.auth.token = Some("secret".to_string());
+    let mut with_users = Config::default();
+    with_users.auth.users = vec![UserConfig {
+        user: "u".into(),
+        password: Some(Secret::new("p")),
+        token: None,
+        permissions: PermissionsConfig::default(),
+    }];
     full.afpacket.gateway = Some("198.18.0.1".parse().unwrap());
     full.afpacket.mac = Some("02:00:00:00:00:01".to_string());
     full.dpdk.gateway = Some("198.18.0.1".parse().unwrap());
     full.dpdk.mac = Some("02:00:00:00:00:01".to_string());
     let mut expected = keys_of(&Config::default().to_toml_string());
     expected.extend(keys_of(&full.to_toml_string()));
+    expected.extend(keys_of(&with_users.to_toml_string()));
+    assert!(expected.contains("auth.users"));
     assert!(expected.contains("auth.token"));
     assert!(expected.contains("limits.max_pending_bytes"));
 

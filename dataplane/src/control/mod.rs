@@ -376,6 +376,7 @@ impl Control {
             slow_consumer_grace_ms: new.limits.slow_consumer_grace.as_millis() as u64,
             max_connections: new.server.max_connections,
             token: new.auth.token.clone(),
+            users: new.auth.users.clone(),
             ping_interval_ms: new.server.ping_interval.as_millis() as u64,
             max_pings_out: new.server.max_pings_out,
             connection_limits: ConnectionLimits::from_config(&new),

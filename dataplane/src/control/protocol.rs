@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::UserConfig;
 use crate::worker::limits::ConnectionLimits;
 
 /// Bytes before the JSON in a control record.
@@ -40,6 +41,8 @@ pub struct ReloadSettings {
     pub slow_consumer_grace_ms: u64,
     pub max_connections: usize,
     pub token: Option<String>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
     pub ping_interval_ms: u64,
     pub max_pings_out: u32,
     pub connection_limits: ConnectionLimits,
@@ -86,6 +89,9 @@ pub struct ConnectionInfo {
     pub tls_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cipher_suite: Option<String>,
+    /// The `[[auth.users]]` user it authenticated as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Local subscriptions of one worker with the same filter and queue group.

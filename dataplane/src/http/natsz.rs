@@ -160,6 +160,9 @@ pub fn render_connz(
                 conn["tls_version"] = json!(version);
                 conn["tls_cipher_suite"] = json!(suite);
             }
+            if let Some(user) = &c.user {
+                conn["authorized_user"] = json!(user);
+            }
             conn
         })
         .collect();

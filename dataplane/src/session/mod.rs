@@ -15,8 +15,11 @@ use blipmq_protocol::{
     FrameError, Info, Op, RawFrame, Request, PROTOCOL_VERSION,
 };
 
+use crate::auth::{ReplyGrants, User, UserTable};
 use crate::router::SubKey;
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod nats_tests;
 #[cfg(test)]
@@ -32,11 +35,18 @@ pub struct SessionConfig {
     /// 0 = unlimited.
     pub max_subscriptions: u32,
     pub token: Option<String>,
+    /// `[[auth.users]]`; empty when there are none (never beside `token`).
+    pub users: Arc<UserTable>,
     pub ping_interval: Duration,
     pub max_pings_out: u32,
 }
 
 impl SessionConfig {
+    /// Whether CONNECT must carry credentials.
+    pub fn auth_required(&self) -> bool {
+        self.token.is_some() || !self.users.is_empty()
+    }
+
     /// The largest frame accepted: `max_payload` plus room for the header,
     /// topic, reply subject, sid and counts.
     pub fn max_frame_len(&self) -> u32 {
@@ -55,7 +65,7 @@ impl SessionConfig {
             server_name: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             headers: SERVER_HEADERS,
-            auth_required: self.token.is_some(),
+            auth_required: self.auth_required(),
             max_payload: self.max_payload.min(i32::MAX as u32) as i32,
             client_id,
             ..defaults
@@ -70,7 +80,7 @@ impl SessionConfig {
             protocol: PROTOCOL_VERSION,
             max_payload: self.max_payload as u64,
             max_topic_length: self.max_topic_length as u64,
-            auth_required: self.token.is_some(),
+            auth_required: self.auth_required(),
             tls_required,
             worker: Some(worker as u32),
         };
@@ -256,7 +266,31 @@ pub struct Session {
     sids: HashMap<u32, SubKey>,
     pings_out: u32,
     next_ping: Instant,
+    /// Who CONNECT proved the client to be, when it gave a user's
+    /// credentials; its permissions apply to every publish and subscribe.
+    user: Option<Arc<User>>,
+    /// Reply subjects it may answer (`allow_responses`).
+    replies: ReplyGrants,
+    /// The time of the bytes being handled, for reply grants.
+    now: Instant,
 }
+
+/// nats-server's words for a refused publish or subscribe, which both
+/// dialects send (a NATS client matches on them).
+fn permission_violation(what: &str, subject: &[u8], queue: Option<&[u8]>) -> String {
+    let subject = String::from_utf8_lossy(subject);
+    match queue {
+        Some(queue) => format!(
+            "Permissions Violation for {what} to \"{subject}\" using queue \"{}\"",
+            String::from_utf8_lossy(queue)
+        ),
+        None => format!("Permissions Violation for {what} to \"{subject}\""),
+    }
+}
+
+/// Why CONNECT's credentials were refused; the same for every cause, so as
+/// not to tell a guesser which part was wrong.
+const AUTHORIZATION_FAILED: &str = "authorization failed";
 
 impl Session {
     pub fn new(config: Arc<SessionConfig>, now: Instant) -> Session {
@@ -271,16 +305,85 @@ impl Session {
             sids: HashMap::new(),
             pings_out: 0,
             next_ping,
+            user: None,
+            replies: ReplyGrants::default(),
+            now,
         }
+    }
+
+    /// The user CONNECT authenticated, if it named one.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref().map(User::name)
+    }
+
+    /// Applies a reloaded configuration to a live connection and checks
+    /// its credentials again, as nats-server does: false when they no
+    /// longer hold (its user is gone or has new credentials, the token
+    /// changed, or credentials are now required) and it must be closed.
+    /// Otherwise its user's new permissions apply from its next frame.
+    pub fn reauthorize(&mut self, config: Arc<SessionConfig>) -> bool {
+        let old = std::mem::replace(&mut self.config, config);
+        if self.phase != Phase::Open || !self.config.auth_required() {
+            self.user = None;
+            return true;
+        }
+        match self.user.take() {
+            Some(user) => match self.config.users.find(user.name()) {
+                Some(reloaded) if reloaded.same_credential(&user) => {
+                    self.user = Some(reloaded.clone());
+                    true
+                }
+                _ => false,
+            },
+            None => old.token.is_some() && old.token == self.config.token,
+        }
+    }
+
+    /// A message is about to be delivered to this connection: whether its
+    /// user may receive it, and, with `allow_responses`, a grant to answer
+    /// its reply subject.
+    pub fn on_delivery(&mut self, subject: &[u8], reply: Option<&[u8]>, now: Instant) -> bool {
+        let Some(user) = &self.user else {
+            return true;
+        };
+        let permissions = user.permissions();
+        if !permissions.may_receive(subject) {
+            return false;
+        }
+        if let (Some(reply), Some(limits)) = (reply, permissions.responses()) {
+            self.replies.grant(reply, limits, now);
+        }
+        true
+    }
+
+    /// Checks CONNECT's credentials against the configuration: `Ok` with
+    /// the user they name, if any, or the ERROR that closes the connection.
+    fn authenticate(
+        &self,
+        token: Option<&str>,
+        user: Option<&str>,
+        pass: Option<&str>,
+    ) -> Result<Option<Arc<User>>, Step<'static>> {
+        let refused = || Step::Fatal(ErrorCode::Unauthorized, AUTHORIZATION_FAILED.into());
+        if let Some(expected) = &self.config.token {
+            let valid = token.is_some_and(|token| {
+                subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), token.as_bytes()).into()
+            });
+            return if valid { Ok(None) } else { Err(refused()) };
+        }
+        let users = &self.config.users;
+        if users.is_empty() {
+            return Ok(None);
+        }
+        let found = match user {
+            Some(name) => users.by_password(name, pass.unwrap_or_default()),
+            None => token.and_then(|token| users.by_token(token)),
+        };
+        found.cloned().map(Some).ok_or_else(refused)
     }
 
     pub fn config(&self) -> &Arc<SessionConfig> {
         &self.config
-    }
-
-    /// Applies new limits to a live connection (reload).
-    pub fn set_config(&mut self, config: Arc<SessionConfig>) {
-        self.config = config;
     }
 
     pub fn name(&self) -> Option<&str> {
@@ -324,7 +427,8 @@ impl Session {
 
     /// Decodes the first frame of `bytes` in `dialect` and says what it asks
     /// for.
-    pub fn on_bytes<'a>(&mut self, dialect: Dialect, bytes: &'a [u8]) -> Input<'a> {
+    pub fn on_bytes<'a>(&mut self, dialect: Dialect, bytes: &'a [u8], now: Instant) -> Input<'a> {
+        self.now = now;
         match dialect {
             Dialect::Binary => match decode_frame(bytes, self.config.max_frame_len()) {
                 Ok(Some((frame, len))) => Input::Frame {
@@ -454,13 +558,15 @@ impl Session {
                 Ok(connect) => connect,
                 Err(error) => return Step::Fatal(ErrorCode::BadRequest, error.to_string()),
             };
-        if let Some(expected) = &self.config.token {
-            // A token goes as `auth_token`, or as the password of a client
-            // that only has a user/password setting.
-            let given = connect.auth_token.as_deref().or(connect.pass.as_deref());
-            if given != Some(expected.as_str()) {
-                return Step::Fatal(ErrorCode::Unauthorized, "authorization failed".into());
-            }
+        // With `auth.token`, a token goes as `auth_token`, or as the
+        // password of a client that only has a user/password setting.
+        let token = match self.config.token {
+            Some(_) => connect.auth_token.as_deref().or(connect.pass.as_deref()),
+            None => connect.auth_token.as_deref(),
+        };
+        match self.authenticate(token, connect.user.as_deref(), connect.pass.as_deref()) {
+            Ok(user) => self.user = user,
+            Err(refused) => return refused,
         }
         self.phase = Phase::Open;
         self.verbose = connect.verbose;
@@ -534,10 +640,13 @@ impl Session {
             Ok(connect) => connect,
             Err(reason) => return Step::Fatal(ErrorCode::BadRequest, reason.into()),
         };
-        if let Some(expected) = &self.config.token {
-            if connect.token.as_deref() != Some(expected.as_str()) {
-                return Step::Fatal(ErrorCode::Unauthorized, "authorization failed".into());
-            }
+        match self.authenticate(
+            connect.token.as_deref(),
+            connect.user.as_deref(),
+            connect.pass.as_deref(),
+        ) {
+            Ok(user) => self.user = user,
+            Err(refused) => return refused,
         }
         self.phase = Phase::Open;
         self.verbose = connect.verbose;
@@ -545,7 +654,7 @@ impl Session {
         Step::Ok
     }
 
-    fn on_publish<'a>(&self, message: Message<'a>, ack: bool) -> Step<'a> {
+    fn on_publish<'a>(&mut self, message: Message<'a>, ack: bool) -> Step<'a> {
         let size = message.headers.len() + message.payload.len();
         if size > self.config.max_payload as usize {
             return Step::Fatal(
@@ -565,6 +674,16 @@ impl Session {
                 return Step::Error(ErrorCode::BadRequest, format!("reply: {error}"));
             }
         }
+        if let Some(user) = &self.user {
+            if !user.permissions().may_publish(message.subject)
+                && !self.replies.take(message.subject, self.now)
+            {
+                return Step::Error(
+                    ErrorCode::Forbidden,
+                    permission_violation("Publish", message.subject, None),
+                );
+            }
+        }
         Step::Publish { message, ack }
     }
 
@@ -582,6 +701,14 @@ impl Session {
         if let Some(queue) = queue {
             if let Err(error) = validate_queue(queue, max_len) {
                 return Step::Error(ErrorCode::BadRequest, format!("queue group: {error}"));
+            }
+        }
+        if let Some(user) = &self.user {
+            if !user.permissions().may_subscribe(filter) {
+                return Step::Error(
+                    ErrorCode::Forbidden,
+                    permission_violation("Subscription", filter, queue),
+                );
             }
         }
         if self.sids.contains_key(&sid) {

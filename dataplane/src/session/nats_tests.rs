@@ -11,6 +11,7 @@ fn config(token: Option<&str>) -> Arc<SessionConfig> {
         max_topic_length: 16,
         max_subscriptions: 2,
         token: token.map(String::from),
+        users: Default::default(),
         ping_interval: Duration::from_secs(10),
         max_pings_out: 2,
     })

@@ -8,6 +8,7 @@ fn config() -> Arc<SessionConfig> {
         max_topic_length: 16,
         max_subscriptions: 2,
         token: None,
+        users: Default::default(),
         ping_interval: Duration::from_secs(10),
         max_pings_out: 2,
     })

@@ -641,7 +641,7 @@ impl WorkerCore {
         let mut consumed = 0;
         loop {
             let session = &mut self.conns[cid].session;
-            let (step, len, op) = match session.on_bytes(dialect, &bytes[consumed..]) {
+            let (step, len, op) = match session.on_bytes(dialect, &bytes[consumed..], self.now) {
                 Input::Frame { step, len, op } => (step, len, op),
                 Input::Partial => return consumed,
                 Input::Invalid(step) => {

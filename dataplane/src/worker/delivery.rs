@@ -77,6 +77,14 @@ impl<'a> Delivery<'a> {
         {
             return;
         }
+        let subscriber = self.subs.conn_of(key);
+        let permitted = self.conns.get_mut(subscriber).is_none_or(|conn| {
+            conn.session
+                .on_delivery(message.subject, message.reply, self.now)
+        });
+        if !permitted {
+            return;
+        }
         let Some((cid, sid)) = self.subs.count_delivery(key) else {
             return;
         };

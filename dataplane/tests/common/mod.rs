@@ -117,6 +117,34 @@ max_subscriptions = 64
 max_pending_bytes = 1048576
 "#;
 
+/// `[[auth.users]]` for the users tests of both protocols: `alice` (password;
+/// publishes `orders.>` but not `orders.secret`, subscribes `updates.*` and
+/// `_INBOX.>`), `hashed` (a bcrypt hash of `h-pass`; no restrictions) and
+/// `svc` (a token; subscribes anything but `admin.>`, publishes only replies).
+pub fn users_toml() -> String {
+    // Cost 4, the lowest: each CONNECT checks it on a worker.
+    let hashed = bcrypt::hash("h-pass", 4).expect("bcrypt");
+    format!(
+        r#"
+[[auth.users]]
+user = "alice"
+password = "a-pass"
+permissions.publish = {{ allow = ["orders.>"], deny = ["orders.secret"] }}
+permissions.subscribe = ["updates.*", "_INBOX.>"]
+
+[[auth.users]]
+user = "hashed"
+password = "{hashed}"
+
+[[auth.users]]
+user = "svc"
+token = "svc-token"
+permissions.subscribe = {{ allow = [">"], deny = ["admin.>"] }}
+permissions.allow_responses = true
+"#
+    )
+}
+
 // ---------------------------------------------------------------------------
 // The broker process
 // ---------------------------------------------------------------------------
@@ -352,6 +380,9 @@ impl Broker {
             nanos
         ));
         std::fs::write(&config_path, config_toml).expect("write the broker config file");
+        // Private to its owner, as blipmqd wants a file with secrets.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&config_path, private).expect("chmod the broker config file");
         let log = std::env::var("BLIPMQ_TEST_LOG").unwrap_or_else(|_| "error".to_string());
         let program = env!("CARGO_BIN_EXE_blipmqd");
         let mut command = match &lab {

@@ -19,6 +19,7 @@ fn conn(id: u64, msgs_out: u64, subs: usize) -> ConnectionInfo {
         subjects: (0..subs).map(|n| format!("s.{n}")).collect(),
         tls_version: (id == 1).then(|| "1.3".into()),
         tls_cipher_suite: (id == 1).then(|| "TLS13_AES_256_GCM_SHA384".into()),
+        user: (id == 2).then(|| "alice".into()),
     }
 }
 
@@ -53,6 +54,11 @@ fn connz_sorts_pages_and_lists_subscriptions_as_nats_server_does() {
     assert_eq!(page[0]["in_bytes"], 200);
     assert_eq!(page[0]["uptime"], "1m2s");
     assert_eq!(page[0]["lang"], "python3");
+    assert_eq!(page[0]["authorized_user"], "alice");
+    assert!(
+        page[1].get("authorized_user").is_none(),
+        "only where there is a user"
+    );
     assert_eq!(page[0]["subscriptions_list"], json!(["s.0", "s.1"]));
     assert!(
         page[0].get("tls_version").is_none(),

@@ -7,9 +7,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use blipmq_protocol::ErrorCode;
 use serde::Serialize;
 
 use super::{ConnId, WorkerCore};
+use crate::auth::UserTable;
 use crate::control::protocol::{
     self, ConnectionInfo, KickResult, ReloadResult, ReloadSettings, SubscriptionInfo,
     WorkerRequest, WorkerStatus, RECORD_HEADER,
@@ -152,6 +154,7 @@ impl WorkerCore {
                 subjects: subjects.remove(&cid).unwrap_or_default(),
                 tls_version: conn.tls.as_ref().and_then(|tls| tls.version()),
                 tls_cipher_suite: conn.tls.as_ref().and_then(|tls| tls.cipher_suite()),
+                user: conn.session.user().map(str::to_owned),
             })
             .collect()
     }
@@ -207,6 +210,7 @@ impl WorkerCore {
             max_topic_length: settings.max_topic_length,
             max_subscriptions: settings.max_subscriptions,
             token: settings.token.clone(),
+            users: Arc::new(UserTable::new(&settings.users)),
             ping_interval: Duration::from_millis(settings.ping_interval_ms),
             max_pings_out: settings.max_pings_out,
         });
@@ -220,12 +224,20 @@ impl WorkerCore {
         let limits = settings.connection_limits;
         self.config.limits = limits;
         self.info = session.info_json(self.id(), self.config.tls.is_some());
-        for (_, conn) in self.conns.iter_mut() {
-            conn.session.set_config(session.clone());
+        let mut refused = Vec::new();
+        for (cid, conn) in self.conns.iter_mut() {
+            if !conn.session.reauthorize(session.clone()) && conn.closing.is_none() {
+                refused.push(cid);
+            }
             conn.rate.set_limits(&limits);
             if !conn.session.is_open() {
                 conn.handshake_deadline = limits.handshake_deadline(conn.info.accepted);
             }
+        }
+        for cid in refused {
+            tracing::info!(conn = cid, "credentials no longer valid after reload");
+            self.send_error(cid, ErrorCode::Unauthorized, "authorization failed");
+            self.start_close(cid, CloseReason::Error);
         }
         self.config.session = session;
         ReloadResult {

@@ -45,6 +45,7 @@ fn session_config() -> SessionConfig {
         max_topic_length: 64,
         max_subscriptions: 0,
         token: None,
+        users: Default::default(),
         ping_interval: Duration::from_secs(60),
         max_pings_out: 2,
     }
@@ -191,6 +192,7 @@ impl Cluster {
             slow_consumer_grace_ms: 0,
             max_connections: 1000,
             token: session.token,
+            users: Default::default(),
             ping_interval_ms: session.ping_interval.as_millis() as u64,
             max_pings_out: session.max_pings_out,
             connection_limits,

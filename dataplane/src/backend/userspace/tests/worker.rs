@@ -100,6 +100,7 @@ impl Setup {
                     max_topic_length: 128,
                     max_subscriptions: 0,
                     token: None,
+                    users: Default::default(),
                     ping_interval: Duration::from_secs(600),
                     max_pings_out: 2,
                 }),
