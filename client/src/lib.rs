@@ -188,8 +188,14 @@ impl Client {
         let mut rbuf = ReadBuf::new();
         let inner = match &options.tls {
             None => {
-                let info =
-                    conn::handshake(&mut &stream, &mut &stream, &stream, &mut rbuf, &options, deadline)?;
+                let info = conn::handshake(
+                    &mut &stream,
+                    &mut &stream,
+                    &stream,
+                    &mut rbuf,
+                    &options,
+                    deadline,
+                )?;
                 let inner = Arc::new(Inner::new(info, &options, stream));
                 inner.start_plain(rbuf)?;
                 inner
@@ -199,8 +205,14 @@ impl Client {
                 let server_name = tls_options.server_name_for(stream.peer_addr()?)?;
                 let (mut reader, mut writer) =
                     tls::handshake(stream.try_clone()?, config, server_name, deadline)?;
-                let info =
-                    conn::handshake(&mut reader, &mut writer, &stream, &mut rbuf, &options, deadline)?;
+                let info = conn::handshake(
+                    &mut reader,
+                    &mut writer,
+                    &stream,
+                    &mut rbuf,
+                    &options,
+                    deadline,
+                )?;
                 let inner = Arc::new(Inner::new(info, &options, stream));
                 inner.start(reader, writer, rbuf)?;
                 inner

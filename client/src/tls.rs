@@ -183,9 +183,7 @@ fn handshake_failed(err: &rustls::Error) -> Error {
         rustls::Error::InvalidCertificate(
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. },
-        ) => {
-            " (set TlsOptions::server_name to a name in the broker's certificate)"
-        }
+        ) => " (set TlsOptions::server_name to a name in the broker's certificate)",
         _ => "",
     };
     Error::Tls(format!("TLS handshake with the broker failed: {err}{hint}"))

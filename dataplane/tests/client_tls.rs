@@ -62,8 +62,10 @@ impl Pki {
             std::env::temp_dir().join(format!("blipmq-client-tls-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = Ca::new("blipmq test CA");
-        let (server_cert, server_key) =
-            ca.sign(&["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+        let (server_cert, server_key) = ca.sign(
+            &["127.0.0.1", "localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
         let (client_cert, client_key) =
             ca.sign(&["test-client"], ExtendedKeyUsagePurpose::ClientAuth);
         let stranger = Ca::new("a CA nobody uses");
@@ -172,6 +174,33 @@ fn publish_subscribe_and_request_over_tls() {
     }
     client.close().unwrap();
     other.close().unwrap();
+    broker.assert_alive();
+}
+
+#[test]
+fn one_connection_reads_and_writes_at_once() {
+    // The reader thread decrypts deliveries while the writer thread
+    // encrypts publishes, on the one rustls connection they share.
+    let pki = Pki::new("duplex");
+    let mut broker = Broker::start(1, &pki.broker_config(false));
+    let client = Client::connect_with(broker.addr(), pki.options("ca.pem", false)).unwrap();
+    let sub = client.subscribe("duplex").unwrap();
+    const COUNT: u32 = 5000;
+    let publisher = client.clone();
+    let publishing = std::thread::spawn(move || {
+        let mut payload = vec![0u8; 2048];
+        for n in 0..COUNT {
+            payload[..4].copy_from_slice(&n.to_le_bytes());
+            publisher.publish("duplex", &payload).unwrap();
+        }
+    });
+    for n in 0..COUNT {
+        let msg = sub.recv_timeout(WITHIN).unwrap();
+        assert_eq!(msg.payload.len(), 2048);
+        assert_eq!(&msg.payload[..4], &n.to_le_bytes());
+    }
+    publishing.join().unwrap();
+    client.close().unwrap();
     broker.assert_alive();
 }
 
