@@ -137,6 +137,7 @@ impl Cores {
             cache_subjects: 1024,
             max_connections: 1000,
             nats_addr: None,
+            tls: None,
         };
         let shared = Arc::new(Shared::default());
         let cores = RingRegion::new(2, 1 << 20)
