@@ -4,6 +4,8 @@
 //! buffered frames in large batches, and a reader that routes each MESSAGE to
 //! its [`Subscription`] by sid and answers the broker's PINGs. `Client` is
 //! `Send + Sync` and cheap to clone; every clone uses the same connection.
+//! With [`Options::tls`] the connection is TLS (rustls; see [`TlsOptions`]
+//! and the [`tls`] module for how the two threads share it).
 //!
 //! ```no_run
 //! use std::time::Duration;

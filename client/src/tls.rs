@@ -7,9 +7,11 @@
 //! reader read, encrypting what the writer writes), never across a socket
 //! call: the reader blocks in `read` while the writer encrypts and sends. A
 //! second lock orders the socket writes, so TLS records reach the socket in
-//! the order rustls sealed them, whichever half sealed them (the reader
-//! seals alerts and key-update answers). The plaintext path has none of
-//! this: the client's threads use the `TcpStream` directly.
+//! the order rustls sealed them, whichever half sealed them. The reader
+//! seals only alerts and key-update answers, a few bytes, and writes them
+//! itself only when the writer is not writing (else the writer takes them
+//! along after its own write). The plaintext path has none of this: the
+//! client's threads use the `TcpStream` directly.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
