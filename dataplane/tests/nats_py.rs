@@ -3,7 +3,7 @@
 //! request/reply, no-responders, headers, auto-unsubscribe, max_payload,
 //! no_echo, drain) against a broker with a NATS listener, on every backend
 //! the conformance suite runs on (from a user-space broker's client
-//! namespace).
+//! namespace), in plaintext and over TLS.
 //!
 //! The Python comes from `BLIPMQ_NATS_PY` (`.ci/run` makes a virtual
 //! environment with nats-py and sets it), else `python3` if it imports
@@ -17,6 +17,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::{as_client_of, Backend, Broker};
 
 const MAX_PAYLOAD: usize = 256 * 1024;
@@ -41,6 +42,16 @@ fn python() -> Result<String, String> {
 }
 
 fn nats_py_client_suite(backend: Backend, workers: usize) {
+    run_suite(backend, workers, false);
+}
+
+fn nats_py_client_suite_over_tls(backend: Backend, workers: usize) {
+    run_suite(backend, workers, true);
+}
+
+/// The suite against a broker with a NATS listener, over TLS (certificates
+/// of a CA made for the test) when `tls`.
+fn run_suite(backend: Backend, workers: usize, tls: bool) {
     let python = match python() {
         Ok(python) => python,
         Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -57,11 +68,18 @@ fn nats_py_client_suite(backend: Backend, workers: usize) {
         Backend::Kernel => "127.0.0.1:0",
         _ => "0.0.0.0:4222",
     };
-    let mut broker = Broker::start_on(
-        backend,
-        workers,
-        &format!("[nats]\nlisten = \"{listen}\"\n[limits]\nmax_payload = {MAX_PAYLOAD}\n"),
-    );
+    let mut pki = None;
+    let mut broker = Broker::start_for(backend, workers, |ip| {
+        let mut config =
+            format!("[nats]\nlisten = \"{listen}\"\n[limits]\nmax_payload = {MAX_PAYLOAD}\n");
+        if tls {
+            let made = Pki::new(&format!("nats-py-{backend:?}-{workers}"), ip);
+            config.push_str(&made.tls_config(""));
+            pki = Some(made);
+        }
+        config
+    });
+    let ca = pki.as_ref().map(Pki::ca);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats_py/client_suite.py");
     let addr = broker.nats_addr();
     // Started from the client namespace, the process stays in it.
@@ -70,6 +88,7 @@ fn nats_py_client_suite(backend: Backend, workers: usize) {
             .arg(script)
             .arg(addr.to_string())
             .arg(MAX_PAYLOAD.to_string())
+            .args(ca)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -115,6 +134,6 @@ fn nats_py_client_suite(backend: Backend, workers: usize) {
 }
 
 for_backends! {
-    workers: [nats_py_client_suite],
+    workers: [nats_py_client_suite, nats_py_client_suite_over_tls],
     two_workers: [],
 }

@@ -78,6 +78,11 @@ pub struct ConnectionInfo {
     /// The filters it subscribes to.
     #[serde(default)]
     pub subjects: Vec<String>,
+    /// The TLS version and cipher suite, once its handshake completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cipher_suite: Option<String>,
 }
 
 /// Local subscriptions of one worker with the same filter and queue group.

@@ -1,12 +1,21 @@
 //! Prometheus text exposition of a stats [`Snapshot`], for the `/metrics`
 //! endpoint and `blipmqctl stats --prometheus`.
+//!
+//! prometheus-client's encoder writes the text (format 0.0.4: names, `# HELP`
+//! escaping, label escaping, number formatting); [`SnapshotCollector`] hands
+//! it the values of one snapshot at scrape time, so the workers' counters
+//! stay in the stats segment and nothing is registered twice.
 
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
-use crate::stats::{Counter, Snapshot};
+use crate::stats::{Counter, Kind, Snapshot};
 
 /// The content type of [`render_prometheus`] output.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Renders `snapshot` in the Prometheus text exposition format (version
 /// 0.0.4, content type `text/plain; version=0.0.4`).
@@ -17,38 +26,90 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// follow: `blipmq_workers` and `blipmq_start_time_seconds` (Unix time).
 /// Totals are left to PromQL (`sum without (worker) (...)`).
 pub fn render_prometheus(snapshot: &Snapshot) -> String {
+    render_prometheus_with_xstats(snapshot, Vec::new())
+}
+
+/// [`render_prometheus`], then the device's extended statistics (DPDK
+/// xstats) as `blipmq_port_xstat{name="..."}`, untyped; nothing for them
+/// when `xstats` is empty.
+pub fn render_prometheus_with_xstats(snapshot: &Snapshot, xstats: Vec<(String, u64)>) -> String {
     let workers = snapshot.workers();
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector {
+        snapshot: snapshot.clone(),
+        xstats,
+    }));
     let mut out = String::with_capacity(Counter::COUNT * (160 + workers * 64));
-    for &c in Counter::ALL {
-        let name = c.prometheus_name();
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "# HELP {name} {}", escape_help(c.help()));
-        let _ = writeln!(out, "# TYPE {name} {}", c.kind().as_str());
-        for w in 0..workers {
-            let _ = writeln!(out, "{name}{{worker=\"{w}\"}} {}", snapshot.get(w, c));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP blipmq_workers Worker threads of the broker.\n\
-         # TYPE blipmq_workers gauge\n\
-         blipmq_workers {workers}"
-    );
-    let start = snapshot.start_unix_nanos();
-    let _ = writeln!(
-        out,
-        "# HELP blipmq_start_time_seconds Start time of the broker since the Unix epoch in seconds.\n\
-         # TYPE blipmq_start_time_seconds gauge\n\
-         blipmq_start_time_seconds {}.{:09}",
-        start / 1_000_000_000,
-        start % 1_000_000_000
-    );
+    // Writing to a String cannot fail, and the collector fails only when
+    // its writer does.
+    let _ = prometheus_text::encode(&mut out, &registry);
     out
 }
 
-/// Escapes a `# HELP` text: backslash and line feed.
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
+/// One scrape's values, encoded when the registry is.
+#[derive(Debug)]
+struct SnapshotCollector {
+    snapshot: Snapshot,
+    xstats: Vec<(String, u64)>,
+}
+
+/// No exemplars: the type prometheus-client asks for to say so.
+const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, f64>> = None;
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = &self.snapshot;
+        let workers = snapshot.workers();
+        for &c in Counter::ALL {
+            // The encoder adds `_total` to counters, as prometheus_name() has it.
+            let name = format!("blipmq_{}", c.name());
+            let kind = match c.kind() {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+            };
+            let mut family = encoder.encode_descriptor(&name, c.help(), None, kind)?;
+            for worker in 0..workers {
+                let labels = [("worker", worker)];
+                let mut sample = family.encode_family(&labels)?;
+                let value = snapshot.get(worker, c);
+                match c.kind() {
+                    Kind::Counter => sample.encode_counter(&value, NO_EXEMPLAR)?,
+                    Kind::Gauge => sample.encode_gauge(&value)?,
+                }
+            }
+        }
+        encoder
+            .encode_descriptor(
+                "blipmq_workers",
+                "Worker threads of the broker.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(workers as u64))?;
+        let start = snapshot.start_unix_nanos() as f64 / 1e9;
+        encoder
+            .encode_descriptor(
+                "blipmq_start_time_seconds",
+                "Start time of the broker since the Unix epoch in seconds.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&start)?;
+        if self.xstats.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "blipmq_port_xstat",
+            "The device's extended statistics (DPDK xstats), by name.",
+            None,
+            MetricType::Unknown,
+        )?;
+        for (name, value) in &self.xstats {
+            let labels = [("name", name.as_str())];
+            family.encode_family(&labels)?.encode_gauge(value)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -163,8 +224,15 @@ mod tests {
             "blipmq_bytes_in_total{{worker=\"0\"}} {}\n",
             u64::MAX
         )));
-        assert!(text.contains("blipmq_start_time_seconds 0.000000000\n"));
-        parse(&text);
+        let start = parse(&text)
+            .samples
+            .into_iter()
+            .find(|s| s.metric == "blipmq_start_time_seconds")
+            .map(|s| s.value);
+        assert!(
+            matches!(start, Some(Value::Gauge(v)) if v == 0.0),
+            "{start:?}"
+        );
     }
 
     #[test]
@@ -175,7 +243,26 @@ mod tests {
     }
 
     #[test]
-    fn help_escaping() {
-        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+    fn xstats_follow_untyped_with_escaped_names() {
+        let xstats = vec![
+            ("rx_good_packets".to_owned(), 6),
+            ("odd \"name\\".to_owned(), u64::MAX),
+        ];
+        let text = render_prometheus_with_xstats(&snapshot(), xstats);
+        let expected = format!(
+            "# HELP blipmq_port_xstat The device's extended statistics (DPDK xstats), by name.\n\
+             # TYPE blipmq_port_xstat untyped\n\
+             blipmq_port_xstat{{name=\"rx_good_packets\"}} 6\n\
+             blipmq_port_xstat{{name=\"odd \\\"name\\\\\"}} {}\n",
+            u64::MAX
+        );
+        assert!(text.ends_with(&expected), "{text}");
+        let scrape = parse(&text);
+        assert!(scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "blipmq_port_xstat"
+                && s.labels.get("name") == Some("rx_good_packets")));
+        assert!(!render_prometheus(&snapshot()).contains("blipmq_port_xstat"));
     }
 }

@@ -10,21 +10,21 @@
 //! `/varz`), which ask the workers through the control plane, as
 //! `blipmqctl connections` does: a request a worker answers between turns.
 //!
-//! The renderers ([`render_prometheus`], [`render_varz`], [`check_health`])
-//! and the request handler ([`respond`]) are sans-IO, so they are tested
-//! without sockets.
+//! hyper serves HTTP (`server.rs`, which sets the bounds) and
+//! prometheus-client encodes `/metrics` (`metrics.rs`). The renderers
+//! ([`render_prometheus`], [`render_varz`], [`check_health`]) and the
+//! router ([`respond`]) are sans-IO, so they are tested without sockets.
 
 mod health;
 mod metrics;
 mod natsz;
+mod router;
 mod server;
 mod varz;
 
 pub use health::{check_health, Health, StaleWorker, DEFAULT_STALE_AFTER};
-pub use metrics::{render_prometheus, PROMETHEUS_CONTENT_TYPE};
+pub use metrics::{render_prometheus, render_prometheus_with_xstats, PROMETHEUS_CONTENT_TYPE};
 pub use natsz::{BrokerView, ConnzQuery, Identity, Process};
-pub use server::{
-    respond, HttpConfig, HttpServer, Response, StatsSource, MAX_CONNECTIONS, MAX_REQUEST_BYTES,
-    REQUEST_TIMEOUT,
-};
+pub use router::{respond, HttpConfig, Response, StatsSource, ALLOWED_METHODS};
+pub use server::{HttpServer, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT};
 pub use varz::render_varz;

@@ -156,6 +156,10 @@ pub fn render_connz(
             if query.subs {
                 conn["subscriptions_list"] = json!(c.subjects);
             }
+            if let (Some(version), Some(suite)) = (&c.tls_version, &c.tls_cipher_suite) {
+                conn["tls_version"] = json!(version);
+                conn["tls_cipher_suite"] = json!(suite);
+            }
             conn
         })
         .collect();

@@ -1,334 +1,56 @@
-//! A deliberately small HTTP/1.1 server: `GET` only, one request per
-//! connection (`Connection: close`), a bounded request head, timeouts, and
-//! a bounded number of connections served at once.
+//! The HTTP/1.1 server of the endpoints: hyper on a current-thread tokio
+//! runtime, on a thread of its own (never a worker core: the workers stay
+//! sync and are never slowed by a scrape).
 //!
-//! Prometheus scrapes and health probes are a handful of requests a
-//! second; a thread per connection (at most [`MAX_CONNECTIONS`]) is plenty
-//! and keeps the code free of an async runtime.
+//! Bounds: a request head of at most [`MAX_REQUEST_BYTES`] (longer gets
+//! 431), [`REQUEST_TIMEOUT`] to send the head and again for the whole
+//! exchange, at most [`MAX_CONNECTIONS`] served at once (more are closed
+//! without an answer), one request per connection (`Connection: close`).
+//! Answers are computed on tokio's blocking pool, since `/connz` waits for
+//! the workers.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::Value;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::PortMonitor;
-use crate::stats::{Snapshot, StatsReader};
-
-use super::health::{check_health, Health, DEFAULT_STALE_AFTER};
-use super::metrics::{render_prometheus, PROMETHEUS_CONTENT_TYPE};
-use super::natsz::{nats_varz, render_connz, render_subsz, BrokerView, ConnzQuery, Process};
-use super::varz::render_varz;
+use super::router::{respond, HttpConfig, Response, StatsSource, ALLOWED_METHODS};
 
 /// The longest request head (request line and headers) accepted; longer
-/// gets 431.
+/// gets 431. (Also the floor of hyper's read buffer.)
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// How long a client may take to send its request, and to take the answer.
+/// How long a client may take to send its request head, and the whole
+/// exchange.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed without an answer.
 pub const MAX_CONNECTIONS: usize = 16;
 
-const TEXT: &str = "text/plain; charset=utf-8";
-const JSON: &str = "application/json";
-
-/// Where the server reads the counters from.
-pub enum StatsSource {
-    /// A reader of a segment of this process (`blipmqd` serving its own).
-    Reader(StatsReader),
-    /// A broker's `stats_file`, opened on demand and reopened when a broker
-    /// restart replaces it (`blipmqctl serve`).
-    File {
-        path: PathBuf,
-        reader: Mutex<Option<StatsReader>>,
-    },
+/// What every connection answers from.
+struct Endpoints {
+    source: StatsSource,
+    config: HttpConfig,
 }
 
-impl StatsSource {
-    /// The segment file at `path`; it need not exist yet.
-    pub fn file(path: &Path) -> StatsSource {
-        StatsSource::File {
-            path: path.to_path_buf(),
-            reader: Mutex::new(None),
-        }
-    }
-
-    /// Reads every counter now, or says why it cannot.
-    pub fn snapshot(&self) -> Result<Snapshot, String> {
-        match self {
-            StatsSource::Reader(reader) => Ok(reader.snapshot()),
-            StatsSource::File { path, reader } => {
-                let mut reader = reader.lock().unwrap_or_else(|poison| poison.into_inner());
-                if reader.as_ref().is_none_or(StatsReader::replaced) {
-                    *reader = None;
-                    *reader = Some(StatsReader::open(path).map_err(|error| error.to_string())?);
-                }
-                Ok(reader
-                    .as_ref()
-                    .map(StatsReader::snapshot)
-                    .expect("opened above"))
-            }
-        }
-    }
-}
-
-/// Settings of the endpoints.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// `/healthz` reports a worker whose heartbeat is older than this.
-    pub stale_after: Duration,
-    /// The broker's device, whose extended statistics `/metrics` adds
-    /// (`blipmq_port_xstat`); only in the broker's own process.
-    pub port: Option<Arc<dyn PortMonitor>>,
-    /// The running broker, for nats-server's endpoints; only in the
-    /// broker's own process.
-    pub broker: Option<Arc<dyn BrokerView>>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> HttpConfig {
-        HttpConfig {
-            stale_after: DEFAULT_STALE_AFTER,
-            port: None,
-            broker: None,
-        }
-    }
-}
-
-/// The device's extended statistics in the Prometheus text format.
-fn render_xstats(port: &dyn PortMonitor) -> String {
-    let xstats = port.xstats();
-    if xstats.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from(
-        "# HELP blipmq_port_xstat The device's extended statistics (DPDK xstats), by name.\n\
-         # TYPE blipmq_port_xstat untyped\n",
-    );
-    for (name, value) in xstats {
-        let name = name.replace('\\', "\\\\").replace('"', "\\\"");
-        out.push_str(&format!("blipmq_port_xstat{{name=\"{name}\"}} {value}\n"));
-    }
-    out
-}
-
-/// An answer, before it is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
-}
-
-impl Response {
-    fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Response {
-        Response {
-            status,
-            content_type,
-            body: body.into(),
-        }
-    }
-
-    fn text(status: u16, body: impl Into<String>) -> Response {
-        Response::new(status, TEXT, body)
-    }
-
-    /// The status line, headers and body, as sent.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let allow = if self.status == 405 {
-            "Allow: GET\r\n"
-        } else {
-            ""
-        };
-        let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len(),
-        );
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(self.body.as_bytes());
-        bytes
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
-const INDEX: &str = "BlipMQ: /metrics (Prometheus), /healthz, /varz (JSON); \
-in the broker: /connz, /subsz (nats-server's)\n";
-
-/// Answers one request, given its head (the request line and headers,
-/// with or without the blank line that ends them). Sans-IO: the caller
-/// reads and writes the socket.
-pub fn respond(request_head: &[u8], source: &StatsSource, config: &HttpConfig) -> Response {
-    let line_end = request_head
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(request_head.len());
-    let Some(line) = std::str::from_utf8(&request_head[..line_end])
-        .ok()
-        .map(|l| l.trim_end_matches('\r'))
-    else {
-        return Response::text(400, "bad request: the request line is not UTF-8\n");
-    };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Response::text(400, "bad request: expected METHOD TARGET HTTP/1.x\n");
-    };
-    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || method.is_empty() {
-        return Response::text(400, "bad request: expected METHOD TARGET HTTP/1.x\n");
-    }
-    let target = target.split('#').next().unwrap_or_default();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let nats_only = matches!(path, "/connz" | "/subsz");
-    let served = matches!(path, "/" | "/metrics" | "/healthz" | "/varz")
-        || (nats_only && config.broker.is_some());
-    if !served {
-        return Response::text(404, format!("not found: {path}\n{INDEX}"));
-    }
-    if method != "GET" {
-        return Response::text(405, format!("method {method} not allowed: use GET\n"));
-    }
-    if path == "/" {
-        return Response::text(200, INDEX);
-    }
-    if let (true, Some(broker)) = (nats_only, &config.broker) {
-        return nats_endpoint(path, query, broker.as_ref());
-    }
-    let snapshot = match source.snapshot() {
-        Ok(snapshot) => snapshot,
-        Err(reason) => {
-            let health = Health::Unavailable(reason);
-            return Response::text(503, health.body());
-        }
-    };
-    match path {
-        "/metrics" => {
-            let mut body = render_prometheus(&snapshot);
-            if let Some(port) = &config.port {
-                body.push_str(&render_xstats(port.as_ref()));
-            }
-            Response::new(200, PROMETHEUS_CONTENT_TYPE, body)
-        }
-        "/healthz" => {
-            let health = check_health(&snapshot, config.stale_after);
-            Response::text(health.status(), health.body())
-        }
-        _ => {
-            let mut varz = render_varz(&snapshot, config.stale_after);
-            if let (Some(broker), Value::Object(fields)) = (&config.broker, &mut varz) {
-                let uptime = Duration::from_nanos(
-                    snapshot
-                        .taken_unix_nanos()
-                        .saturating_sub(snapshot.start_unix_nanos()),
-                );
-                let nats = nats_varz(&broker.identity(), &snapshot, &Process::read(uptime));
-                fields.extend(nats);
-            }
-            Response::new(200, JSON, format!("{varz}\n"))
-        }
-    }
-}
-
-/// `/connz` and `/subsz`, from the workers' answers.
-fn nats_endpoint(path: &str, query: &str, broker: &dyn BrokerView) -> Response {
-    let identity = broker.identity();
-    let body = if path == "/connz" {
-        let query = match ConnzQuery::parse(query) {
-            Ok(query) => query,
-            Err(why) => return Response::text(400, format!("bad request: {why}\n")),
-        };
-        broker
-            .connections()
-            .map(|conns| render_connz(&identity, conns, &query, std::time::SystemTime::now()))
-    } else {
-        let list = query
-            .split('&')
-            .any(|pair| matches!(pair, "subs=1" | "subs=true" | "subs=detail"));
-        broker
-            .subscriptions()
-            .map(|subs| render_subsz(&identity, &subs, list))
-    };
-    match body {
-        Ok(body) => Response::new(200, JSON, format!("{body}\n")),
-        Err(why) => Response::text(503, format!("the workers did not answer: {why}\n")),
-    }
-}
-
-/// Reads a request head: up to the blank line, at most
-/// [`MAX_REQUEST_BYTES`]. `Ok(None)` when the head is too long.
-fn read_head(stream: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        // Look for the end from a little before the new bytes, in case the
-        // blank line straddles two reads.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..n]);
-        let tail = &head[from..];
-        if let Some(end) = find(tail, b"\r\n\r\n")
-            .map(|i| from + i + 4)
-            .or_else(|| find(tail, b"\n\n").map(|i| from + i + 2))
-        {
-            if end > MAX_REQUEST_BYTES {
-                return Ok(None);
-            }
-            head.truncate(end);
-            return Ok(Some(head));
-        }
-        if head.len() > MAX_REQUEST_BYTES {
-            return Ok(None);
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Serves one connection: one request, one answer, close.
-fn serve_connection(mut stream: TcpStream, source: &StatsSource, config: &HttpConfig) {
-    if stream.set_read_timeout(Some(REQUEST_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(REQUEST_TIMEOUT)).is_err()
-    {
-        return;
-    }
-    let response = match read_head(&mut stream) {
-        Ok(Some(head)) => respond(&head, source, config),
-        Ok(None) => Response::text(431, "request head too large\n"),
-        // Timed out or closed before a whole request: nobody to answer.
-        Err(_) => return,
-    };
-    let _ = stream.write_all(&response.to_bytes());
-    let _ = stream.shutdown(Shutdown::Write);
-}
-
-/// A running HTTP server: an accept thread and a thread per connection,
-/// none of them pinned (threads spawned from a non-worker thread inherit
-/// its affinity, never a worker core's).
+/// A running HTTP server: one thread with the runtime that accepts and
+/// serves, and its blocking pool; none of them pinned (threads spawned
+/// from a non-worker thread inherit its affinity, never a worker core's).
+/// Dropping it stops it.
+#[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -339,21 +61,34 @@ impl HttpServer {
         source: StatsSource,
         config: HttpConfig,
     ) -> io::Result<HttpServer> {
-        let listener = TcpListener::bind(listen).map_err(|error| {
+        let listener = std::net::TcpListener::bind(listen).map_err(|error| {
             io::Error::new(error.kind(), format!("metrics listener {listen}: {error}"))
         })?;
+        listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let source = Arc::new(source);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(MAX_CONNECTIONS)
+            .thread_name("blipmq-http-answer")
+            .build()?;
+        let listener = {
+            let _context = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        let endpoints = Arc::new(Endpoints { source, config });
+        let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("blipmq-http".to_owned())
-            .spawn({
-                let stop = stop.clone();
-                move || accept_loop(listener, source, config, stop)
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, endpoints, stopped));
+                // Connections being answered are dropped with the runtime;
+                // an answer still being computed is not waited for.
+                runtime.shutdown_background();
             })?;
         Ok(HttpServer {
             local_addr,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -371,31 +106,19 @@ impl HttpServer {
         }
     }
 
-    /// Stops accepting and waits for the accept thread (connections being
-    /// answered finish on their own, within [`REQUEST_TIMEOUT`]).
+    /// Stops accepting, closes the connections being served and waits for
+    /// the server's thread.
     pub fn stop(mut self) {
         self.stop_now();
     }
 
     fn stop_now(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept with a connection of our own.
-        let wake = match self.local_addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::from((Ipv4Addr::LOCALHOST, self.local_addr.port()))
-            }
-            IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::from((Ipv6Addr::LOCALHOST, self.local_addr.port()))
-            }
-            _ => self.local_addr,
-        };
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        // Otherwise leave the thread: it exits at its next connection.
     }
 }
 
@@ -405,240 +128,316 @@ impl Drop for HttpServer {
     }
 }
 
-impl std::fmt::Debug for HttpServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpServer")
-            .field("local_addr", &self.local_addr)
-            .finish()
-    }
-}
-
-/// Counts a connection being served; uncounts it when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn accept_loop(
+async fn accept_loop(
     listener: TcpListener,
-    source: Arc<StatsSource>,
-    config: HttpConfig,
-    stop: Arc<AtomicBool>,
+    endpoints: Arc<Endpoints>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            // Sent, or the sender dropped: either way, stop.
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
             Err(error) => {
                 tracing::debug!(%error, "metrics accept failed");
                 // Out of descriptors, say: do not spin on the error.
-                std::thread::sleep(Duration::from_millis(50));
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let slot = Slot(active.clone());
-        let source = source.clone();
-        let config = config.clone();
-        let spawned = std::thread::Builder::new()
-            .name("blipmq-http-conn".to_owned())
-            .spawn(move || {
-                let _slot = slot;
-                serve_connection(stream, &source, &config);
-            });
-        if let Err(error) = spawned {
-            tracing::debug!(%error, "metrics connection thread failed to start");
+        // Over the cap: dropping the stream closes it without an answer.
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            tokio::spawn(serve_connection(stream, slot, endpoints.clone()));
         }
     }
+}
+
+/// Serves one connection, one request, within [`REQUEST_TIMEOUT`]; the
+/// slot is freed when it ends.
+async fn serve_connection(
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    endpoints: Arc<Endpoints>,
+) {
+    let service = service_fn(move |request| answer(request, endpoints.clone()));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(REQUEST_TIMEOUT, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "metrics connection failed"),
+        Err(_) => tracing::debug!("metrics connection timed out"),
+    }
+}
+
+/// Routes one request on the blocking pool and turns the answer into
+/// hyper's.
+async fn answer(
+    request: Request<Incoming>,
+    endpoints: Arc<Endpoints>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = tokio::task::spawn_blocking(move || {
+        let query = uri.query().unwrap_or_default();
+        respond(
+            method.as_str(),
+            uri.path(),
+            query,
+            &endpoints.source,
+            &endpoints.config,
+        )
+    })
+    .await
+    .unwrap_or_else(|error| {
+        tracing::warn!(%error, "metrics answer failed");
+        Response::text(500, "internal error\n")
+    });
+    Ok(to_hyper(response))
+}
+
+fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut answer = hyper::Response::new(Full::new(Bytes::from(response.body)));
+    *answer.status_mut() = status;
+    let headers = answer.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(response.content_type),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    }
+    answer
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
     use super::*;
     use crate::stats::{Counter, StatsSegment};
 
+    /// Longer than any answer here takes; shorter than a test's patience.
+    const READ_LIMIT: Duration = Duration::from_secs(3);
+
     fn segment() -> StatsSegment {
-        let segment = StatsSegment::anonymous(2).unwrap();
-        for writer in [segment.worker(0).unwrap(), segment.worker(1).unwrap()] {
-            writer.add(Counter::MessagesPublished, 7 + writer.id() as u64);
-            writer.heartbeat();
-        }
+        let segment = StatsSegment::anonymous(1).unwrap();
+        let writer = segment.worker(0).unwrap();
+        writer.add(Counter::MessagesPublished, 7);
+        writer.heartbeat();
         segment
     }
 
-    fn get(path: &str, source: &StatsSource) -> Response {
-        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        respond(head.as_bytes(), source, &HttpConfig::default())
+    fn start(segment: &StatsSegment) -> HttpServer {
+        HttpServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            StatsSource::Reader(segment.reader()),
+            HttpConfig::default(),
+        )
+        .unwrap()
     }
 
-    #[test]
-    fn endpoints() {
-        let segment = segment();
-        let source = StatsSource::Reader(segment.reader());
-
-        let metrics = get("/metrics", &source);
-        assert_eq!(metrics.status, 200);
-        assert_eq!(metrics.content_type, PROMETHEUS_CONTENT_TYPE);
-        assert!(metrics
-            .body
-            .contains("blipmq_messages_published_total{worker=\"1\"} 8\n"));
-
-        let health = get("/healthz", &source);
-        assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
-
-        let varz = get("/varz?pretty=0", &source);
-        assert_eq!(varz.status, 200);
-        assert_eq!(varz.content_type, JSON);
-        let json: serde_json::Value = serde_json::from_str(&varz.body).unwrap();
-        assert_eq!(json["totals"]["messages_published"], 15);
-
-        assert_eq!(get("/", &source).status, 200);
+    fn connect(server: &HttpServer, read_limit: Duration) -> TcpStream {
+        let stream = TcpStream::connect(server.local_addr()).unwrap();
+        stream.set_read_timeout(Some(read_limit)).unwrap();
+        stream
     }
 
-    #[test]
-    fn unknown_paths_methods_and_garbage() {
-        let segment = segment();
-        let source = StatsSource::Reader(segment.reader());
-        let answer = |head: &str| respond(head.as_bytes(), &source, &HttpConfig::default());
-
-        assert_eq!(get("/nope", &source).status, 404);
-        assert_eq!(get("/metrics/x", &source).status, 404);
-        let post = answer("POST /metrics HTTP/1.1\r\n\r\n");
-        assert_eq!(post.status, 405);
-        assert!(String::from_utf8(post.to_bytes())
-            .unwrap()
-            .contains("\r\nAllow: GET\r\n"));
-        assert_eq!(answer("HEAD /healthz HTTP/1.1\r\n\r\n").status, 405);
-        assert_eq!(answer("DELETE /nope HTTP/1.1\r\n\r\n").status, 404);
-        assert_eq!(answer("GET /metrics HTTP/1.0\n\n").status, 200);
-        for bad in [
-            "",
-            "GET\r\n\r\n",
-            "GET /metrics\r\n\r\n",
-            "GET /metrics HTTP/2\r\n\r\n",
-            "GET  /metrics HTTP/1.1\r\n\r\n",
-            "GET /metrics HTTP/1.1 x\r\n\r\n",
-        ] {
-            assert_eq!(answer(bad).status, 400, "{bad:?}");
+    /// What the server sends until it closes: `Ok` with the bytes (empty
+    /// when it closed without an answer), `Err` when it kept the
+    /// connection open past the read limit.
+    fn read_until_closed(stream: &mut TcpStream) -> Result<String, io::Error> {
+        let mut answer = Vec::new();
+        match stream.read_to_end(&mut answer) {
+            Ok(_) => Ok(String::from_utf8_lossy(&answer).into_owned()),
+            // A close with our request unread is a reset: still a close.
+            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {
+                Ok(String::from_utf8_lossy(&answer).into_owned())
+            }
+            Err(error) => Err(error),
         }
-        assert_eq!(
-            respond(
-                b"GET /\xff HTTP/1.1\r\n\r\n",
-                &source,
-                &HttpConfig::default()
-            )
-            .status,
-            400
-        );
     }
 
-    #[test]
-    fn a_missing_file_is_unavailable_then_read_once_it_exists() {
-        let path =
-            std::env::temp_dir().join(format!("blipmq-http-unit-{}.stats", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let source = StatsSource::file(&path);
-        for endpoint in ["/healthz", "/metrics", "/varz"] {
-            let response = get(endpoint, &source);
-            assert_eq!(response.status, 503, "{endpoint}");
-            assert!(
-                response.body.starts_with("unhealthy: stats segment "),
-                "{}",
-                response.body
-            );
-        }
-
-        let segment = StatsSegment::create(&path, 1).unwrap();
-        let writer = segment.worker(0).unwrap();
-        writer.heartbeat();
-        writer.add(Counter::MessagesPublished, 3);
-        assert_eq!(get("/healthz", &source).status, 200);
-
-        // A restart renames a new segment over the file: the source follows.
-        let restarted = StatsSegment::create(&path, 1).unwrap();
-        let writer = restarted.worker(0).unwrap();
-        writer.heartbeat();
-        writer.add(Counter::MessagesPublished, 5);
-        assert!(get("/metrics", &source)
-            .body
-            .contains("blipmq_messages_published_total{worker=\"0\"} 5\n"));
-        drop(segment);
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn a_stale_worker_is_503() {
-        let segment = StatsSegment::anonymous(2).unwrap();
-        let fresh = segment.worker(0).unwrap();
-        let stale = segment.worker(1).unwrap();
-        fresh.heartbeat();
-        stale.set(
-            Counter::HeartbeatUnixMs,
-            fresh.get(Counter::HeartbeatUnixMs) - 5000,
-        );
-        let source = StatsSource::Reader(segment.reader());
-        let response = get("/healthz", &source);
-        assert_eq!(response.status, 503);
-        assert!(
-            response.body.contains("worker 1 heartbeat is 5.0s old"),
-            "{}",
-            response.body
-        );
-        assert!(!response.body.contains("worker 0"), "{}", response.body);
-    }
-
-    #[test]
-    fn reading_the_head() {
-        let mut ok: &[u8] = b"GET / HTTP/1.1\r\nA: b\r\n\r\nleftover";
-        assert_eq!(
-            read_head(&mut ok).unwrap().unwrap(),
-            b"GET / HTTP/1.1\r\nA: b\r\n\r\n"
-        );
-        let long = format!(
-            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
-            "a".repeat(MAX_REQUEST_BYTES)
-        );
-        assert!(read_head(&mut long.as_bytes()).unwrap().is_none());
-        let mut cut: &[u8] = b"GET / HTTP/1.1\r\n";
-        assert_eq!(
-            read_head(&mut cut).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+    fn exchange(server: &HttpServer, request: &[u8]) -> String {
+        let mut stream = connect(server, READ_LIMIT);
+        stream.write_all(request).unwrap();
+        read_until_closed(&mut stream).expect("the server closes after its answer")
     }
 
     /// Over a real socket: the bytes on the wire, and a clean stop.
     #[test]
     fn serves_over_tcp_and_stops() {
         let segment = segment();
-        let server = HttpServer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            StatsSource::Reader(segment.reader()),
-            HttpConfig::default(),
-        )
-        .unwrap();
-        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
+        let server = start(&segment);
+        let answer = exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.contains("\r\nContent-Length: 3\r\n"), "{answer}");
+        for header in [
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Length: 3",
+            "Cache-Control: no-store",
+            "Connection: close",
+        ] {
+            assert!(answer.contains(&format!("\r\n{header}\r\n")), "{answer}");
+        }
         assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+
+        let metrics = exchange(&server, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+        assert!(metrics.starts_with("HTTP/1.0 200 OK\r\n"), "{metrics}");
+        assert!(
+            metrics.contains("\nblipmq_messages_published_total{worker=\"0\"} 7\n"),
+            "{metrics}"
+        );
+
+        // A connection being served does not hold the stop up.
+        let _held = connect(&server, READ_LIMIT);
         let addr = server.local_addr();
+        let stopping = Instant::now();
         server.stop();
+        assert!(stopping.elapsed() < Duration::from_secs(1));
         assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn methods_other_than_get_and_head_are_405() {
+        let segment = segment();
+        let server = start(&segment);
+        let post = exchange(&server, b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(
+            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{post}"
+        );
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+
+        let head = exchange(&server, b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nContent-Length: 3\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+    }
+
+    #[test]
+    fn malformed_requests_are_400() {
+        let segment = segment();
+        let server = start(&segment);
+        for bad in [
+            &b"GET\r\n\r\n"[..],
+            b"GET /metrics HTTP/2\r\n\r\n",
+            b"GET /metrics HTTP/1.1 x\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
+        ] {
+            let answer = exchange(&server, bad);
+            assert!(
+                answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{:?}: {answer}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_head_is_431() {
+        let segment = segment();
+        let server = start(&segment);
+        let long = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_REQUEST_BYTES)
+        );
+        let answer = exchange(&server, long.as_bytes());
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{answer}"
+        );
+        // Just under the bound is served.
+        let fits = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_REQUEST_BYTES - 64)
+        );
+        let answer = exchange(&server, fits.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
+
+    /// A client that sends nothing, and one that sends its head a byte at
+    /// a time, are both closed without an answer once REQUEST_TIMEOUT is
+    /// up.
+    #[test]
+    fn slow_clients_are_closed_at_the_timeout() {
+        let segment = segment();
+        let server = start(&segment);
+        let limit = REQUEST_TIMEOUT + READ_LIMIT;
+        let started = Instant::now();
+        let mut silent = connect(&server, limit);
+        let mut trickle = connect(&server, Duration::from_millis(200));
+        let head = b"GET /healthz HTTP/1.1\r\nX: ";
+        let mut sent = 0;
+        let trickle_closed = loop {
+            // The server may close (reset) while we write: that is the end.
+            let written = trickle.write_all(&head[sent % head.len()..][..1]);
+            sent += 1;
+            let mut byte = [0u8; 1];
+            match trickle.read(&mut byte) {
+                Ok(0) => break started.elapsed(),
+                Ok(_) => panic!("the trickling client got an answer"),
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {
+                    break started.elapsed()
+                }
+                Err(_) if written.is_err() => break started.elapsed(),
+                Err(_) => assert!(started.elapsed() < limit, "never closed"),
+            }
+        };
+        let silent_answer = read_until_closed(&mut silent).expect("closed in time");
+        let silent_closed = started.elapsed();
+        assert_eq!(silent_answer, "");
+        for closed in [trickle_closed, silent_closed] {
+            assert!(
+                closed >= REQUEST_TIMEOUT - Duration::from_millis(500) && closed < limit,
+                "closed after {closed:?}"
+            );
+        }
+    }
+
+    /// MAX_CONNECTIONS held connections are served; one more is closed
+    /// without an answer while they are held; a slot freed serves again.
+    #[test]
+    fn connections_over_the_cap_are_closed_without_an_answer() {
+        let segment = segment();
+        let server = start(&segment);
+        let mut held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| connect(&server, READ_LIMIT))
+            .collect();
+        // Accepted in order: by then the held ones have every slot.
+        let mut over = connect(&server, READ_LIMIT);
+        over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let answer = read_until_closed(&mut over).expect("closed at once");
+        assert_eq!(answer, "");
+
+        let mut first = held.remove(0);
+        first.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let answer = read_until_closed(&mut first).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+
+        // Its slot is freed just after it closes: a new client is served
+        // within a few tries (no event to wait on from outside).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let answer = exchange(&server, b"GET /healthz HTTP/1.1\r\n\r\n");
+            if answer.starts_with("HTTP/1.1 200 OK\r\n") {
+                break;
+            }
+            assert_eq!(answer, "", "closed without an answer, or served");
+            assert!(Instant::now() < deadline, "the freed slot never served");
+        }
+        drop(held);
     }
 }

@@ -40,6 +40,8 @@ pub struct TlsLink {
     reported_ready: bool,
     /// close_notify is queued.
     notified: bool,
+    /// The client sent close_notify: it sends nothing more.
+    peer_closed: bool,
 }
 
 impl TlsLink {
@@ -62,6 +64,7 @@ impl TlsLink {
             allow_plaintext,
             reported_ready: false,
             notified: false,
+            peer_closed: false,
         })
     }
 
@@ -82,6 +85,28 @@ impl TlsLink {
         }
         self.reported_ready = true;
         true
+    }
+
+    /// The negotiated TLS version ("1.3"), as nats-server's `/connz` has it.
+    pub fn version(&self) -> Option<String> {
+        if self.clear {
+            return None;
+        }
+        self.conn.protocol_version().map(|version| match version {
+            rustls::ProtocolVersion::TLSv1_3 => "1.3".to_owned(),
+            rustls::ProtocolVersion::TLSv1_2 => "1.2".to_owned(),
+            other => format!("{other:?}"),
+        })
+    }
+
+    /// The negotiated cipher suite's name.
+    pub fn cipher_suite(&self) -> Option<String> {
+        if self.clear {
+            return None;
+        }
+        self.conn
+            .negotiated_cipher_suite()
+            .map(|suite| format!("{:?}", suite.suite()))
     }
 
     /// The client's certificate chain (end entity first), under mTLS.
@@ -119,8 +144,9 @@ impl TlsLink {
             let processed = self.conn.process_new_packets();
             self.drain_plaintext(plaintext);
             self.collect_tls();
-            if let Err(error) = processed {
-                return Err(TlsFailure::Protocol(error.to_string()));
+            match processed {
+                Ok(state) => self.peer_closed |= state.peer_has_closed(),
+                Err(error) => return Err(TlsFailure::Protocol(error.to_string())),
             }
         }
         Ok(())
@@ -145,6 +171,12 @@ impl TlsLink {
                 break;
             }
         }
+    }
+
+    /// Whether the client closed its side with close_notify (and expects
+    /// ours once the rest is sent).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Whether sealing more plaintext now would be useful.

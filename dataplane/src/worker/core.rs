@@ -289,12 +289,17 @@ impl WorkerCore {
             // INFO, queued at accept, can now be sealed and sent.
             self.stats.inc(Counter::TlsHandshakes);
         }
+        let peer_closed = tls.peer_closed();
         self.conns.mark_dirty(cid);
         match received {
             Ok(()) => self.on_plaintext(cid, &plaintext),
             Err(failure) => self.on_tls_failure(cid, failure),
         }
         self.tls_plaintext = plaintext;
+        if peer_closed {
+            // Its close_notify: flush, answer with ours, close.
+            self.on_peer_closed(cid);
+        }
     }
 
     /// Whole frames are handled straight from `bytes`; only what must wait

@@ -21,6 +21,7 @@
 
 #[path = "../netns/mod.rs"]
 pub mod netns;
+pub mod pki;
 #[path = "../system_lock/mod.rs"]
 pub mod system_lock;
 
@@ -219,6 +220,16 @@ impl Broker {
     /// listening on [`AFPACKET_PORT`]; panics if the lab cannot be built
     /// (callers check [`Backend::available`] first to skip instead).
     pub fn start_on(backend: Backend, workers: usize, config_toml: &str) -> Broker {
+        Broker::start_for(backend, workers, |_| config_toml.to_string())
+    }
+
+    /// Like [`Broker::start_on`], with a configuration made once the
+    /// broker's address is known (certificates name it).
+    pub fn start_for(
+        backend: Backend,
+        workers: usize,
+        config: impl FnOnce(IpAddr) -> String,
+    ) -> Broker {
         let lab = match backend {
             Backend::Kernel => None,
             Backend::AfPacket | Backend::Dpdk => Some(netns::Lab::new()),
@@ -226,7 +237,10 @@ impl Broker {
         };
         let lab =
             lab.map(|lab| lab.expect("the netns lab for a user-space backend is unavailable"));
-        Broker::launch(backend, lab, workers, config_toml)
+        let ip = lab
+            .as_ref()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |lab| lab.broker_addr(0).ip());
+        Broker::launch(backend, lab, workers, &config(ip))
     }
 
     /// An afpacket broker in a lab the caller built (e.g. with a relay).
@@ -703,6 +717,8 @@ pub struct Raw {
     allow_partial: bool,
     /// Bytes of a frame cut short by the close, when allowed.
     pub partial_at_close: usize,
+    /// The connection's TLS, when it has it: frames go through it.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Raw {
@@ -739,25 +755,110 @@ impl Raw {
             closed: false,
             allow_partial: false,
             partial_at_close: 0,
+            tls: None,
+        }
+    }
+
+    /// Connects over TLS (trusting `ca`, presenting `client` = (cert, key)
+    /// when given), completes the handshake and reads INFO; the error says
+    /// why the handshake failed.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        ca: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Raw, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(cert)
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+        };
+        let name = ServerName::from(addr.ip());
+        let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut stream = tcp_connect(addr, TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut stream)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+        }
+        let mut raw = Raw::wrap(stream);
+        raw.tls = Some(Box::new(tls));
+        // Under TLS 1.3 a refused client certificate shows only now.
+        match raw.next_frame(TIMEOUT) {
+            Next::Frame(frame) => raw.set_info(&frame),
+            other => return Err(format!("no INFO after the TLS handshake: {other:?}")),
+        }
+        Ok(raw)
+    }
+
+    /// One read's worth of plaintext into `buf[end..]`: from the socket,
+    /// through TLS when the connection has it. Ok(0) is the end.
+    fn read_some(&mut self) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return self.stream.read(&mut self.buf[self.end..]);
+        };
+        loop {
+            match tls.reader().read(&mut self.buf[self.end..]) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            let mut cipher = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut cipher)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut rest = &cipher[..n];
+            while !rest.is_empty() {
+                tls.read_tls(&mut rest)?;
+                tls.process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
+            }
         }
     }
 
     /// Wraps a connected stream and reads INFO.
     pub fn from_stream(stream: TcpStream) -> Raw {
         let mut raw = Raw::wrap(stream);
-        let frame = raw.read_frame();
+        raw.read_info();
+        raw
+    }
+
+    fn read_info(&mut self) {
+        let frame = self.read_frame();
+        self.set_info(&frame);
+    }
+
+    fn set_info(&mut self, frame: &OwnedFrame) {
         let json = match frame.parse() {
             ServerFrame::Info { json } => json.to_vec(),
             _ => panic!("first frame from the broker is not INFO: {frame:?}"),
         };
         assert_eq!(frame.flags, 0, "INFO with flags: {frame:?}");
-        raw.info = serde_json::from_slice(&json).unwrap_or_else(|err| {
+        self.info = serde_json::from_slice(&json).unwrap_or_else(|err| {
             panic!(
                 "INFO body is not the protocol's JSON ({err}): {}",
                 String::from_utf8_lossy(&json)
             )
         });
-        raw
     }
 
     /// INFO, then CONNECT `{"protocol":1}`, then expects OK.
@@ -800,12 +901,18 @@ impl Raw {
     // -- writing ------------------------------------------------------------
 
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        match self.tls.as_deref_mut() {
+            None => self.stream.write_all(bytes),
+            Some(tls) => {
+                let mut stream = rustls::Stream::new(tls, &mut self.stream);
+                stream.write_all(bytes)?;
+                stream.flush()
+            }
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
+        self.try_send(bytes)
             .unwrap_or_else(|err| panic!("sending {} bytes to the broker: {err}", bytes.len()));
     }
 
@@ -891,7 +998,7 @@ impl Raw {
             self.stream
                 .set_read_timeout(Some(wait))
                 .expect("read timeout");
-            match self.stream.read(&mut self.buf[self.end..]) {
+            match self.read_some() {
                 Ok(0) => {
                     self.closed = true;
                     return true;

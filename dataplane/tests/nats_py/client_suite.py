@@ -1,21 +1,26 @@
 """BlipMQ's NATS listener against the nats-py client.
 
-Run by dataplane/tests/nats_py.rs: `python client_suite.py HOST:PORT MAX_PAYLOAD`.
+Run by dataplane/tests/nats_py.rs: `python client_suite.py HOST:PORT MAX_PAYLOAD [CA_FILE]`;
+with CA_FILE every connection is TLS (tls:// and an SSL context trusting that CA).
 Each check prints one line; the first failure raises, and the exit status is 1.
 Every wait is bounded.
 """
 
 import asyncio
+import ssl
 import sys
 
 import nats
 from nats.errors import NoRespondersError
 
 WITHIN = 10  # seconds, for every wait
+TLS = {}  # nats.connect's TLS options, when the suite runs over TLS
 
 
 async def connect(url, **options):
-    return await asyncio.wait_for(nats.connect(url, allow_reconnect=False, **options), WITHIN)
+    return await asyncio.wait_for(
+        nats.connect(url, allow_reconnect=False, **TLS, **options), WITHIN
+    )
 
 
 async def await_subscriptions(subscriber, publisher):
@@ -203,6 +208,10 @@ async def drain(url):
 async def main():
     url = f"nats://{sys.argv[1]}"
     max_payload = int(sys.argv[2])
+    if len(sys.argv) > 3:
+        context = ssl.create_default_context(cafile=sys.argv[3])
+        TLS["tls"] = context
+        url = f"tls://{sys.argv[1]}"
     checks = [
         ("pub/sub with wildcards", pub_sub_wildcards(url)),
         ("queue group, each message once", queue_group(url)),

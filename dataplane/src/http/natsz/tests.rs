@@ -17,6 +17,8 @@ fn conn(id: u64, msgs_out: u64, subs: usize) -> ConnectionInfo {
         lang: Some("python3".into()),
         client_version: Some("2.16.0".into()),
         subjects: (0..subs).map(|n| format!("s.{n}")).collect(),
+        tls_version: (id == 1).then(|| "1.3".into()),
+        tls_cipher_suite: (id == 1).then(|| "TLS13_AES_256_GCM_SHA384".into()),
     }
 }
 
@@ -52,6 +54,18 @@ fn connz_sorts_pages_and_lists_subscriptions_as_nats_server_does() {
     assert_eq!(page[0]["uptime"], "1m2s");
     assert_eq!(page[0]["lang"], "python3");
     assert_eq!(page[0]["subscriptions_list"], json!(["s.0", "s.1"]));
+    assert!(
+        page[0].get("tls_version").is_none(),
+        "plaintext has no TLS fields"
+    );
+
+    let query = ConnzQuery::parse("").unwrap();
+    let connz = render_connz(&identity(), conns.clone(), &query, SystemTime::now());
+    assert_eq!(connz["connections"][0]["tls_version"], "1.3");
+    assert_eq!(
+        connz["connections"][0]["tls_cipher_suite"],
+        "TLS13_AES_256_GCM_SHA384"
+    );
 
     let query = ConnzQuery::parse("offset=2").unwrap();
     let connz = render_connz(&identity(), conns, &query, SystemTime::now());

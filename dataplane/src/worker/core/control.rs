@@ -150,6 +150,8 @@ impl WorkerCore {
                 lang: conn.session.client().map(|(lang, _)| lang.to_owned()),
                 client_version: conn.session.client().map(|(_, version)| version.to_owned()),
                 subjects: subjects.remove(&cid).unwrap_or_default(),
+                tls_version: conn.tls.as_ref().and_then(|tls| tls.version()),
+                tls_cipher_suite: conn.tls.as_ref().and_then(|tls| tls.cipher_suite()),
             })
             .collect()
     }

@@ -310,3 +310,24 @@ fn large_output_is_sealed_in_bounded_steps_and_arrives_whole() {
         .count();
     assert_eq!(messages, 20);
 }
+
+#[test]
+fn a_clients_close_notify_is_answered_with_ours_and_the_connection_closes() {
+    let certs = Certs::new("close-notify");
+    let mut cluster = tls_cluster(&certs, certs.settings());
+    let cid = cluster.cores[0].accept(cluster.now, Dialect::Binary);
+    let mut client = certs.client();
+    pump(&mut cluster, cid, &mut client);
+    client.send_close_notify();
+    let mut wire = Vec::new();
+    client.write_tls(&mut wire).unwrap();
+    cluster.send(0, cid, &wire);
+    let answer = drain(&mut cluster, cid);
+    client.read_tls(&mut answer.as_slice()).unwrap();
+    let state = client.process_new_packets().unwrap();
+    assert!(
+        state.peer_has_closed(),
+        "the broker's close_notify came back"
+    );
+    assert!(cluster.cores[0].should_close(cid, cluster.now));
+}
