@@ -1,22 +1,19 @@
 //! The Rust client (`blipmq-client`) over TLS against the real blipmqd with
 //! `[tls]`: pub/sub/request through TLS, a broker whose CA the client does
 //! not trust, mutual TLS with and without a client certificate, and a
-//! plaintext client against a TLS broker. The certificates are made here:
-//! a CA, a server certificate for 127.0.0.1 and localhost, a client
-//! certificate, and a second CA that signed nothing the broker shows.
+//! plaintext client against a TLS broker, with the certificates of
+//! `common::pki` (a CA per test, and another for the untrusted case).
 
 #[macro_use]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use blipmq_client::{Client, Error, Options, TlsOptions};
+use common::pki::Pki;
 use common::Broker;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 
 /// Bounds every wait of a test.
 const WITHIN: Duration = Duration::from_secs(5);
@@ -24,108 +21,35 @@ const WITHIN: Duration = Duration::from_secs(5);
 /// Payloads up to 256 KiB: a message spans many TLS records.
 const LIMITS: &str = "[limits]\nmax_payload = 262144\n";
 
-/// A CA with its key, to sign leaf certificates.
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
+/// A broker with `[tls]` serving `pki`'s server certificate, and `extra`
+/// `[tls]` lines.
+fn tls_broker(pki: &Pki, extra: &str) -> Broker {
+    Broker::start(1, &format!("{LIMITS}\n{}", pki.tls_config(extra)))
 }
 
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// A leaf for `names`, used for `usage`: (certificate PEM, key PEM).
-    fn sign(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
+/// `[tls]` lines that make clients present a certificate of `pki`'s CA.
+fn mutual(pki: &Pki) -> String {
+    format!("ca_file = {:?}", pki.ca())
 }
 
-/// The files of one test, in a fresh directory removed at the end.
-struct Pki {
-    dir: PathBuf,
+fn test_pki(name: &str) -> Pki {
+    Pki::new(&format!("client-{name}"), IpAddr::from([127, 0, 0, 1]))
 }
 
-impl Pki {
-    fn new(test: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("blipmq-client-tls-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = Ca::new("blipmq test CA");
-        let (server_cert, server_key) = ca.sign(
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) =
-            ca.sign(&["test-client"], ExtendedKeyUsagePurpose::ClientAuth);
-        let stranger = Ca::new("a CA nobody uses");
-        for (name, text) in [
-            ("ca.pem", ca.cert.pem()),
-            ("server.pem", server_cert),
-            ("server.key", server_key),
-            ("client.pem", client_cert),
-            ("client.key", client_key),
-            ("other-ca.pem", stranger.cert.pem()),
-        ] {
-            std::fs::write(dir.join(name), text).unwrap();
-        }
-        Pki { dir }
+/// Client options trusting the CA file `ca`, presenting `client`'s
+/// certificate if given.
+fn options(ca: PathBuf, client: Option<&Pki>) -> Options {
+    Options {
+        connect_timeout: WITHIN,
+        request_timeout: WITHIN,
+        tls: Some(TlsOptions {
+            ca_file: Some(ca),
+            cert_file: client.map(|pki| pki.path("client.pem")),
+            key_file: client.map(|pki| pki.path("client-key.pem")),
+            ..TlsOptions::default()
+        }),
+        ..Options::default()
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// `[tls]` with the server certificate; with `mutual`, clients must
-    /// present a certificate of the CA.
-    fn broker_config(&self, mutual: bool) -> String {
-        let ca_file = if mutual {
-            toml_path(&self.path("ca.pem"))
-        } else {
-            "\"\"".into()
-        };
-        format!(
-            "{LIMITS}\n[tls]\ncert_file = {}\nkey_file = {}\nca_file = {ca_file}\n",
-            toml_path(&self.path("server.pem")),
-            toml_path(&self.path("server.key")),
-        )
-    }
-
-    /// Client options trusting `ca` (a file name in the directory).
-    fn options(&self, ca: &str, with_cert: bool) -> Options {
-        Options {
-            connect_timeout: WITHIN,
-            request_timeout: WITHIN,
-            tls: Some(TlsOptions {
-                ca_file: Some(self.path(ca)),
-                cert_file: with_cert.then(|| self.path("client.pem")),
-                key_file: with_cert.then(|| self.path("client.key")),
-                ..TlsOptions::default()
-            }),
-            ..Options::default()
-        }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A path as a TOML string (Debug quoting escapes as TOML wants).
-fn toml_path(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
 }
 
 /// Publish, subscribe and request/reply through `client`.
@@ -157,13 +81,13 @@ fn exchange(client: &Client) {
 
 #[test]
 fn publish_subscribe_and_request_over_tls() {
-    let pki = Pki::new("pubsub");
-    let mut broker = Broker::start(1, &pki.broker_config(false));
-    let client = Client::connect_with(broker.addr(), pki.options("ca.pem", false)).unwrap();
+    let pki = test_pki("pubsub");
+    let mut broker = tls_broker(&pki, "");
+    let client = Client::connect_with(broker.addr(), options(pki.ca(), None)).unwrap();
     exchange(&client);
 
     // A second client on its own TLS connection sees the first's messages.
-    let other = Client::connect_with(broker.addr(), pki.options("ca.pem", false)).unwrap();
+    let other = Client::connect_with(broker.addr(), options(pki.ca(), None)).unwrap();
     let sub = other.subscribe("tls.cross").unwrap();
     client.publish("tls.cross", b"across").unwrap();
     assert_eq!(&sub.recv_timeout(WITHIN).unwrap().payload[..], b"across");
@@ -176,9 +100,9 @@ fn publish_subscribe_and_request_over_tls() {
 fn one_connection_reads_and_writes_at_once() {
     // The reader thread decrypts deliveries while the writer thread
     // encrypts publishes, on the one rustls connection they share.
-    let pki = Pki::new("duplex");
-    let mut broker = Broker::start(1, &pki.broker_config(false));
-    let client = Client::connect_with(broker.addr(), pki.options("ca.pem", false)).unwrap();
+    let pki = test_pki("duplex");
+    let mut broker = tls_broker(&pki, "");
+    let client = Client::connect_with(broker.addr(), options(pki.ca(), None)).unwrap();
     let sub = client.subscribe("duplex").unwrap();
     const COUNT: u32 = 5000;
     let publisher = client.clone();
@@ -201,15 +125,15 @@ fn one_connection_reads_and_writes_at_once() {
 
 #[test]
 fn server_name_override_is_checked_against_the_certificate() {
-    let pki = Pki::new("name");
-    let broker = Broker::start(1, &pki.broker_config(false));
-    let options = pki.options("ca.pem", false);
+    let pki = test_pki("name");
+    let broker = tls_broker(&pki, "");
+    let trusting = options(pki.ca(), None);
     let named = |name: &str| {
-        let mut options = options.clone();
-        if let Some(tls) = options.tls.as_mut() {
+        let mut named = trusting.clone();
+        if let Some(tls) = named.tls.as_mut() {
             tls.server_name = Some(name.into());
         }
-        options
+        named
     };
     let client = Client::connect_with(broker.addr(), named("localhost")).unwrap();
     client.close().unwrap();
@@ -224,24 +148,22 @@ fn server_name_override_is_checked_against_the_certificate() {
 
 #[test]
 fn broker_signed_by_an_untrusted_ca_is_refused() {
-    let pki = Pki::new("untrusted");
-    let mut broker = Broker::start(1, &pki.broker_config(false));
-    match Client::connect_with(broker.addr(), pki.options("other-ca.pem", false)) {
-        Err(Error::Tls(message)) => {
-            assert!(message.contains("UnknownIssuer"), "{message}");
-            assert!(
-                Error::Tls(message.clone())
-                    .to_string()
-                    .starts_with("TLS: TLS handshake with the broker failed"),
-                "{message}"
-            );
-        }
+    let pki = test_pki("untrusted");
+    let mut broker = tls_broker(&pki, "");
+    let stranger = Pki::other("client-untrusted", IpAddr::from([127, 0, 0, 1]));
+    match Client::connect_with(broker.addr(), options(stranger.ca(), None)) {
+        // The other CA has the same name as the broker's: BadSignature
+        // (UnknownIssuer for a CA of another name).
+        Err(Error::Tls(message)) => assert!(
+            message.starts_with("TLS handshake with the broker failed: invalid peer certificate"),
+            "{message}"
+        ),
         other => panic!("expected Error::Tls, got {other:?}"),
     }
     // A missing CA file is named.
-    let mut options = pki.options("ca.pem", false);
-    options.tls.as_mut().unwrap().ca_file = Some(pki.path("missing.pem"));
-    match Client::connect_with(broker.addr(), options) {
+    let mut missing = options(pki.ca(), None);
+    missing.tls.as_mut().unwrap().ca_file = Some(pki.path("missing.pem"));
+    match Client::connect_with(broker.addr(), missing) {
         Err(Error::Tls(message)) => assert!(message.contains("missing.pem"), "{message}"),
         other => panic!("expected Error::Tls for a missing file, got {other:?}"),
     }
@@ -250,15 +172,15 @@ fn broker_signed_by_an_untrusted_ca_is_refused() {
 
 #[test]
 fn mutual_tls_needs_a_client_certificate() {
-    let pki = Pki::new("mutual");
-    let mut broker = Broker::start(1, &pki.broker_config(true));
+    let pki = test_pki("mutual");
+    let mut broker = tls_broker(&pki, &mutual(&pki));
     // TLS 1.3: the client finishes its handshake before the broker checks
     // the (absent) certificate; the broker's alert comes instead of INFO.
-    match Client::connect_with(broker.addr(), pki.options("ca.pem", false)) {
+    match Client::connect_with(broker.addr(), options(pki.ca(), None)) {
         Err(Error::Tls(message)) => assert!(message.contains("CertificateRequired"), "{message}"),
         other => panic!("expected Error::Tls without a certificate, got {other:?}"),
     }
-    let client = Client::connect_with(broker.addr(), pki.options("ca.pem", true)).unwrap();
+    let client = Client::connect_with(broker.addr(), options(pki.ca(), Some(&pki))).unwrap();
     exchange(&client);
     client.close().unwrap();
     broker.assert_alive();
@@ -266,8 +188,8 @@ fn mutual_tls_needs_a_client_certificate() {
 
 #[test]
 fn plaintext_client_against_a_tls_broker_times_out_waiting_for_info() {
-    let pki = Pki::new("plaintext");
-    let mut broker = Broker::start(1, &pki.broker_config(false));
+    let pki = test_pki("plaintext");
+    let mut broker = tls_broker(&pki, "");
     let options = Options {
         connect_timeout: Duration::from_millis(500),
         ..Options::default()
@@ -287,9 +209,9 @@ fn plaintext_client_against_a_tls_broker_times_out_waiting_for_info() {
 
 #[test]
 fn tls_client_against_a_plaintext_broker_says_so() {
-    let pki = Pki::new("cleartext-broker");
+    let pki = test_pki("cleartext-broker");
     let mut broker = Broker::start(1, LIMITS);
-    match Client::connect_with(broker.addr(), pki.options("ca.pem", false)) {
+    match Client::connect_with(broker.addr(), options(pki.ca(), None)) {
         Err(Error::Tls(message)) => assert!(message.contains("speak TLS"), "{message}"),
         other => panic!("expected Error::Tls against a plaintext broker, got {other:?}"),
     }
