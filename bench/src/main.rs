@@ -11,6 +11,7 @@ mod proto;
 mod report;
 mod run;
 mod scenarios;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,6 +130,14 @@ struct Cli {
     /// (brokers blipmq and nats, on 127.0.0.1)
     #[arg(long, value_enum, default_value = "native")]
     protocol: ClientProtocol,
+
+    /// Over TLS: blipmqd with --tls-cert/--tls-key and nats-server with a
+    /// tls block serve one self-signed certificate for 127.0.0.1 (made at
+    /// start), and the same client code speaks TLS 1.3 (AES-128-GCM) to
+    /// each; with --protocol nats, NATS over TLS to both. Throughput,
+    /// latency and queue scenarios; brokers blipmq and nats, on 127.0.0.1
+    #[arg(long)]
+    tls: bool,
 
     /// Internal: run one DPDK load generator job (JSON) and print its report
     #[arg(long, value_name = "JOB", hide = true)]
@@ -499,6 +508,16 @@ fn run(cli: Cli) -> Result<i32> {
             bail!("--protocol nats compares blipmq and nats: select either");
         }
     }
+    if cli.tls {
+        if in_lab || dpdk_transport || cli.stats_watch_overhead {
+            bail!("--tls runs on 127.0.0.1 with kernel clients: leave out --backend, --veth-compare, --transport, --stats-watch-overhead");
+        }
+        // Redis serves no TLS here (its TLS needs a build with it).
+        kinds.retain(|&kind| kind != BrokerKind::Redis);
+        if kinds.is_empty() {
+            bail!("--tls compares blipmq and nats: select either");
+        }
+    }
     if dpdk_transport {
         if in_lab || cli.stats_watch_overhead {
             bail!("--transport dpdk is a mode of its own: leave out --backend, --veth-compare, --stats-watch-overhead");
@@ -551,6 +570,14 @@ fn run(cli: Cli) -> Result<i32> {
         {
             bail!(
                 "the DPDK load generator runs throughput scenarios: leave out {}",
+                other.name
+            );
+        }
+    }
+    if cli.tls {
+        if let Some(other) = selected.iter().find(|s| s.group == Group::Connections) {
+            bail!(
+                "--tls runs throughput, latency and queue scenarios: leave out {}",
                 other.name
             );
         }
@@ -613,6 +640,19 @@ fn run(cli: Cli) -> Result<i32> {
         memif: None,
         count_syscalls: None,
         nats_clients,
+        tls: if cli.tls {
+            Some(std::sync::Arc::new(tls::BenchTls::create(&log_dir)?))
+        } else {
+            None
+        },
+    };
+    let tls_note = if cli.tls {
+        format!(
+            "; TLS: --tls-cert/--tls-key, the bench's certificate ({})",
+            tls::SUITE
+        )
+    } else {
+        String::new()
     };
     // The veth lab, after the signal handler (which deletes it too); this
     // thread then opens every client socket from the client namespace.
@@ -646,7 +686,7 @@ fn run(cli: Cli) -> Result<i32> {
                 .unwrap_or_default(),
             config: match kind {
                 BrokerKind::Blipmq => format!(
-                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults{}{}",
+                    "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults{}{}{}",
                     brokers::MAX_PENDING_BYTES,
                     if stats_dir.is_some() { "stats_file on tmpfs, " } else { "" },
                     if nats_clients {
@@ -654,6 +694,7 @@ fn run(cli: Cli) -> Result<i32> {
                     } else {
                         ""
                     },
+                    tls_note,
                     if in_lab {
                         format!(
                             "; backends: {} (afpacket: --backend afpacket --interface IF --ip 198.18.X.2/24 \
@@ -668,7 +709,12 @@ fn run(cli: Cli) -> Result<i32> {
                     }
                 ),
                 BrokerKind::Nats => format!(
-                    "max_pending: 1 GiB, write_deadline: 30s, else defaults (GOMAXPROCS = cores){}",
+                    "max_pending: 1 GiB, write_deadline: 30s, else defaults (GOMAXPROCS = cores){}{}",
+                    if cli.tls {
+                        format!("; tls {{ cert_file, key_file, timeout: 5 }}, the bench's certificate ({})", tls::SUITE)
+                    } else {
+                        String::new()
+                    },
                     if in_lab {
                         format!("; listen: 198.18.X.2:{} (a kernel address on the lab's broker end)", lab::LAB_PORT)
                     } else {
@@ -826,7 +872,12 @@ fn run(cli: Cli) -> Result<i32> {
                 if quick { "quick" } else { "full" }
             ),
             (quick, false) if nats_clients => format!(
-                "NATS clients: BlipMQ's NATS listener vs nats-server, the same client code ({} phases)",
+                "NATS clients{}: BlipMQ's NATS listener vs nats-server, the same client code ({} phases)",
+                if cli.tls { " over TLS" } else { "" },
+                if quick { "quick" } else { "full" }
+            ),
+            (quick, false) if cli.tls => format!(
+                "over TLS: BlipMQ's protocol vs NATS's, the same TLS client code ({} phases)",
                 if quick { "quick" } else { "full" }
             ),
             (false, false) => "full".into(),

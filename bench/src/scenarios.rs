@@ -270,11 +270,14 @@ fn run_flow(
     if let Some(target) = &settings.memif {
         return crate::run::dpdk::run(broker, spec, target, on_progress);
     }
+    let tls = settings.tls.as_deref();
     match broker.kind {
-        BrokerKind::Blipmq if settings.nats_clients => flow::run::<Nats>(broker, spec, on_progress),
-        BrokerKind::Blipmq => flow::run::<Blipmq>(broker, spec, on_progress),
-        BrokerKind::Nats => flow::run::<Nats>(broker, spec, on_progress),
-        BrokerKind::Redis => flow::run::<Resp>(broker, spec, on_progress),
+        BrokerKind::Blipmq if settings.nats_clients => {
+            flow::run::<Nats>(broker, spec, tls, on_progress)
+        }
+        BrokerKind::Blipmq => flow::run::<Blipmq>(broker, spec, tls, on_progress),
+        BrokerKind::Nats => flow::run::<Nats>(broker, spec, tls, on_progress),
+        BrokerKind::Redis => flow::run::<Resp>(broker, spec, tls, on_progress),
     }
 }
 

@@ -442,7 +442,7 @@ enum Incoming {
 }
 
 /// A growable read buffer; frames are decoded in place.
-pub(crate) struct ReadBuf {
+struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -468,7 +468,7 @@ impl OwnedFrame {
 }
 
 impl ReadBuf {
-    pub(crate) fn new() -> ReadBuf {
+    fn new() -> ReadBuf {
         ReadBuf {
             buf: vec![0; READ_BUF_INITIAL],
             start: 0,
@@ -482,7 +482,7 @@ impl ReadBuf {
 
     /// Reads more bytes, making room first (compacting, then growing up to
     /// one frame of `max_frame`). Returns 0 at end of stream.
-    fn fill(&mut self, stream: &mut TcpStream, max_frame: u32) -> io::Result<usize> {
+    fn fill(&mut self, stream: &mut impl Read, max_frame: u32) -> io::Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -523,10 +523,12 @@ impl ReadBuf {
         }
     }
 
-    /// Reads one whole frame (handshake: blocking with the socket's timeout).
+    /// Reads one whole frame from `stream` (handshake: blocking with the
+    /// timeout set on `socket`, the socket under it).
     fn next_owned(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Read,
+        socket: &TcpStream,
         max_frame: u32,
         deadline: Instant,
     ) -> Result<OwnedFrame, Error> {
@@ -549,7 +551,7 @@ impl ReadBuf {
             if remaining.is_zero() {
                 return Err(Error::Timeout);
             }
-            stream.set_read_timeout(Some(remaining))?;
+            socket.set_read_timeout(Some(remaining))?;
             match self.fill(stream, max_frame) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(_) => {}
@@ -561,14 +563,15 @@ impl ReadBuf {
                 {
                     return Err(Error::Timeout)
                 }
-                Err(err) => return Err(Error::Io(err)),
+                Err(err) => return Err(Error::from(err)),
             }
         }
     }
 }
 
 fn write_with_deadline(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
+    socket: &TcpStream,
     bytes: &[u8],
     deadline: Instant,
 ) -> Result<(), Error> {
@@ -576,23 +579,26 @@ fn write_with_deadline(
     if remaining.is_zero() {
         return Err(Error::Timeout);
     }
-    stream.set_write_timeout(Some(remaining))?;
+    socket.set_write_timeout(Some(remaining))?;
     stream.write_all(bytes).map_err(|err| match err.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
-        _ => Error::Io(err),
+        _ => Error::from(err),
     })
 }
 
-/// INFO → CONNECT → OK, before the threads start. Bytes the broker sent after
-/// its OK stay in `rbuf` for the reader.
-pub(crate) fn handshake(
-    stream: &mut TcpStream,
+/// INFO → CONNECT → OK over `reader` and `writer` (the socket itself, or
+/// TLS over it), before the threads start. Bytes the broker sent after its
+/// OK stay in `rbuf` for the reader.
+fn handshake(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    socket: &TcpStream,
     rbuf: &mut ReadBuf,
     options: &Options,
     deadline: Instant,
 ) -> Result<Info, Error> {
     let info = loop {
-        let frame = rbuf.next_owned(stream, HANDSHAKE_MAX_FRAME, deadline)?;
+        let frame = rbuf.next_owned(reader, socket, HANDSHAKE_MAX_FRAME, deadline)?;
         match ServerFrame::parse(frame.raw()).map_err(|err| Error::Protocol(err.to_string()))? {
             ServerFrame::Info { json } => {
                 let info: Info = serde_json::from_slice(json)
@@ -602,7 +608,7 @@ pub(crate) fn handshake(
             ServerFrame::Ping => {
                 let mut pong = Vec::new();
                 encode::put_pong(&mut pong);
-                write_with_deadline(stream, &pong, deadline)?;
+                write_with_deadline(writer, socket, &pong, deadline)?;
             }
             ServerFrame::Error { code, reason } => {
                 return Err(Error::Server {
@@ -635,10 +641,10 @@ pub(crate) fn handshake(
     let json = serde_json::to_vec(&connect).map_err(|err| Error::Protocol(err.to_string()))?;
     let mut frame = Vec::with_capacity(json.len() + 8);
     encode::put_connect(&mut frame, &json);
-    write_with_deadline(stream, &frame, deadline)?;
+    write_with_deadline(writer, socket, &frame, deadline)?;
     let max_frame = max_frame(&info);
     loop {
-        let frame = rbuf.next_owned(stream, max_frame, deadline)?;
+        let frame = rbuf.next_owned(reader, socket, max_frame, deadline)?;
         match ServerFrame::parse(frame.raw()).map_err(|err| Error::Protocol(err.to_string()))? {
             ServerFrame::Ok => break,
             ServerFrame::Error { code, reason } => {
@@ -650,7 +656,7 @@ pub(crate) fn handshake(
             ServerFrame::Ping => {
                 let mut pong = Vec::new();
                 encode::put_pong(&mut pong);
-                write_with_deadline(stream, &pong, deadline)?;
+                write_with_deadline(writer, socket, &pong, deadline)?;
             }
             ServerFrame::Disconnect { reason } => {
                 return Err(Error::Disconnected {
@@ -660,8 +666,8 @@ pub(crate) fn handshake(
             _ => return Err(Error::Protocol("expected OK or ERROR after CONNECT".into())),
         }
     }
-    stream.set_read_timeout(None)?;
-    stream.set_write_timeout(None)?;
+    socket.set_read_timeout(None)?;
+    socket.set_write_timeout(None)?;
     Ok(info)
 }
 
@@ -683,7 +689,7 @@ fn max_frame(info: &Info) -> u32 {
 }
 
 impl Inner {
-    pub(crate) fn new(info: Info, options: &Options, stream: TcpStream) -> Inner {
+    fn new(info: Info, options: &Options, stream: TcpStream) -> Inner {
         let max_topic = info.max_topic_length.min(u16::MAX as u64) as usize;
         let max_payload = max_payload(&info);
         let max_frame = max_frame(&info);
@@ -716,10 +722,36 @@ impl Inner {
         }
     }
 
-    /// Starts the reader and writer threads.
-    pub(crate) fn start(self: &Arc<Self>, rbuf: ReadBuf) -> io::Result<()> {
-        let reader_stream = self.stream.try_clone()?;
-        let writer_stream = self.stream.try_clone()?;
+    /// INFO → CONNECT → OK over `reader_stream` and `writer_stream` (clones
+    /// of `socket`, or the halves of TLS over it), then the connection's
+    /// reader thread on the one and writer thread on the other.
+    pub(crate) fn establish(
+        socket: TcpStream,
+        mut reader_stream: impl Read + Send + 'static,
+        mut writer_stream: impl Write + Send + 'static,
+        options: &Options,
+        deadline: Instant,
+    ) -> Result<Arc<Inner>, Error> {
+        let mut rbuf = ReadBuf::new();
+        let info = handshake(
+            &mut reader_stream,
+            &mut writer_stream,
+            &socket,
+            &mut rbuf,
+            options,
+            deadline,
+        )?;
+        let inner = Arc::new(Inner::new(info, options, socket));
+        inner.start(reader_stream, writer_stream, rbuf)?;
+        Ok(inner)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        reader_stream: impl Read + Send + 'static,
+        writer_stream: impl Write + Send + 'static,
+        rbuf: ReadBuf,
+    ) -> io::Result<()> {
         let reader = {
             let inner = Arc::clone(self);
             std::thread::Builder::new()
@@ -754,7 +786,7 @@ struct ReaderState {
     disconnect: Option<String>,
 }
 
-fn reader_loop(inner: Arc<Inner>, mut stream: TcpStream, mut rbuf: ReadBuf) {
+fn reader_loop(inner: Arc<Inner>, mut stream: impl Read, mut rbuf: ReadBuf) {
     let mut state = ReaderState::default();
     let reason = read_frames(&inner, &mut stream, &mut rbuf, &mut state);
     inner.fail(reason);
@@ -763,7 +795,7 @@ fn reader_loop(inner: Arc<Inner>, mut stream: TcpStream, mut rbuf: ReadBuf) {
 /// Decodes and handles frames until the connection ends; returns why.
 fn read_frames(
     inner: &Inner,
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     rbuf: &mut ReadBuf,
     state: &mut ReaderState,
 ) -> Reason {
@@ -831,7 +863,7 @@ fn end_reason(inner: &Inner, state: &mut ReaderState, err: Option<io::Error>) ->
     }
 }
 
-fn writer_loop(inner: Arc<Inner>, mut stream: TcpStream) {
+fn writer_loop(inner: Arc<Inner>, mut stream: impl Write) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 << 10);
     loop {
         {
@@ -868,7 +900,7 @@ fn writer_loop(inner: Arc<Inner>, mut stream: TcpStream) {
                 out.write_failed = Some(reason.clone());
                 inner.space_cv.notify_all();
             }
-            let _ = stream.shutdown(Shutdown::Write);
+            let _ = inner.stream.shutdown(Shutdown::Write);
             inner.wait_dead(inner.request_timeout);
             inner.fail(reason);
             return;

@@ -7,7 +7,12 @@ use std::io;
 pub enum Error {
     /// The socket failed (connect, read or write).
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(#[source] io::Error),
+    /// TLS failed: the broker's certificate is not trusted or not valid for
+    /// its name, the broker refused the client's certificate (or its
+    /// absence), the peer does not speak TLS, or a PEM file is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The broker answered ERROR (e.g. 401 bad token, 403 not permitted, 503
     /// slow consumer).
     #[error("server error {code}: {reason}")]
@@ -60,6 +65,22 @@ pub(crate) enum Reason {
     Disconnected(String),
     /// The socket failed.
     Io(io::ErrorKind, String),
+    /// TLS failed (an alert from the broker, a bad record).
+    Tls(String),
+}
+
+/// What rustls reported, when it is behind an I/O error.
+fn tls_failure(err: &io::Error) -> Option<&rustls::Error> {
+    err.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        match tls_failure(&err) {
+            Some(tls) => Error::Tls(tls.to_string()),
+            None => Error::Io(err),
+        }
+    }
 }
 
 impl Reason {
@@ -76,6 +97,7 @@ impl Reason {
                 reason: reason.clone(),
             },
             Reason::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
+            Reason::Tls(msg) => Error::Tls(msg.clone()),
         }
     }
 
@@ -89,6 +111,9 @@ impl Reason {
     }
 
     pub(crate) fn io(err: &io::Error) -> Reason {
-        Reason::Io(err.kind(), err.to_string())
+        match tls_failure(err) {
+            Some(tls) => Reason::Tls(tls.to_string()),
+            None => Reason::Io(err.kind(), err.to_string()),
+        }
     }
 }

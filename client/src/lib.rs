@@ -4,6 +4,8 @@
 //! buffered frames in large batches, and a reader that routes each MESSAGE to
 //! its [`Subscription`] by sid and answers the broker's PINGs. `Client` is
 //! `Send + Sync` and cheap to clone; every clone uses the same connection.
+//! With [`Options::tls`] the connection is TLS (rustls; see [`TlsOptions`]
+//! and the [`tls`] module for how the two threads share it).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -46,6 +48,7 @@
 
 mod conn;
 mod error;
+pub mod tls;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -60,9 +63,12 @@ pub use blipmq_protocol::Info;
 use blipmq_protocol::{encode, validate_filter, validate_queue, validate_subject};
 use bytes::Bytes;
 
-use conn::{lock, Expect, Inbox, Inner, ReadBuf, SubEntry, SubKind};
+use conn::{lock, Expect, Inbox, Inner, SubEntry, SubKind};
 pub use error::Error;
 use error::Reason;
+/// The rustls this client is built with, for [`TlsOptions::config`].
+pub use rustls;
+pub use tls::TlsOptions;
 
 /// Connection options; start from [`Options::default`].
 #[derive(Debug, Clone)]
@@ -79,6 +85,12 @@ pub struct Options {
     /// Bound on waiting for an answer: acks, flush, and the broker closing
     /// after DISCONNECT (default 5 s).
     pub request_timeout: Duration,
+    /// Secure the connection with TLS (the broker's `[tls]`); None: plain
+    /// TCP. Against a TLS broker a client without TLS hears no INFO (the
+    /// broker waits for a TLS handshake) and gives up after
+    /// `connect_timeout` with [`Error::Timeout`], or [`Error::Closed`] if
+    /// the broker's handshake timeout closes the connection first.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Options {
@@ -89,6 +101,7 @@ impl Default for Options {
             user: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -150,7 +163,9 @@ impl Client {
 
     /// Connects, reads INFO, sends CONNECT and waits for OK. An ERROR answer
     /// (401 bad token, ...) is [`Error::Server`]. Each address `addr`
-    /// resolves to is tried in turn.
+    /// resolves to is tried in turn. With [`Options::tls`] the TLS handshake
+    /// comes first; its failures (certificate not trusted, refused) are
+    /// [`Error::Tls`].
     pub fn connect_with(addr: impl ToSocketAddrs, options: Options) -> Result<Client, Error> {
         let mut last_err = None;
         let mut stream = None;
@@ -163,7 +178,7 @@ impl Client {
                 Err(err) => last_err = Some(err),
             }
         }
-        let mut stream = match stream {
+        let stream = match stream {
             Some(stream) => stream,
             None => {
                 let err = last_err
@@ -176,10 +191,19 @@ impl Client {
         };
         stream.set_nodelay(true)?;
         let deadline = Instant::now() + options.connect_timeout;
-        let mut rbuf = ReadBuf::new();
-        let info = conn::handshake(&mut stream, &mut rbuf, &options, deadline)?;
-        let inner = Arc::new(Inner::new(info, &options, stream));
-        inner.start(rbuf)?;
+        let inner = match &options.tls {
+            None => {
+                let (reader, writer) = (stream.try_clone()?, stream.try_clone()?);
+                Inner::establish(stream, reader, writer, &options, deadline)?
+            }
+            Some(tls_options) => {
+                let config = tls_options.client_config()?;
+                let server_name = tls_options.server_name_for(stream.peer_addr()?)?;
+                let (reader, writer) =
+                    tls::handshake(stream.try_clone()?, config, server_name, deadline)?;
+                Inner::establish(stream, reader, writer, &options, deadline)?
+            }
+        };
         Ok(Client {
             handle: Arc::new(Handle { inner }),
         })

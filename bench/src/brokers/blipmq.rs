@@ -76,6 +76,13 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
             if settings.nats_clients {
                 command.arg("--nats-listen").arg("127.0.0.1:0");
             }
+            if let Some(tls) = &settings.tls {
+                command
+                    .arg("--tls-cert")
+                    .arg(&tls.cert_file)
+                    .arg("--tls-key")
+                    .arg(&tls.key_file);
+            }
             command
         }
         (Some(lab), _) => {
@@ -195,19 +202,28 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
             .strip_prefix("blipmqd NATS listening on ")
             .and_then(|addr| addr.parse::<SocketAddr>().ok())
             .ok_or_else(|| anyhow!("blipmqd printed {:?}, not its NATS address", line.trim()))?;
-        broker.wait_ready(super::nats::probe)?;
+        broker.wait_ready(&super::nats::probe)?;
         return Ok(broker);
     }
-    // On a memif pair only the DPDK load generator reaches the broker (it
-    // retries its connects until the link is up).
-    if settings.memif.is_none() {
-        broker.wait_ready(probe)?;
+    match (&settings.memif, &settings.tls) {
+        // On a memif pair only the DPDK load generator reaches the broker
+        // (it retries its connects until the link is up).
+        (Some(_), _) => {}
+        // INFO comes inside TLS.
+        (None, Some(tls)) => broker.wait_ready(&|stream: &mut TcpStream| {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let (mut reader, _writer) = tls
+                .handshake(stream.try_clone()?, deadline)
+                .map_err(|error| std::io::Error::other(format!("{error:#}")))?;
+            probe(&mut reader)
+        })?,
+        (None, None) => broker.wait_ready(&probe)?,
     }
     Ok(broker)
 }
 
 /// The broker greets with INFO.
-fn probe(stream: &mut TcpStream) -> std::io::Result<()> {
+fn probe(stream: &mut impl Read) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut have = 0;
     loop {

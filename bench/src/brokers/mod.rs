@@ -173,6 +173,8 @@ pub struct Settings {
     /// blipmqd only: its clients speak NATS to its NATS listener
     /// (`--nats-listen`) instead of BlipMQ's protocol (`--protocol nats`).
     pub nats_clients: bool,
+    /// `--tls`: brokers serve TLS with this certificate, clients speak TLS.
+    pub tls: Option<std::sync::Arc<crate::tls::BenchTls>>,
 }
 
 /// Per-connection output limit given to every broker, so that none cuts a
@@ -412,7 +414,7 @@ impl Broker {
     }
 
     /// Waits until `addr` accepts and `probe` succeeds on a connection.
-    fn wait_ready(&mut self, probe: fn(&mut TcpStream) -> std::io::Result<()>) -> Result<()> {
+    fn wait_ready(&mut self, probe: &dyn Fn(&mut TcpStream) -> std::io::Result<()>) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self

@@ -51,7 +51,7 @@ pub fn start(exe: &Path, settings: &Settings, log_path: &Path) -> Result<Broker>
     let child = spawn_registered(&mut command)?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut broker = Broker::new(BrokerKind::Redis, child, addr, log_path.to_path_buf());
-    broker.wait_ready(probe)?;
+    broker.wait_ready(&probe)?;
     Ok(broker)
 }
 

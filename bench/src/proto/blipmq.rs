@@ -8,6 +8,8 @@ use super::{Event, Parsed, ProtoError, Wire};
 pub struct Blipmq;
 
 impl Wire for Blipmq {
+    const INFO_BEFORE_TLS: bool = false;
+
     fn put_hello(out: &mut Vec<u8>, name: &str) {
         let json = serde_json::json!({ "protocol": 1, "name": name }).to_string();
         encode::put_connect(out, json.as_bytes());

@@ -1,5 +1,6 @@
 //! Minimal clients for the three wire protocols, spoken directly over a
-//! `TcpStream` so that no client library's overhead differs between brokers.
+//! `TcpStream` (or TLS over it, with `--tls`) so that no client library's
+//! overhead differs between brokers.
 //!
 //! Each protocol is a [`Wire`]: it encodes the few requests the bench sends
 //! (handshake, subscribe, publish, ping, pong) into a caller's buffer and
@@ -7,14 +8,12 @@
 //! allocation per message.
 
 pub mod blipmq;
+pub mod conn;
 pub mod nats;
 pub mod reader;
 pub mod resp;
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
-
+pub use conn::{await_pong, open, Conn, ReadHalf, WriteHalf};
 pub use reader::Reader;
 
 /// One thing a server said, borrowed from the read buffer.
@@ -53,6 +52,9 @@ pub type Parsed<'a> = Result<Option<(Event<'a>, usize)>, ProtoError>;
 
 /// A broker's client protocol, as far as the bench needs it.
 pub trait Wire: Copy + Send + Sync + 'static {
+    /// Over TLS, the server's greeting comes in the clear before the TLS
+    /// handshake (NATS), rather than inside it (BlipMQ's binary protocol).
+    const INFO_BEFORE_TLS: bool;
     /// What a client sends right after connecting (CONNECT), possibly nothing.
     fn put_hello(out: &mut Vec<u8>, name: &str);
     fn put_subscribe(out: &mut Vec<u8>, subject: &str, sid: u32, queue: Option<&str>);
@@ -66,76 +68,6 @@ pub trait Wire: Copy + Send + Sync + 'static {
     /// Parses the first event of `buf`: `Ok(None)` when it is incomplete,
     /// otherwise the event and the bytes it took.
     fn parse(buf: &[u8]) -> Parsed<'_>;
-}
-
-/// Connects, sends the handshake plus `extra` and a PING, and reads until
-/// the PONG: after it, every earlier request (a SUBSCRIBE) has taken effect.
-pub fn open<W: Wire>(
-    addr: SocketAddr,
-    name: &str,
-    extra: &[u8],
-    timeout: Duration,
-) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_nodelay(true)?;
-    let mut out = Vec::with_capacity(256 + extra.len());
-    W::put_hello(&mut out, name);
-    out.extend_from_slice(extra);
-    W::put_ping(&mut out);
-    (&stream).write_all(&out)?;
-    let mut reader = Reader::new(16 * 1024);
-    await_pong::<W>(&stream, &mut reader, timeout)?;
-    Ok(stream)
-}
-
-/// Reads until a PONG; an ERROR or the end of the stream is an error.
-pub fn await_pong<W: Wire>(
-    stream: &TcpStream,
-    reader: &mut Reader,
-    timeout: Duration,
-) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut stream_ref = stream;
-    loop {
-        while let Some(event) = reader.next::<W>().map_err(io::Error::other)? {
-            match event {
-                Event::Pong => return Ok(()),
-                Event::Error { code, text } => {
-                    return Err(io::Error::other(format!(
-                        "server error {code} during setup: {}",
-                        String::from_utf8_lossy(text)
-                    )))
-                }
-                Event::Disconnect(reason) => {
-                    return Err(io::Error::other(format!(
-                        "server disconnected during setup: {}",
-                        String::from_utf8_lossy(reason)
-                    )))
-                }
-                Event::Ping => {
-                    let mut pong = Vec::new();
-                    W::put_pong(&mut pong);
-                    stream_ref.write_all(&pong)?;
-                }
-                _ => {}
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no PONG from the server",
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        if reader.read_from(&mut stream_ref)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "server closed the connection during setup",
-            ));
-        }
-        stream.set_read_timeout(None)?;
-    }
 }
 
 /// Appends the decimal digits of `n`.

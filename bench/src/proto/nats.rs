@@ -16,6 +16,8 @@ fn err(what: &str, line: &[u8]) -> ProtoError {
 }
 
 impl Wire for Nats {
+    const INFO_BEFORE_TLS: bool = true;
+
     fn put_hello(out: &mut Vec<u8>, name: &str) {
         let json = serde_json::json!({
             "verbose": false,

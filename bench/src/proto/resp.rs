@@ -60,6 +60,8 @@ fn element_at(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ProtoErr
 }
 
 impl Wire for Resp {
+    const INFO_BEFORE_TLS: bool = false;
+
     fn put_hello(_out: &mut Vec<u8>, _name: &str) {}
 
     fn put_subscribe(out: &mut Vec<u8>, subject: &str, _sid: u32, queue: Option<&str>) {

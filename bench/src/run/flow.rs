@@ -22,7 +22,8 @@ use hdrhistogram::Histogram;
 use super::messages::{seen_bits, seq_limit, SubscriberCheck, Template};
 use super::{fine_timer_slack, new_histogram, Clock};
 use crate::brokers::{procfs, Broker};
-use crate::proto::{self, payload, Event, Reader, Wire};
+use crate::proto::{self, payload, Conn, Event, ReadHalf, Reader, Wire, WriteHalf};
+use crate::tls::BenchTls;
 
 /// The subject every run publishes on.
 pub const SUBJECT: &str = "bench.flow";
@@ -205,10 +206,12 @@ struct PubReaderReport {
     receiver_mismatches: u64,
 }
 
-/// Runs `spec` against `broker`; `on_progress` gets a status line now and then.
+/// Runs `spec` against `broker`, over TLS with `tls`; `on_progress` gets a
+/// status line now and then.
 pub fn run<W: Wire>(
     broker: &mut Broker,
     spec: &FlowSpec,
+    tls: Option<&BenchTls>,
     on_progress: &dyn Fn(String),
 ) -> Result<FlowOutcome> {
     let addr = broker.addr;
@@ -246,17 +249,17 @@ pub fn run<W: Wire>(
     for s in 0..spec.subs {
         let mut extra = Vec::new();
         W::put_subscribe(&mut extra, SUBJECT, 1, spec.queue.then_some(QUEUE_GROUP));
-        let stream = proto::open::<W>(addr, &format!("bench-sub-{s}"), &extra, SETUP_TIMEOUT)
+        let conn = proto::open::<W>(addr, &format!("bench-sub-{s}"), &extra, SETUP_TIMEOUT, tls)
             .with_context(|| format!("subscriber {s} cannot connect and subscribe"))?;
-        sockets.push(stream.try_clone()?);
-        sub_streams.push(stream);
+        sockets.push(conn.socket.try_clone()?);
+        sub_streams.push(conn);
     }
     let mut pub_streams = Vec::new();
     for p in 0..spec.pubs {
-        let stream = proto::open::<W>(addr, &format!("bench-pub-{p}"), &[], SETUP_TIMEOUT)
+        let conn = proto::open::<W>(addr, &format!("bench-pub-{p}"), &[], SETUP_TIMEOUT, tls)
             .with_context(|| format!("publisher {p} cannot connect"))?;
-        sockets.push(stream.try_clone()?);
-        pub_streams.push(stream);
+        sockets.push(conn.socket.try_clone()?);
+        pub_streams.push(conn);
     }
     // From here on every thread ends when its socket is shut down, also
     // when this function returns early.
@@ -277,8 +280,8 @@ pub fn run<W: Wire>(
     let start = Arc::new(Barrier::new(spec.pubs + 1));
     let mut pub_threads: Vec<JoinHandle<PubReport>> = Vec::new();
     let mut pub_reader_threads: Vec<JoinHandle<PubReaderReport>> = Vec::new();
-    for (p, stream) in pub_streams.into_iter().enumerate() {
-        let reader_stream = stream.try_clone()?;
+    for (p, conn) in pub_streams.into_iter().enumerate() {
+        let (reader_stream, stream) = (conn.reader, conn.writer);
         let reader_shared = shared.clone();
         pub_reader_threads.push(
             std::thread::Builder::new()
@@ -498,7 +501,12 @@ impl Drop for SocketGuard {
 }
 
 /// A subscriber connection's reader: counts and checks every message.
-fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> SubReport {
+fn subscriber<W: Wire>(conn: Conn, shared: &Shared, index: usize) -> SubReport {
+    let Conn {
+        reader: mut stream,
+        writer: mut answers,
+        ..
+    } = conn;
     let mine = &shared.subs[index];
     let mut report = SubReport {
         check: SubscriberCheck::new(&shared.spec),
@@ -546,7 +554,7 @@ fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> 
                         .message(body, now, warm_ns, shared.seen.as_deref());
                 }
                 Event::Ping => {
-                    if let Err(error) = stream.write_all(&pong) {
+                    if let Err(error) = answers.write_all(&pong) {
                         report.errors.push(format!("cannot answer PING: {error}"));
                     }
                 }
@@ -577,7 +585,7 @@ fn subscriber<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> 
 
 /// A publisher connection's reader: PONGs for flow control, errors.
 fn publisher_reader<W: Wire>(
-    mut stream: TcpStream,
+    mut stream: ReadHalf,
     shared: &Shared,
     index: usize,
 ) -> PubReaderReport {
@@ -639,7 +647,7 @@ fn publisher_reader<W: Wire>(
 /// Throughput publisher: batches of messages, each batch one write followed
 /// by a PING; it stays at most [`FlowSpec::window`] messages ahead of the
 /// slowest subscriber and [`WINDOW_BATCHES`] PINGs ahead of the PONGs.
-fn publish_max<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) -> PubReport {
+fn publish_max<W: Wire>(mut stream: WriteHalf, shared: &Shared, index: usize) -> PubReport {
     fine_timer_slack();
     let spec = &shared.spec;
     let template = Template::new::<W>(spec.payload);
@@ -699,7 +707,7 @@ fn publish_max<W: Wire>(mut stream: TcpStream, shared: &Shared, index: usize) ->
 /// backpressure) counts in the latency. Every wake-up writes all messages
 /// due by then in one write.
 fn publish_paced<W: Wire>(
-    mut stream: TcpStream,
+    mut stream: WriteHalf,
     shared: &Shared,
     index: usize,
     rate: u64,

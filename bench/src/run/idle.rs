@@ -46,7 +46,9 @@ pub fn open<W: Wire>(
         }
         for (i, stream) in streams.iter().enumerate().skip(first) {
             let mut reader = Reader::new(0);
-            proto::await_pong::<W>(stream, &mut reader, TIMEOUT)
+            let (mut source, mut sink) = (stream, stream);
+            let deadline = Instant::now() + TIMEOUT;
+            proto::await_pong::<W>(&mut source, &mut sink, stream, &mut reader, deadline)
                 .with_context(|| format!("idle connection {i} got no PONG"))?;
         }
         on_progress(streams.len());
