@@ -68,11 +68,6 @@ impl TlsLink {
         })
     }
 
-    /// Whether the client chose plaintext (allowed): the link is a no-op.
-    pub fn is_clear(&self) -> bool {
-        self.clear
-    }
-
     /// Whether the handshake is still going on (no plaintext flows yet).
     pub fn is_handshaking(&self) -> bool {
         !self.clear && self.conn.is_handshaking()
@@ -107,14 +102,6 @@ impl TlsLink {
         self.conn
             .negotiated_cipher_suite()
             .map(|suite| format!("{:?}", suite.suite()))
-    }
-
-    /// The client's certificate chain (end entity first), under mTLS.
-    pub fn peer_certificate(&self) -> Option<&[u8]> {
-        self.conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|cert| cert.as_ref())
     }
 
     /// Takes bytes from the transport; appends the plaintext they carry to
