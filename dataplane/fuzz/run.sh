@@ -38,6 +38,9 @@ if [ "${FUZZ_SANITIZER:-}" = address ]; then
     rustflags="$rustflags -Zsanitizer=address"
     target_dir=$target_dir-asan
 fi
+# The broker's own dependency versions (the fuzz crates' lock files are not
+# committed; cargo adds libfuzzer-sys and drops the rest).
+[ -f "$crate/Cargo.lock" ] || cp "$root/Cargo.lock" "$crate/Cargo.lock"
 # --target keeps the flags off build scripts and proc macros.
 RUSTC_BOOTSTRAP=1 RUSTFLAGS="$rustflags" CARGO_TARGET_DIR=$target_dir \
     cargo build --release --quiet --manifest-path "$crate/Cargo.toml" --target "$triple" --bin "$target"
