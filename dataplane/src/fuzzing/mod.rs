@@ -5,7 +5,10 @@
 //! [`arbitrary`] and plays it on two worker cores joined by small rings, as a
 //! backend would: accepts in either dialect, well-formed frames and raw
 //! bytes into connections, partial writes, simulated time, ring polls,
-//! drains and closes. Beyond "no panic" it checks, after every action:
+//! drains and closes. The input's first byte picks the setup: pacing of slow
+//! consumers, users with permissions (each accepted connection presents the
+//! next of a fixed list of credentials, some wrong), and publish rate limits
+//! with either policy. Beyond "no panic" it checks, after every action:
 //!
 //! - every byte a connection is sent is a well-formed server frame (op) of
 //!   its dialect;
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use blipmq_protocol::{decode_frame, encode, ServerFrame, FRAME_ALLOWANCE};
 
-use crate::config::Config;
+use crate::config::{Config, RatePolicy};
 use crate::rings::RingRegion;
 use crate::server::core_config;
 use crate::worker::{ConnId, Dialect, Shared, WorkerCore};
@@ -150,18 +153,19 @@ enum Frame {
 }
 
 impl Frame {
-    /// Encodes the frame as a client of `dialect` would send it.
-    fn encode(&self, dialect: Dialect, out: &mut Vec<u8>) {
+    /// Encodes the frame as a client of `dialect` would send it, with
+    /// `credentials` (JSON members and a comma) in CONNECT.
+    fn encode(&self, dialect: Dialect, credentials: &str, out: &mut Vec<u8>) {
         match dialect {
-            Dialect::Binary => self.encode_binary(out),
-            Dialect::Nats => self.encode_nats(out),
+            Dialect::Binary => self.encode_binary(credentials, out),
+            Dialect::Nats => self.encode_nats(credentials, out),
         }
     }
 
-    fn encode_binary(&self, out: &mut Vec<u8>) {
+    fn encode_binary(&self, credentials: &str, out: &mut Vec<u8>) {
         match *self {
             Frame::Connect { verbose, .. } => {
-                let json = format!(r#"{{"protocol":1,"verbose":{verbose}}}"#);
+                let json = format!(r#"{{{credentials}"protocol":1,"verbose":{verbose}}}"#);
                 encode::put_connect(out, json.as_bytes());
             }
             Frame::Subscribe {
@@ -198,7 +202,7 @@ impl Frame {
         }
     }
 
-    fn encode_nats(&self, out: &mut Vec<u8>) {
+    fn encode_nats(&self, credentials: &str, out: &mut Vec<u8>) {
         // Writes into a Vec cannot fail.
         let _ = match *self {
             Frame::Connect {
@@ -208,7 +212,7 @@ impl Frame {
                 no_responders,
             } => write!(
                 out,
-                "CONNECT {{\"verbose\":{verbose},\"echo\":{echo},\"headers\":{headers},\
+                "CONNECT {{{credentials}\"verbose\":{verbose},\"echo\":{echo},\"headers\":{headers},\
                  \"no_responders\":{no_responders}}}\r\n"
             ),
             Frame::Subscribe {
@@ -263,12 +267,66 @@ fn payload(len: u16) -> Vec<u8> {
     vec![b'p'; len as usize % (MAX_PAYLOAD as usize + 64)]
 }
 
+/// Users with permissions, written the way an operator would; plain
+/// passwords, since a bcrypt check per CONNECT would slow the fuzzer a
+/// thousandfold.
+const USERS: &str = r#"
+[[auth.users]]
+user = "alice"
+password = "pw"
+permissions.publish = { allow = ["a", "a.>", "_INBOX.>"], deny = ["a.b"] }
+permissions.subscribe = { allow = ["a.*", "b.c", "_INBOX.>"], deny = ["a.b"] }
+
+[[auth.users]]
+user = "bob"
+token = "tk"
+permissions.publish = { deny = [">"] }
+permissions.allow_responses = { max = 2, expires = "1s" }
+"#;
+
+/// What the `n`th accepted connection presents in CONNECT when users are
+/// configured: a user and password, a user's token, nothing, a wrong
+/// password.
+fn credentials(n: usize, dialect: Dialect) -> &'static str {
+    match (n % 4, dialect) {
+        (0, _) => r#""user":"alice","pass":"pw","#,
+        (1, Dialect::Binary) => r#""token":"tk","#,
+        (1, Dialect::Nats) => r#""auth_token":"tk","#,
+        (2, _) => "",
+        _ => r#""user":"alice","pass":"nope","#,
+    }
+}
+
+/// The setup the input's first byte picks, one bit each.
+#[derive(Debug, Clone, Copy)]
+struct Setup(u8);
+
+impl Setup {
+    fn pacing(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    fn users(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    fn rate_limits(self) -> bool {
+        self.0 & 4 != 0
+    }
+
+    fn reject_over_rate(self) -> bool {
+        self.0 & 8 != 0
+    }
+}
+
 /// A connection the driver holds, with the bytes written to it that do not
 /// make a whole frame yet.
 struct Conn {
     worker: usize,
     cid: ConnId,
     dialect: Dialect,
+    /// What it presents in CONNECT (empty without users).
+    credentials: &'static str,
     received: Vec<u8>,
 }
 
@@ -276,12 +334,18 @@ struct Broker {
     cores: Vec<WorkerCore>,
     shared: Arc<Shared>,
     conns: Vec<Conn>,
+    users: bool,
+    accepted: usize,
     now: Instant,
 }
 
 impl Broker {
-    fn new(slow_consumer_grace: Duration) -> Broker {
-        let mut config = Config::default();
+    fn new(setup: Setup) -> Broker {
+        let mut config = if setup.users() {
+            Config::from_toml_str(USERS).expect("the fuzz users' config")
+        } else {
+            Config::default()
+        };
         config.server.server_name = "fuzz".into();
         config.server.ping_interval = Duration::from_secs(1);
         config.server.max_pings_out = 2;
@@ -291,7 +355,20 @@ impl Broker {
         config.limits.max_topic_length = 16;
         config.limits.max_subscriptions = 4;
         config.limits.max_pending_bytes = MAX_PENDING as u64;
-        config.limits.slow_consumer_grace = slow_consumer_grace;
+        if setup.pacing() {
+            config.limits.slow_consumer_grace = Duration::from_millis(300);
+        } else {
+            config.limits.slow_consumer_grace = Duration::ZERO;
+        }
+        if setup.rate_limits() {
+            config.limits.max_msgs_per_sec = 5;
+            config.limits.max_bytes_per_sec = 2048;
+            config.limits.rate_policy = if setup.reject_over_rate() {
+                RatePolicy::Reject
+            } else {
+                RatePolicy::Pace
+            };
+        }
         config.dataplane.cache_subjects = 4;
         let config = core_config(&config);
         let now = Instant::now();
@@ -306,6 +383,8 @@ impl Broker {
             cores,
             shared,
             conns: Vec::new(),
+            users: setup.users(),
+            accepted: 0,
             now,
         }
     }
@@ -320,17 +399,24 @@ impl Broker {
                 let worker = usize::from(worker);
                 let dialect = if nats { Dialect::Nats } else { Dialect::Binary };
                 let cid = self.cores[worker].accept(self.now, dialect);
+                let credentials = match self.users {
+                    true => credentials(self.accepted, dialect),
+                    false => "",
+                };
+                self.accepted += 1;
                 self.conns.push(Conn {
                     worker,
                     cid,
                     dialect,
+                    credentials,
                     received: Vec::new(),
                 });
             }
             Action::Frame { conn, frame } => {
                 if let Some(i) = self.pick(conn) {
                     let mut bytes = Vec::new();
-                    frame.encode(self.conns[i].dialect, &mut bytes);
+                    let conn = &self.conns[i];
+                    frame.encode(conn.dialect, conn.credentials, &mut bytes);
                     self.receive(i, &bytes);
                 }
             }
@@ -526,12 +612,8 @@ fn size_of(token: &[u8]) -> usize {
 /// the module docs).
 pub fn fuzz_session(data: &[u8]) {
     let mut input = Unstructured::new(data);
-    let grace = if input.arbitrary::<bool>().unwrap_or(false) {
-        Duration::from_millis(300)
-    } else {
-        Duration::ZERO
-    };
-    let mut broker = Broker::new(grace);
+    let setup = Setup(input.arbitrary::<u8>().unwrap_or(0));
+    let mut broker = Broker::new(setup);
     for _ in 0..MAX_ACTIONS {
         match input.arbitrary::<Action>() {
             Ok(action) => broker.play(action),
@@ -540,5 +622,40 @@ pub fn fuzz_session(data: &[u8]) {
         if input.is_empty() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Counter;
+
+    /// The total of `counter` over both cores after playing the seed `name`.
+    fn counted_by_seed(name: &str, counter: Counter) -> u64 {
+        let (_, script) = session_seeds()
+            .into_iter()
+            .find(|(seed, _)| *seed == name)
+            .expect("a seed of that name");
+        let mut input = Unstructured::new(&script);
+        let mut broker = Broker::new(Setup(input.arbitrary().unwrap()));
+        while !input.is_empty() {
+            broker.play(input.arbitrary().unwrap());
+        }
+        broker.cores.iter().map(|core| core.stats.get(counter)).sum()
+    }
+
+    /// The setups' seeds reach the code they are there for, so that the
+    /// fuzzer starts from inside it.
+    #[test]
+    fn seeds_reach_permissions_and_rate_limits() {
+        let refused = counted_by_seed("users_and_permissions", Counter::PermissionViolations);
+        // alice's subscription to a.> and publish to a.b; bob's third
+        // answer and his publish to a.
+        assert_eq!(refused, 4);
+        // The request to bob and his two answers.
+        assert_eq!(counted_by_seed("users_and_permissions", Counter::MessagesDelivered), 3);
+        assert!(counted_by_seed("rate_limit_reject", Counter::RateRejected) > 0);
+        assert!(counted_by_seed("rate_limit_pace", Counter::RatePaced) > 0);
+        assert_eq!(counted_by_seed("rate_limit_pace", Counter::RateRejected), 0);
     }
 }

@@ -134,9 +134,10 @@ impl Script {
 }
 
 /// The input that plays `actions`, with pacing on or off.
-fn encode(pacing: bool, actions: &[Action]) -> Vec<u8> {
+/// The script of `actions` after the setup byte (see `Setup`).
+fn encode(setup: u8, actions: &[Action]) -> Vec<u8> {
     let mut script = Script::default();
-    script.flag(pacing);
+    script.byte(setup);
     for action in actions {
         script.action(action);
     }
@@ -243,14 +244,71 @@ fn session(nats: bool) -> Vec<Action> {
     ]
 }
 
+/// Setup bytes (`Setup`'s bits).
+const PLAIN: u8 = 0;
+const PACING: u8 = 1;
+const USERS: u8 = 2;
+const RATE_PACE: u8 = 4;
+const RATE_REJECT: u8 = 4 | 8;
+
+/// alice (binary) and bob (NATS) within and past their permissions, a
+/// request bob may answer twice (he tries three times), then a client without credentials and one
+/// with a wrong password.
+fn users_and_permissions() -> Vec<Action> {
+    vec![
+        accept(0, false),
+        accept(1, true),
+        connect(0),
+        connect(1),
+        subscribe(0, A_STAR, 1, None),
+        subscribe(0, A_GT, 2, None),
+        subscribe(0, INBOX, 3, None),
+        subscribe(1, A, 1, Some(0)),
+        Action::Poll,
+        Action::Poll,
+        publish(0, A, Some(INBOX), 8),
+        publish(0, A_B, None, 8),
+        Action::Poll,
+        Action::Poll,
+        Action::Flush,
+        publish(1, INBOX, None, 2),
+        publish(1, INBOX, None, 2),
+        publish(1, INBOX, None, 2),
+        publish(1, A, None, 2),
+        Action::Poll,
+        Action::Poll,
+        Action::Advance { millis: 1100 },
+        accept(0, true),
+        accept(1, false),
+        connect(2),
+        connect(3),
+        Action::Flush,
+    ]
+}
+
+/// A publisher over its rate while a subscriber reads, with time passing.
+fn rate_limited() -> Vec<Action> {
+    [accept(0, false), accept(1, true), connect(0), connect(1)]
+        .into_iter()
+        .chain([subscribe(0, A_GT, 1, None), Action::Poll, Action::Poll])
+        .chain((0..10).map(|_| publish(1, A_B, None, 300)))
+        .chain([Action::Poll, Action::Flush, Action::Advance { millis: 500 }])
+        .chain((0..4).map(|_| publish(1, A_B, None, 300)))
+        .chain([Action::Poll, Action::Flush])
+        .collect()
+}
+
 /// The seed inputs, by name.
 pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let scripts: Vec<(&str, bool, Vec<Action>)> = vec![
-        ("binary_session", false, session(false)),
-        ("nats_session", false, session(true)),
+    let scripts: Vec<(&str, u8, Vec<Action>)> = vec![
+        ("binary_session", PLAIN, session(false)),
+        ("nats_session", PLAIN, session(true)),
+        ("users_and_permissions", USERS, users_and_permissions()),
+        ("rate_limit_pace", RATE_PACE, rate_limited()),
+        ("rate_limit_reject", RATE_REJECT, rate_limited()),
         (
             "mixed_request_no_responders",
-            false,
+            PLAIN,
             vec![
                 accept(0, true),
                 accept(1, false),
@@ -269,7 +327,7 @@ pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "slow_consumer_paced",
-            true,
+            PACING,
             [accept(0, false), accept(1, true), connect(0), connect(1)]
                 .into_iter()
                 .chain([subscribe(0, A_GT, 1, None), Action::Poll, Action::Poll])
@@ -281,7 +339,7 @@ pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "ping_timeout_and_drain",
-            false,
+            PLAIN,
             vec![
                 accept(0, true),
                 accept(0, false),
@@ -300,7 +358,7 @@ pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "raw_bytes",
-            false,
+            PLAIN,
             vec![
                 accept(0, false),
                 accept(1, true),
@@ -321,7 +379,7 @@ pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "connection_limit",
-            false,
+            PLAIN,
             (0..8)
                 .map(|i| accept(i % 2, i % 3 == 0))
                 .chain([Action::Flush])
@@ -330,7 +388,7 @@ pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ];
     scripts
         .into_iter()
-        .map(|(name, pacing, actions)| (name, encode(pacing, &actions)))
+        .map(|(name, setup, actions)| (name, encode(setup, &actions)))
         .collect()
 }
 
@@ -338,7 +396,7 @@ pub fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[cfg(test)]
 fn decode(input: &[u8]) -> Vec<Action> {
     let mut input = arbitrary::Unstructured::new(input);
-    let _pacing: bool = input.arbitrary().unwrap();
+    let _setup: u8 = input.arbitrary().unwrap();
     let mut actions = Vec::new();
     while !input.is_empty() {
         actions.push(input.arbitrary().unwrap());
@@ -354,7 +412,7 @@ mod tests {
     fn seeds_decode_to_the_scripts_they_encode() {
         let scripts = [session(false), session(true)];
         for actions in scripts {
-            assert_eq!(decode(&encode(false, &actions)), actions);
+            assert_eq!(decode(&encode(PLAIN, &actions)), actions);
         }
         let raw = vec![
             Action::Raw {
@@ -367,6 +425,6 @@ mod tests {
             Action::Advance { millis: 9 },
             frame(2, Frame::Pong),
         ];
-        assert_eq!(decode(&encode(true, &raw)), raw);
+        assert_eq!(decode(&encode(RATE_REJECT, &raw)), raw);
     }
 }

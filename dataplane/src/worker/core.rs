@@ -691,6 +691,9 @@ impl WorkerCore {
             Step::Ok => self.answer(cid, Answer::Ok),
             Step::Pong => self.answer(cid, Answer::Pong),
             Step::Error(code, reason) => {
+                if code == ErrorCode::Forbidden {
+                    self.stats.inc(Counter::PermissionViolations);
+                }
                 if self.cut_if_over_pending(cid) {
                     return Flow::Stop;
                 }
