@@ -126,8 +126,8 @@ impl Drop for Watched {
 struct Dripped {
     /// Everything the broker sent meanwhile.
     received: Vec<u8>,
-    /// When the broker closed it, from the start of the drip; `None` if it
-    /// was still open after the last byte.
+    /// When the broker closed it, since the `started` given to [`drip`];
+    /// `None` if it was still open after the last byte.
     closed_after: Option<Duration>,
 }
 
@@ -521,7 +521,9 @@ fn a_tls_handshake_stalled_midway_is_cut_at_auth_timeout(backend: Backend, worke
     let mut good = Raw::connect_tls(addr, &pki.ca(), None).expect("a TLS client gets in");
     good.do_connect(r#"{"protocol":1}"#);
     good.ping_pong();
-    assert_eq!(watched.total(Counter::TlsHandshakes), 1);
+    watched.wait_for("the good client's TLS handshake", TIMEOUT, |s| {
+        s.total(Counter::TlsHandshakes) == 1
+    });
 }
 
 // ---------------------------------------------------------------------------
