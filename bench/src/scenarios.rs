@@ -11,8 +11,8 @@ use crate::proto::blipmq::Blipmq;
 use crate::proto::nats::Nats;
 use crate::proto::resp::Resp;
 use crate::report::{ConnFigures, FloodFigures, RunResult};
-use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace};
 use crate::run::flood;
+use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace};
 use crate::run::idle::{self, IdleConnections};
 
 /// Payload sizes of the throughput scenarios.

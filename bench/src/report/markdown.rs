@@ -413,12 +413,14 @@ fn flood_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
                 .result(&scenario.name, kind)
                 .and_then(|r| r.flood.clone())
         };
-        table.row("closed within auth.timeout + 1 s", |kind| match flood(kind) {
-            Some(f) => (
-                format!("{} of {}", f.closed_in_time, f.silent),
-                Some(f.closed_in_time as f64),
-            ),
-            None => ("–".into(), None),
+        table.row("closed within auth.timeout + 1 s", |kind| {
+            match flood(kind) {
+                Some(f) => (
+                    format!("{} of {}", f.closed_in_time, f.silent),
+                    Some(f.closed_in_time as f64),
+                ),
+                None => ("–".into(), None),
+            }
         });
         table.row("slowest close", |kind| match flood(kind) {
             Some(f) if f.closed_in_time > 0 => (

@@ -67,7 +67,9 @@ fn closed_within(stream: &mut TcpStream, deadline: Instant) -> Option<Instant> {
     let mut sink = [0u8; 1024];
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
-        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
         match stream.read(&mut sink) {
             Ok(0) => return Some(Instant::now()),
             Ok(_) => {}

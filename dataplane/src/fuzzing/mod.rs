@@ -641,7 +641,11 @@ mod tests {
         while !input.is_empty() {
             broker.play(input.arbitrary().unwrap());
         }
-        broker.cores.iter().map(|core| core.stats.get(counter)).sum()
+        broker
+            .cores
+            .iter()
+            .map(|core| core.stats.get(counter))
+            .sum()
     }
 
     /// The setups' seeds reach the code they are there for, so that the
@@ -653,7 +657,10 @@ mod tests {
         // answer and his publish to a.
         assert_eq!(refused, 4);
         // The request to bob and his two answers.
-        assert_eq!(counted_by_seed("users_and_permissions", Counter::MessagesDelivered), 3);
+        assert_eq!(
+            counted_by_seed("users_and_permissions", Counter::MessagesDelivered),
+            3
+        );
         assert!(counted_by_seed("rate_limit_reject", Counter::RateRejected) > 0);
         assert!(counted_by_seed("rate_limit_pace", Counter::RatePaced) > 0);
         assert_eq!(counted_by_seed("rate_limit_pace", Counter::RateRejected), 0);
