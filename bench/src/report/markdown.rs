@@ -372,18 +372,7 @@ pub fn render(report: &Report) -> String {
             None => ("–".into(), None),
         });
         table.row("1 → 1 throughput meanwhile", |kind| {
-            match report.result(&scenario.name, kind) {
-                Some(r) if r.status == Status::Ok => (
-                    format!(
-                        "{} msg/s{}",
-                        human_rate(r.msgs_per_sec.unwrap_or(0.0)),
-                        mark(r)
-                    ),
-                    r.msgs_per_sec,
-                ),
-                Some(r) => (failed_cell(r), None),
-                None => ("–".into(), None),
-            }
+            rate_cell(report.result(&scenario.name, kind))
         });
         md += &table.text;
     }
@@ -391,6 +380,22 @@ pub fn render(report: &Report) -> String {
 
     problems(report, &mut md);
     md
+}
+
+/// A run's messages per second, or why it has none.
+fn rate_cell(result: Option<&RunResult>) -> (String, Option<f64>) {
+    match result {
+        Some(r) if r.status == Status::Ok => (
+            format!(
+                "{} msg/s{}",
+                human_rate(r.msgs_per_sec.unwrap_or(0.0)),
+                mark(r)
+            ),
+            r.msgs_per_sec,
+        ),
+        Some(r) => (failed_cell(r), None),
+        None => ("–".into(), None),
+    }
 }
 
 /// The flood scenarios: the silent connections' fate and what they cost
@@ -441,18 +446,7 @@ fn flood_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
             None => ("–".into(), None),
         });
         table.row("1 → 1 during the flood", |kind| {
-            match report.result(&scenario.name, kind) {
-                Some(r) if r.status == Status::Ok => (
-                    format!(
-                        "{} msg/s{}",
-                        human_rate(r.msgs_per_sec.unwrap_or(0.0)),
-                        mark(r)
-                    ),
-                    r.msgs_per_sec,
-                ),
-                Some(r) => (failed_cell(r), None),
-                None => ("–".into(), None),
-            }
+            rate_cell(report.result(&scenario.name, kind))
         });
         table.row("during / before", |kind| match flood(kind) {
             Some(f) => (
