@@ -167,11 +167,21 @@ pub fn is_bcrypt(password: &str) -> bool {
 impl AuthConfig {
     /// Whether the file holds a secret (a token or a user's credential).
     pub fn has_secrets(&self) -> bool {
-        self.token.is_some() || !self.users.is_empty()
+        self.token.is_some()
+            || self
+                .users
+                .iter()
+                .any(|user| user.password.is_some() || user.token.is_some())
     }
 
     /// Checks `[[auth.users]]`; messages name users, never their secrets.
-    pub(super) fn validate_users(&self, max_topic_length: u16) -> Result<(), ConfigError> {
+    /// With `certificate_users` (`tls.verify_and_map`), a user may have no
+    /// password or token: only a client certificate then names it.
+    pub(super) fn validate_users(
+        &self,
+        max_topic_length: u16,
+        certificate_users: bool,
+    ) -> Result<(), ConfigError> {
         if self.users.is_empty() {
             return Ok(());
         }
@@ -203,10 +213,14 @@ impl AuthConfig {
             }
             let name = &user.user;
             match (&user.password, &user.token) {
+                (None, None) if certificate_users => {}
                 (Some(_), Some(_)) | (None, None) => {
                     return Err(invalid(
                         "password",
-                        format!("user {name:?} needs exactly one of `password` and `token`"),
+                        format!(
+                            "user {name:?} needs exactly one of `password` and `token` \
+                             (or neither, with tls.verify_and_map)"
+                        ),
                     ))
                 }
                 (Some(password), None) => {
