@@ -468,6 +468,43 @@ permissions.allow_responses = true
     }
 
     #[test]
+    fn verify_and_map_needs_a_ca_file_and_users_who_then_need_no_secret() {
+        let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"k.pem\"\n";
+        let user = "[[auth.users]]\nuser = \"CN=alice,O=Example\"\n";
+        for (text, key, wanted) in [
+            (
+                format!("{tls}verify_and_map = true\n{user}"),
+                "tls.verify_and_map",
+                "needs tls.ca_file",
+            ),
+            (
+                format!("{tls}ca_file = \"ca.pem\"\nverify_and_map = true\n"),
+                "tls.verify_and_map",
+                "needs [[auth.users]]",
+            ),
+            (
+                format!("{tls}ca_file = \"ca.pem\"\n{user}"),
+                "auth.users[0].password",
+                "or neither, with tls.verify_and_map",
+            ),
+        ] {
+            let error = err(&text);
+            let message = error.to_string();
+            assert_eq!(error.key(), Some(key), "{message}");
+            assert!(message.contains(wanted), "{wanted:?} not in {message}");
+        }
+        let text = format!("{tls}ca_file = \"ca.pem\"\nverify_and_map = true\n{user}");
+        let config = Config::from_toml_str(&text).unwrap();
+        assert!(config.tls.verify_and_map);
+        // Nothing secret in it: the file may stay readable.
+        assert!(!config.auth.has_secrets());
+        let table = crate::auth::UserTable::new(&config.auth.users);
+        assert!(table.find("CN=alice,O=Example").is_some());
+        assert!(table.by_password("CN=alice,O=Example", "").is_none());
+        assert!(table.by_token("").is_none());
+    }
+
+    #[test]
     fn a_parse_error_on_a_secret_does_not_quote_it() {
         for text in [
             "[[auth.users]]\nuser = \"u\"\npassword = 918273645\n",

@@ -201,6 +201,12 @@ impl Cluster {
 
     /// Reloads worker `w` with `settings` through a control port.
     fn reload_with(&mut self, w: usize, settings: ReloadSettings) -> ReloadResult {
+        serde_json::from_slice(&self.ask(w, WorkerRequest::Reload(settings))).unwrap()
+    }
+
+    /// Asks worker `w` through a control port, as the control plane does;
+    /// its answer (JSON).
+    fn ask(&mut self, w: usize, request: WorkerRequest) -> Vec<u8> {
         let mut ends = RingRegion::new(2, 1 << 16).unwrap().into_workers();
         let mut worker = ends.pop().unwrap();
         let mut control = ends.pop().unwrap();
@@ -208,7 +214,6 @@ impl Cluster {
             worker.incoming[0].take().unwrap(),
             worker.outgoing[0].take().unwrap(),
         ));
-        let request = WorkerRequest::Reload(settings);
         let json = serde_json::to_vec(&request).unwrap();
         let requests = control.outgoing[1].as_mut().unwrap();
         let slot = requests.try_reserve(RECORD_HEADER + json.len()).unwrap();
@@ -219,7 +224,7 @@ impl Cluster {
         let replies = control.incoming[1].as_mut().unwrap();
         let (id, last, reply) = protocol::read_record(replies.peek().unwrap()).unwrap();
         assert_eq!((id, last), (1, true));
-        serde_json::from_slice(reply).unwrap()
+        reply.to_vec()
     }
 
     /// Takes and decodes everything queued for a connection.

@@ -16,6 +16,7 @@ use super::tls::{drain, frames, pump, Certs};
 use super::*;
 use crate::auth::UserTable;
 use crate::config::{PermissionsConfig, SubjectRulesConfig, UserConfig};
+use crate::control::protocol::ConnectionInfo;
 use crate::tls::{TlsServer, TlsSettings};
 
 /// The server's certificate and a CA whose client certificates it requires.
@@ -169,6 +170,10 @@ fn an_email_san_names_the_user_whatever_connect_says_and_its_permissions_apply()
         "alice@example.com's permissions, not alice.example.com's: {got:?}"
     );
     assert!(!cluster.cores[0].is_closing(cid));
+    // `blipmqctl conns` and `/connz` show it.
+    let listed = cluster.ask(0, WorkerRequest::Connections);
+    let listed: Vec<ConnectionInfo> = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed[0].user.as_deref(), Some("alice@example.com"));
 }
 
 #[test]
