@@ -133,6 +133,19 @@ fn exchange(
     plaintext
 }
 
+/// A NATS connection (its INFO in the clear, unread) that upgrades and
+/// sends `request` inside TLS; the connection and what the client got.
+fn nats_exchange(
+    cluster: &mut Cluster,
+    client: &mut ClientConnection,
+    request: &[u8],
+) -> (ConnId, String) {
+    let cid = cluster.cores[0].accept(cluster.now, Dialect::Nats);
+    drain(cluster, cid);
+    let plaintext = exchange(cluster, cid, client, request);
+    (cid, String::from_utf8(plaintext).unwrap())
+}
+
 fn binary_session(credentials: &str) -> Vec<u8> {
     let mut request = Vec::new();
     encode::put_connect(&mut request, credentials.as_bytes());
@@ -180,17 +193,14 @@ fn an_email_san_names_the_user_whatever_connect_says_and_its_permissions_apply()
 fn the_subject_names_the_user_in_rfc_2253_form_when_no_san_does() {
     let mtls = Mtls::new("subject");
     let mut cluster = mtls.cluster(&users());
-    let cid = cluster.cores[0].accept(cluster.now, Dialect::Nats);
-    drain(&mut cluster, cid);
     let mut client = mtls.client("bob", vec![dns("unknown.example.com")]);
-    let plaintext = exchange(
+    let (_, got) = nats_exchange(
         &mut cluster,
-        cid,
         &mut client,
         b"CONNECT {\"verbose\":false}\r\nSUB bob.x 1\r\nPUB bob.x 2\r\nhi\r\nPUB other 1\r\nx\r\nPING\r\n",
     );
     assert_eq!(
-        String::from_utf8(plaintext).unwrap(),
+        got,
         "MSG bob.x 1 2\r\nhi\r\n-ERR 'Permissions Violation for Publish to \"other\"'\r\nPONG\r\n"
     );
 }
@@ -216,16 +226,13 @@ fn a_certificate_that_names_no_user_is_refused_in_both_dialects() {
     );
     assert!(cluster.cores[0].should_close(cid, cluster.now));
 
-    let cid = cluster.cores[0].accept(cluster.now, Dialect::Nats);
-    drain(&mut cluster, cid);
     let mut client = mtls.client("mallory", vec![]);
-    let plaintext = exchange(
+    let (cid, got) = nats_exchange(
         &mut cluster,
-        cid,
         &mut client,
         b"CONNECT {\"verbose\":false,\"user\":\"CN=bob,O=Example\"}\r\nPING\r\n",
     );
-    assert_eq!(plaintext, b"-ERR 'Authorization Violation'\r\n");
+    assert_eq!(got, "-ERR 'Authorization Violation'\r\n");
     assert!(cluster.cores[0].should_close(cid, cluster.now));
     assert_eq!(cluster.cores[0].stats.get(Counter::FramesOutError), 2);
 }
@@ -234,18 +241,13 @@ fn a_certificate_that_names_no_user_is_refused_in_both_dialects() {
 fn a_reload_gives_a_mapped_connection_its_users_new_permissions_or_closes_it() {
     let mtls = Mtls::new("reload");
     let mut cluster = mtls.cluster(&users());
-    let cid = cluster.cores[0].accept(cluster.now, Dialect::Nats);
-    drain(&mut cluster, cid);
     let mut client = mtls.client("alice", vec![email("alice@example.com")]);
-    let plaintext = exchange(
+    let (cid, got) = nats_exchange(
         &mut cluster,
-        cid,
         &mut client,
         b"CONNECT {\"verbose\":false}\r\nPUB admin.x 1\r\nx\r\nPING\r\n",
     );
-    assert!(String::from_utf8(plaintext)
-        .unwrap()
-        .starts_with("-ERR 'Permissions Violation"));
+    assert!(got.starts_with("-ERR 'Permissions Violation"), "{got}");
 
     let reload = |users: Vec<UserConfig>, map_certificates: bool| ReloadSettings {
         users,
@@ -273,12 +275,9 @@ fn a_reload_gives_a_mapped_connection_its_users_new_permissions_or_closes_it() {
     assert!(cluster.cores[0].should_close(cid, cluster.now));
 
     // Mapping turned off: the certificate no longer vouches for anyone.
-    let cid = cluster.cores[0].accept(cluster.now, Dialect::Nats);
-    drain(&mut cluster, cid);
     let mut client = mtls.client("bob", vec![]);
-    exchange(
+    let (cid, _) = nats_exchange(
         &mut cluster,
-        cid,
         &mut client,
         b"CONNECT {\"verbose\":false}\r\n",
     );
