@@ -71,6 +71,10 @@ impl Mtls {
 
     /// A core requiring this CA's certificates and mapping them to `users`.
     fn cluster(&self, users: &[UserConfig]) -> Cluster {
+        self.cluster_with(self.settings(), users)
+    }
+
+    fn cluster_with(&self, settings: TlsSettings, users: &[UserConfig]) -> Cluster {
         let session = SessionConfig {
             users: Arc::new(UserTable::new(users).mapping_certificates(true)),
             ..session_config()
@@ -80,7 +84,7 @@ impl Mtls {
             1 << 16,
             CoreConfig {
                 session: Arc::new(session),
-                tls: Some(Arc::new(TlsServer::load(self.settings()).unwrap())),
+                tls: Some(Arc::new(TlsServer::load(settings).unwrap())),
                 ..core_config()
             },
         )
@@ -288,4 +292,26 @@ fn a_reload_gives_a_mapped_connection_its_users_new_permissions_or_closes_it() {
         pump(&mut cluster, cid, &mut client),
         b"-ERR 'Authorization Violation'\r\n"
     );
+}
+
+#[test]
+fn a_nats_client_that_stays_in_plaintext_has_no_certificate_and_no_user() {
+    let mtls = Mtls::new("plaintext");
+    let settings = TlsSettings {
+        required: false,
+        ..mtls.settings()
+    };
+    let mut cluster = mtls.cluster_with(settings, &users());
+    let cid = cluster.cores[0].accept(cluster.now, Dialect::Nats);
+    drain(&mut cluster, cid);
+    cluster.send(
+        0,
+        cid,
+        b"CONNECT {\"verbose\":false,\"user\":\"alice@example.com\"}\r\nPING\r\n",
+    );
+    assert_eq!(
+        drain(&mut cluster, cid),
+        b"-ERR 'Authorization Violation'\r\n"
+    );
+    assert!(cluster.cores[0].should_close(cid, cluster.now));
 }
