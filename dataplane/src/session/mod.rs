@@ -315,7 +315,8 @@ impl Session {
         }
     }
 
-    /// The user CONNECT authenticated, if it named one.
+    /// The user CONNECT authenticated, if it named one (or, with
+    /// `tls.verify_and_map`, the user its client certificate names).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref().map(User::name)
     }
@@ -336,7 +337,8 @@ impl Session {
     /// its credentials again, as nats-server does: false when they no
     /// longer hold (its user is gone or has new credentials, the token
     /// changed, or credentials are now required) and it must be closed.
-    /// Otherwise its user's new permissions apply from its next frame.
+    /// Otherwise its user's new permissions apply from its next frame. A
+    /// connection whose user came from its certificate is mapped again.
     pub fn reauthorize(&mut self, config: Arc<SessionConfig>) -> bool {
         let old = std::mem::replace(&mut self.config, config);
         if self.phase != Phase::Open || !self.config.auth_required() {
