@@ -10,8 +10,9 @@ use crate::brokers::{Binaries, Broker, BrokerKind, Settings};
 use crate::proto::blipmq::Blipmq;
 use crate::proto::nats::Nats;
 use crate::proto::resp::Resp;
-use crate::report::{ConnFigures, RunResult};
+use crate::report::{ConnFigures, FloodFigures, RunResult};
 use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace};
+use crate::run::flood;
 use crate::run::idle::{self, IdleConnections};
 
 /// Payload sizes of the throughput scenarios.
@@ -24,6 +25,13 @@ pub const RATES: [u64; 3] = [10_000, 50_000, 100_000];
 pub const LATENCY_PAYLOAD: usize = 16;
 /// Idle subscriber connections of the connections scenario.
 pub const IDLE_CONNECTIONS: usize = 10_000;
+/// Connections of the flood scenario that never send CONNECT.
+pub const SILENT_CONNECTIONS: usize = 10_000;
+/// BlipMQ's `auth.timeout` (its default), in which it must close them.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The measured window of the flood scenario: the burst of connections
+/// and their closing fill it.
+const FLOOD_WINDOW: Duration = Duration::from_secs(3);
 /// Payload of the connections and queue-group scenarios' throughput.
 pub const SMALL_PAYLOAD: usize = 128;
 /// Members of the queue group.
@@ -73,6 +81,12 @@ pub enum Kind {
         idle: usize,
         payload: usize,
     },
+    /// 1 → 1 throughput without, then with, a burst of `silent`
+    /// connections that never send CONNECT.
+    Flood {
+        silent: usize,
+        payload: usize,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +100,11 @@ pub struct Scenario {
 
 impl Scenario {
     pub fn applies_to(&self, broker: BrokerKind) -> bool {
-        self.group != Group::Queue || broker.has_queue_groups()
+        match self.kind {
+            // Redis has no handshake to time out.
+            Kind::Flood { .. } => broker != BrokerKind::Redis,
+            _ => self.group != Group::Queue || broker.has_queue_groups(),
+        }
     }
 
     /// About how long one run takes, for `--list` and the plan.
@@ -97,6 +115,9 @@ impl Scenario {
             Kind::Latency { .. } => setup + timing.latency_warmup + timing.latency_measure,
             Kind::Connections { .. } => {
                 setup + Duration::from_secs(3) + timing.warmup + timing.measure
+            }
+            Kind::Flood { .. } => {
+                setup + 2 * timing.warmup + timing.measure.min(FLOOD_WINDOW) * 2 + AUTH_TIMEOUT
             }
         }
     }
@@ -160,6 +181,19 @@ pub fn all() -> Vec<Scenario> {
         ),
         kind: Kind::Connections {
             idle: IDLE_CONNECTIONS,
+            payload: SMALL_PAYLOAD,
+        },
+    });
+    list.push(Scenario {
+        name: "flood-10k".into(),
+        group: Group::Connections,
+        description: format!(
+            "1 → 1 throughput with {} payloads, then again while {SILENT_CONNECTIONS} connections open \
+             and never send CONNECT; how many the broker closes within auth.timeout + 1 s",
+            size_label(SMALL_PAYLOAD)
+        ),
+        kind: Kind::Flood {
+            silent: SILENT_CONNECTIONS,
             payload: SMALL_PAYLOAD,
         },
     });
@@ -407,6 +441,24 @@ fn run_inner(
             });
             result.rss_end_bytes = broker.rss_bytes().ok();
             drop(conns);
+        }
+        Kind::Flood { silent, payload } => {
+            let spec = FlowSpec {
+                measure: timing.measure.min(FLOOD_WINDOW),
+                ..throughput(1, 1, payload, false)
+            };
+            on_progress("without the flood".into());
+            let quiet = run_flow(&mut broker, &spec, settings, on_progress)?;
+            let deadline = AUTH_TIMEOUT + Duration::from_secs(1);
+            let flood = flood::start(broker.addr, silent, spec.warmup, deadline);
+            let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
+            on_progress(format!("waiting for the {silent} silent connections"));
+            let flooded = flood
+                .join()
+                .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??;
+            broker.check_alive()?;
+            result.set_flow(&spec, &outcome);
+            result.flood = Some(FloodFigures::new(&quiet, &outcome, &flooded, deadline));
         }
     }
     if result.rss_end_bytes.is_none() {

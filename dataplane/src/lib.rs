@@ -10,7 +10,8 @@
 //! `unsafe` code is denied here but for the modules that share memory with
 //! the kernel or with other processes and threads through raw pointers:
 //! the AF_PACKET rings (`backend::afpacket::ring`), the worker rings
-//! (`rings`) and the stats segment (`stats`). Each of them allows it
+//! (`rings`) and the stats segment (`stats`); and one call that sets a
+//! malloc parameter (`backend::userspace::heap`). Each of them allows it
 //! explicitly, and every `unsafe` block says why it is sound (`// SAFETY:`,
 //! enforced by clippy's `undocumented_unsafe_blocks`).
 
@@ -21,6 +22,8 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod rings;

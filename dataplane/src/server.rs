@@ -307,7 +307,9 @@ fn start_control(
     Ok((control, socket, ports))
 }
 
-fn core_config(config: &Config) -> CoreConfig {
+/// The core settings `config` gives, before the backend's listener and
+/// TLS are known.
+pub fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
         session: Arc::new(session_config(config)),
         max_pending_bytes: config.limits.max_pending_bytes.min(usize::MAX as u64) as usize,

@@ -9,11 +9,9 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::{decode_frame, encode, ServerFrame};
+use blipmq_protocol::encode;
 use common::*;
 
 for_backends! {
@@ -26,9 +24,6 @@ for_backends! {
     ],
     two_workers: [],
 }
-
-/// ERROR 401's reason, as `dialect::HANDSHAKE_TIMEOUT` has it.
-const HANDSHAKE_TIMEOUT: &str = "authentication timeout: no CONNECT in time";
 
 /// No CONNECT within `auth.timeout`: ERROR 401 and close, for BlipMQ and
 /// NATS clients alike; a client that connected stays.
@@ -92,31 +87,7 @@ fn closed_with_error(idle: &mut Idle, deadline: Instant) -> Result<(u16, String)
             Err(e) => return Err(format!("{e} {:?} after it opened", idle.opened.elapsed())),
         }
     }
-    let mut at = 0;
-    let mut error = None;
-    while let Ok(Some((raw, len))) = decode_frame(&bytes[at..], u32::MAX) {
-        if let Ok(ServerFrame::Error { code, reason }) = ServerFrame::parse(raw) {
-            error = Some((code, String::from_utf8_lossy(reason).into_owned()));
-        }
-        at += len;
-    }
-    error.ok_or_else(|| format!("closed without an ERROR: {bytes:02x?}"))
-}
-
-/// A subscriber and a publisher exchanging messages on their own thread
-/// until `stop`; counts the round trips. Panics (failing the join) if one
-/// takes longer than [`TIMEOUT`].
-fn keep_exchanging(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
-    let mut sub = Raw::handshake(addr);
-    sub.subscribe("flow", 1);
-    let mut publisher = Raw::handshake(addr);
-    while !stop.load(Ordering::Relaxed) {
-        let n = done.load(Ordering::Relaxed);
-        publisher.publish("flow", &n.to_be_bytes());
-        let got = sub.expect_msg();
-        assert_eq!(got.payload, n.to_be_bytes(), "lost or out of order");
-        done.fetch_add(1, Ordering::Relaxed);
-    }
+    last_error(&bytes).ok_or_else(|| format!("closed without an ERROR: {bytes:02x?}"))
 }
 
 /// 2,000 connections that never send CONNECT are all closed with ERROR
@@ -133,12 +104,7 @@ fn idle_flood_is_closed_in_time_while_traffic_flows(backend: Backend, workers: u
     let config = "[server]\nmax_connections = 10000\n[auth]\ntimeout = \"1s\"\n";
     let broker = Broker::start_on(backend, workers, config);
     let addr = broker.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let traffic = {
-        let (stop, done) = (stop.clone(), done.clone());
-        std::thread::spawn(move || as_client_of(addr, move || keep_exchanging(addr, stop, done)))
-    };
+    let traffic = Exchange::start(addr);
     let flood_started = Instant::now();
     let mut idle: Vec<Idle> = as_client_of(addr, move || {
         (0..IDLE)
@@ -152,7 +118,7 @@ fn idle_flood_is_closed_in_time_while_traffic_flows(backend: Backend, workers: u
             })
             .collect()
     });
-    let before = done.load(Ordering::Relaxed);
+    let before = traffic.round_trips();
     let mut late = Vec::new();
     for (i, conn) in idle.iter_mut().enumerate() {
         let deadline = conn.opened + AUTH_TIMEOUT + Duration::from_secs(1);
@@ -162,11 +128,8 @@ fn idle_flood_is_closed_in_time_while_traffic_flows(backend: Backend, workers: u
         }
     }
     let flood = flood_started.elapsed();
-    let during = done.load(Ordering::Relaxed) - before;
-    stop.store(true, Ordering::Relaxed);
-    traffic
-        .join()
-        .expect("the publisher and subscriber kept going");
+    let during = traffic.round_trips() - before;
+    traffic.finish();
     eprintln!(
         "{IDLE} idle connections opened and closed in {flood:?}; {during} round trips meanwhile"
     );

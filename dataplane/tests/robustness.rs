@@ -414,17 +414,6 @@ fn answer_flood_without_reading(workers: usize) {
     broker.assert_alive();
 }
 
-/// Resident memory of a process, from /proc.
-fn broker_rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 for_workers!(
     random_garbage,
     truncated_frames_then_close,

@@ -327,7 +327,7 @@ pub fn render(report: &Report) -> String {
     let conns: Vec<_> = report
         .scenarios
         .iter()
-        .filter(|s| s.group == Group::Connections)
+        .filter(|s| matches!(s.kind, Kind::Connections { .. }))
         .collect();
     for scenario in conns {
         let _ = write!(
@@ -387,9 +387,80 @@ pub fn render(report: &Report) -> String {
         });
         md += &table.text;
     }
+    flood_section(report, &kinds, &mut md);
 
     problems(report, &mut md);
     md
+}
+
+/// The flood scenarios: the silent connections' fate and what they cost
+/// the flow.
+fn flood_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
+    for scenario in report
+        .scenarios
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Flood { .. }))
+    {
+        let _ = write!(
+            md,
+            "\n## Silent connections (`{}`)\n\n{}. BlipMQ closes a connection without CONNECT at its \
+             `auth.timeout` (2 s); nats-server only when authorization is configured, so here not.\n\n",
+            scenario.name, scenario.description
+        );
+        let mut table = Table::new("Figure", kinds, "BlipMQ/NATS");
+        let flood = |kind| {
+            report
+                .result(&scenario.name, kind)
+                .and_then(|r| r.flood.clone())
+        };
+        table.row("closed within auth.timeout + 1 s", |kind| match flood(kind) {
+            Some(f) => (
+                format!("{} of {}", f.closed_in_time, f.silent),
+                Some(f.closed_in_time as f64),
+            ),
+            None => ("–".into(), None),
+        });
+        table.row("slowest close", |kind| match flood(kind) {
+            Some(f) if f.closed_in_time > 0 => (
+                format!("{:.2} s", f.slowest_close_secs),
+                Some(f.slowest_close_secs),
+            ),
+            _ => ("–".into(), None),
+        });
+        table.row("time to open them", |kind| match flood(kind) {
+            Some(f) => (format!("{:.2} s", f.open_secs), Some(f.open_secs)),
+            None => ("–".into(), None),
+        });
+        table.row("1 → 1 before the flood", |kind| match flood(kind) {
+            Some(f) => (
+                format!("{} msg/s", human_rate(f.quiet_msgs_per_sec)),
+                Some(f.quiet_msgs_per_sec),
+            ),
+            None => ("–".into(), None),
+        });
+        table.row("1 → 1 during the flood", |kind| {
+            match report.result(&scenario.name, kind) {
+                Some(r) if r.status == Status::Ok => (
+                    format!(
+                        "{} msg/s{}",
+                        human_rate(r.msgs_per_sec.unwrap_or(0.0)),
+                        mark(r)
+                    ),
+                    r.msgs_per_sec,
+                ),
+                Some(r) => (failed_cell(r), None),
+                None => ("–".into(), None),
+            }
+        });
+        table.row("during / before", |kind| match flood(kind) {
+            Some(f) => (
+                format!("{:.2}×", f.flooded_over_quiet),
+                Some(f.flooded_over_quiet),
+            ),
+            None => ("–".into(), None),
+        });
+        *md += &table.text;
+    }
 }
 
 #[cfg(test)]

@@ -9,12 +9,15 @@ pub mod stats_watch;
 pub mod svg;
 pub mod veth;
 
+use std::time::Duration;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::brokers::syscalls::SyscallCounts;
 use crate::brokers::BrokerKind;
 use crate::lab::Backend;
+use crate::run::flood::FloodOutcome;
 use crate::run::flow::{FlowOutcome, FlowSpec, Pace};
 use crate::scenarios::{Group, Scenario};
 
@@ -102,6 +105,43 @@ pub struct ConnFigures {
     pub bytes_per_idle_conn: f64,
 }
 
+/// The flood scenario's extra figures: what the silent connections met
+/// and what they cost the flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodFigures {
+    pub silent: usize,
+    pub open_secs: f64,
+    /// The time from opening within which the broker had to close them.
+    pub deadline_secs: f64,
+    pub closed_in_time: usize,
+    pub slowest_close_secs: f64,
+    /// The same flow's messages per second before the flood.
+    pub quiet_msgs_per_sec: f64,
+    /// Messages per second during the flood over before it.
+    pub flooded_over_quiet: f64,
+}
+
+impl FloodFigures {
+    pub fn new(
+        quiet: &FlowOutcome,
+        flooded: &FlowOutcome,
+        flood: &FloodOutcome,
+        deadline: Duration,
+    ) -> FloodFigures {
+        let rate = |o: &FlowOutcome| o.delivered as f64 / o.window.as_secs_f64().max(1e-9);
+        let quiet_msgs_per_sec = rate(quiet);
+        FloodFigures {
+            silent: flood.opened,
+            open_secs: flood.open_time.as_secs_f64(),
+            deadline_secs: deadline.as_secs_f64(),
+            closed_in_time: flood.closed_in_time,
+            slowest_close_secs: flood.slowest_close.as_secs_f64(),
+            quiet_msgs_per_sec,
+            flooded_over_quiet: rate(flooded) / quiet_msgs_per_sec.max(1e-9),
+        }
+    }
+}
+
 /// Everything about one scenario on one broker.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -153,6 +193,7 @@ pub struct RunResult {
     /// the broker set the pace, as they should.
     pub publisher_wait_secs: Vec<f64>,
     pub connections: Option<ConnFigures>,
+    pub flood: Option<FloodFigures>,
     pub rss_start_bytes: Option<u64>,
     pub rss_end_bytes: Option<u64>,
     /// Stats-watch overhead mode only: which arm and round this run was.
@@ -239,6 +280,7 @@ impl RunResult {
             receiver_mismatches: 0,
             publisher_wait_secs: Vec::new(),
             connections: None,
+            flood: None,
             rss_start_bytes: None,
             rss_end_bytes: None,
             stats_watch: None,
@@ -420,6 +462,12 @@ impl RunResult {
             line += &format!(
                 "  (skewed: other processes used {:.2} CPUs)",
                 self.other_cpu_secs / self.window_secs
+            );
+        }
+        if let Some(flood) = &self.flood {
+            line += &format!(
+                "  {:.2}× the rate without the flood; {} of {} silent closed within {:.0} s",
+                flood.flooded_over_quiet, flood.closed_in_time, flood.silent, flood.deadline_secs
             );
         }
         if let Some(conn) = &self.connections {

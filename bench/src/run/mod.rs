@@ -2,6 +2,7 @@
 //! protocol clients of [`crate::proto`].
 
 pub mod dpdk;
+pub mod flood;
 pub mod flow;
 pub mod idle;
 pub mod messages;

@@ -181,6 +181,8 @@ counters! {
         "Times a publisher's connection went unread until its publish budget (limits.max_*_per_sec) refilled.";
     RateRejected = "rate_rejected", Counter, Sum,
         "Messages refused with ERROR 429 for exceeding the publisher's limits.max_*_per_sec.";
+    PermissionViolations = "permission_violations", Counter, Sum,
+        "Publishes and subscriptions refused by the user's permissions (ERROR 403).";
     /// Highest occupancy in bytes seen on any of the worker's outgoing
     /// rings; written with [`WorkerStats::max`](super::WorkerStats::max).
     RingOccupancyHighWater = "ring_occupancy_high_water", Gauge, Max,

@@ -31,6 +31,11 @@ impl HeldAnswers {
         self.marks.push_back((ticket, self.bytes.len()));
     }
 
+    /// Bytes held.
+    pub fn bytes_held(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Where answers are encoded while holding.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.bytes

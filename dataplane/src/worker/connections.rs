@@ -87,6 +87,14 @@ impl Conn {
             None => self.output.is_empty(),
         }
     }
+
+    /// Bytes queued for the client: unsent output, sealed or not, and the
+    /// answers held behind barriers.
+    pub(super) fn queued_len(&self) -> usize {
+        self.output.pending_len()
+            + self.held.bytes_held()
+            + self.tls.as_ref().map_or(0, |tls| tls.pending().len())
+    }
 }
 
 /// A connection's identity and traffic, for the control plane only.
@@ -413,6 +421,12 @@ impl Connections {
         self.slab
             .get(cid)
             .is_some_and(|conn| conn.pacing == Pacing::Backlogged && conn.closing.is_none())
+    }
+
+    /// Whether the client has `max_pending_bytes` or more queued: then it
+    /// must get no more answers either (see [`WorkerCore`]'s `answer`).
+    pub(super) fn is_over_pending(&self, cid: ConnId) -> bool {
+        self.slab[cid].queued_len() >= self.max_pending
     }
 
     /// Cuts `cid` off as a slow consumer: its unsent messages are dropped

@@ -382,10 +382,9 @@ impl WorkerCore {
         self.start_close(cid, CloseReason::Error);
     }
 
-    /// Bytes queued for the connection, sealed or not.
+    /// Bytes queued for the connection, sealed or not, held answers too.
     pub fn pending_output(&self, cid: ConnId) -> usize {
-        let conn = &self.conns[cid];
-        conn.output.pending_len() + conn.tls.as_ref().map_or(0, |tls| tls.pending().len())
+        self.conns[cid].queued_len()
     }
 
     /// The first contiguous run of bytes waiting to be written to the
@@ -602,9 +601,29 @@ impl WorkerCore {
         self.conns.mark_dirty(cid);
     }
 
+    /// A client that sends frames but does not read their answers (PINGs,
+    /// verbose OKs, errors) is a slow consumer too once `max_pending_bytes`
+    /// are queued for it, as any client is in nats-server: cut off, so that
+    /// its queue stops growing. Returns whether it was.
+    fn cut_if_over_pending(&mut self, cid: ConnId) -> bool {
+        if !self.conns.is_over_pending(cid) {
+            return false;
+        }
+        let dropped = self.conns.cut_slow_consumer(cid, &self.stats, self.now);
+        self.stats.add(Counter::DroppedSlowConsumer, dropped);
+        tracing::warn!(
+            conn = cid,
+            "client not reading its answers cut off as a slow consumer"
+        );
+        true
+    }
+
     /// Answers now, or once a barrier passes when this connection's earlier
     /// frames reached other workers; the connection goes on meanwhile.
     fn answer(&mut self, cid: ConnId, answer: Answer) -> Flow {
+        if self.cut_if_over_pending(cid) {
+            return Flow::Stop;
+        }
         if self.conns[cid].unsynced {
             let ticket = self.peers.request_barrier();
             self.conns.hold_answers(cid, ticket);
@@ -677,6 +696,12 @@ impl WorkerCore {
             Step::Ok => self.answer(cid, Answer::Ok),
             Step::Pong => self.answer(cid, Answer::Pong),
             Step::Error(code, reason) => {
+                if code == ErrorCode::Forbidden {
+                    self.stats.inc(Counter::PermissionViolations);
+                }
+                if self.cut_if_over_pending(cid) {
+                    return Flow::Stop;
+                }
                 self.send_error(cid, code, &reason);
                 Flow::Continue
             }

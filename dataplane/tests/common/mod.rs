@@ -19,6 +19,7 @@
 
 #![allow(dead_code)]
 
+pub mod health;
 #[path = "../netns/mod.rs"]
 pub mod netns;
 pub mod pki;
@@ -34,6 +35,9 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{decode_frame, encode, flags, Info, Op, RawFrame, ServerFrame};
+// Not every test file uses every probe.
+#[allow(unused_imports)]
+pub use health::{broker_rss_kib, last_error, Exchange};
 
 /// How long any single expected event may take before a test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,6 +120,10 @@ max_topic_length = 32
 max_subscriptions = 64
 max_pending_bytes = 1048576
 "#;
+
+/// ERROR 401's reason for no CONNECT within `auth.timeout`, as
+/// `dialect::HANDSHAKE_TIMEOUT` has it.
+pub const HANDSHAKE_TIMEOUT: &str = "authentication timeout: no CONNECT in time";
 
 /// `[[auth.users]]` for the users tests of both protocols: `alice` (password;
 /// publishes `orders.>` but not `orders.secret`, subscribes `updates.*` and

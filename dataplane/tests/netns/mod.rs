@@ -72,7 +72,8 @@ pub struct RelayLinks {
     pub client_side_if: String,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip ARGS`; the error says what failed.
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let output = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())

@@ -9,6 +9,8 @@
 //!   connection ids.
 //! * [`transport::UserspaceTransport`]: the backend [`Transport`] over the
 //!   stack, which the one worker loop ([`crate::backend::driver`]) drives.
+//! * [`heap`]: keeps the sockets' buffers out of the heap, so that an
+//!   idle connection costs no resident memory for them.
 //! * [`memory::MemoryDevice`]: an in-memory Ethernet link with seeded
 //!   faults, on which the tests run the stack and whole workers on
 //!   simulated time.
@@ -17,6 +19,8 @@
 //! [`Transport`]: crate::backend::Transport
 
 pub mod checksum;
+// Sets a malloc parameter: the only `unsafe` of the user-space stack.
+pub mod heap;
 pub mod memory;
 pub mod segment;
 pub mod stack;

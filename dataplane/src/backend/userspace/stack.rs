@@ -296,6 +296,7 @@ impl Stack {
         device: &mut D,
         now: std::time::Instant,
     ) -> Stack {
+        super::heap::keep_socket_buffers_mapped();
         let epoch = now;
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
         // Initial sequence numbers and ports come from this seed.

@@ -546,6 +546,36 @@ fn slow_consumer_is_cut_off_and_its_losses_counted() {
     assert_eq!(cluster.output(0, publisher), vec![Out::Pong]);
 }
 
+/// Found by the session fuzz target: answers to a client that sends PINGs
+/// and never reads grew its queue without bound.
+#[test]
+fn a_client_that_does_not_read_its_answers_is_cut_off_at_max_pending() {
+    let mut cluster = Cluster::new(1, 1 << 16, 4096);
+    let greedy = cluster.connect(0);
+    let mut pings = Vec::new();
+    for _ in 0..1000 {
+        encode::put_ping(&mut pings);
+    }
+    cluster.send(0, greedy, &pings);
+    cluster.send(0, greedy, &pings);
+    let queued = cluster.cores[0].pending_output(greedy);
+    assert!(queued <= 4096 + 64, "{queued} bytes queued");
+    let got = cluster.output(0, greedy);
+    assert_eq!(
+        got.last(),
+        Some(&Out::Error(
+            ErrorCode::Unavailable.as_u16(),
+            "slow consumer".into()
+        ))
+    );
+    assert!(got[..got.len() - 1].iter().all(|out| *out == Out::Pong));
+    assert!(cluster.cores[0].should_close(greedy, cluster.now));
+    // Another client goes on.
+    let other = cluster.connect(0);
+    cluster.send_with(0, other, encode::put_ping);
+    assert_eq!(cluster.output(0, other), vec![Out::Pong]);
+}
+
 #[test]
 fn a_reloaded_max_pending_bytes_applies_to_live_subscribers() {
     let mut cluster = Cluster::new(1, 1 << 16, 1 << 20);

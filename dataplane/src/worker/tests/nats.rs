@@ -43,3 +43,17 @@ fn no_echo_passes_a_queue_groups_turn_to_another_member() {
     assert_eq!(got.matches("MSG jobs 7 2\r\n").count(), 50, "{got}");
     assert_eq!(cluster.cores[0].stats.get(Counter::DroppedNoGroupMember), 0);
 }
+
+/// The NATS side of `a_client_that_does_not_read_its_answers_is_cut_off_at_max_pending`:
+/// verbose +OKs and PONGs stop at `max_pending_bytes` with -ERR 'Slow Consumer'.
+#[test]
+fn a_nats_client_that_does_not_read_its_answers_is_cut_off() {
+    let mut cluster = Cluster::new(1, 1 << 16, 4096);
+    let greedy = nats_client(&mut cluster, 0, r#"{"verbose":true}"#);
+    let _ = take_text(&mut cluster, 0, greedy);
+    cluster.send(0, greedy, "PING\r\nSUB a 1\r\n".repeat(1000).as_bytes());
+    assert!(cluster.cores[0].pending_output(greedy) <= 4096 + 64);
+    let text = take_text(&mut cluster, 0, greedy);
+    assert!(text.ends_with("-ERR 'Slow Consumer'\r\n"), "{text}");
+    assert!(cluster.cores[0].should_close(greedy, cluster.now));
+}
