@@ -458,7 +458,10 @@ fn session_config(config: &Config) -> SessionConfig {
         max_topic_length: config.limits.max_topic_length,
         max_subscriptions: config.limits.max_subscriptions,
         token: config.auth.token.clone(),
-        users: Arc::new(crate::auth::UserTable::new(&config.auth.users)),
+        users: Arc::new(
+            crate::auth::UserTable::new(&config.auth.users)
+                .mapping_certificates(config.tls.verify_and_map),
+        ),
         ping_interval: config.server.ping_interval,
         max_pings_out: config.server.max_pings_out,
     }

@@ -2,7 +2,8 @@
 //! made per test) and real clients: async-nats for NATS, a rustls client
 //! carrying binary frames for BlipMQ's protocol. Refusals (wrong CA, no
 //! client certificate under mTLS, plaintext where TLS is required) and a
-//! certificate reload that keeps live connections.
+//! certificate reload that keeps live connections; client certificates
+//! naming their users (`verify_and_map`).
 
 #[macro_use]
 mod common;
@@ -14,6 +15,7 @@ use blipmq_protocol::encode;
 use common::pki::Pki;
 use common::{as_client_of, Backend, Broker, Raw};
 use futures_util::StreamExt;
+use rcgen::{DnType, SanType};
 
 /// Bounds every wait of a test.
 const WITHIN: Duration = Duration::from_secs(10);
@@ -30,10 +32,21 @@ fn listeners(backend: Backend) -> &'static str {
 /// A broker with TLS on both listeners (and `extra` in `[tls]`), and the
 /// PKI it was given.
 fn tls_broker(backend: Backend, workers: usize, name: &str, extra: &str) -> (Broker, Pki) {
+    tls_broker_with(backend, workers, name, |pki| pki.tls_config(extra))
+}
+
+/// A broker with both listeners and the configuration `config` makes with
+/// the PKI it is given.
+fn tls_broker_with(
+    backend: Backend,
+    workers: usize,
+    name: &str,
+    config: impl FnOnce(&Pki) -> String,
+) -> (Broker, Pki) {
     let mut pki = None;
     let broker = Broker::start_for(backend, workers, |ip| {
         let made = Pki::new(name, ip);
-        let config = format!("{}{}", listeners(backend), made.tls_config(extra));
+        let config = format!("{}{}", listeners(backend), config(&made));
         pki = Some(made);
         config
     });
@@ -198,19 +211,17 @@ fn read_line(stream: &mut std::net::TcpStream) -> String {
     String::from_utf8(line).unwrap()
 }
 
+/// A broker on the kernel backend requiring client certificates of its
+/// PKI's CA (and `tls_extra` in `[tls]`), with `rest` after `[tls]`.
+fn mtls_broker(name: &str, tls_extra: &str, rest: &str) -> (Broker, Pki) {
+    tls_broker_with(Backend::Kernel, 1, name, |pki| {
+        let tls = pki.tls_config(&format!("ca_file = {:?}\n{tls_extra}", pki.ca()));
+        format!("{tls}{rest}")
+    })
+}
+
 fn mutual_tls_needs_a_client_certificate_signed_by_the_ca() {
-    let mut pki_path = None;
-    let mut broker = Broker::start_for(Backend::Kernel, 1, |ip| {
-        let pki = Pki::new("mtls", ip);
-        let config = format!(
-            "{}{}",
-            listeners(Backend::Kernel),
-            pki.tls_config(&format!("ca_file = {:?}", pki.ca()))
-        );
-        pki_path = Some(pki);
-        config
-    });
-    let pki = pki_path.unwrap();
+    let (mut broker, pki) = mtls_broker("mtls", "", "");
     let (addr, nats_addr) = (broker.addr(), broker.nats_addr());
 
     let error = Raw::connect_tls(addr, &pki.ca(), None)
@@ -244,6 +255,71 @@ fn mutual_tls_needs_a_client_certificate_signed_by_the_ca() {
         "async-nats without a certificate is refused"
     );
     with.expect("async-nats with a certificate the CA signed");
+    broker.assert_alive();
+}
+
+fn client_certificates_name_their_users_in_both_protocols() {
+    let users = r#"
+[[auth.users]]
+user = "alice@example.com"
+permissions.publish = ["orders.>"]
+
+[[auth.users]]
+user = "CN=bob,O=Example"
+"#;
+    let (mut broker, pki) = mtls_broker("map", "verify_and_map = true", users);
+    let email = |address: &str| SanType::Rfc822Name(address.try_into().unwrap());
+    let alice = [(DnType::CommonName, "alice")];
+    pki.issue_client("alice", &alice, vec![email("alice@example.com")]);
+    let bob = [
+        (DnType::OrganizationName, "Example"),
+        (DnType::CommonName, "bob"),
+    ];
+    pki.issue_client("bob", &bob, Vec::new());
+    let mallory = [(DnType::CommonName, "mallory")];
+    pki.issue_client("mallory", &mallory, vec![email("mallory@example.com")]);
+    let cert = |name: &str| {
+        (
+            pki.path(&format!("{name}.pem")),
+            pki.path(&format!("{name}-key.pem")),
+        )
+    };
+    let (addr, nats_addr) = (broker.addr(), broker.nats_addr());
+
+    // alice by her email SAN, whatever CONNECT says; her permissions apply.
+    let (alice_cert, alice_key) = cert("alice");
+    let mut alice = Raw::connect_tls(addr, &pki.ca(), Some((&alice_cert, &alice_key)))
+        .expect("alice's certificate is accepted");
+    alice.do_connect(r#"{"protocol":1,"user":"CN=bob,O=Example"}"#);
+    alice.publish_ack("orders.new", b"1");
+    alice.send_frame(|b| encode::put_publish(b, b"admin.x", None, b"2", true));
+    let reason = alice.expect_error(403);
+    assert!(reason.contains("Permissions Violation"), "{reason}");
+    // mallory's certificate is valid but names no user.
+    let (mallory_cert, mallory_key) = cert("mallory");
+    let mut refused = Raw::connect_tls(addr, &pki.ca(), Some((&mallory_cert, &mallory_key)))
+        .expect("the CA signed mallory's certificate");
+    refused.send(&common::connect_bytes(r#"{"protocol":1}"#));
+    assert_eq!(refused.expect_error_and_close(401), "authorization failed");
+
+    let ca = pki.ca();
+    let (bob_cert, bob_key) = cert("bob");
+    let (got, refused) = as_nats_client(nats_addr, async move {
+        let bob = nats_tls(ca.clone()).add_client_certificate(bob_cert, bob_key);
+        let bob = connect_nats(bob, nats_addr)
+            .await
+            .expect("bob by his subject");
+        let mut sub = bob.subscribe("bob.x").await.unwrap();
+        bob.publish("bob.x", "hi".into()).await.unwrap();
+        bob.flush().await.unwrap();
+        let got = next(&mut sub).await.payload;
+        let mallory = nats_tls(ca).add_client_certificate(mallory_cert, mallory_key);
+        (got, connect_nats(mallory, nats_addr).await.map(|_| ()))
+    });
+    assert_eq!(&got[..], b"hi");
+    let error = refused.expect_err("mallory's certificate names no user");
+    assert!(error.contains("authorization violation"), "{error}");
+    alice.ping_pong();
     broker.assert_alive();
 }
 
@@ -340,6 +416,11 @@ fn wrong_ca_and_plaintext_are_refused() {
 #[test]
 fn mutual_tls() {
     mutual_tls_needs_a_client_certificate_signed_by_the_ca();
+}
+
+#[test]
+fn client_certificates_as_users() {
+    client_certificates_name_their_users_in_both_protocols();
 }
 
 #[test]

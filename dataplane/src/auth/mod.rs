@@ -25,6 +25,9 @@ pub use responses::ReplyGrants;
 #[derive(Default)]
 pub struct UserTable {
     users: Vec<Arc<User>>,
+    /// `tls.verify_and_map`: a connection's user is its client
+    /// certificate's, and CONNECT's credentials are not asked for.
+    map_certificates: bool,
 }
 
 /// One user: a name, how it proves itself, and what it may do.
@@ -42,6 +45,9 @@ enum Credential {
     /// worker's time per CONNECT).
     Bcrypt(Secret),
     Token(Secret),
+    /// None: the user is only ever a client certificate's
+    /// (`tls.verify_and_map`).
+    Certificate,
 }
 
 /// Secrets are compared without an early exit, so that timing does not
@@ -55,23 +61,37 @@ impl UserTable {
     pub fn new(users: &[UserConfig]) -> UserTable {
         let users = users
             .iter()
-            .filter_map(|config| {
+            .map(|config| {
                 let credential = match (&config.password, &config.token) {
                     (Some(password), _) if is_bcrypt(password.expose()) => {
                         Credential::Bcrypt(password.clone())
                     }
                     (Some(password), _) => Credential::Password(password.clone()),
                     (None, Some(token)) => Credential::Token(token.clone()),
-                    (None, None) => return None,
+                    (None, None) => Credential::Certificate,
                 };
-                Some(Arc::new(User {
+                Arc::new(User {
                     name: config.user.clone(),
                     credential,
                     permissions: Permissions::new(&config.permissions),
-                }))
+                })
             })
             .collect();
-        UserTable { users }
+        UserTable {
+            users,
+            map_certificates: false,
+        }
+    }
+
+    /// The table with users taken from client certificates (`on`), or from
+    /// CONNECT's credentials.
+    pub fn mapping_certificates(mut self, on: bool) -> UserTable {
+        self.map_certificates = on;
+        self
+    }
+
+    pub fn maps_certificates(&self) -> bool {
+        self.map_certificates
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,9 +108,18 @@ impl UserTable {
         let valid = match &user.credential {
             Credential::Password(expected) => same_secret(expected.expose(), password),
             Credential::Bcrypt(hash) => bcrypt::verify(password, hash.expose()).unwrap_or(false),
-            Credential::Token(_) => false,
+            Credential::Token(_) | Credential::Certificate => false,
         };
         valid.then_some(user)
+    }
+
+    /// The first of a client certificate's names that is a user's
+    /// (`tls.verify_and_map`: the certificate is the credential).
+    pub fn by_certificate<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&Arc<User>> {
+        names.into_iter().find_map(|name| self.find(name))
     }
 
     /// The user whose token `token` is. Every token is compared, so that

@@ -185,6 +185,10 @@ pub struct TlsConfig {
     /// NATS clients start with the TLS handshake, before INFO, as
     /// nats-server 2.10's `handshake_first`.
     pub handshake_first: bool,
+    /// A connection's user is the `[[auth.users]]` entry its client
+    /// certificate names (email, DNS or URI SAN, or RFC 2253 subject), as
+    /// nats-server's `verify_and_map`; needs `ca_file`.
+    pub verify_and_map: bool,
 }
 
 impl Default for TlsConfig {
@@ -195,6 +199,7 @@ impl Default for TlsConfig {
             ca_file: String::new(),
             required: true,
             handshake_first: false,
+            verify_and_map: false,
         }
     }
 }
@@ -224,6 +229,11 @@ impl TlsConfig {
             (true, true) if !self.ca_file.is_empty() => Err(ConfigError::invalid(
                 "tls.ca_file",
                 "tls.ca_file needs tls.cert_file and tls.key_file",
+            )),
+            _ if self.verify_and_map && self.ca_file.is_empty() => Err(ConfigError::invalid(
+                "tls.verify_and_map",
+                "tls.verify_and_map needs tls.ca_file: users are taken from client \
+                 certificates, which only mutual TLS asks for",
             )),
             _ => Ok(()),
         }
@@ -689,7 +699,15 @@ impl Config {
         }
 
         self.tls.validate()?;
-        self.auth.validate_users(limits.max_topic_length)?;
+        if self.tls.verify_and_map && self.auth.users.is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.verify_and_map",
+                "tls.verify_and_map needs [[auth.users]]: the users client certificates \
+                 are mapped to (by email, DNS or URI name, or RFC 2253 subject)",
+            ));
+        }
+        self.auth
+            .validate_users(limits.max_topic_length, self.tls.verify_and_map)?;
 
         validate_log_level(&self.log.level)?;
 

@@ -167,11 +167,21 @@ pub fn is_bcrypt(password: &str) -> bool {
 impl AuthConfig {
     /// Whether the file holds a secret (a token or a user's credential).
     pub fn has_secrets(&self) -> bool {
-        self.token.is_some() || !self.users.is_empty()
+        self.token.is_some()
+            || self
+                .users
+                .iter()
+                .any(|user| user.password.is_some() || user.token.is_some())
     }
 
     /// Checks `[[auth.users]]`; messages name users, never their secrets.
-    pub(super) fn validate_users(&self, max_topic_length: u16) -> Result<(), ConfigError> {
+    /// With `certificate_users` (`tls.verify_and_map`), a user may have no
+    /// password or token: only a client certificate then names it.
+    pub(super) fn validate_users(
+        &self,
+        max_topic_length: u16,
+        certificate_users: bool,
+    ) -> Result<(), ConfigError> {
         if self.users.is_empty() {
             return Ok(());
         }
@@ -203,10 +213,14 @@ impl AuthConfig {
             }
             let name = &user.user;
             match (&user.password, &user.token) {
+                (None, None) if certificate_users => {}
                 (Some(_), Some(_)) | (None, None) => {
                     return Err(invalid(
                         "password",
-                        format!("user {name:?} needs exactly one of `password` and `token`"),
+                        format!(
+                            "user {name:?} needs exactly one of `password` and `token` \
+                             (or neither, with tls.verify_and_map)"
+                        ),
                     ))
                 }
                 (Some(password), None) => {
@@ -451,6 +465,43 @@ permissions.allow_responses = true
                 assert!(!message.contains(secret), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn verify_and_map_needs_a_ca_file_and_users_who_then_need_no_secret() {
+        let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"k.pem\"\n";
+        let user = "[[auth.users]]\nuser = \"CN=alice,O=Example\"\n";
+        for (text, key, wanted) in [
+            (
+                format!("{tls}verify_and_map = true\n{user}"),
+                "tls.verify_and_map",
+                "needs tls.ca_file",
+            ),
+            (
+                format!("{tls}ca_file = \"ca.pem\"\nverify_and_map = true\n"),
+                "tls.verify_and_map",
+                "needs [[auth.users]]",
+            ),
+            (
+                format!("{tls}ca_file = \"ca.pem\"\n{user}"),
+                "auth.users[0].password",
+                "or neither, with tls.verify_and_map",
+            ),
+        ] {
+            let error = err(&text);
+            let message = error.to_string();
+            assert_eq!(error.key(), Some(key), "{message}");
+            assert!(message.contains(wanted), "{wanted:?} not in {message}");
+        }
+        let text = format!("{tls}ca_file = \"ca.pem\"\nverify_and_map = true\n{user}");
+        let config = Config::from_toml_str(&text).unwrap();
+        assert!(config.tls.verify_and_map);
+        // Nothing secret in it: the file may stay readable.
+        assert!(!config.auth.has_secrets());
+        let table = crate::auth::UserTable::new(&config.auth.users);
+        assert!(table.find("CN=alice,O=Example").is_some());
+        assert!(table.by_password("CN=alice,O=Example", "").is_none());
+        assert!(table.by_token("").is_none());
     }
 
     #[test]

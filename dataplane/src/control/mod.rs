@@ -377,6 +377,12 @@ impl Control {
             max_connections: new.server.max_connections,
             token: new.auth.token.clone(),
             users: new.auth.users.clone(),
+            // Turned on or off with TLS itself only by a restart.
+            map_certificates: if tls_reloaded {
+                new.tls.verify_and_map
+            } else {
+                current.tls.verify_and_map
+            },
             ping_interval_ms: new.server.ping_interval.as_millis() as u64,
             max_pings_out: new.server.max_pings_out,
             connection_limits: ConnectionLimits::from_config(&new),

@@ -43,6 +43,9 @@ pub struct ReloadSettings {
     pub token: Option<String>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// `tls.verify_and_map`: users come from client certificates.
+    #[serde(default)]
+    pub map_certificates: bool,
     pub ping_interval_ms: u64,
     pub max_pings_out: u32,
     pub connection_limits: ConnectionLimits,

@@ -269,6 +269,9 @@ pub struct Session {
     /// Who CONNECT proved the client to be, when it gave a user's
     /// credentials; its permissions apply to every publish and subscribe.
     user: Option<Arc<User>>,
+    /// The user names its verified client certificate offers, best first
+    /// (for `tls.verify_and_map`); empty without one.
+    certificate_names: Vec<String>,
     /// Reply subjects it may answer (`allow_responses`).
     replies: ReplyGrants,
     /// The time of the bytes being handled, for reply grants.
@@ -306,26 +309,50 @@ impl Session {
             pings_out: 0,
             next_ping,
             user: None,
+            certificate_names: Vec::new(),
             replies: ReplyGrants::default(),
             now,
         }
     }
 
-    /// The user CONNECT authenticated, if it named one.
+    /// The user CONNECT authenticated, if it named one (or, with
+    /// `tls.verify_and_map`, the user its client certificate names).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref().map(User::name)
+    }
+
+    /// The client's certificate was verified and offers these names, best
+    /// first; with `tls.verify_and_map` the first that is a user's is the
+    /// connection's user.
+    pub fn set_certificate_names(&mut self, names: Vec<String>) {
+        self.certificate_names = names;
+    }
+
+    fn certificate_user(&self) -> Option<Arc<User>> {
+        let names = self.certificate_names.iter().map(String::as_str);
+        self.config.users.by_certificate(names).cloned()
     }
 
     /// Applies a reloaded configuration to a live connection and checks
     /// its credentials again, as nats-server does: false when they no
     /// longer hold (its user is gone or has new credentials, the token
     /// changed, or credentials are now required) and it must be closed.
-    /// Otherwise its user's new permissions apply from its next frame.
+    /// Otherwise its user's new permissions apply from its next frame. A
+    /// connection whose user came from its certificate is mapped again.
     pub fn reauthorize(&mut self, config: Arc<SessionConfig>) -> bool {
         let old = std::mem::replace(&mut self.config, config);
         if self.phase != Phase::Open || !self.config.auth_required() {
             self.user = None;
             return true;
+        }
+        if self.config.users.maps_certificates() {
+            self.user = self.certificate_user();
+            return self.user.is_some();
+        }
+        if old.users.maps_certificates() {
+            // Its certificate was its credential, and no longer is.
+            self.user = None;
+            return false;
         }
         match self.user.take() {
             Some(user) => match self.config.users.find(user.name()) {
@@ -374,6 +401,10 @@ impl Session {
         let users = &self.config.users;
         if users.is_empty() {
             return Ok(None);
+        }
+        if users.maps_certificates() {
+            // As nats-server: CONNECT's credentials are not looked at.
+            return self.certificate_user().map(Some).ok_or_else(refused);
         }
         let found = match user {
             Some(name) => users.by_password(name, pass.unwrap_or_default()),

@@ -104,6 +104,13 @@ impl TlsLink {
             .map(|suite| format!("{:?}", suite.suite()))
     }
 
+    /// The client's certificate (DER), once the handshake verified it
+    /// (`tls.ca_file`).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        let chain = self.conn.peer_certificates()?;
+        chain.first().map(|cert| cert.as_ref())
+    }
+
     /// Takes bytes from the transport; appends the plaintext they carry to
     /// `plaintext`. On failure the alert (if any) is queued for the
     /// transport, and the connection should close once it is sent.

@@ -326,6 +326,11 @@ impl WorkerCore {
         if tls.take_ready() {
             // INFO, queued at accept, can now be sealed and sent.
             self.stats.inc(Counter::TlsHandshakes);
+            if let Some(cert) = tls.peer_certificate() {
+                // Read once, before any CONNECT it may authenticate.
+                conn.session
+                    .set_certificate_names(crate::tls::certificate_names(cert));
+            }
         }
         let peer_closed = tls.peer_closed();
         self.conns.mark_dirty(cid);

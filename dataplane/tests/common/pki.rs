@@ -1,18 +1,21 @@
 //! Real certificates for the TLS tests, made per test with rcgen: a CA, a
 //! server certificate it signed (for `localhost`, 127.0.0.1 and the
-//! broker's address), and a client certificate it signed, as PEM files in
-//! a directory removed on drop.
+//! broker's address), and a client certificate it signed (more, with the
+//! subject and SANs a test names, by [`Pki::issue_client`]), as PEM files
+//! in a directory removed on drop.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 pub struct Pki {
     dir: PathBuf,
+    ca: Certificate,
+    ca_key: KeyPair,
 }
 
 impl Pki {
@@ -22,9 +25,9 @@ impl Pki {
         let dir = std::env::temp_dir().join(format!("blipmq-pki-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a directory for the certificates");
-        let pki = Pki { dir };
         let (ca, ca_key) = authority("BlipMQ test CA");
-        pki.write("ca.pem", &ca.pem());
+        let pki = Pki { dir, ca, ca_key };
+        pki.write("ca.pem", &pki.ca.pem());
 
         let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         server
@@ -37,13 +40,23 @@ impl Pki {
                 .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
         }
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        pki.signed("server", server, &ca, &ca_key);
+        pki.signed("server", server);
 
-        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client.distinguished_name.push(DnType::CommonName, "alice");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        pki.signed("client", client, &ca, &ca_key);
+        pki.issue_client("client", &[(DnType::CommonName, "alice")], Vec::new());
         pki
+    }
+
+    /// A client certificate with `subject` (in this order) and `sans`, as
+    /// `NAME.pem` and `NAME-key.pem`.
+    pub fn issue_client(&self, name: &str, subject: &[(DnType, &str)], sans: Vec<SanType>) {
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client.distinguished_name = DistinguishedName::new();
+        for (kind, value) in subject {
+            client.distinguished_name.push(kind.clone(), *value);
+        }
+        client.subject_alt_names = sans;
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.signed(name, client);
     }
 
     /// Another CA with its own server certificate: what a client that
@@ -52,9 +65,9 @@ impl Pki {
         Pki::new(&format!("{name}-other"), server_ip)
     }
 
-    fn signed(&self, name: &str, params: CertificateParams, ca: &Certificate, ca_key: &KeyPair) {
+    fn signed(&self, name: &str, params: CertificateParams) {
         let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, ca, ca_key).unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         self.write(&format!("{name}.pem"), &cert.pem());
         self.write(&format!("{name}-key.pem"), &key.serialize_pem());
     }

@@ -210,7 +210,9 @@ impl WorkerCore {
             max_topic_length: settings.max_topic_length,
             max_subscriptions: settings.max_subscriptions,
             token: settings.token.clone(),
-            users: Arc::new(UserTable::new(&settings.users)),
+            users: Arc::new(
+                UserTable::new(&settings.users).mapping_certificates(settings.map_certificates),
+            ),
             ping_interval: Duration::from_millis(settings.ping_interval_ms),
             max_pings_out: settings.max_pings_out,
         });

@@ -14,6 +14,7 @@ use crate::stats::Counter;
 use crate::worker::limits::ConnectionLimits;
 
 mod limits;
+mod mtls;
 mod nats;
 mod pacing;
 mod tls;
@@ -48,6 +49,25 @@ fn session_config() -> SessionConfig {
         users: Default::default(),
         ping_interval: Duration::from_secs(60),
         max_pings_out: 2,
+    }
+}
+
+/// What a reload sends, with the session limits of [`session_config`].
+fn reload_settings(max_pending_bytes: u64, connection_limits: ConnectionLimits) -> ReloadSettings {
+    let session = session_config();
+    ReloadSettings {
+        max_payload: session.max_payload,
+        max_topic_length: session.max_topic_length,
+        max_subscriptions: session.max_subscriptions,
+        max_pending_bytes,
+        slow_consumer_grace_ms: 0,
+        max_connections: 1000,
+        token: session.token,
+        users: Default::default(),
+        map_certificates: false,
+        ping_interval_ms: session.ping_interval.as_millis() as u64,
+        max_pings_out: session.max_pings_out,
+        connection_limits,
     }
 }
 
@@ -176,6 +196,17 @@ impl Cluster {
         max_pending_bytes: u64,
         connection_limits: ConnectionLimits,
     ) -> ReloadResult {
+        self.reload_with(w, reload_settings(max_pending_bytes, connection_limits))
+    }
+
+    /// Reloads worker `w` with `settings` through a control port.
+    fn reload_with(&mut self, w: usize, settings: ReloadSettings) -> ReloadResult {
+        serde_json::from_slice(&self.ask(w, WorkerRequest::Reload(settings))).unwrap()
+    }
+
+    /// Asks worker `w` through a control port, as the control plane does;
+    /// its answer (JSON).
+    fn ask(&mut self, w: usize, request: WorkerRequest) -> Vec<u8> {
         let mut ends = RingRegion::new(2, 1 << 16).unwrap().into_workers();
         let mut worker = ends.pop().unwrap();
         let mut control = ends.pop().unwrap();
@@ -183,20 +214,6 @@ impl Cluster {
             worker.incoming[0].take().unwrap(),
             worker.outgoing[0].take().unwrap(),
         ));
-        let session = session_config();
-        let request = WorkerRequest::Reload(ReloadSettings {
-            max_payload: session.max_payload,
-            max_topic_length: session.max_topic_length,
-            max_subscriptions: session.max_subscriptions,
-            max_pending_bytes,
-            slow_consumer_grace_ms: 0,
-            max_connections: 1000,
-            token: session.token,
-            users: Default::default(),
-            ping_interval_ms: session.ping_interval.as_millis() as u64,
-            max_pings_out: session.max_pings_out,
-            connection_limits,
-        });
         let json = serde_json::to_vec(&request).unwrap();
         let requests = control.outgoing[1].as_mut().unwrap();
         let slot = requests.try_reserve(RECORD_HEADER + json.len()).unwrap();
@@ -207,7 +224,7 @@ impl Cluster {
         let replies = control.incoming[1].as_mut().unwrap();
         let (id, last, reply) = protocol::read_record(replies.peek().unwrap()).unwrap();
         assert_eq!((id, last), (1, true));
-        serde_json::from_slice(reply).unwrap()
+        reply.to_vec()
     }
 
     /// Takes and decodes everything queued for a connection.

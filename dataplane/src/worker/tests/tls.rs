@@ -13,13 +13,13 @@ use super::*;
 use crate::tls::{TlsServer, TlsSettings};
 
 /// A self-signed certificate for `localhost`, written to a fresh directory.
-struct Certs {
-    dir: PathBuf,
+pub(super) struct Certs {
+    pub(super) dir: PathBuf,
     cert: CertificateDer<'static>,
 }
 
 impl Certs {
-    fn new(name: &str) -> Certs {
+    pub(super) fn new(name: &str) -> Certs {
         let dir =
             std::env::temp_dir().join(format!("blipmq-core-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -32,7 +32,7 @@ impl Certs {
         }
     }
 
-    fn settings(&self) -> TlsSettings {
+    pub(super) fn settings(&self) -> TlsSettings {
         TlsSettings {
             cert_file: self.dir.join("cert.pem"),
             key_file: self.dir.join("key.pem"),
@@ -42,15 +42,27 @@ impl Certs {
         }
     }
 
-    fn client(&self) -> ClientConnection {
+    pub(super) fn client(&self) -> ClientConnection {
+        self.client_with(|builder| builder.with_no_client_auth())
+    }
+
+    /// A client trusting the server's certificate, its authentication
+    /// (none, or a certificate) chosen by `auth`.
+    pub(super) fn client_with(
+        &self,
+        auth: impl FnOnce(
+            rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+        ) -> ClientConfig,
+    ) -> ClientConnection {
         let mut roots = RootCertStore::empty();
         roots.add(self.cert.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = auth(
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots),
+        );
         ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap()
     }
 }
@@ -76,7 +88,7 @@ fn tls_cluster(certs: &Certs, settings: TlsSettings) -> Cluster {
 
 /// Moves bytes both ways until neither side has any; returns the
 /// plaintext the client received.
-fn pump(cluster: &mut Cluster, cid: ConnId, client: &mut ClientConnection) -> Vec<u8> {
+pub(super) fn pump(cluster: &mut Cluster, cid: ConnId, client: &mut ClientConnection) -> Vec<u8> {
     let mut plaintext = Vec::new();
     for _ in 0..100 {
         let mut moved = false;
@@ -102,7 +114,7 @@ fn pump(cluster: &mut Cluster, cid: ConnId, client: &mut ClientConnection) -> Ve
 }
 
 /// What the core has for the transport.
-fn drain(cluster: &mut Cluster, cid: ConnId) -> Vec<u8> {
+pub(super) fn drain(cluster: &mut Cluster, cid: ConnId) -> Vec<u8> {
     let mut wire = Vec::new();
     loop {
         let run = cluster.cores[0].output(cid).to_vec();
@@ -114,7 +126,7 @@ fn drain(cluster: &mut Cluster, cid: ConnId) -> Vec<u8> {
     }
 }
 
-fn frames(bytes: &[u8]) -> Vec<ServerFrame<'_>> {
+pub(super) fn frames(bytes: &[u8]) -> Vec<ServerFrame<'_>> {
     let mut frames = Vec::new();
     let mut at = 0;
     while let Some((raw, len)) = decode_frame(&bytes[at..], u32::MAX).unwrap() {
