@@ -4,7 +4,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use blipmq_dataplane::stats::{Counter, Rates, Snapshot};
+use blipmq_dataplane::http::{latency_from_json, latency_json};
+use blipmq_dataplane::stats::{Counter, LatencyHistogram, Rates, Snapshot};
 use serde_json::{json, Map, Value};
 
 /// A table with one row per worker and a `total` row: open connections,
@@ -80,11 +81,55 @@ pub fn render_table(snapshot: &Snapshot, rates: Option<&Rates>) -> String {
     let mut rows = vec![header];
     rows.extend((0..snapshot.workers()).map(|w| row(Some(w))));
     rows.push(row(None));
+    push_aligned(&mut out, &rows);
 
+    out.push_str(match rates {
+        Some(_) => "\nin-broker latency of the messages delivered in the interval\n",
+        None => "\nin-broker latency (PUBLISH read to subscriber write) since start\n",
+    });
+    let latency = |worker: Option<usize>| match rates {
+        Some(r) => r.latency(worker),
+        None => snapshot.latency(worker),
+    };
+    let mut rows = vec![["WORKER", "MSGS", "P50", "P99", "P99.9", "MAX"]
+        .map(String::from)
+        .to_vec()];
+    for worker in (0..snapshot.workers()).map(Some).chain([None]) {
+        let histogram = latency(worker);
+        let mut cells = vec![worker.map_or_else(|| "total".to_owned(), |w| w.to_string())];
+        cells.extend(latency_cells(&histogram));
+        rows.push(cells);
+    }
+    push_aligned(&mut out, &rows);
+    out
+}
+
+/// Samples, p50, p99, p99.9 and max of a latency histogram, for a table.
+fn latency_cells(histogram: &LatencyHistogram) -> Vec<String> {
+    let quantile = |q: f64| {
+        histogram
+            .quantile(q)
+            .map_or_else(|| "-".to_owned(), fmt_latency)
+    };
+    vec![
+        fmt_count(histogram.count() as f64),
+        quantile(0.5),
+        quantile(0.99),
+        quantile(0.999),
+        if histogram.count() == 0 {
+            "-".to_owned()
+        } else {
+            fmt_latency(Duration::from_nanos(histogram.max_nanos()))
+        },
+    ]
+}
+
+/// Appends `rows` as columns: the first left-aligned, the rest right.
+fn push_aligned(out: &mut String, rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    for r in &rows {
+    for r in rows {
         let mut line = String::new();
         for (i, (cell, width)) in r.iter().zip(&widths).enumerate() {
             if i == 0 {
@@ -96,16 +141,17 @@ pub fn render_table(snapshot: &Snapshot, rates: Option<&Rates>) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out
 }
 
 /// The snapshot as JSON:
 ///
 /// ```json
 /// {"pid": 42, "start_unix_nanos": ..., "taken_unix_nanos": ...,
-///  "workers": [{"worker": 0, "counters": {"connections_open": 3, ...}}, ...],
-///  "totals": {"connections_open": 9, ...}}
+///  "workers": [{"worker": 0, "counters": {"connections_open": 3, ...}, "latency": {...}}, ...],
+///  "totals": {"connections_open": 9, ...}, "latency": {...}}
 /// ```
+///
+/// `latency` is the in-broker latency histogram, as in `/varz`.
 ///
 /// Counter keys are [`Counter::name`]s, in block order; totals combine
 /// workers per [`Counter::aggregate`].
@@ -119,7 +165,13 @@ pub fn render_json(snapshot: &Snapshot) -> Value {
         )
     };
     let workers: Vec<Value> = (0..snapshot.workers())
-        .map(|w| json!({"worker": w, "counters": counters(&|c| snapshot.get(w, c))}))
+        .map(|w| {
+            json!({
+                "worker": w,
+                "counters": counters(&|c| snapshot.get(w, c)),
+                "latency": latency_json(&snapshot.latency(Some(w))),
+            })
+        })
         .collect();
     json!({
         "pid": snapshot.pid(),
@@ -127,6 +179,7 @@ pub fn render_json(snapshot: &Snapshot) -> Value {
         "taken_unix_nanos": snapshot.taken_unix_nanos(),
         "workers": workers,
         "totals": counters(&|c| snapshot.total(c)),
+        "latency": latency_json(&snapshot.latency(None)),
     })
 }
 
@@ -140,9 +193,10 @@ pub fn snapshot_from_varz(varz: &Value) -> Result<Snapshot, String> {
             .ok_or_else(|| format!("the stats reply has no numeric {key:?}"))
     };
     let pid = u32::try_from(number("pid")?).map_err(|_| "the stats reply's pid is too large")?;
-    let workers = varz["workers"]
+    let listed = varz["workers"]
         .as_array()
-        .ok_or("the stats reply has no \"workers\" list")?
+        .ok_or("the stats reply has no \"workers\" list")?;
+    let workers = listed
         .iter()
         .map(|worker| {
             Counter::ALL
@@ -151,12 +205,17 @@ pub fn snapshot_from_varz(varz: &Value) -> Result<Snapshot, String> {
                 .collect()
         })
         .collect();
+    let latency = listed
+        .iter()
+        .map(|worker| latency_from_json(&worker["latency"]))
+        .collect();
     Ok(Snapshot::new(
         pid,
         number("start_unix_nanos")?,
         number("now_unix_nanos")?,
         workers,
-    ))
+    )
+    .with_latency(latency))
 }
 
 /// `999`, `12.5`, `1.2k`, `3.4M`, `5.6G`, `7.8T`.
@@ -185,6 +244,20 @@ fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
 }
 
 /// `850ms`, `2.5s`, `3m10s`, then as [`fmt_duration`].
+/// A latency: `850ns`, `12.3µs`, `4.56ms`, `1.20s`.
+pub(crate) fn fmt_latency(d: Duration) -> String {
+    let nanos = d.as_nanos() as f64;
+    if nanos < 1e3 {
+        format!("{nanos:.0}ns")
+    } else if nanos < 1e6 {
+        format!("{:.1}µs", nanos / 1e3)
+    } else if nanos < 1e9 {
+        format!("{:.2}ms", nanos / 1e6)
+    } else {
+        format!("{:.2}s", nanos / 1e9)
+    }
+}
+
 pub(crate) fn fmt_age(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
@@ -233,16 +306,54 @@ mod tests {
         })
     }
 
-    /// Taken 100 s after start; heartbeats 50 ms and 2 s old.
+    /// Taken 100 s after start; heartbeats 50 ms and 2 s old; worker 0
+    /// delivered `scale` × 98 messages in 12 µs and `scale` × 2 in 3 ms,
+    /// worker 1 none.
     fn snapshot(scale: u64) -> Snapshot {
         let taken = 1_000_100 * SEC;
         let ms = taken / 1_000_000;
+        let mut latency = LatencyHistogram::default();
+        latency.record(12_000, 98 * scale);
+        latency.record(3_000_000, 2 * scale);
         Snapshot::new(
             42,
             1_000_000 * SEC,
             taken,
             vec![worker(scale, ms - 50), worker(2 * scale, ms - 2000)],
         )
+        .with_latency(vec![latency, LatencyHistogram::default()])
+    }
+
+    /// The latency table's row for `first`.
+    fn latency_row(table: &str, first: &str) -> Vec<String> {
+        let (_, latency) = table
+            .split_once("in-broker latency")
+            .expect("latency table");
+        cells(latency, first)
+    }
+
+    #[test]
+    fn latency_table_since_start_and_over_an_interval() {
+        let table = render_table(&snapshot(1), None);
+        assert!(
+            table.contains("\nin-broker latency (PUBLISH read to subscriber write) since start\n")
+        );
+        assert_eq!(
+            latency_row(&table, "WORKER"),
+            ["WORKER", "MSGS", "P50", "P99", "P99.9", "MAX"]
+        );
+        // 12 µs lies in 11.264–12.288 µs: the quantile is the bucket's end.
+        assert_eq!(
+            latency_row(&table, "0"),
+            ["0", "100", "12.3µs", "3.00ms", "3.00ms", "3.00ms"]
+        );
+        assert_eq!(latency_row(&table, "1"), ["1", "0", "-", "-", "-", "-"]);
+        assert_eq!(latency_row(&table, "total")[1..3], ["100", "12.3µs"]);
+        // Over an interval: only what the interval added.
+        let rates = snapshot(3).rate_since(&snapshot(1), Duration::from_secs(2));
+        let table = render_table(&snapshot(3), Some(&rates));
+        assert!(table.contains("\nin-broker latency of the messages delivered in the interval\n"));
+        assert_eq!(latency_row(&table, "0")[1], "200");
     }
 
     fn cells(table: &str, first: &str) -> Vec<String> {
@@ -295,7 +406,11 @@ mod tests {
         );
         // Columns line up: every line has the header's length or less, and
         // rows end at the same column.
-        let lines: Vec<&str> = table.lines().skip(1).collect();
+        let lines: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
         assert_eq!(lines.len(), 4);
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
         let ends: Vec<usize> = lines
@@ -364,6 +479,8 @@ mod tests {
             assert_eq!(totals[c.name()], snap.total(c), "{}", c.name());
         }
         assert_eq!(totals["messages_published"], 3000);
+        assert_eq!(v["latency"]["count"], 100);
+        assert_eq!(workers[0]["latency"]["max_ns"], 3_000_000);
         // Survives a round trip through text.
         let text = serde_json::to_string(&v).unwrap();
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
@@ -389,6 +506,10 @@ mod tests {
         assert_eq!(fmt_bytes(512.0), "512B");
         assert_eq!(fmt_bytes(1536.0), "1.5KiB");
         assert_eq!(fmt_bytes(3.0 * 1024.0 * 1024.0), "3.0MiB");
+        assert_eq!(fmt_latency(Duration::from_nanos(850)), "850ns");
+        assert_eq!(fmt_latency(Duration::from_nanos(12_345)), "12.3µs");
+        assert_eq!(fmt_latency(Duration::from_micros(4_560)), "4.56ms");
+        assert_eq!(fmt_latency(Duration::from_millis(1_200)), "1.20s");
         assert_eq!(fmt_age(Duration::from_millis(850)), "850ms");
         assert_eq!(fmt_age(Duration::from_millis(2500)), "2.5s");
         assert_eq!(fmt_duration(Duration::from_secs(245)), "4m05s");

@@ -203,6 +203,7 @@ impl Cores {
 
     /// Writes away everything queued for the connection; returns the bytes.
     fn drain(&mut self, worker: usize, cid: ConnId) -> usize {
+        let now = self.now;
         let core = &mut self.cores[worker];
         let mut total = 0;
         loop {
@@ -210,7 +211,7 @@ impl Cores {
             if len == 0 {
                 return total;
             }
-            core.on_output_written(cid, len);
+            core.on_output_written(cid, len, now);
             total += len;
         }
     }

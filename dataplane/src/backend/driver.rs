@@ -319,7 +319,8 @@ impl<T: Transport> Driver<T> {
                 return false;
             }
             match self.transport.write(cid, &slices[..filled]) {
-                Write::Wrote(n) => self.core.on_output_written(cid, n),
+                // The write's own time ends its messages' in-broker latency.
+                Write::Wrote(n) => self.core.on_output_written(cid, n, Instant::now()),
                 Write::WouldBlock => return false,
                 Write::Failed => return true,
             }

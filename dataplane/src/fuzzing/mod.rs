@@ -494,7 +494,7 @@ impl Broker {
             }
             let len = run.len().min(left);
             conn.received.extend_from_slice(&run[..len]);
-            core.on_output_written(conn.cid, len);
+            core.on_output_written(conn.cid, len, self.now);
             left -= len;
         }
         let whole = match conn.dialect {

@@ -6,6 +6,8 @@
 //! it the values of one snapshot at scrape time, so the workers' counters
 //! stay in the stats segment and nothing is registered twice.
 
+use std::collections::HashMap;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -22,7 +24,9 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 ///
 /// Every [`Counter`] becomes one metric family, `# HELP` and `# TYPE` lines
 /// then one sample per worker labelled `worker="N"`; counters are named
-/// `blipmq_<name>_total`, gauges `blipmq_<name>`. Two broker-wide gauges
+/// `blipmq_<name>_total`, gauges `blipmq_<name>`. The in-broker latency is
+/// a histogram per worker, `blipmq_message_latency_seconds`, with buckets
+/// at powers of two from 1.024 µs to 1.07 s. Two broker-wide gauges
 /// follow: `blipmq_workers` and `blipmq_start_time_seconds` (Unix time).
 /// Totals are left to PromQL (`sum without (worker) (...)`).
 pub fn render_prometheus(snapshot: &Snapshot) -> String {
@@ -53,8 +57,9 @@ struct SnapshotCollector {
     xstats: Vec<(String, u64)>,
 }
 
-/// No exemplars: the type prometheus-client asks for to say so.
+/// No exemplars: the types prometheus-client asks for to say so.
 const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, f64>> = None;
+const NO_EXEMPLARS: Option<&HashMap<usize, Exemplar<NoLabelSet, f64>>> = None;
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -77,6 +82,24 @@ impl Collector for SnapshotCollector {
                     Kind::Gauge => sample.encode_gauge(&value)?,
                 }
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "blipmq_message_latency_seconds",
+            "In-broker latency of delivered messages: from the read that brought the PUBLISH \
+             to the write that handed the message to its subscriber's TCP stack.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for worker in 0..workers {
+            let latency = snapshot.latency(Some(worker));
+            family
+                .encode_family(&[("worker", worker)])?
+                .encode_histogram(
+                    latency.sum_nanos() as f64 / 1e9,
+                    latency.count(),
+                    &latency.prometheus_buckets(),
+                    NO_EXEMPLARS,
+                )?;
         }
         encoder
             .encode_descriptor(
@@ -116,7 +139,7 @@ impl Collector for SnapshotCollector {
 mod tests {
     use std::collections::HashMap;
 
-    use crate::stats::{Kind, Snapshot};
+    use crate::stats::{Kind, LatencyHistogram, Snapshot};
     use prometheus_parse::{Scrape, Value};
 
     use super::*;
@@ -150,6 +173,9 @@ mod tests {
 
         let mut seen: HashMap<(String, String), f64> = HashMap::new();
         for s in &scrape.samples {
+            if s.metric.starts_with(LATENCY) {
+                continue;
+            }
             let value = match s.value {
                 Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
                 ref other => panic!("{}: unexpected value {other:?}", s.metric),
@@ -189,6 +215,57 @@ mod tests {
             (start - 1_700_000_000.0 - 0.123_457).abs() < 1e-5,
             "{start}"
         );
+    }
+
+    const LATENCY: &str = "blipmq_message_latency_seconds";
+
+    #[test]
+    fn latency_is_a_histogram_per_worker() {
+        let mut slow = LatencyHistogram::default();
+        slow.record(5_000, 3);
+        slow.record(100_000, 2);
+        slow.record(2_000_000_000, 1);
+        let snap = snapshot().with_latency(vec![
+            LatencyHistogram::default(),
+            slow,
+            LatencyHistogram::default(),
+        ]);
+        let text = render_prometheus(&snap);
+        assert_eq!(
+            text.matches(&format!("# TYPE {LATENCY} histogram\n"))
+                .count(),
+            1
+        );
+        assert!(
+            text.contains(&format!("{LATENCY}_count{{worker=\"1\"}} 6\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{LATENCY}_sum{{worker=\"1\"}} 2.000215\n")),
+            "{text}"
+        );
+        let scrape = parse(&text);
+        let buckets = |worker: &str| -> Vec<(f64, f64)> {
+            let sample = scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == LATENCY && s.labels.get("worker") == Some(worker))
+                .expect("histogram sample");
+            match &sample.value {
+                Value::Histogram(counts) => counts.iter().map(|c| (c.less_than, c.count)).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let worker1 = buckets("1");
+        assert_eq!(worker1.len(), 22);
+        // Cumulative: 3 by 8.192 µs, 5 by 131.072 µs, the 2 s sample only in +Inf.
+        let at = |bound: f64| worker1.iter().find(|b| b.0 == bound).unwrap().1;
+        assert_eq!(at(4096.0 / 1e9), 0.0);
+        assert_eq!(at(8192.0 / 1e9), 3.0);
+        assert_eq!(at(131072.0 / 1e9), 5.0);
+        assert_eq!(at((1u64 << 30) as f64 / 1e9), 5.0);
+        assert_eq!(at(f64::INFINITY), 6.0);
+        assert!(buckets("0").iter().all(|b| b.1 == 0.0));
     }
 
     #[test]

@@ -27,4 +27,4 @@ pub use metrics::{render_prometheus, render_prometheus_with_xstats, PROMETHEUS_C
 pub use natsz::{BrokerView, ConnzQuery, Identity, Process};
 pub use router::{respond, HttpConfig, Response, StatsSource, ALLOWED_METHODS};
 pub use server::{HttpServer, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT};
-pub use varz::render_varz;
+pub use varz::{latency_from_json, latency_json, render_varz};

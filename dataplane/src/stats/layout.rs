@@ -10,8 +10,11 @@
 //! 24      4     header_bytes      u32, offset of block 0 (HEADER_BYTES)
 //! 28      4     pid               u32, broker process id
 //! 32      8     start_unix_nanos  u64, broker start time
-//! 40      88    reserved, zero
+//! 40      4     latency_buckets   u32, buckets of the latency histogram (LATENCY_BUCKETS)
+//! 44      84    reserved, zero
 //! 128           block of worker 0: `counters` AtomicU64s in Counter order,
+//!               then the latency histogram's LATENCY_CELLS AtomicU64s (sum
+//!               and max in ns, then the buckets, see `stats::latency`),
 //!               zero padding up to `block_bytes`
 //! 128 + w * block_bytes   block of worker w
 //! ```
@@ -22,12 +25,13 @@
 
 use std::mem::size_of;
 
+use super::latency::{LATENCY_BUCKETS, LATENCY_CELLS};
 use super::Counter;
 
 /// First bytes of every stats segment.
 pub const MAGIC: [u8; 8] = *b"BLIPSTAT";
 /// The layout version this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Bytes before the first worker block.
 pub const HEADER_BYTES: usize = 128;
 /// Alignment (and size granularity) of a worker block: two 64-byte cache
@@ -37,7 +41,8 @@ pub const BLOCK_ALIGN: usize = 128;
 /// Most workers a segment may hold.
 pub const MAX_WORKERS: usize = 4096;
 /// Bytes of one worker block.
-pub const BLOCK_BYTES: usize = (Counter::COUNT * size_of::<u64>()).next_multiple_of(BLOCK_ALIGN);
+pub const BLOCK_BYTES: usize =
+    ((Counter::COUNT + LATENCY_CELLS) * size_of::<u64>()).next_multiple_of(BLOCK_ALIGN);
 
 /// Offset of the `version` field; `magic` is at 0.
 pub(crate) const VERSION_OFFSET: usize = 8;
@@ -56,11 +61,12 @@ pub(crate) struct Header {
     pub header_bytes: u32,
     pub pid: u32,
     pub start_unix_nanos: u64,
+    pub latency_buckets: u32,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_BYTES);
 const _: () = assert!(HEADER_BYTES.next_multiple_of(BLOCK_ALIGN) == HEADER_BYTES);
-const _: () = assert!(BLOCK_BYTES >= Counter::COUNT * size_of::<u64>());
+const _: () = assert!(BLOCK_BYTES >= (Counter::COUNT + LATENCY_CELLS) * size_of::<u64>());
 const _: () = assert!(std::mem::offset_of!(Header, version) == VERSION_OFFSET);
 const _: () = assert!(BLOCK_BYTES <= u32::MAX as usize);
 
@@ -75,6 +81,7 @@ impl Header {
             header_bytes: HEADER_BYTES as u32,
             pid,
             start_unix_nanos,
+            latency_buckets: LATENCY_BUCKETS as u32,
         }
     }
 }
@@ -88,4 +95,10 @@ pub(crate) const fn segment_bytes(workers: usize) -> usize {
 #[inline]
 pub(crate) const fn counter_offset(worker: usize, counter: Counter) -> usize {
     HEADER_BYTES + worker * BLOCK_BYTES + counter as usize * size_of::<u64>()
+}
+
+/// Offset of latency cell `cell` (see `stats::latency`) of worker `worker`.
+#[inline]
+pub(crate) const fn latency_offset(worker: usize, cell: usize) -> usize {
+    HEADER_BYTES + worker * BLOCK_BYTES + (Counter::COUNT + cell) * size_of::<u64>()
 }

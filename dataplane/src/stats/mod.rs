@@ -27,6 +27,7 @@
 //!   broker restart; [`StatsReader::replaced`] tells it to reopen.
 
 mod counter;
+pub mod latency;
 mod layout;
 // The mapped stats segment: its atomics are read from raw pointers.
 #[allow(unsafe_code)]
@@ -38,6 +39,7 @@ mod snapshot;
 mod tests;
 
 pub use counter::{Aggregate, Counter, Kind};
+pub use latency::LatencyHistogram;
 pub use layout::{BLOCK_ALIGN, BLOCK_BYTES, HEADER_BYTES, LAYOUT_VERSION, MAGIC, MAX_WORKERS};
 pub use reader::{StatsError, StatsReader};
 pub use segment::{StatsSegment, WorkerStats};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use super::latency::LATENCY_BUCKETS;
 use super::layout::{
     segment_bytes, Header, BLOCK_BYTES, HEADER_BYTES, LAYOUT_VERSION, MAGIC, MAX_WORKERS,
     MIN_PROBE_BYTES, VERSION_OFFSET,
@@ -246,6 +247,12 @@ fn check_header(h: &Header, len: usize) -> Result<(), HeaderError> {
             "{} counters per worker, version {LAYOUT_VERSION} has {}",
             h.counters,
             Counter::COUNT
+        )));
+    }
+    if h.latency_buckets as usize != LATENCY_BUCKETS {
+        return Err(HeaderError::Corrupt(format!(
+            "{} latency buckets, version {LAYOUT_VERSION} has {LATENCY_BUCKETS}",
+            h.latency_buckets
         )));
     }
     if h.block_bytes as usize != BLOCK_BYTES {

@@ -14,7 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
-use super::layout::{counter_offset, segment_bytes, Header, MAX_WORKERS};
+use super::latency::{
+    bucket_of, LatencyHistogram, FIRST_BUCKET_CELL, LATENCY_CELLS, MAX_CELL, SUM_CELL,
+};
+use super::layout::{counter_offset, latency_offset, segment_bytes, Header, MAX_WORKERS};
 use super::{Counter, Snapshot, StatsReader};
 
 /// The mapping every handle keeps alive through an `Arc`.
@@ -85,16 +88,35 @@ impl View {
         self.cell(worker, counter).load(Ordering::Relaxed)
     }
 
+    /// Worker `worker`'s latency histogram, cell by cell.
+    fn latency(&self, worker: usize) -> LatencyHistogram {
+        assert!(worker < self.workers(), "no worker {worker}");
+        let cells: Vec<u64> = (0..LATENCY_CELLS)
+            .map(|cell| {
+                // SAFETY: as in `cell`: `worker < workers` and `cell <
+                // LATENCY_CELLS`, so the aligned `AtomicU64` lies inside
+                // the block, which the layout sizes for the counters and
+                // the latency cells.
+                let atomic: &AtomicU64 =
+                    unsafe { &*self.base.as_ptr().add(latency_offset(worker, cell)).cast() };
+                atomic.load(Ordering::Relaxed)
+            })
+            .collect();
+        LatencyHistogram::from_cells(&cells)
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         let workers = (0..self.workers())
             .map(|w| Counter::ALL.iter().map(|&c| self.load(w, c)).collect())
             .collect();
+        let latency = (0..self.workers()).map(|w| self.latency(w)).collect();
         Snapshot::new(
             self.header.pid,
             self.header.start_unix_nanos,
             unix_nanos(SystemTime::now()),
             workers,
         )
+        .with_latency(latency)
     }
 
     fn clone_view(&self) -> View {
@@ -246,9 +268,21 @@ impl StatsSegment {
                     .cast::<AtomicU64>(),
             )
         };
+        // SAFETY: as above; the latency cells follow the counters in the
+        // same block.
+        let latency = unsafe {
+            NonNull::new_unchecked(
+                self.view
+                    .base
+                    .as_ptr()
+                    .add(latency_offset(id, 0))
+                    .cast::<AtomicU64>(),
+            )
+        };
         Some(WorkerStats {
             _view: self.view.clone_view(),
             block,
+            latency,
             id,
             _not_sync: PhantomData,
         })
@@ -316,6 +350,8 @@ pub struct WorkerStats {
     _view: View,
     /// Counter 0 of this worker's block.
     block: NonNull<AtomicU64>,
+    /// Latency cell 0 of this worker's block.
+    latency: NonNull<AtomicU64>,
     id: usize,
     /// Keeps `WorkerStats` `!Sync` (two threads sharing a writer could lose
     /// `add`s) whatever its other fields are.
@@ -346,11 +382,7 @@ impl WorkerStats {
     /// Adds `n` (wrapping) to counter `c`.
     #[inline]
     pub fn add(&self, c: Counter, n: u64) {
-        let cell = self.cell(c);
-        cell.store(
-            cell.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        bump(self.cell(c), n);
     }
 
     /// Adds one to counter `c`.
@@ -391,6 +423,41 @@ impl WorkerStats {
         self.cell(c).load(Ordering::Relaxed)
     }
 
+    /// Latency cell `cell` of this worker's block.
+    #[inline]
+    fn latency_cell(&self, cell: usize) -> &AtomicU64 {
+        debug_assert!(cell < LATENCY_CELLS);
+        // SAFETY: `latency` is latency cell 0 of this worker's block, which
+        // holds `LATENCY_CELLS` aligned `AtomicU64`s inside the mapping
+        // that `self._view` keeps alive; callers pass `cell <
+        // LATENCY_CELLS` (a bucket index from `bucket_of`, or a fixed cell).
+        unsafe { &*self.latency.as_ptr().add(cell) }
+    }
+
+    /// Records `count` messages that spent `nanos` in the broker (see
+    /// [`crate::stats::latency`]): one bucket, the sum and the maximum,
+    /// each a relaxed load and store, as [`add`](Self::add).
+    #[inline]
+    pub fn record_latency(&self, nanos: u64, count: u64) {
+        bump(
+            self.latency_cell(FIRST_BUCKET_CELL + bucket_of(nanos)),
+            count,
+        );
+        bump(self.latency_cell(SUM_CELL), nanos.wrapping_mul(count));
+        let max = self.latency_cell(MAX_CELL);
+        if nanos > max.load(Ordering::Relaxed) {
+            max.store(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// This worker's latency histogram as recorded so far.
+    pub fn latency(&self) -> LatencyHistogram {
+        let cells: Vec<u64> = (0..LATENCY_CELLS)
+            .map(|cell| self.latency_cell(cell).load(Ordering::Relaxed))
+            .collect();
+        LatencyHistogram::from_cells(&cells)
+    }
+
     /// Sets [`Counter::HeartbeatUnixMs`] to the current time.
     pub fn heartbeat(&self) {
         self.set(
@@ -398,6 +465,16 @@ impl WorkerStats {
             unix_nanos(SystemTime::now()) / 1_000_000,
         );
     }
+}
+
+/// Adds `n` (wrapping) to a cell only this thread writes: a relaxed load
+/// and a relaxed store (see [`WorkerStats`]).
+#[inline]
+fn bump(cell: &AtomicU64, n: u64) {
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 impl fmt::Debug for WorkerStats {

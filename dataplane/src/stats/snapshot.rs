@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Aggregate, Counter, Kind};
+use super::{Aggregate, Counter, Kind, LatencyHistogram};
 
 /// Every counter of every worker, read at one moment, with broker totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct Snapshot {
     workers: Vec<Vec<u64>>,
     /// By counter, combined per [`Counter::aggregate`].
     totals: Vec<u64>,
+    /// Each worker's in-broker latency histogram.
+    latency: Vec<LatencyHistogram>,
 }
 
 impl Snapshot {
@@ -49,13 +51,35 @@ impl Snapshot {
                 }
             })
             .collect();
+        let latency = vec![LatencyHistogram::default(); workers.len()];
         Snapshot {
             pid,
             start_unix_nanos,
             taken_unix_nanos,
             workers,
             totals,
+            latency,
         }
+    }
+
+    /// With these per-worker latency histograms (empty ones otherwise).
+    ///
+    /// Panics unless there is one per worker.
+    pub fn with_latency(mut self, latency: Vec<LatencyHistogram>) -> Snapshot {
+        assert_eq!(
+            latency.len(),
+            self.workers.len(),
+            "one histogram per worker"
+        );
+        self.latency = latency;
+        self
+    }
+
+    /// Worker `worker`'s in-broker latency histogram since the broker
+    /// started, or all workers' together for `None`. Panics if `worker >=
+    /// workers()`.
+    pub fn latency(&self, worker: Option<usize>) -> LatencyHistogram {
+        merged(&self.latency, worker)
     }
 
     /// Process id of the broker.
@@ -178,10 +202,20 @@ impl Snapshot {
         let totals = (0..Counter::COUNT)
             .map(|i| workers.iter().map(|v| v[i]).sum())
             .collect();
+        let latency = self
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(w, now)| match prev.latency.get(w) {
+                Some(before) if now.count() >= before.count() => now.since(before),
+                _ => now.clone(),
+            })
+            .collect();
         Rates {
             elapsed,
             workers,
             totals,
+            latency,
         }
     }
 }
@@ -193,6 +227,8 @@ pub struct Rates {
     elapsed: Duration,
     workers: Vec<Vec<f64>>,
     totals: Vec<f64>,
+    /// Each worker's latency samples of the interval.
+    latency: Vec<LatencyHistogram>,
 }
 
 impl Rates {
@@ -228,6 +264,12 @@ impl Rates {
         }
     }
 
+    /// The in-broker latency of the messages delivered in the interval, by
+    /// `worker` or of all workers (`None`).
+    pub fn latency(&self, worker: Option<usize>) -> LatencyHistogram {
+        merged(&self.latency, worker)
+    }
+
     /// Per-second rate of all `dropped_*` counters together.
     pub fn drops(&self, worker: Option<usize>) -> Option<f64> {
         Counter::ALL
@@ -243,5 +285,19 @@ impl Rates {
         let all = self.rate(worker, Counter::LoopIterations)?;
         let busy = self.rate(worker, Counter::LoopBusyIterations)?;
         (all > 0.0).then(|| busy / all)
+    }
+}
+
+/// Worker `worker`'s histogram, or all of them merged for `None`.
+fn merged(latency: &[LatencyHistogram], worker: Option<usize>) -> LatencyHistogram {
+    match worker {
+        Some(w) => latency[w].clone(),
+        None => {
+            let mut total = LatencyHistogram::default();
+            for histogram in latency {
+                total.merge(histogram);
+            }
+            total
+        }
     }
 }

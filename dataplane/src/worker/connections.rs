@@ -15,6 +15,7 @@ use super::answers::HeldAnswers;
 use super::backlog::{Backlog, Pacing};
 use super::core::ConnId;
 use super::dialect::{self, Dialect};
+use super::latency::PendingStamps;
 use super::limits::{ConnectionLimits, PublishRate};
 use super::outbound::Outbound;
 use super::payloads::SharedPayloads;
@@ -46,7 +47,12 @@ pub(super) struct Conn {
     pub(super) session: Session,
     /// Received bytes not yet decoded; the backend appends to it.
     pub(super) input: Vec<u8>,
+    /// When the last bytes of `input` were read, on the latency clock.
+    pub(super) input_read_at: u64,
     pub(super) output: Outbound,
+    /// When the messages queued in `output` were read, for the latency
+    /// histogram.
+    pub(super) stamps: PendingStamps,
     /// Answers waiting for a barrier, and every answer after them.
     pub(super) held: HeldAnswers,
     pub(super) wait: Wait,
@@ -230,7 +236,9 @@ impl Connections {
         let conn = Conn {
             session,
             input: Vec::new(),
+            input_read_at: 0,
             output: Outbound::new(dialect),
+            stamps: PendingStamps::default(),
             held: HeldAnswers::default(),
             wait: Wait::None,
             unsynced: false,
@@ -399,14 +407,28 @@ impl Connections {
         }
     }
 
-    pub(super) fn on_output_written(&mut self, cid: ConnId, written: usize) {
+    /// `written` bytes reached the transport at `now` (latency clock):
+    /// the messages they complete are recorded in the latency histogram.
+    /// With TLS, the messages sealed so far count as written once every
+    /// sealed record is.
+    pub(super) fn on_output_written(
+        &mut self,
+        cid: ConnId,
+        written: usize,
+        now: u64,
+        stats: &WorkerStats,
+    ) {
         let conn = &mut self.slab[cid];
         conn.info.bytes_out += written as u64;
         if let Some(tls) = conn.tls.as_deref_mut() {
             tls.advance(written);
+            if tls.pending().is_empty() {
+                conn.stamps.written(conn.output.taken(), now, stats);
+            }
             return;
         }
         conn.output.advance(written, &mut self.payloads);
+        conn.stamps.written(conn.output.taken(), now, stats);
         let pending = conn.output.pending_len();
         self.backlog.on_written(cid, &mut conn.pacing, pending);
     }
@@ -440,6 +462,7 @@ impl Connections {
     ) -> u64 {
         let conn = &mut self.slab[cid];
         let dropped = conn.output.discard_unsent(&mut self.payloads);
+        conn.stamps.clear();
         let dialect = conn.output.dialect();
         dialect.put_error(
             conn.output.frames(),

@@ -18,6 +18,7 @@ use super::connections::{CloseReason, Connections, Overdue, Wait};
 use super::delivery::Delivery;
 use super::dialect::{self, Dialect};
 use super::groups::{GroupPicks, Target};
+use super::latency::LatencyClock;
 use super::limits::{ConnectionLimits, ConnectionsPerIp, RatePolicy};
 use super::peers::Peers;
 use super::records::{self, GroupNames, Message, Record, Routing};
@@ -58,6 +59,8 @@ pub struct Shared {
     pub connections: AtomicUsize,
     pub connections_per_ip: ConnectionsPerIp,
     pub stats: StatsSegment,
+    /// The clock read times travel on between workers.
+    pub latency_clock: LatencyClock,
 }
 
 impl Shared {
@@ -66,6 +69,7 @@ impl Shared {
             connections: AtomicUsize::new(0),
             connections_per_ip: ConnectionsPerIp::default(),
             stats,
+            latency_clock: LatencyClock::new(Instant::now()),
         }
     }
 }
@@ -113,6 +117,8 @@ pub struct WorkerCore {
     tls_plaintext: Vec<u8>,
     /// Publishers wait for their budget, and a tick refilled it.
     rate_retry_due: bool,
+    /// When the input being handled was read, on the latency clock.
+    read_at: u64,
     pub stats: WorkerStats,
 }
 
@@ -151,6 +157,7 @@ impl WorkerCore {
             draining: false,
             tls_plaintext: Vec::new(),
             rate_retry_due: false,
+            read_at: 0,
             stats,
         }
     }
@@ -311,6 +318,7 @@ impl WorkerCore {
     /// has TLS.
     pub fn on_received(&mut self, cid: ConnId, bytes: &[u8], now: Instant) {
         self.now = now;
+        self.read_at = self.shared.latency_clock.nanos(now);
         self.stats.add(Counter::BytesIn, bytes.len() as u64);
         let conn = &mut self.conns[cid];
         conn.info.bytes_in += bytes.len() as u64;
@@ -358,9 +366,11 @@ impl WorkerCore {
             let conn = &mut self.conns[cid];
             if conn.closing.is_none() {
                 conn.input.extend_from_slice(&bytes[consumed..]);
+                conn.input_read_at = self.read_at;
             }
         } else {
             conn.input.extend_from_slice(bytes);
+            conn.input_read_at = self.read_at;
             self.process_input(cid);
         }
     }
@@ -399,9 +409,12 @@ impl WorkerCore {
         self.conns.output_vectored(cid, slices)
     }
 
-    pub fn on_output_written(&mut self, cid: ConnId, written: usize) {
+    /// `written` bytes of the connection's output reached the transport
+    /// at `now`: the time its messages' in-broker latency ends.
+    pub fn on_output_written(&mut self, cid: ConnId, written: usize, now: Instant) {
         self.stats.add(Counter::BytesOut, written as u64);
-        self.conns.on_output_written(cid, written);
+        let now = self.shared.latency_clock.nanos(now);
+        self.conns.on_output_written(cid, written, now, &self.stats);
     }
 
     /// The connection is done: flushed after a close started, or past its
@@ -652,6 +665,8 @@ impl WorkerCore {
         if conn.wait != Wait::None || conn.closing.is_some() || conn.input.is_empty() {
             return;
         }
+        // A PUBLISH that waited is timed from when its bytes were read.
+        self.read_at = conn.input_read_at;
         let mut input = std::mem::take(&mut conn.input);
         let consumed = self.process_frames(cid, &input);
         input.drain(..consumed);
@@ -877,7 +892,8 @@ impl WorkerCore {
         }
         let nobody = matches.local.is_empty() && remote.is_empty() && matches.groups.is_empty();
         let recipients = matches.local.len() + self.groups.local_members().count();
-        let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
+        let mut delivery =
+            Delivery::start(&mut self.conns, subs, &self.stats, self.now, self.read_at);
         if !options.echo {
             delivery.skip_own(cid);
         }
@@ -896,7 +912,11 @@ impl WorkerCore {
             let len = records::data_len(message, groups.clone());
             let producer = self.peers.producer(worker);
             let slot = producer.try_reserve(len).expect("room checked above");
-            records::write_data(slot, Routing::default(), message, groups);
+            let routing = Routing {
+                read_at: self.read_at,
+                ..Routing::default()
+            };
+            records::write_data(slot, routing, message, groups);
             producer.commit();
         }
         self.stats.inc(Counter::MessagesPublished);
@@ -1013,7 +1033,13 @@ impl WorkerCore {
         } else {
             &matches.local
         };
-        let mut delivery = Delivery::start(&mut self.conns, subs, &self.stats, self.now);
+        let mut delivery = Delivery::start(
+            &mut self.conns,
+            subs,
+            &self.stats,
+            self.now,
+            routing.read_at,
+        );
         delivery.share_if_worth_it(message.payload, plain.len() + groups.iter().count());
         for &key in plain {
             delivery.deliver(key, message);
@@ -1033,6 +1059,7 @@ impl WorkerCore {
             let routing = Routing {
                 groups_only: true,
                 hops: routing.hops + 1,
+                read_at: routing.read_at,
             };
             let len = records::data_len(message, std::iter::once(name));
             self.peers.push_control(to as usize, len, |slot| {

@@ -25,6 +25,8 @@ pub(super) struct Delivery<'a> {
     subs: &'a mut SubTable,
     stats: &'a WorkerStats,
     now: Instant,
+    /// When the message was read, on the latency clock.
+    read_at: u64,
     /// This message's payload, when shared rather than copied per queue.
     shared: Option<PayloadId>,
     /// The publisher, when it asked not to get its own messages (NATS
@@ -39,12 +41,14 @@ impl<'a> Delivery<'a> {
         subs: &'a mut SubTable,
         stats: &'a WorkerStats,
         now: Instant,
+        read_at: u64,
     ) -> Delivery<'a> {
         Delivery {
             conns,
             subs,
             stats,
             now,
+            read_at,
             shared: None,
             no_echo: None,
         }
@@ -116,6 +120,7 @@ impl<'a> Delivery<'a> {
             _ => format.put_message(out.frames(), message, sid),
         }
         let pending = out.pending_len();
+        queue.conn.stamps.queued(out.end(), self.read_at);
         queue
             .backlog
             .on_queued(cid, &mut queue.conn.pacing, pending, self.now);

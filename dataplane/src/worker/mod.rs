@@ -20,6 +20,7 @@ pub mod core;
 mod delivery;
 pub mod dialect;
 mod groups;
+pub mod latency;
 pub mod limits;
 pub mod outbound;
 pub mod payloads;

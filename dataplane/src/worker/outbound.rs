@@ -46,6 +46,9 @@ pub struct Outbound {
     splice_sent: usize,
     /// Bytes of the splices from `cursor` on not yet written.
     splice_unsent: usize,
+    /// Bytes ever taken from the front: the stream position of the first
+    /// pending byte (for the latency stamps).
+    taken: u64,
     /// Bytes moved by compaction, for the tests.
     #[cfg(test)]
     moved: usize,
@@ -79,6 +82,17 @@ impl Outbound {
 
     pub fn is_empty(&self) -> bool {
         self.pending_len() == 0
+    }
+
+    /// Stream position of the first pending byte: bytes ever written (or,
+    /// with TLS, sealed).
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Stream position just past the last pending byte.
+    pub fn end(&self) -> u64 {
+        self.taken + self.pending_len() as u64
     }
 
     /// Where new frames are appended. Only whole frames may be appended,
@@ -141,6 +155,7 @@ impl Outbound {
     /// `written` pending bytes reached the socket.
     pub fn advance(&mut self, mut written: usize, payloads: &mut SharedPayloads) {
         debug_assert!(written <= self.pending_len());
+        self.taken += written as u64;
         while written > 0 {
             let Some(&s) = self.splices.get(self.cursor) else {
                 self.sent += written;

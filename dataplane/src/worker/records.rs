@@ -9,7 +9,7 @@ const KIND_DATA: u8 = 1;
 const KIND_INTEREST_ADD: u8 = 2;
 const KIND_INTEREST_REMOVE: u8 = 3;
 
-const DATA_HEAD: usize = 16;
+const DATA_HEAD: usize = 24;
 
 /// Bits of a DATA record's second byte.
 const HAS_REPLY: u8 = 0x01;
@@ -26,6 +26,9 @@ pub const MAX_HOPS: u8 = 8;
 pub struct Routing {
     pub groups_only: bool,
     pub hops: u8,
+    /// When the publishing worker read the message, on the broker's
+    /// latency clock (see `worker::latency`).
+    pub read_at: u64,
 }
 const INTEREST_HEAD: usize = 6;
 
@@ -110,6 +113,7 @@ pub fn write_data<'g>(
     out[6..8].copy_from_slice(&(reply.map_or(0, <[u8]>::len) as u16).to_be_bytes());
     out[8..12].copy_from_slice(&(payload.len() as u32).to_be_bytes());
     out[12..16].copy_from_slice(&(headers.len() as u32).to_be_bytes());
+    out[16..24].copy_from_slice(&routing.read_at.to_ne_bytes());
     let mut at = DATA_HEAD;
     for part in [subject, reply.unwrap_or_default()] {
         out[at..at + part.len()].copy_from_slice(part);
@@ -183,6 +187,7 @@ pub fn read(record: &[u8]) -> Record<'_> {
                 routing: Routing {
                     groups_only: bits & GROUPS_ONLY != 0,
                     hops: bits >> HOPS_SHIFT,
+                    read_at: u64::from_ne_bytes(record[16..24].try_into().expect("8 bytes")),
                 },
             }
         }
@@ -217,6 +222,7 @@ mod tests {
         let routing = Routing {
             groups_only: true,
             hops: 3,
+            read_at: 1_234_567_890,
         };
         write_data(&mut buf, routing, &message, groups.iter().copied());
         let Record::Data {

@@ -11,8 +11,10 @@ use crate::control::protocol::{self, ReloadResult, ReloadSettings, WorkerRequest
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
+use crate::worker::latency::LatencyClock;
 use crate::worker::limits::ConnectionLimits;
 
+mod latency;
 mod limits;
 mod mtls;
 mod nats;
@@ -122,7 +124,11 @@ impl Cluster {
 
     fn with_config(workers: usize, ring_bytes: usize, config: CoreConfig) -> Cluster {
         let now = Instant::now();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            // Latencies in these tests come out exact on the simulated clock.
+            latency_clock: LatencyClock::new(now),
+            ..Shared::default()
+        });
         let cores = RingRegion::new(workers, ring_bytes)
             .unwrap()
             .into_workers()
@@ -235,7 +241,7 @@ impl Cluster {
             if run.is_empty() {
                 break;
             }
-            self.cores[w].on_output_written(cid, run.len());
+            self.cores[w].on_output_written(cid, run.len(), self.now);
             bytes.extend(run);
         }
         let mut frames = Vec::new();

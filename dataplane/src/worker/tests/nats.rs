@@ -19,7 +19,7 @@ pub(super) fn take_text(cluster: &mut Cluster, w: usize, cid: ConnId) -> String 
         if run.is_empty() {
             return text;
         }
-        cluster.cores[w].on_output_written(cid, run.len());
+        cluster.cores[w].on_output_written(cid, run.len(), cluster.now);
         text.push_str(&String::from_utf8_lossy(&run));
     }
 }

@@ -121,7 +121,7 @@ pub(super) fn drain(cluster: &mut Cluster, cid: ConnId) -> Vec<u8> {
         if run.is_empty() {
             return wire;
         }
-        cluster.cores[0].on_output_written(cid, run.len());
+        cluster.cores[0].on_output_written(cid, run.len(), cluster.now);
         wire.extend(run);
     }
 }
