@@ -180,9 +180,11 @@ pub fn problems(report: &Report, md: &mut String) {
     for r in problems {
         let _ = writeln!(
             md,
-            "- `{}` on {}{}{}: **{}**; sent {}, expected {} deliveries, received {}.",
+            "- `{}` on {}{}{}{}: **{}**; sent {}, expected {} deliveries, received {}.",
             r.scenario,
             r.broker.label(),
+            r.trial
+                .map_or(String::new(), |trial| format!(", trial {trial}")),
             match r.backend {
                 Some(backend) => format!(
                     " ({}{})",
