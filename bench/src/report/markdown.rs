@@ -595,6 +595,77 @@ fn flood_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::trials::{self, tests::run};
+    use crate::report::{machine::Machine, LoadFigures};
+    use crate::scenarios::{self, Timing};
+
+    #[test]
+    fn latency_section_gives_medians_spreads_and_per_trial_ratios() {
+        let (b, n) = (BrokerKind::Blipmq, BrokerKind::Nats);
+        let selected = scenarios::select(&["lat-50k".into(), "lat-load-50k".into()]).unwrap();
+        let (plain, loaded) = (&selected[0], &selected[1]);
+        let mut results = vec![
+            run(plain, b, 1, 100.0),
+            run(plain, n, 1, 400.0),
+            run(plain, b, 2, 300.0),
+            run(plain, n, 2, 300.0),
+            run(plain, b, 3, 200.0),
+            run(plain, n, 3, 100.0),
+        ];
+        results[1].skewed = true;
+        results[2].status = Status::Lost;
+        for trial in 1..=2 {
+            for (kind, rate) in [(b, 4e6), (n, 1e6)] {
+                let mut r = run(loaded, kind, trial, 50.0);
+                r.load = Some(LoadFigures {
+                    pubs: 4,
+                    subs: 4,
+                    payload_bytes: 128,
+                    status: Status::Ok,
+                    sent: 0,
+                    expected: 0,
+                    received: 0,
+                    delivered: 0,
+                    msgs_per_sec: Some(rate * trial as f64),
+                });
+                results.push(r);
+            }
+        }
+        let kinds = [b, n];
+        let report = Report {
+            tool: "test".into(),
+            mode: "quick".into(),
+            started_unix: 0,
+            duration_secs: 0.0,
+            machine: Machine::describe(),
+            brokers: Vec::new(),
+            settings: serde_json::json!({ "timing": Timing::quick() }),
+            latency_trials: trials::summarize(&selected, &kinds, &results),
+            scenarios: selected,
+            results,
+            stats_watch_overhead: None,
+            veth_lab: None,
+            dpdk_transport: None,
+        };
+        let mut md = String::new();
+        latency_section(&report, &kinds, &mut md);
+        assert!(md.contains("**3 trials** per broker"), "{md}");
+        // BlipMQ: trials 1 and 3 (trial 2 lost); NATS: all three, one noisy.
+        // Ratios of trials 1 and 3: 0.25 and 2.0.
+        assert!(
+            md.contains("| `lat-50k` p99 | 150 (100–200) | 300 (100–400) †1 | 1.12× (0.25–2.00) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `lat-load-50k` load flow msg/s (ratio: higher = BlipMQ faster) | 6.00M (4.00M–8.00M) | 1.50M (1.00M–2.00M) | 4.00× (4.00–4.00) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `lat-50k` | 2/3 ok (trial 2 LOST); 50.0k msg/s"),
+            "{md}"
+        );
+        assert!(md.contains("| 3/3 ok, noisy: 1 †; 50.0k msg/s"), "{md}");
+    }
 
     #[test]
     fn formats_dates() {

@@ -271,7 +271,7 @@ pub fn summarize(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::Percentiles;
     use crate::scenarios;
@@ -299,7 +299,8 @@ mod tests {
         assert_eq!(per_trial_ratios(&a, &b), vec![0.5, 0.9]);
     }
 
-    fn run(scenario: &Scenario, broker: BrokerKind, trial: u32, p99: f64) -> RunResult {
+    /// An ok trial whose percentiles are fractions and multiples of `p99`.
+    pub(crate) fn run(scenario: &Scenario, broker: BrokerKind, trial: u32, p99: f64) -> RunResult {
         let mut r = RunResult::new(scenario, broker);
         r.trial = Some(trial);
         r.status = Status::Ok;

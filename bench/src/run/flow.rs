@@ -567,12 +567,9 @@ pub fn run<W: Wire>(
             outcome.reordered += check.reordered;
             outcome.duplicates += check.duplicates;
             outcome.malformed += check.malformed;
-            outcome.errors.extend(
-                report
-                    .errors
-                    .into_iter()
-                    .map(|e| format!("subscriber {s}: {e}")),
-            );
+            outcome
+                .errors
+                .extend(attributed(report.errors, &format!("subscriber {s}")));
             outcome.received.push(check.counts);
             if let Some(hist) = check.latency {
                 match outcome.latency.as_mut() {
@@ -586,16 +583,18 @@ pub fn run<W: Wire>(
                 .join()
                 .map_err(|_| anyhow!("publisher reader {p} panicked"))?;
             outcome.receiver_mismatches += report.receiver_mismatches;
-            outcome.errors.extend(
-                report
-                    .errors
-                    .into_iter()
-                    .map(|e| format!("publisher {p}: {e}")),
-            );
+            outcome
+                .errors
+                .extend(attributed(report.errors, &format!("publisher {p}")));
         }
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// `errors`, each prefixed with the client that met it.
+fn attributed<'a>(errors: Vec<String>, client: &'a str) -> impl Iterator<Item = String> + 'a {
+    errors.into_iter().map(move |e| format!("{client}: {e}"))
 }
 
 /// Shuts every socket of a run, also when the run ends early with an error,
