@@ -58,7 +58,8 @@ struct Cli {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
-    /// Short phases: the whole set in under 2 minutes (figures are noisier)
+    /// Short phases and 3 latency trials: the whole set in about 3 minutes
+    /// (figures are noisier)
     #[arg(long)]
     quick: bool,
 
@@ -69,6 +70,12 @@ struct Cli {
     /// Measured seconds of each throughput run (overrides the preset)
     #[arg(long, value_name = "SECS")]
     measure_secs: Option<f64>,
+
+    /// Trials of each latency scenario per broker, interleaved (BlipMQ,
+    /// NATS, Redis, BlipMQ, ...); the report gives medians and spreads
+    /// [default: 5, with --quick 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    trials: Option<u32>,
 
     /// blipmqd executable [default: next to this binary]
     #[arg(long, value_name = "PATH")]
@@ -184,6 +191,8 @@ const VETH_SCENARIOS: [&str; 5] = [
 struct PlannedRun {
     scenario: scenarios::Scenario,
     kind: BrokerKind,
+    /// Latency scenarios of the comparison: which trial.
+    trial: Option<u32>,
     settings: Settings,
     arm: Option<report::StatsWatchArm>,
 }
@@ -250,30 +259,58 @@ fn timing(cli: &Cli) -> Timing {
     if let Some(secs) = cli.measure_secs {
         timing.measure = Duration::from_secs_f64(secs.max(0.1));
     }
+    if let Some(trials) = cli.trials {
+        timing.latency_trials = trials;
+    }
     timing
+}
+
+/// About how long `group`'s scenarios take against all three brokers.
+fn group_estimate(group: Group, timing: &Timing) -> Duration {
+    scenarios::all()
+        .iter()
+        .filter(|s| s.group == group)
+        .map(|scenario| {
+            let brokers = BrokerKind::ALL
+                .iter()
+                .filter(|b| scenario.applies_to(**b))
+                .count() as u32;
+            scenario.estimate(timing) * brokers * scenario.runs(timing)
+        })
+        .sum()
 }
 
 fn list(cli: &Cli) {
     let timing = timing(cli);
     let mut total = Duration::ZERO;
     for group in Group::ALL {
-        println!("{}:", group.name());
+        let estimate = group_estimate(group, &timing);
+        total += estimate;
+        let trials = if group == Group::Latency {
+            format!("{} interleaved trials per broker, ", timing.latency_trials)
+        } else {
+            String::new()
+        };
+        println!(
+            "{} ({trials}about {:.0} s):",
+            group.name(),
+            estimate.as_secs_f64()
+        );
         for scenario in scenarios::all().into_iter().filter(|s| s.group == group) {
-            let brokers = BrokerKind::ALL
-                .iter()
-                .filter(|b| scenario.applies_to(**b))
-                .count() as u32;
-            total += scenario.estimate(&timing) * brokers;
             println!("  {:<16} {}", scenario.name, scenario.description);
         }
     }
+    let quick: Duration = Group::ALL
+        .iter()
+        .map(|&group| group_estimate(group, &Timing::quick()))
+        .sum();
     println!(
         "\nAbout {:.0} s for all of them against all three brokers{}.",
         total.as_secs_f64(),
         if cli.quick {
-            " with --quick"
+            " with --quick".to_string()
         } else {
-            " (--quick: under 2 minutes)"
+            format!(" (--quick: about {:.0} s)", quick.as_secs_f64())
         }
     );
 }
@@ -343,6 +380,7 @@ fn stats_watch_plan(
                         watcher,
                         ..Default::default()
                     }),
+                    trial: None,
                 });
             }
         }
@@ -394,6 +432,7 @@ fn veth_plan(
                         ..settings.clone()
                     },
                     arm: None,
+                    trial: None,
                 });
             }
         }
@@ -426,6 +465,7 @@ fn dpdk_transport_plan(
                     ..settings.clone()
                 },
                 arm: None,
+                trial: None,
             });
         }
     }
@@ -468,7 +508,7 @@ fn run(cli: Cli) -> Result<i32> {
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let timing = timing(&cli);
+    let mut timing = timing(&cli);
     let mut kinds = Vec::new();
     for name in cli.brokers.iter().filter(|n| !n.trim().is_empty()) {
         let kind = BrokerKind::parse(name)?;
@@ -497,6 +537,15 @@ fn run(cli: Cli) -> Result<i32> {
     };
     let in_lab = !lab_backends.is_empty();
     let dpdk_transport = cli.transport == Transport::Dpdk;
+    // The side-by-side comparison, where latency scenarios run as trials;
+    // the other modes run each scenario once per column.
+    let comparison = !(in_lab || dpdk_transport || cli.stats_watch_overhead);
+    if !comparison {
+        if cli.trials.is_some() {
+            bail!("--trials is for the comparison: leave it out with --backend, --veth-compare, --transport, --stats-watch-overhead");
+        }
+        timing.latency_trials = 1;
+    }
     let nats_clients = cli.protocol == ClientProtocol::Nats;
     if nats_clients {
         if in_lab || dpdk_transport || cli.stats_watch_overhead {
@@ -746,18 +795,14 @@ fn run(cli: Cli) -> Result<i32> {
             blipmqctl,
             stats_dir,
         )?,
-        _ => selected
-            .iter()
-            .flat_map(|s| {
-                kinds
-                    .iter()
-                    .filter(|k| s.applies_to(**k))
-                    .map(|k| PlannedRun {
-                        scenario: s.clone(),
-                        kind: *k,
-                        settings: settings.clone(),
-                        arm: None,
-                    })
+        _ => scenarios::interleave(&selected, &kinds, timing.latency_trials)
+            .into_iter()
+            .map(|slot| PlannedRun {
+                scenario: selected[slot.scenario].clone(),
+                kind: slot.broker,
+                trial: slot.trial,
+                settings: settings.clone(),
+                arm: None,
             })
             .collect(),
     };
@@ -807,8 +852,11 @@ fn run(cli: Cli) -> Result<i32> {
                 if arm.watcher { "with" } else { "without" }
             )
         });
+        let trial_label = planned.trial.map_or(String::new(), |trial| {
+            format!(" (trial {trial}/{})", timing.latency_trials)
+        });
         current.set_prefix(format!(
-            "{} on {}{arm_label}",
+            "{} on {}{arm_label}{trial_label}",
             planned.scenario.name,
             planned.kind.label()
         ));
@@ -820,6 +868,7 @@ fn run(cli: Cli) -> Result<i32> {
         let mut result = scenarios::run(
             &planned.scenario,
             planned.kind,
+            planned.trial,
             &bins,
             &planned.settings,
             &timing,
@@ -912,6 +961,11 @@ fn run(cli: Cli) -> Result<i32> {
                 path.display().to_string(),
             )
         }),
+        latency_trials: if comparison {
+            report::trials::summarize(&selected, &kinds, &results)
+        } else {
+            Vec::new()
+        },
         scenarios: selected,
         results,
         veth_lab: veth_lab.as_ref().map(|l| l.describe()),

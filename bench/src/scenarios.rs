@@ -12,15 +12,26 @@ use crate::proto::nats::Nats;
 use crate::proto::resp::Resp;
 use crate::report::{ConnFigures, FloodFigures, RunResult};
 use crate::run::flood;
-use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace};
+use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace, LOAD_SUBJECT, SUBJECT};
 use crate::run::idle::{self, IdleConnections};
 
 /// Payload sizes of the throughput scenarios.
 pub const PAYLOADS: [usize; 4] = [16, 128, 1024, 16 * 1024];
 /// (publishers, subscribers) of the throughput scenarios.
 pub const TOPOLOGIES: [(usize, usize); 4] = [(1, 1), (1, 4), (1, 32), (4, 4)];
-/// Paced rates of the latency scenarios, messages per second.
-pub const RATES: [u64; 3] = [10_000, 50_000, 100_000];
+/// Paced rates of the 1 → 1 latency scenarios, messages per second.
+pub const RATES: [u64; 4] = [10_000, 50_000, 100_000, 200_000];
+/// Rate of the fan-out and under-load latency scenarios.
+pub const LATENCY_RATE: u64 = 50_000;
+/// Subscribers of the fan-out latency scenario: more than blipmqd's
+/// workers, so that deliveries cross between them.
+pub const LATENCY_FANOUT: usize = 4;
+/// The throughput flow beside the latency flow of the under-load scenario.
+pub const LOAD: Load = Load {
+    pubs: 4,
+    subs: 4,
+    payload: SMALL_PAYLOAD,
+};
 /// Payload of the latency scenarios: exactly the header with its timestamp.
 pub const LATENCY_PAYLOAD: usize = 16;
 /// Idle subscriber connections of the connections scenario.
@@ -73,9 +84,13 @@ pub enum Kind {
         payload: usize,
         queue: bool,
     },
+    /// One publisher paced at `rate` → `subs` subscribers; with `load`, a
+    /// throughput flow runs beside it on its own subject.
     Latency {
         rate: u64,
         payload: usize,
+        subs: usize,
+        load: Option<Load>,
     },
     Connections {
         idle: usize,
@@ -87,6 +102,15 @@ pub enum Kind {
         silent: usize,
         payload: usize,
     },
+}
+
+/// A throughput flow (as fast as flow control lets it) on its own subject,
+/// beside a latency flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Load {
+    pub pubs: usize,
+    pub subs: usize,
+    pub payload: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,12 +131,25 @@ impl Scenario {
         }
     }
 
+    /// Runs of this scenario per broker: latency scenarios run as trials.
+    pub fn runs(&self, timing: &Timing) -> u32 {
+        if self.group == Group::Latency {
+            timing.latency_trials
+        } else {
+            1
+        }
+    }
+
     /// About how long one run takes, for `--list` and the plan.
     pub fn estimate(&self, timing: &Timing) -> Duration {
         let setup = Duration::from_millis(400);
         match self.kind {
             Kind::Throughput { .. } => setup + timing.warmup + timing.measure,
-            Kind::Latency { .. } => setup + timing.latency_warmup + timing.latency_measure,
+            Kind::Latency { load, .. } => {
+                // The load flow's eight connections, and its drain.
+                let load_extra = Duration::from_millis(if load.is_some() { 300 } else { 0 });
+                setup + load_extra + timing.latency_warmup + timing.latency_measure
+            }
             Kind::Connections { .. } => {
                 setup + Duration::from_secs(3) + timing.warmup + timing.measure
             }
@@ -169,9 +206,42 @@ pub fn all() -> Vec<Scenario> {
             kind: Kind::Latency {
                 rate,
                 payload: LATENCY_PAYLOAD,
+                subs: 1,
+                load: None,
             },
         });
     }
+    list.push(Scenario {
+        name: format!("lat-1x{LATENCY_FANOUT}-{}", rate_label(LATENCY_RATE)),
+        group: Group::Latency,
+        description: format!(
+            "latency, 1 publisher paced at {LATENCY_RATE} msg/s → {LATENCY_FANOUT} subscribers of the same subject \
+             (spread over blipmqd's workers by SO_REUSEPORT), over all deliveries"
+        ),
+        kind: Kind::Latency {
+            rate: LATENCY_RATE,
+            payload: LATENCY_PAYLOAD,
+            subs: LATENCY_FANOUT,
+            load: None,
+        },
+    });
+    list.push(Scenario {
+        name: format!("lat-load-{}", rate_label(LATENCY_RATE)),
+        group: Group::Latency,
+        description: format!(
+            "latency under load, 1 → 1 paced at {LATENCY_RATE} msg/s while a {}x{} throughput flow \
+             ({} payloads, as fast as it goes) runs on its own subject",
+            LOAD.pubs,
+            LOAD.subs,
+            size_label(LOAD.payload)
+        ),
+        kind: Kind::Latency {
+            rate: LATENCY_RATE,
+            payload: LATENCY_PAYLOAD,
+            subs: 1,
+            load: Some(LOAD),
+        },
+    });
     list.push(Scenario {
         name: "conn-10k".into(),
         group: Group::Connections,
@@ -253,7 +323,7 @@ pub fn select(wanted: &[String]) -> Result<Vec<Scenario>> {
         .collect())
 }
 
-/// How long each phase lasts.
+/// How long each phase lasts, and how many trials a latency scenario runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
     #[serde(with = "secs")]
@@ -264,6 +334,8 @@ pub struct Timing {
     pub latency_warmup: Duration,
     #[serde(with = "secs")]
     pub latency_measure: Duration,
+    /// Runs of each latency scenario per broker, interleaved.
+    pub latency_trials: u32,
 }
 
 mod secs {
@@ -280,8 +352,11 @@ impl Timing {
         Timing {
             warmup: Duration::from_secs(1),
             measure: Duration::from_secs(6),
+            // 6 latency scenarios × 3 brokers × 5 trials × (0.4 + 1 + 5) s:
+            // about 10 minutes.
             latency_warmup: Duration::from_secs(1),
-            latency_measure: Duration::from_secs(15),
+            latency_measure: Duration::from_secs(5),
+            latency_trials: 5,
         }
     }
 
@@ -290,7 +365,8 @@ impl Timing {
             warmup: Duration::from_millis(250),
             measure: Duration::from_millis(750),
             latency_warmup: Duration::from_millis(250),
-            latency_measure: Duration::from_millis(1500),
+            latency_measure: Duration::from_millis(1000),
+            latency_trials: 3,
         }
     }
 }
@@ -301,18 +377,72 @@ fn run_flow(
     settings: &Settings,
     on_progress: &dyn Fn(String),
 ) -> Result<FlowOutcome> {
+    let mut outcomes = run_flows(broker, std::slice::from_ref(spec), settings, on_progress)?;
+    Ok(outcomes.remove(0))
+}
+
+/// `specs` at once, each on its own subject; an outcome per flow.
+fn run_flows(
+    broker: &mut Broker,
+    specs: &[FlowSpec],
+    settings: &Settings,
+    on_progress: &dyn Fn(String),
+) -> Result<Vec<FlowOutcome>> {
     if let Some(target) = &settings.memif {
-        return crate::run::dpdk::run(broker, spec, target, on_progress);
+        let [spec] = specs else {
+            bail!("the DPDK load generator runs one flow at a time");
+        };
+        return Ok(vec![crate::run::dpdk::run(
+            broker,
+            spec,
+            target,
+            on_progress,
+        )?]);
     }
     let tls = settings.tls.as_deref();
     match broker.kind {
         BrokerKind::Blipmq if settings.nats_clients => {
-            flow::run::<Nats>(broker, spec, tls, on_progress)
+            flow::run::<Nats>(broker, specs, tls, on_progress)
         }
-        BrokerKind::Blipmq => flow::run::<Blipmq>(broker, spec, tls, on_progress),
-        BrokerKind::Nats => flow::run::<Nats>(broker, spec, tls, on_progress),
-        BrokerKind::Redis => flow::run::<Resp>(broker, spec, tls, on_progress),
+        BrokerKind::Blipmq => flow::run::<Blipmq>(broker, specs, tls, on_progress),
+        BrokerKind::Nats => flow::run::<Nats>(broker, specs, tls, on_progress),
+        BrokerKind::Redis => flow::run::<Resp>(broker, specs, tls, on_progress),
     }
+}
+
+/// One run of the comparison: a scenario (an index into the selection) on
+/// a broker, and which trial it is (latency scenarios).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub scenario: usize,
+    pub broker: BrokerKind,
+    pub trial: Option<u32>,
+}
+
+/// The comparison's order: scenarios in selection order, each on every
+/// broker it applies to; a latency scenario as `trials` rounds of every
+/// broker (BlipMQ, NATS, Redis, BlipMQ, NATS, ...), so that a spell of
+/// noise on the machine falls on one trial of each broker rather than on
+/// all trials of one.
+pub fn interleave(selected: &[Scenario], kinds: &[BrokerKind], trials: u32) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    for (index, scenario) in selected.iter().enumerate() {
+        let rounds: Vec<Option<u32>> = if scenario.group == Group::Latency {
+            (1..=trials.max(1)).map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for trial in rounds {
+            for &broker in kinds.iter().filter(|&&k| scenario.applies_to(k)) {
+                slots.push(Slot {
+                    scenario: index,
+                    broker,
+                    trial,
+                });
+            }
+        }
+    }
+    slots
 }
 
 fn open_idle(
@@ -331,17 +461,19 @@ fn open_idle(
     }
 }
 
-/// Starts a fresh broker, runs `scenario` on it, stops it. Never fails:
-/// a failure is a result with status `error`.
+/// Starts a fresh broker, runs `scenario` on it (as trial `trial`, if
+/// any), stops it. Never fails: a failure is a result with status `error`.
 pub fn run(
     scenario: &Scenario,
     kind: BrokerKind,
+    trial: Option<u32>,
     bins: &Binaries,
     settings: &Settings,
     timing: &Timing,
     on_progress: &dyn Fn(String),
 ) -> RunResult {
     let mut result = RunResult::new(scenario, kind);
+    result.trial = trial;
     if let Err(error) = run_inner(
         scenario,
         kind,
@@ -366,7 +498,12 @@ fn run_inner(
     result: &mut RunResult,
 ) -> Result<()> {
     on_progress("starting broker".into());
-    let mut broker = Broker::start(kind, bins, settings, &scenario.name)?;
+    // Each trial keeps its own broker log.
+    let tag = match result.trial {
+        Some(trial) => format!("{}-trial{trial}", scenario.name),
+        None => scenario.name.clone(),
+    };
+    let mut broker = Broker::start(kind, bins, settings, &tag)?;
     if let Some(perf) = &settings.count_syscalls {
         broker.count_syscalls_with(perf);
     }
@@ -376,14 +513,13 @@ fn run_inner(
     let watcher = match (&settings.stats_watcher, &settings.stats_file) {
         (Some(exe), Some(stats_file)) if kind == BrokerKind::Blipmq => {
             on_progress("starting blipmqctl stats --watch".into());
-            let output = settings
-                .log_dir
-                .join(format!("{}-blipmqctl-watch.out", scenario.name));
+            let output = settings.log_dir.join(format!("{tag}-blipmqctl-watch.out"));
             Some(StatsWatcher::start(exe, stats_file, &output)?)
         }
         _ => None,
     };
     let throughput = |pubs, subs, payload, queue| FlowSpec {
+        subject: SUBJECT,
         pubs,
         subs,
         payload,
@@ -403,18 +539,47 @@ fn run_inner(
             let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
             result.set_flow(&spec, &outcome);
         }
-        Kind::Latency { rate, payload } => {
+        Kind::Latency {
+            rate,
+            payload,
+            subs,
+            load,
+        } => {
             let spec = FlowSpec {
+                subject: SUBJECT,
                 pubs: 1,
-                subs: 1,
+                subs,
                 payload,
                 queue: false,
                 pace: Pace::Rate(rate),
                 warmup: timing.latency_warmup,
                 measure: timing.latency_measure,
             };
-            let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
-            result.set_flow(&spec, &outcome);
+            match load {
+                None => {
+                    let outcome = run_flow(&mut broker, &spec, settings, on_progress)?;
+                    result.set_flow(&spec, &outcome);
+                }
+                Some(load) => {
+                    // Over the same window as the latency flow.
+                    let load_spec = FlowSpec {
+                        subject: LOAD_SUBJECT,
+                        pubs: load.pubs,
+                        subs: load.subs,
+                        payload: load.payload,
+                        pace: Pace::Max,
+                        ..spec.clone()
+                    };
+                    let outcomes = run_flows(
+                        &mut broker,
+                        &[spec.clone(), load_spec.clone()],
+                        settings,
+                        on_progress,
+                    )?;
+                    result.set_flow(&spec, &outcomes[0]);
+                    result.set_load(&load_spec, &outcomes[1]);
+                }
+            }
         }
         Kind::Connections { idle, payload } => {
             let rss_before = broker.rss_bytes()?;
@@ -494,7 +659,8 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), every.len());
-        assert_eq!(select(&["latency".into()]).unwrap().len(), RATES.len());
+        // 1 → 1 at every rate, the fan-out and the under-load scenario.
+        assert_eq!(select(&["latency".into()]).unwrap().len(), RATES.len() + 2);
         assert_eq!(select(&["tp-1x32-*".into()]).unwrap().len(), PAYLOADS.len());
         assert_eq!(
             select(&["TP-1x1-16B".into(), "queue".into()])
@@ -503,5 +669,101 @@ mod tests {
             2
         );
         assert!(select(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn latency_scenarios_by_name() {
+        let names = |wanted: &[&str]| -> Vec<String> {
+            select(&wanted.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&["lat-*"]),
+            [
+                "lat-10k",
+                "lat-50k",
+                "lat-100k",
+                "lat-200k",
+                "lat-1x4-50k",
+                "lat-load-50k"
+            ]
+        );
+        let [fanout, loaded] = [
+            select(&["lat-1x4-50k".into()]),
+            select(&["LAT-LOAD-50K".into()]),
+        ]
+        .map(|s| s.unwrap().remove(0));
+        assert_eq!(
+            fanout.kind,
+            Kind::Latency {
+                rate: 50_000,
+                payload: LATENCY_PAYLOAD,
+                subs: 4,
+                load: None
+            }
+        );
+        assert_eq!(
+            loaded.kind,
+            Kind::Latency {
+                rate: 50_000,
+                payload: LATENCY_PAYLOAD,
+                subs: 1,
+                load: Some(Load {
+                    pubs: 4,
+                    subs: 4,
+                    payload: 128
+                })
+            }
+        );
+        assert!(loaded.estimate(&Timing::full()) > fanout.estimate(&Timing::full()));
+    }
+
+    #[test]
+    fn latency_trials_interleave_brokers() {
+        use BrokerKind::{Blipmq, Nats, Redis};
+        let selected = select(&["tp-1x1-16B".into(), "lat-50k".into(), "queue".into()]).unwrap();
+        let order: Vec<(usize, BrokerKind, Option<u32>)> =
+            interleave(&selected, &[Blipmq, Nats, Redis], 2)
+                .into_iter()
+                .map(|slot| (slot.scenario, slot.broker, slot.trial))
+                .collect();
+        assert_eq!(
+            order,
+            [
+                (0, Blipmq, None),
+                (0, Nats, None),
+                (0, Redis, None),
+                (1, Blipmq, Some(1)),
+                (1, Nats, Some(1)),
+                (1, Redis, Some(1)),
+                (1, Blipmq, Some(2)),
+                (1, Nats, Some(2)),
+                (1, Redis, Some(2)),
+                // Redis has no queue groups.
+                (2, Blipmq, None),
+                (2, Nats, None),
+            ]
+        );
+        let latency = &selected[1];
+        assert_eq!(latency.runs(&Timing::full()), 5);
+        assert_eq!(latency.runs(&Timing::quick()), 3);
+        assert_eq!(selected[0].runs(&Timing::full()), 1);
+    }
+
+    #[test]
+    fn full_latency_group_takes_about_ten_minutes() {
+        let timing = Timing::full();
+        let total: Duration = select(&["latency".into()])
+            .unwrap()
+            .iter()
+            .map(|s| s.estimate(&timing) * s.runs(&timing) * BrokerKind::ALL.len() as u32)
+            .sum();
+        assert!(
+            (Duration::from_secs(540)..=Duration::from_secs(660)).contains(&total),
+            "{total:?}"
+        );
     }
 }

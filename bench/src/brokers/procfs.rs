@@ -42,11 +42,45 @@ fn cpu_seconds_of(stat: &str) -> Result<f64> {
     Ok((field(14)? + field(15)?) as f64 / clock_ticks())
 }
 
-/// CPU seconds all CPUs of the machine spent busy (not idle, not waiting
-/// for I/O), from the first line of `/proc/stat`.
-pub fn machine_busy_seconds() -> Result<f64> {
+/// What all CPUs of the machine did so far, from the first line of
+/// `/proc/stat`, in CPU seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineCpu {
+    /// Busy: not idle, not waiting for I/O (steal included).
+    pub busy: f64,
+    /// Stolen by the hypervisor: wanted to run, but another guest ran.
+    pub steal: f64,
+}
+
+/// The machine's noise over a window: what neither the broker nor the
+/// harness did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Noise {
+    /// CPU seconds of other processes and the kernel's own threads.
+    pub other_cpu: f64,
+    /// CPU seconds stolen by the hypervisor.
+    pub steal: f64,
+}
+
+impl MachineCpu {
+    /// The noise from `earlier` to `self`, given the CPU seconds the broker
+    /// and the harness used in between.
+    pub fn noise_since(&self, earlier: &MachineCpu, own_cpu: f64) -> Noise {
+        let steal = (self.steal - earlier.steal).max(0.0);
+        Noise {
+            other_cpu: ((self.busy - earlier.busy) - steal - own_cpu).max(0.0),
+            steal,
+        }
+    }
+}
+
+pub fn machine_cpu() -> Result<MachineCpu> {
     let text = std::fs::read_to_string("/proc/stat")?;
-    let line = text
+    machine_cpu_of(&text)
+}
+
+fn machine_cpu_of(stat: &str) -> Result<MachineCpu> {
+    let line = stat
         .lines()
         .next()
         .ok_or_else(|| anyhow!("empty /proc/stat"))?;
@@ -55,11 +89,15 @@ pub fn machine_busy_seconds() -> Result<f64> {
         .skip(1)
         .map(|v| v.parse().unwrap_or(0))
         .collect();
+    let tick = |n: usize| ticks.get(n).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal [guest guest_nice,
     // already counted in user and nice]
     let total: u64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-    Ok(total.saturating_sub(idle) as f64 / clock_ticks())
+    let idle = tick(3) + tick(4);
+    Ok(MachineCpu {
+        busy: total.saturating_sub(idle) as f64 / clock_ticks(),
+        steal: tick(7) as f64 / clock_ticks(),
+    })
 }
 
 /// VmRSS of `/proc/PID/status`, in bytes.
@@ -90,9 +128,28 @@ mod tests {
     }
 
     #[test]
+    fn separates_steal_from_other_load() {
+        let ticks = clock_ticks();
+        let at = |busy: u64, steal: u64| {
+            // user nice system idle iowait irq softirq steal guest guest_nice
+            machine_cpu_of(&format!(
+                "cpu  {} 0 0 500 7 0 0 {steal} 3 0\ncpu0 1 2 3",
+                busy - steal
+            ))
+            .unwrap()
+        };
+        let noise = at(400, 60).noise_since(&at(100, 10), 100.0 / ticks);
+        assert!((noise.steal - 50.0 / ticks).abs() < 1e-9);
+        // 300 busy ticks: 50 stolen, 100 the broker's and harness's own.
+        assert!((noise.other_cpu - 150.0 / ticks).abs() < 1e-9);
+        // Never negative, when the own processes' figures run ahead.
+        assert_eq!(at(110, 10).noise_since(&at(100, 10), 1e6).other_cpu, 0.0);
+    }
+
+    #[test]
     fn reads_own_process() {
         assert!(self_cpu_seconds().unwrap() >= 0.0);
-        assert!(machine_busy_seconds().unwrap() > 0.0);
+        assert!(machine_cpu().unwrap().busy > 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::trials::{BrokerTrials, Spread, PERCENTILES};
 use super::{human_bytes, human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
 use crate::scenarios::{Group, Kind};
@@ -67,14 +68,22 @@ struct Table {
 
 impl Table {
     fn new(first: &str, kinds: &[BrokerKind], ratio_label: &str) -> Table {
-        let with_ratio = kinds.contains(&BrokerKind::Blipmq) && kinds.contains(&BrokerKind::Nats);
+        Table::with_columns(first, kinds, Some(ratio_label))
+    }
+
+    /// `ratio_label`: the BlipMQ/NATS column's, None for no such column
+    /// (also left out unless both brokers ran).
+    fn with_columns(first: &str, kinds: &[BrokerKind], ratio_label: Option<&str>) -> Table {
+        let with_ratio = ratio_label.is_some()
+            && kinds.contains(&BrokerKind::Blipmq)
+            && kinds.contains(&BrokerKind::Nats);
         let mut text = format!("| {first} |");
         let mut rule = String::from("|---|");
         for kind in kinds {
             let _ = write!(text, " {} |", kind.label());
             rule += "---:|";
         }
-        if with_ratio {
+        if let Some(ratio_label) = ratio_label.filter(|_| with_ratio) {
             let _ = write!(text, " {ratio_label} |");
             rule += "---:|";
         }
@@ -90,25 +99,26 @@ impl Table {
 
     /// A row: one cell per broker, and the ratio of BlipMQ's figure to NATS's.
     fn row(&mut self, label: &str, cell: impl Fn(BrokerKind) -> (String, Option<f64>)) {
+        let (texts, figures): (Vec<String>, Vec<Option<f64>>) =
+            self.kinds.iter().map(|&kind| cell(kind)).unzip();
+        let get = |k| {
+            self.kinds
+                .iter()
+                .position(|&kind| kind == k)
+                .and_then(|i| figures[i])
+        };
+        let ratio = ratio(get(BrokerKind::Blipmq), get(BrokerKind::Nats));
+        self.row_of(label, &texts, &ratio);
+    }
+
+    /// A row of ready cells, one per broker, and the ratio cell.
+    fn row_of(&mut self, label: &str, cells: &[String], ratio: &str) {
         let _ = write!(self.text, "| {label} |");
-        let mut figures = Vec::new();
-        for &kind in &self.kinds {
-            let (text, figure) = cell(kind);
+        for text in cells {
             let _ = write!(self.text, " {text} |");
-            figures.push((kind, figure));
         }
         if self.with_ratio {
-            let get = |k| {
-                figures
-                    .iter()
-                    .find(|(kind, _)| *kind == k)
-                    .and_then(|(_, f)| *f)
-            };
-            let _ = write!(
-                self.text,
-                " {} |",
-                ratio(get(BrokerKind::Blipmq), get(BrokerKind::Nats))
-            );
+            let _ = write!(self.text, " {ratio} |");
         }
         self.text += "\n";
     }
@@ -170,9 +180,11 @@ pub fn problems(report: &Report, md: &mut String) {
     for r in problems {
         let _ = writeln!(
             md,
-            "- `{}` on {}{}{}: **{}**; sent {}, expected {} deliveries, received {}.",
+            "- `{}` on {}{}{}{}: **{}**; sent {}, expected {} deliveries, received {}.",
             r.scenario,
             r.broker.label(),
+            r.trial
+                .map_or(String::new(), |trial| format!(", trial {trial}")),
             match r.backend {
                 Some(backend) => format!(
                     " ({}{})",
@@ -293,36 +305,7 @@ pub fn render(report: &Report) -> String {
         md += &table.text;
     }
 
-    let latency: Vec<_> = report
-        .scenarios
-        .iter()
-        .filter(|s| s.group == Group::Latency)
-        .collect();
-    if !latency.is_empty() {
-        md += "\n## Latency\n\nOne-way latency in µs, 1 publisher → 1 subscriber, 16 B payloads, paced. \
-               Measured from the moment each message was due to be sent (so the publisher's own lateness \
-               and any backpressure count) to its arrival at the subscriber. Lower is better.\n\n";
-        let mut table = Table::new("Scenario", &kinds, "BlipMQ/NATS (lower: BlipMQ faster)");
-        for scenario in &latency {
-            for (index, label) in ["p50", "p90", "p99", "p99.9", "max"].iter().enumerate() {
-                table.row(&format!("`{}` {label}", scenario.name), |kind| match report
-                    .result(&scenario.name, kind)
-                {
-                    None => ("n/a".into(), None),
-                    Some(r) if r.status != Status::Ok => (failed_cell(r), None),
-                    Some(r) => match &r.latency_us {
-                        Some(p) => {
-                            let v = p.points()[index].1;
-                            (format!("{v:.1}{}", mark(r)), Some(v))
-                        }
-                        None => ("–".into(), None),
-                    },
-                });
-            }
-        }
-        md += &table.text;
-        md += "\nAchieved rate and the publisher's own lateness (pacer lag p99) per run are in the JSON.\n";
-    }
+    latency_section(report, &kinds, &mut md);
 
     let conns: Vec<_> = report
         .scenarios
@@ -380,6 +363,156 @@ pub fn render(report: &Report) -> String {
 
     problems(report, &mut md);
     md
+}
+
+/// µs: "112", "98.5".
+fn micros(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+/// A median of per-trial ratios: "0.80× (0.70–0.95)".
+fn ratio_cell(spread: Option<Spread>) -> String {
+    match spread {
+        Some(s) if s.trials > 1 => format!("{:.2}× ({:.2}–{:.2})", s.median, s.min, s.max),
+        Some(s) => format!("{:.2}×", s.median),
+        None => "–".into(),
+    }
+}
+
+/// A figure over a broker's ok trials, marked with the count of noisy
+/// ones; or, when no trial was ok, why.
+fn trials_cell(
+    trials: Option<&BrokerTrials>,
+    spread: impl Fn(&BrokerTrials) -> Option<Spread>,
+    format: impl Fn(f64) -> String,
+) -> String {
+    let Some(t) = trials else {
+        return "n/a".into();
+    };
+    match spread(t) {
+        Some(s) if t.noisy_trials.is_empty() => s.cell(format),
+        Some(s) => format!("{} †{}", s.cell(format), t.noisy_trials.len()),
+        None => match t.failed.first() {
+            Some(first) => format!(
+                "**{}** ({} of {} trials)",
+                first.status.label(),
+                t.failed.len(),
+                t.trials
+            ),
+            None => "–".into(),
+        },
+    }
+}
+
+/// "5/5 ok; 50.0k msg/s; pacer p99 8.1 µs; other ≤ 0.05, steal ≤ 0.00 CPUs".
+fn trials_summary(t: &BrokerTrials) -> String {
+    let mut text = format!("{}/{} ok", t.ok, t.trials);
+    if !t.failed.is_empty() {
+        let failed: Vec<String> = t
+            .failed
+            .iter()
+            .map(|f| format!("trial {} {}", f.trial, f.status.label()))
+            .collect();
+        let _ = write!(text, " ({})", failed.join(", "));
+    }
+    if !t.noisy_trials.is_empty() {
+        let noisy: Vec<String> = t.noisy_trials.iter().map(|n| n.to_string()).collect();
+        let _ = write!(text, ", noisy: {} †", noisy.join(", "));
+    }
+    if let Some(rate) = t.msgs_per_sec {
+        let _ = write!(text, "; {} msg/s", human_rate(rate.median));
+    }
+    if let Some(lag) = t.pacer_lag_p99_us {
+        let _ = write!(text, "; pacer p99 {} µs", micros(lag.median));
+    }
+    if let (Some(other), Some(steal)) = (t.other_cpus, t.steal_cpus) {
+        let _ = write!(
+            text,
+            "; other ≤ {:.2}, steal ≤ {:.2} CPUs",
+            other.max, steal.max
+        );
+    }
+    text
+}
+
+/// The latency scenarios over their trials: percentiles as medians with
+/// spreads, the per-trial ratios, and a line per scenario on the trials.
+fn latency_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
+    if report.latency_trials.is_empty() {
+        return;
+    }
+    let timing = &report.settings["timing"];
+    let secs = |key: &str| timing[key].as_f64().unwrap_or(0.0);
+    let _ = write!(
+        md,
+        "\n## Latency\n\nOne-way latency in µs, paced publishers, 16 B payloads: from the moment each message \
+         was due to be sent (so the publisher's own lateness and any backpressure count; no coordinated \
+         omission) to its arrival at the subscriber. Lower is better.\n\n\
+         Each scenario ran as **{} trials** per broker, interleaved (trial 1 on every broker, then trial 2, \
+         ...), each on a fresh broker with {} s warm-up and {} s measured. A cell is the **median over the \
+         trials** with the spread (min–max); BlipMQ/NATS is the **median of the per-trial ratios** (trial i of \
+         BlipMQ over trial i of NATS) with their spread. Trials that lost, reordered or failed are left out \
+         (see the trials table and Problems). †N: N of the trials counted were noisy (other processes and \
+         the hypervisor's steal used more than {:.2} CPUs in the window).\n\n",
+        timing["latency_trials"].as_u64().unwrap_or(1),
+        secs("latency_warmup"),
+        secs("latency_measure"),
+        super::NOISY_LOAD
+    );
+    let mut table = Table::new("Scenario", kinds, "BlipMQ/NATS (lower: BlipMQ faster)");
+    for summary in &report.latency_trials {
+        for (index, label) in PERCENTILES.iter().enumerate() {
+            let cells: Vec<String> = kinds
+                .iter()
+                .map(|&kind| {
+                    trials_cell(summary.broker(kind), |t| t.latency_us[index].spread, micros)
+                })
+                .collect();
+            let ratio = ratio_cell(
+                summary
+                    .blipmq_over_nats_latency
+                    .as_ref()
+                    .and_then(|r| r[index].spread),
+            );
+            table.row_of(&format!("`{}` {label}", summary.scenario), &cells, &ratio);
+        }
+        if summary
+            .brokers
+            .iter()
+            .any(|b| b.load_msgs_per_sec.is_some())
+        {
+            let cells: Vec<String> = kinds
+                .iter()
+                .map(|&kind| trials_cell(summary.broker(kind), |t| t.load_msgs_per_sec, human_rate))
+                .collect();
+            table.row_of(
+                &format!(
+                    "`{}` load flow msg/s (ratio: higher = BlipMQ faster)",
+                    summary.scenario
+                ),
+                &cells,
+                &ratio_cell(summary.blipmq_over_nats_load),
+            );
+        }
+    }
+    *md += &table.text;
+    *md += "\n### Trials\n\nPer scenario and broker: trials in the medians, those left out, the noisy ones; \
+            the median achieved rate (all deliveries) and the publisher's own lateness (pacer lag p99); the \
+            most CPUs other processes and steal took in a trial's window. Every trial's figures are in the \
+            JSON (`results`, with `trial`; the medians under `latency_trials`).\n\n";
+    let mut table = Table::with_columns("Scenario", kinds, None);
+    for summary in &report.latency_trials {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|&kind| summary.broker(kind).map_or("n/a".into(), trials_summary))
+            .collect();
+        table.row_of(&format!("`{}`", summary.scenario), &cells, "");
+    }
+    *md += &table.text;
 }
 
 /// A run's messages per second, or why it has none.
@@ -462,6 +595,77 @@ fn flood_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::trials::{self, tests::run};
+    use crate::report::{machine::Machine, LoadFigures};
+    use crate::scenarios::{self, Timing};
+
+    #[test]
+    fn latency_section_gives_medians_spreads_and_per_trial_ratios() {
+        let (b, n) = (BrokerKind::Blipmq, BrokerKind::Nats);
+        let selected = scenarios::select(&["lat-50k".into(), "lat-load-50k".into()]).unwrap();
+        let (plain, loaded) = (&selected[0], &selected[1]);
+        let mut results = vec![
+            run(plain, b, 1, 100.0),
+            run(plain, n, 1, 400.0),
+            run(plain, b, 2, 300.0),
+            run(plain, n, 2, 300.0),
+            run(plain, b, 3, 200.0),
+            run(plain, n, 3, 100.0),
+        ];
+        results[1].skewed = true;
+        results[2].status = Status::Lost;
+        for trial in 1..=2 {
+            for (kind, rate) in [(b, 4e6), (n, 1e6)] {
+                let mut r = run(loaded, kind, trial, 50.0);
+                r.load = Some(LoadFigures {
+                    pubs: 4,
+                    subs: 4,
+                    payload_bytes: 128,
+                    status: Status::Ok,
+                    sent: 0,
+                    expected: 0,
+                    received: 0,
+                    delivered: 0,
+                    msgs_per_sec: Some(rate * trial as f64),
+                });
+                results.push(r);
+            }
+        }
+        let kinds = [b, n];
+        let report = Report {
+            tool: "test".into(),
+            mode: "quick".into(),
+            started_unix: 0,
+            duration_secs: 0.0,
+            machine: Machine::describe(),
+            brokers: Vec::new(),
+            settings: serde_json::json!({ "timing": Timing::quick() }),
+            latency_trials: trials::summarize(&selected, &kinds, &results),
+            scenarios: selected,
+            results,
+            stats_watch_overhead: None,
+            veth_lab: None,
+            dpdk_transport: None,
+        };
+        let mut md = String::new();
+        latency_section(&report, &kinds, &mut md);
+        assert!(md.contains("**3 trials** per broker"), "{md}");
+        // BlipMQ: trials 1 and 3 (trial 2 lost); NATS: all three, one noisy.
+        // Ratios of trials 1 and 3: 0.25 and 2.0.
+        assert!(
+            md.contains("| `lat-50k` p99 | 150 (100–200) | 300 (100–400) †1 | 1.12× (0.25–2.00) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `lat-load-50k` load flow msg/s (ratio: higher = BlipMQ faster) | 6.00M (4.00M–8.00M) | 1.50M (1.00M–2.00M) | 4.00× (4.00–4.00) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `lat-50k` | 2/3 ok (trial 2 LOST); 50.0k msg/s"),
+            "{md}"
+        );
+        assert!(md.contains("| 3/3 ok, noisy: 1 †; 50.0k msg/s"), "{md}");
+    }
 
     #[test]
     fn formats_dates() {

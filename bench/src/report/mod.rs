@@ -7,6 +7,7 @@ pub mod machine;
 pub mod markdown;
 pub mod stats_watch;
 pub mod svg;
+pub mod trials;
 pub mod veth;
 
 use std::time::Duration;
@@ -21,8 +22,8 @@ use crate::run::flood::FloodOutcome;
 use crate::run::flow::{FlowOutcome, FlowSpec, Pace};
 use crate::scenarios::{Group, Scenario};
 
-/// Other processes' CPU use (CPUs, averaged over the window) above which a
-/// run is flagged as skewed.
+/// Other processes' CPU use plus the hypervisor's steal (CPUs, averaged
+/// over the window) above which a run is flagged as skewed (noisy).
 pub const NOISY_LOAD: f64 = 0.15;
 
 /// A run's verdict. Only `ok` runs are reported as a speed.
@@ -148,6 +149,9 @@ pub struct RunResult {
     pub scenario: String,
     pub group: Group,
     pub broker: BrokerKind,
+    /// Latency scenarios: which of the interleaved trials this run was (from 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
     pub status: Status,
     /// Why the status is not ok, and anything else odd.
     pub problems: Vec<String>,
@@ -178,14 +182,23 @@ pub struct RunResult {
     /// Payload megabytes (10^6 B) delivered per second.
     pub mb_per_sec: Option<f64>,
     pub broker_cpu_secs: f64,
+    /// Per million delivered messages (latency under load: of both flows).
     pub cpu_secs_per_million: Option<f64>,
     pub harness_cpu_secs: f64,
     /// CPU seconds used in the window by everything else on the machine:
     /// other processes' load skews the figures.
     pub other_cpu_secs: f64,
-    /// Other processes used more than [`NOISY_LOAD`] CPUs in the window.
+    /// CPU seconds the hypervisor stole from this machine in the window.
+    pub steal_secs: f64,
+    /// Other processes and steal used more than [`NOISY_LOAD`] CPUs in the
+    /// window.
     pub skewed: bool,
+    /// One-way latency over every delivery of the (paced) latency flow.
     pub latency_us: Option<Percentiles>,
+    /// The broker's own share of the latency (from reading a PUBLISH to
+    /// writing it to a subscriber), from blipmqd's stats once it keeps that
+    /// histogram (issue 14); None until then, and for the other brokers.
+    pub broker_latency_us: Option<Percentiles>,
     pub pacer_lag_us: Option<Percentiles>,
     pub receiver_mismatches: u64,
     /// Seconds each publisher waited for flow-control credit (whole run,
@@ -194,6 +207,9 @@ pub struct RunResult {
     pub publisher_wait_secs: Vec<f64>,
     pub connections: Option<ConnFigures>,
     pub flood: Option<FloodFigures>,
+    /// Latency under load: the throughput flow beside the latency flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadFigures>,
     pub rss_start_bytes: Option<u64>,
     pub rss_end_bytes: Option<u64>,
     /// Stats-watch overhead mode only: which arm and round this run was.
@@ -213,6 +229,23 @@ pub struct RunResult {
     /// The broker's syscalls in the measured window (syscall pass only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscalls: Option<SyscallFigures>,
+}
+
+/// The throughput flow that ran beside a latency flow (latency under load),
+/// over the same window; its messages are checked like any flow's.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFigures {
+    pub pubs: usize,
+    pub subs: usize,
+    pub payload_bytes: usize,
+    pub status: Status,
+    pub sent: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub delivered: u64,
+    /// Messages delivered per second, all its subscribers together (ok
+    /// flows only).
+    pub msgs_per_sec: Option<f64>,
 }
 
 /// The broker's syscalls in a run's measured window.
@@ -244,10 +277,15 @@ pub struct StatsWatchArm {
 
 impl RunResult {
     pub fn new(scenario: &Scenario, broker: BrokerKind) -> RunResult {
+        RunResult::blank(scenario.name.clone(), scenario.group, broker)
+    }
+
+    fn blank(scenario: String, group: Group, broker: BrokerKind) -> RunResult {
         RunResult {
-            scenario: scenario.name.clone(),
-            group: scenario.group,
+            scenario,
+            group,
             broker,
+            trial: None,
             status: Status::Error,
             problems: Vec::new(),
             notes: Vec::new(),
@@ -274,13 +312,16 @@ impl RunResult {
             cpu_secs_per_million: None,
             harness_cpu_secs: 0.0,
             other_cpu_secs: 0.0,
+            steal_secs: 0.0,
             skewed: false,
             latency_us: None,
+            broker_latency_us: None,
             pacer_lag_us: None,
             receiver_mismatches: 0,
             publisher_wait_secs: Vec::new(),
             connections: None,
             flood: None,
+            load: None,
             rss_start_bytes: None,
             rss_end_bytes: None,
             stats_watch: None,
@@ -344,7 +385,9 @@ impl RunResult {
         self.broker_cpu_secs = outcome.broker_cpu;
         self.harness_cpu_secs = outcome.harness_cpu;
         self.other_cpu_secs = outcome.other_cpu;
-        self.skewed = self.window_secs > 0.0 && self.other_cpu_secs / self.window_secs > NOISY_LOAD;
+        self.steal_secs = outcome.steal;
+        self.skewed = self.window_secs > 0.0
+            && (self.other_cpu_secs + self.steal_secs) / self.window_secs > NOISY_LOAD;
         self.latency_us = outcome.latency.as_ref().and_then(Percentiles::of);
         self.pacer_lag_us = outcome.pacer_lag.as_ref().and_then(Percentiles::of);
         self.receiver_mismatches = outcome.receiver_mismatches;
@@ -429,9 +472,45 @@ impl RunResult {
         }
     }
 
+    /// Latency under load: keeps the load flow's figures; its verdict
+    /// becomes the run's when the latency flow's was ok (a message lost by
+    /// either flow fails the run).
+    pub fn set_load(&mut self, spec: &FlowSpec, outcome: &FlowOutcome) {
+        let mut load = RunResult::blank(self.scenario.clone(), self.group, self.broker);
+        load.set_flow(spec, outcome);
+        if self.status == Status::Ok && load.status != Status::Ok {
+            self.status = load.status;
+        }
+        // The shared errors (a broker that died) are already in the list.
+        for problem in load.problems {
+            let problem = format!("load flow: {problem}");
+            if !self.problems.iter().any(|p| problem.ends_with(p.as_str())) {
+                self.problems.push(problem);
+            }
+        }
+        // The broker's CPU in the window served both flows.
+        if let Some(cpu) = self.cpu_secs_per_million.as_mut() {
+            *cpu = self.broker_cpu_secs / ((self.delivered + load.delivered) as f64 / 1e6);
+        }
+        self.load = Some(LoadFigures {
+            pubs: spec.pubs,
+            subs: spec.subs,
+            payload_bytes: spec.payload,
+            status: load.status,
+            sent: load.sent,
+            expected: load.expected,
+            received: load.received,
+            delivered: load.delivered,
+            msgs_per_sec: load.msgs_per_sec,
+        });
+    }
+
     /// One line for the console.
     pub fn summary(&self) -> String {
         let mut head = format!("{:<16} {:<7}", self.scenario, self.broker.label());
+        if let Some(trial) = self.trial {
+            head += &format!(" trial {trial}");
+        }
         if let Some(backend) = self.backend {
             head += &format!(
                 " {:<8}{}",
@@ -458,10 +537,14 @@ impl RunResult {
                 lat.p50, lat.p99, lat.p999, lat.max
             );
         }
+        if let Some(load) = self.load.as_ref().and_then(|l| l.msgs_per_sec) {
+            line += &format!("  load flow {} msg/s", human_rate(load));
+        }
         if self.skewed {
             line += &format!(
-                "  (skewed: other processes used {:.2} CPUs)",
-                self.other_cpu_secs / self.window_secs
+                "  (skewed: other processes used {:.2} CPUs, steal {:.2})",
+                self.other_cpu_secs / self.window_secs,
+                self.steal_secs / self.window_secs
             );
         }
         if let Some(flood) = &self.flood {
@@ -521,6 +604,10 @@ pub struct Report {
     pub settings: serde_json::Value,
     pub scenarios: Vec<Scenario>,
     pub results: Vec<RunResult>,
+    /// The latency scenarios over their trials: medians, spreads and
+    /// per-trial ratios (every trial's own figures are in `results`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_trials: Vec<trials::ScenarioTrials>,
     /// `--stats-watch-overhead` only: the watcher's effect on throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_watch_overhead: Option<stats_watch::Summary>,

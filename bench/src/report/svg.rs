@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
+use super::trials::PERCENTILES;
 use super::{human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
-use crate::scenarios::{size_label, Kind, PAYLOADS, RATES, TOPOLOGIES};
+use crate::scenarios::{size_label, PAYLOADS, TOPOLOGIES};
 
 fn color(kind: BrokerKind) -> &'static str {
     match kind {
@@ -273,52 +274,45 @@ pub fn throughput(report: &Report, mb: bool) -> Option<String> {
     Some(document(title, &kinds, 2, drawn.div_ceil(2), &body))
 }
 
-/// Latency percentiles, one panel per rate.
+/// Latency percentiles, one panel per latency scenario: the medians over
+/// its trials.
 pub fn latency(report: &Report) -> Option<String> {
     let kinds = report.broker_kinds();
     let mut body = String::new();
-    let mut drawn = 0usize;
-    for rate in RATES {
-        let Some(scenario) = report
-            .scenarios
-            .iter()
-            .find(|s| matches!(s.kind, Kind::Latency { rate: r, .. } if r == rate))
-        else {
-            continue;
-        };
-        let labels = ["p50", "p90", "p99", "p99.9", "max"];
+    for (drawn, summary) in report.latency_trials.iter().enumerate() {
         let series = kinds
             .iter()
             .map(|&kind| Series {
                 kind,
-                points: (0..labels.len())
+                points: (0..PERCENTILES.len())
                     .map(|i| {
-                        ok_figure(report.result(&scenario.name, kind), |r| {
-                            r.latency_us.as_ref().map(|p| p.points()[i].1)
-                        })
+                        summary
+                            .broker(kind)
+                            .and_then(|t| t.latency_us[i].spread)
+                            .map(|s| s.median)
                     })
                     .collect(),
             })
             .collect::<Vec<_>>();
-        let categories: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let categories: Vec<String> = PERCENTILES.iter().map(|l| l.to_string()).collect();
         let x = PANEL_W * (drawn % 2) as f64;
         let y = PANEL_H * (drawn / 2) as f64;
         panel(
             &mut body,
             x,
             y,
-            &format!("{} msg/s", human_rate(rate as f64)),
+            &summary.scenario,
             &categories,
             &series,
             "µs",
         );
-        drawn += 1;
     }
+    let drawn = report.latency_trials.len();
     if drawn == 0 {
         return None;
     }
     Some(document(
-        "One-way latency percentiles, 1 pub → 1 sub, 16 B (log scale)",
+        "One-way latency percentiles, medians over the trials (log scale)",
         &kinds,
         2,
         drawn.div_ceil(2),

@@ -1,4 +1,5 @@
-//! One run of publishers → subscribers on one subject.
+//! One run of publishers → subscribers on one subject, or of several such
+//! flows at once, each on its own subject (latency under load).
 //!
 //! Every subscriber connection has its own reader thread that parses in
 //! place, checks each message's (publisher, sequence number) and counts.
@@ -25,8 +26,10 @@ use crate::brokers::{procfs, Broker};
 use crate::proto::{self, payload, Conn, Event, ReadHalf, Reader, Wire, WriteHalf};
 use crate::tls::BenchTls;
 
-/// The subject every run publishes on.
+/// The subject a run's flow publishes on.
 pub const SUBJECT: &str = "bench.flow";
+/// The subject of the throughput flow beside a latency flow (latency under load).
+pub const LOAD_SUBJECT: &str = "bench.load";
 /// The queue group of the queue-group scenario.
 pub const QUEUE_GROUP: &str = "workers";
 /// Target bytes of one publisher write.
@@ -54,6 +57,8 @@ pub enum Pace {
 
 #[derive(Debug, Clone)]
 pub struct FlowSpec {
+    /// The subject its publishers publish on and its subscribers subscribe to.
+    pub subject: &'static str,
     pub pubs: usize,
     pub subs: usize,
     pub payload: usize,
@@ -106,6 +111,9 @@ pub struct FlowOutcome {
     /// CPU seconds the rest of the machine used in the window (other
     /// processes, the kernel's own threads): noise when large.
     pub other_cpu: f64,
+    /// CPU seconds the hypervisor gave to others while this machine's CPUs
+    /// wanted to run (steal, from /proc/stat): noise when large.
+    pub steal: f64,
     /// Latency runs: one-way latency of the messages after the warm-up.
     pub latency: Option<Histogram<u64>>,
     /// Latency runs: how late the pacer wrote messages (client-side delay).
@@ -126,12 +134,7 @@ pub struct FlowOutcome {
 impl FlowOutcome {
     /// Messages the subscribers should have received in total.
     pub fn expected_total(&self, queue: bool) -> u64 {
-        let sent: u64 = self.sent.iter().sum();
-        if queue {
-            sent
-        } else {
-            sent * self.received.len() as u64
-        }
+        expected_deliveries(queue, self.received.len(), &self.sent)
     }
 
     pub fn received_total(&self) -> u64 {
@@ -206,109 +209,195 @@ struct PubReaderReport {
     receiver_mismatches: u64,
 }
 
-/// Runs `spec` against `broker`, over TLS with `tls`; `on_progress` gets a
-/// status line now and then.
-pub fn run<W: Wire>(
-    broker: &mut Broker,
-    spec: &FlowSpec,
-    tls: Option<&BenchTls>,
-    on_progress: &dyn Fn(String),
-) -> Result<FlowOutcome> {
-    let addr = broker.addr;
-    assert!(spec.payload >= payload::HEADER);
-    let shared = Arc::new(Shared {
-        clock: Clock::new(),
+/// One flow's clients, connected, before their threads start.
+struct Connected {
+    shared: Arc<Shared>,
+    subs: Vec<Conn>,
+    pubs: Vec<Conn>,
+}
+
+/// One flow's threads.
+struct Running {
+    shared: Arc<Shared>,
+    subs: Vec<JoinHandle<SubReport>>,
+    pubs: Vec<JoinHandle<PubReport>>,
+    pub_readers: Vec<JoinHandle<PubReaderReport>>,
+}
+
+fn new_shared(spec: &FlowSpec, clock: Clock) -> Arc<Shared> {
+    let counters = |n: usize| {
+        (0..n)
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect()
+    };
+    Arc::new(Shared {
+        clock,
         spec: spec.clone(),
         stop: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         subs: (0..spec.subs)
             .map(|_| SubShared {
-                per_pub: (0..spec.pubs)
-                    .map(|_| CachePadded::new(AtomicU64::new(0)))
-                    .collect(),
+                per_pub: counters(spec.pubs),
                 last_recv_ns: CachePadded::new(AtomicU64::new(0)),
             })
             .collect(),
-        sent: (0..spec.pubs)
-            .map(|_| CachePadded::new(AtomicU64::new(0)))
-            .collect(),
-        pongs: (0..spec.pubs)
-            .map(|_| CachePadded::new(AtomicU64::new(0)))
-            .collect(),
-        ping_requests: (0..spec.pubs)
-            .map(|_| CachePadded::new(AtomicU64::new(0)))
-            .collect(),
+        sent: counters(spec.pubs),
+        pongs: counters(spec.pubs),
+        ping_requests: counters(spec.pubs),
         seen: seen_bits(spec),
         warm_ns: AtomicU64::new(u64::MAX),
-    });
+    })
+}
 
-    // Connections first: subscribers (confirmed by PONG, so their
-    // subscriptions are in place), then publishers.
-    let mut sockets: Vec<TcpStream> = Vec::new();
-    let mut sub_streams = Vec::new();
+/// Connects a flow's subscribers (confirmed by PONG, so their
+/// subscriptions are in place), then its publishers; every socket also goes
+/// to `sockets`, for the guard.
+fn connect<W: Wire>(
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<&BenchTls>,
+    sockets: &mut Vec<TcpStream>,
+) -> Result<Connected> {
+    let spec = &shared.spec;
+    let mut subs = Vec::new();
     for s in 0..spec.subs {
         let mut extra = Vec::new();
-        W::put_subscribe(&mut extra, SUBJECT, 1, spec.queue.then_some(QUEUE_GROUP));
+        W::put_subscribe(
+            &mut extra,
+            spec.subject,
+            1,
+            spec.queue.then_some(QUEUE_GROUP),
+        );
         let conn = proto::open::<W>(addr, &format!("bench-sub-{s}"), &extra, SETUP_TIMEOUT, tls)
-            .with_context(|| format!("subscriber {s} cannot connect and subscribe"))?;
+            .with_context(|| {
+                format!(
+                    "subscriber {s} of {} cannot connect and subscribe",
+                    spec.subject
+                )
+            })?;
         sockets.push(conn.socket.try_clone()?);
-        sub_streams.push(conn);
+        subs.push(conn);
     }
-    let mut pub_streams = Vec::new();
+    let mut pubs = Vec::new();
     for p in 0..spec.pubs {
         let conn = proto::open::<W>(addr, &format!("bench-pub-{p}"), &[], SETUP_TIMEOUT, tls)
-            .with_context(|| format!("publisher {p} cannot connect"))?;
+            .with_context(|| format!("publisher {p} of {} cannot connect", spec.subject))?;
         sockets.push(conn.socket.try_clone()?);
-        pub_streams.push(conn);
+        pubs.push(conn);
     }
-    // From here on every thread ends when its socket is shut down, also
-    // when this function returns early.
-    let guard = SocketGuard {
-        sockets,
-        shared: shared.clone(),
-    };
+    Ok(Connected { shared, subs, pubs })
+}
 
-    let mut sub_threads: Vec<JoinHandle<SubReport>> = Vec::new();
-    for (s, stream) in sub_streams.into_iter().enumerate() {
+/// Starts a flow's threads; its publishers wait for `start`.
+fn spawn<W: Wire>(connected: Connected, start: &Arc<Barrier>) -> Result<Running> {
+    let Connected { shared, subs, pubs } = connected;
+    let mut running = Running {
+        shared: shared.clone(),
+        subs: Vec::new(),
+        pubs: Vec::new(),
+        pub_readers: Vec::new(),
+    };
+    for (s, stream) in subs.into_iter().enumerate() {
         let shared = shared.clone();
-        sub_threads.push(
+        running.subs.push(
             std::thread::Builder::new()
                 .name(format!("sub-{s}"))
                 .spawn(move || subscriber::<W>(stream, &shared, s))?,
         );
     }
-    let start = Arc::new(Barrier::new(spec.pubs + 1));
-    let mut pub_threads: Vec<JoinHandle<PubReport>> = Vec::new();
-    let mut pub_reader_threads: Vec<JoinHandle<PubReaderReport>> = Vec::new();
-    for (p, conn) in pub_streams.into_iter().enumerate() {
+    for (p, conn) in pubs.into_iter().enumerate() {
         let (reader_stream, stream) = (conn.reader, conn.writer);
         let reader_shared = shared.clone();
-        pub_reader_threads.push(
+        running.pub_readers.push(
             std::thread::Builder::new()
                 .name(format!("pub-{p}-reader"))
                 .spawn(move || publisher_reader::<W>(reader_stream, &reader_shared, p))?,
         );
         let shared = shared.clone();
         let start = start.clone();
-        pub_threads.push(std::thread::Builder::new().name(format!("pub-{p}")).spawn(
-            move || {
-                start.wait();
-                match shared.spec.pace {
-                    Pace::Max => publish_max::<W>(stream, &shared, p),
-                    Pace::Rate(rate) => publish_paced::<W>(stream, &shared, p, rate),
-                }
-            },
-        )?);
+        running
+            .pubs
+            .push(
+                std::thread::Builder::new()
+                    .name(format!("pub-{p}"))
+                    .spawn(move || {
+                        start.wait();
+                        match shared.spec.pace {
+                            Pace::Max => publish_max::<W>(stream, &shared, p),
+                            Pace::Rate(rate) => publish_paced::<W>(stream, &shared, p, rate),
+                        }
+                    })?,
+            );
     }
+    Ok(running)
+}
+
+/// Messages `subs` subscribers (a queue group: together) should receive,
+/// given what each publisher sent.
+fn expected_deliveries(queue: bool, subs: usize, sent: &[u64]) -> u64 {
+    let sent: u64 = sent.iter().sum();
+    if queue {
+        sent
+    } else {
+        sent * subs as u64
+    }
+}
+
+/// Runs `specs` at once against `broker`, over TLS with `tls`, each flow on
+/// its own subject (latency under load: a paced flow beside a throughput
+/// flow); `on_progress` gets a status line now and then. The flows share
+/// the first flow's warm-up and measured window, and the broker's and the
+/// machine's CPU figures of that window; every message of every flow is
+/// checked. One outcome per flow, in order.
+pub fn run<W: Wire>(
+    broker: &mut Broker,
+    specs: &[FlowSpec],
+    tls: Option<&BenchTls>,
+    on_progress: &dyn Fn(String),
+) -> Result<Vec<FlowOutcome>> {
+    let first = specs.first().ok_or_else(|| anyhow!("no flow to run"))?;
+    let (warmup, measure) = (first.warmup, first.measure);
+    let addr = broker.addr;
+    let clock = Clock::new();
+    let shareds: Vec<Arc<Shared>> = specs
+        .iter()
+        .map(|spec| {
+            assert!(spec.payload >= payload::HEADER);
+            new_shared(spec, clock)
+        })
+        .collect();
+
+    // Every connection of every flow first, so that no thread is started
+    // for a run that cannot begin. From here on every thread ends when its
+    // socket is shut down, also when this function returns early.
+    let mut guard = SocketGuard {
+        sockets: Vec::new(),
+        shared: shareds.clone(),
+    };
+    let mut connected = Vec::new();
+    for shared in &shareds {
+        connected.push(connect::<W>(addr, shared.clone(), tls, &mut guard.sockets)?);
+    }
+    let total_pubs: usize = specs.iter().map(|spec| spec.pubs).sum();
+    let start = Arc::new(Barrier::new(total_pubs + 1));
+    let mut flows = Vec::new();
+    for flow in connected {
+        flows.push(spawn::<W>(flow, &start)?);
+    }
+    let delivered = |flows: &[Running]| -> Vec<u64> {
+        flows.iter().map(|f| f.shared.delivered_total()).collect()
+    };
 
     // Go.
-    let go_ns = shared.clock.now_ns();
-    shared
-        .warm_ns
-        .store(go_ns + spec.warmup.as_nanos() as u64, Ordering::Release);
+    let go_ns = clock.now_ns();
+    for shared in &shareds {
+        shared
+            .warm_ns
+            .store(go_ns + warmup.as_nanos() as u64, Ordering::Release);
+    }
     start.wait();
     let tick = Duration::from_millis(100);
-    let warm_end = Instant::now() + spec.warmup;
+    let warm_end = Instant::now() + warmup;
     let mut errors = Vec::new();
     while Instant::now() < warm_end {
         std::thread::sleep(tick.min(warm_end.saturating_duration_since(Instant::now())));
@@ -321,20 +410,20 @@ pub fn run<W: Wire>(
 
     // The syscall probe (if any) counts from here to the last snapshot.
     broker.begin_window();
-    let t0_ns = shared.clock.now_ns();
-    let delivered0 = shared.delivered_total();
+    let t0_ns = clock.now_ns();
+    let delivered0 = delivered(&flows);
     let cpu0 = broker.cpu_seconds().unwrap_or(0.0);
     let self0 = procfs::self_cpu_seconds()?;
-    let busy0 = procfs::machine_busy_seconds().unwrap_or(0.0);
-    let measure_end = Instant::now() + spec.measure;
-    let (mut last_count, mut last_at) = (delivered0, Instant::now());
+    let machine0 = procfs::machine_cpu().unwrap_or_default();
+    let measure_end = Instant::now() + measure;
+    let (mut last_count, mut last_at) = (delivered0.iter().sum::<u64>(), Instant::now());
     while Instant::now() < measure_end && errors.is_empty() {
         std::thread::sleep(tick.min(measure_end.saturating_duration_since(Instant::now())));
         if let Err(error) = broker.check_alive() {
             errors.push(format!("{error:#}"));
             break;
         }
-        let count = shared.delivered_total();
+        let count = delivered(&flows).iter().sum::<u64>();
         let rate = (count - last_count) as f64 / last_at.elapsed().as_secs_f64();
         (last_count, last_at) = (count, Instant::now());
         on_progress(format!(
@@ -342,152 +431,185 @@ pub fn run<W: Wire>(
             crate::report::human_rate(rate)
         ));
     }
-    shared.stop.store(true, Ordering::Release);
+    for shared in &shareds {
+        shared.stop.store(true, Ordering::Release);
+    }
 
     // Publishers stop after their current write; one stuck in a write to a
     // broker that stopped reading is released by shutting its socket.
     let stop_deadline = Instant::now() + Duration::from_secs(10);
-    while pub_threads.iter().any(|t| !t.is_finished()) && Instant::now() < stop_deadline {
+    let pubs_running =
+        |flows: &[Running]| flows.iter().flat_map(|f| &f.pubs).any(|t| !t.is_finished());
+    while pubs_running(&flows) && Instant::now() < stop_deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    if pub_threads.iter().any(|t| !t.is_finished()) {
+    if pubs_running(&flows) {
         errors.push(
             "a publisher was still blocked in a write 10 s after the end; its socket was shut"
                 .to_string(),
         );
         guard.shutdown_all();
     }
-    let mut sent = Vec::new();
-    let mut publisher_waited = Vec::new();
-    let mut pacer_lag: Option<Histogram<u64>> = None;
-    for thread in pub_threads {
-        let report = thread
-            .join()
-            .map_err(|_| anyhow!("a publisher thread panicked"))?;
-        sent.push(report.sent);
-        publisher_waited.push(report.waited.as_secs_f64());
-        errors.extend(report.errors);
-        if let Some(lag) = report.pacer_lag {
-            match pacer_lag.as_mut() {
-                Some(total) => total.add(&lag).expect("same bounds"),
-                None => pacer_lag = Some(lag),
+    // Per flow: what each publisher sent, waited and how late it was.
+    let mut sent_by_flow = Vec::new();
+    for flow in &mut flows {
+        let mut sent = Vec::new();
+        let mut waited = Vec::new();
+        let mut pacer_lag: Option<Histogram<u64>> = None;
+        let mut flow_errors = Vec::new();
+        for thread in flow.pubs.drain(..) {
+            let report = thread
+                .join()
+                .map_err(|_| anyhow!("a publisher thread panicked"))?;
+            sent.push(report.sent);
+            waited.push(report.waited.as_secs_f64());
+            flow_errors.extend(report.errors);
+            if let Some(lag) = report.pacer_lag {
+                match pacer_lag.as_mut() {
+                    Some(total) => total.add(&lag).expect("same bounds"),
+                    None => pacer_lag = Some(lag),
+                }
             }
         }
+        sent_by_flow.push((sent, waited, pacer_lag, flow_errors));
     }
 
-    // Drain: wait until every subscriber has what was sent to it.
-    let expected_total: u64 = if spec.queue {
-        sent.iter().sum()
-    } else {
-        sent.iter().sum::<u64>() * spec.subs as u64
+    // Drain: wait until every subscriber of every flow has what was sent to it.
+    let expected: Vec<u64> = specs
+        .iter()
+        .zip(&sent_by_flow)
+        .map(|(spec, (sent, ..))| expected_deliveries(spec.queue, spec.subs, sent))
+        .collect();
+    let all_there = |counts: &[u64]| {
+        counts
+            .iter()
+            .zip(&expected)
+            .all(|(count, want)| count >= want)
     };
     let broker_died = !errors.is_empty();
     let drain_start = Instant::now();
-    let (mut seen_count, mut seen_at) = (shared.delivered_total(), Instant::now());
-    let complete = loop {
-        let count = shared.delivered_total();
-        if count >= expected_total {
-            break true;
+    let (mut seen_count, mut seen_at) = (delivered(&flows).iter().sum::<u64>(), Instant::now());
+    loop {
+        let counts = delivered(&flows);
+        if all_there(&counts) {
+            break;
         }
+        let count = counts.iter().sum::<u64>();
         if count != seen_count {
             (seen_count, seen_at) = (count, Instant::now());
         }
         if seen_at.elapsed() > STALL_TIMEOUT || drain_start.elapsed() > DRAIN_LIMIT {
-            break false;
+            break;
         }
         if let Err(error) = broker.check_alive() {
             if !broker_died {
                 errors.push(format!("{error:#}"));
             }
-            break false;
+            break;
         }
-        on_progress(format!("draining: {count}/{expected_total}"));
+        on_progress(format!(
+            "draining: {count}/{}",
+            expected.iter().sum::<u64>()
+        ));
         std::thread::sleep(Duration::from_millis(2));
-    };
-    let delivered1 = shared.delivered_total();
+    }
+    let delivered1 = delivered(&flows);
     let cpu1 = broker.cpu_seconds().unwrap_or(cpu0);
     broker.end_window();
     let self1 = procfs::self_cpu_seconds()?;
-    let busy1 = procfs::machine_busy_seconds().unwrap_or(busy0);
-    let last_ns = shared
-        .subs
-        .iter()
-        .map(|sub| sub.last_recv_ns.load(Ordering::Acquire))
-        .max()
-        .unwrap_or(0);
+    let machine1 = procfs::machine_cpu().unwrap_or(machine0);
+    let noise = machine1.noise_since(&machine0, (cpu1 - cpu0) + (self1 - self0));
 
-    shared.closing.store(true, Ordering::Release);
+    for shared in &shareds {
+        shared.closing.store(true, Ordering::Release);
+    }
     guard.shutdown_all();
-    let mut outcome = FlowOutcome {
-        sent,
-        received: Vec::new(),
-        gaps: 0,
-        reordered: 0,
-        duplicates: 0,
-        malformed: 0,
-        errors,
-        complete,
-        window: Duration::from_nanos(last_ns.saturating_sub(t0_ns)),
-        delivered: delivered1 - delivered0,
-        broker_cpu: cpu1 - cpu0,
-        harness_cpu: self1 - self0,
-        other_cpu: ((busy1 - busy0) - (cpu1 - cpu0) - (self1 - self0)).max(0.0),
-        latency: None,
-        pacer_lag,
-        receiver_mismatches: 0,
-        broker_failed: broker.check_alive().is_err(),
-        publisher_waited,
-        loadgen_busy: None,
-    };
-    for (s, thread) in sub_threads.into_iter().enumerate() {
-        let report = thread
-            .join()
-            .map_err(|_| anyhow!("subscriber thread {s} panicked"))?;
-        let check = report.check;
-        outcome.gaps += check.gaps;
-        outcome.reordered += check.reordered;
-        outcome.duplicates += check.duplicates;
-        outcome.malformed += check.malformed;
-        outcome.errors.extend(
-            report
+    let broker_failed = broker.check_alive().is_err();
+    let mut outcomes = Vec::new();
+    for (f, (flow, (sent, waited, pacer_lag, flow_errors))) in
+        flows.into_iter().zip(sent_by_flow).enumerate()
+    {
+        let last_ns = flow
+            .shared
+            .subs
+            .iter()
+            .map(|sub| sub.last_recv_ns.load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0);
+        let mut outcome = FlowOutcome {
+            sent,
+            received: Vec::new(),
+            gaps: 0,
+            reordered: 0,
+            duplicates: 0,
+            malformed: 0,
+            errors: errors.iter().cloned().chain(flow_errors).collect(),
+            complete: delivered1[f] >= expected[f],
+            window: Duration::from_nanos(last_ns.saturating_sub(t0_ns)),
+            delivered: delivered1[f] - delivered0[f],
+            broker_cpu: cpu1 - cpu0,
+            harness_cpu: self1 - self0,
+            other_cpu: noise.other_cpu,
+            steal: noise.steal,
+            latency: None,
+            pacer_lag,
+            receiver_mismatches: 0,
+            broker_failed,
+            publisher_waited: waited,
+            loadgen_busy: None,
+        };
+        for (s, thread) in flow.subs.into_iter().enumerate() {
+            let report = thread
+                .join()
+                .map_err(|_| anyhow!("subscriber thread {s} panicked"))?;
+            let check = report.check;
+            outcome.gaps += check.gaps;
+            outcome.reordered += check.reordered;
+            outcome.duplicates += check.duplicates;
+            outcome.malformed += check.malformed;
+            outcome
                 .errors
-                .into_iter()
-                .map(|e| format!("subscriber {s}: {e}")),
-        );
-        outcome.received.push(check.counts);
-        if let Some(hist) = check.latency {
-            match outcome.latency.as_mut() {
-                Some(total) => total.add(&hist).expect("same bounds"),
-                None => outcome.latency = Some(hist),
+                .extend(attributed(report.errors, &format!("subscriber {s}")));
+            outcome.received.push(check.counts);
+            if let Some(hist) = check.latency {
+                match outcome.latency.as_mut() {
+                    Some(total) => total.add(&hist).expect("same bounds"),
+                    None => outcome.latency = Some(hist),
+                }
             }
         }
-    }
-    for (p, thread) in pub_reader_threads.into_iter().enumerate() {
-        let report = thread
-            .join()
-            .map_err(|_| anyhow!("publisher reader {p} panicked"))?;
-        outcome.receiver_mismatches += report.receiver_mismatches;
-        outcome.errors.extend(
-            report
+        for (p, thread) in flow.pub_readers.into_iter().enumerate() {
+            let report = thread
+                .join()
+                .map_err(|_| anyhow!("publisher reader {p} panicked"))?;
+            outcome.receiver_mismatches += report.receiver_mismatches;
+            outcome
                 .errors
-                .into_iter()
-                .map(|e| format!("publisher {p}: {e}")),
-        );
+                .extend(attributed(report.errors, &format!("publisher {p}")));
+        }
+        outcomes.push(outcome);
     }
-    Ok(outcome)
+    Ok(outcomes)
+}
+
+/// `errors`, each prefixed with the client that met it.
+fn attributed<'a>(errors: Vec<String>, client: &'a str) -> impl Iterator<Item = String> + 'a {
+    errors.into_iter().map(move |e| format!("{client}: {e}"))
 }
 
 /// Shuts every socket of a run, also when the run ends early with an error,
 /// so that no thread stays blocked in a read, a write or a credit wait.
 struct SocketGuard {
     sockets: Vec<TcpStream>,
-    shared: Arc<Shared>,
+    shared: Vec<Arc<Shared>>,
 }
 
 impl SocketGuard {
     fn shutdown_all(&self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.closing.store(true, Ordering::Release);
+        for shared in &self.shared {
+            shared.stop.store(true, Ordering::Release);
+            shared.closing.store(true, Ordering::Release);
+        }
         for socket in &self.sockets {
             let _ = socket.shutdown(Shutdown::Both);
         }
@@ -650,7 +772,7 @@ fn publisher_reader<W: Wire>(
 fn publish_max<W: Wire>(mut stream: WriteHalf, shared: &Shared, index: usize) -> PubReport {
     fine_timer_slack();
     let spec = &shared.spec;
-    let template = Template::new::<W>(spec.payload);
+    let template = Template::new::<W>(spec.subject, spec.payload);
     let batch = spec.batch() as u64;
     let window = spec.window();
     let limit = seq_limit(spec);
@@ -714,7 +836,7 @@ fn publish_paced<W: Wire>(
 ) -> PubReport {
     fine_timer_slack();
     let spec = &shared.spec;
-    let template = Template::new::<W>(spec.payload);
+    let template = Template::new::<W>(spec.subject, spec.payload);
     let interval = 1e9 / rate as f64;
     let mut out = Vec::with_capacity(MAX_BATCH * template.frame_len());
     let mut report = PubReport {

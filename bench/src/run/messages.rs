@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
-use super::flow::{FlowSpec, Pace, SUBJECT};
+use super::flow::{FlowSpec, Pace};
 use super::new_histogram;
 use crate::proto::{payload, Wire};
 
@@ -42,9 +42,9 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn new<W: Wire>(payload_len: usize) -> Template {
+    pub fn new<W: Wire>(subject: &str, payload_len: usize) -> Template {
         let mut head = Vec::new();
-        W::put_publish_head(&mut head, SUBJECT, payload_len);
+        W::put_publish_head(&mut head, subject, payload_len);
         // A filler that is not all zeros, so nothing compresses it away.
         let body = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
         Template {
@@ -158,6 +158,7 @@ mod tests {
 
     fn spec(pubs: usize, queue: bool) -> FlowSpec {
         FlowSpec {
+            subject: crate::run::flow::SUBJECT,
             pubs,
             subs: 2,
             payload: 32,
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn template_stamps_each_message() {
-        let template = Template::new::<Blipmq>(32);
+        let template = Template::new::<Blipmq>(crate::run::flow::SUBJECT, 32);
         let mut out = Vec::new();
         template.put(&mut out, 3, 7, 99);
         template.put(&mut out, 3, 8, 100);

@@ -140,6 +140,7 @@ pub fn run(job: &LoadgenJob) -> Result<LoadgenReport> {
 /// The flow a job runs (throughput: publishers as fast as flow control lets them).
 fn flow_spec(job: &LoadgenJob) -> FlowSpec {
     FlowSpec {
+        subject: SUBJECT,
         pubs: job.pubs,
         subs: job.subs,
         payload: job.payload,
@@ -196,7 +197,7 @@ fn poll_loop(
         let mut out = Vec::new();
         let role = if index < spec.subs {
             Blipmq::put_hello(&mut out, &format!("bench-sub-{index}"));
-            Blipmq::put_subscribe(&mut out, SUBJECT, 1, spec.queue.then_some(QUEUE_GROUP));
+            Blipmq::put_subscribe(&mut out, spec.subject, 1, spec.queue.then_some(QUEUE_GROUP));
             Role::Subscriber(SubscriberCheck::new(&spec))
         } else {
             Blipmq::put_hello(&mut out, &format!("bench-pub-{}", index - spec.subs));
@@ -249,7 +250,7 @@ fn poll_loop(
     let delivered0 = run.delivered();
     let cpu0 = procfs::cpu_seconds(job.broker_pid).unwrap_or(0.0);
     let self0 = procfs::self_cpu_seconds()?;
-    let busy0 = procfs::machine_busy_seconds().unwrap_or(0.0);
+    let machine0 = procfs::machine_cpu().unwrap_or_default();
     let turns0 = (run.loop_turns, run.idle_turns);
     let measure_end = Instant::now() + spec.measure;
     while Instant::now() < measure_end && run.errors.is_empty() {
@@ -279,7 +280,8 @@ fn poll_loop(
     let delivered1 = run.delivered();
     let cpu1 = procfs::cpu_seconds(job.broker_pid).unwrap_or(cpu0);
     let self1 = procfs::self_cpu_seconds()?;
-    let busy1 = procfs::machine_busy_seconds().unwrap_or(busy0);
+    let machine1 = procfs::machine_cpu().unwrap_or(machine0);
+    let noise = machine1.noise_since(&machine0, (cpu1 - cpu0) + (self1 - self0));
     let (turns, idle) = (run.loop_turns - turns0.0, run.idle_turns - turns0.1);
 
     // Goodbye: resets go out before the port stops.
@@ -295,7 +297,8 @@ fn poll_loop(
         delivered: delivered1 - delivered0,
         broker_cpu: cpu1 - cpu0,
         harness_cpu: self1 - self0,
-        other_cpu: ((busy1 - busy0) - (cpu1 - cpu0) - (self1 - self0)).max(0.0),
+        other_cpu: noise.other_cpu,
+        steal: noise.steal,
         loop_turns: turns,
         idle_turns: idle,
         errors: std::mem::take(&mut run.errors),
@@ -339,7 +342,7 @@ impl Run {
         Run {
             spec: spec.clone(),
             clock: Clock::new(),
-            template: Template::new::<Blipmq>(spec.payload),
+            template: Template::new::<Blipmq>(spec.subject, spec.payload),
             conns: Vec::new(),
             seen: seen_bits(spec),
             publishing: false,

@@ -109,6 +109,7 @@ pub struct LoadgenReport {
     pub broker_cpu: f64,
     pub harness_cpu: f64,
     pub other_cpu: f64,
+    pub steal: f64,
     pub publisher_waited: Vec<f64>,
     /// Turns of the generator's poll loop in the measured window, and those
     /// that moved no byte: whether the generator, not the broker, was the
@@ -133,6 +134,7 @@ impl LoadgenReport {
             broker_cpu: self.broker_cpu,
             harness_cpu: self.harness_cpu,
             other_cpu: self.other_cpu,
+            steal: self.steal,
             latency: None,
             pacer_lag: None,
             receiver_mismatches: 0,
