@@ -13,7 +13,7 @@ mod run;
 mod scenarios;
 mod tls;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -388,6 +388,18 @@ fn stats_watch_plan(
     Ok(plan)
 }
 
+/// Where blipmqd shares its counters during a run: on tmpfs (`/dev/shm`)
+/// where there is one, so that the kernel never writes the pages back.
+fn stats_segment_path() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!("blipmq-bench-{}.stats", std::process::id()))
+}
+
 /// `dir`, made if missing.
 fn created_dir(dir: PathBuf) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -684,7 +696,8 @@ fn run(cli: Cli) -> Result<i32> {
         workers,
         log_dir: log_dir.clone(),
         max_clients: idle_max + 100,
-        stats_file: None,
+        // On tmpfs, for blipmqd's in-broker latency of each run.
+        stats_file: Some(stats_segment_path()),
         stats_watcher: None,
         lab: None,
         memif: None,

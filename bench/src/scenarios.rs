@@ -10,7 +10,7 @@ use crate::brokers::{Binaries, Broker, BrokerKind, Settings};
 use crate::proto::blipmq::Blipmq;
 use crate::proto::nats::Nats;
 use crate::proto::resp::Resp;
-use crate::report::{ConnFigures, FloodFigures, RunResult};
+use crate::report::{ConnFigures, FloodFigures, Percentiles, RunResult};
 use crate::run::flood;
 use crate::run::flow::{self, FlowOutcome, FlowSpec, Pace, LOAD_SUBJECT, SUBJECT};
 use crate::run::idle::{self, IdleConnections};
@@ -634,6 +634,12 @@ fn run_inner(
         Some(Err(why)) => result.problems.push(format!("syscalls not counted: {why}")),
         None => {}
     }
+    // blipmqd's own share of the window's latency, every flow's messages.
+    result.broker_latency_us = broker
+        .in_broker_latency
+        .take()
+        .as_ref()
+        .and_then(Percentiles::of_in_broker);
     if let Some(watcher) = watcher {
         let figures = watcher.finish()?;
         let arm = result.stats_watch.get_or_insert_with(Default::default);

@@ -170,6 +170,9 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
         "127.0.0.1:0".parse()?,
         log_path.to_path_buf(),
     );
+    if let Some(stats_file) = &settings.stats_file {
+        broker.watch_stats(stats_file);
+    }
     let line = match rx.recv_timeout(START_TIMEOUT) {
         Ok(line) => line,
         Err(_) => bail!("blipmqd printed no address within {START_TIMEOUT:?}"),

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use blipmq_dataplane::stats::{LatencyHistogram, StatsReader};
 use serde::Serialize;
 
 /// The brokers the bench knows.
@@ -309,6 +310,13 @@ pub struct Broker {
     syscall_probe: Option<syscalls::SyscallProbe>,
     /// What the probe counted in the measured window, or why it could not.
     pub syscalls: Option<std::result::Result<syscalls::SyscallCounts, String>>,
+    /// blipmqd's stats segment, for its in-broker latency.
+    stats_file: Option<PathBuf>,
+    /// The in-broker latency histogram when the window began.
+    latency_before: Option<LatencyHistogram>,
+    /// blipmqd's in-broker latency of the messages of the measured window
+    /// (from its stats segment); None for the others, or unreadable.
+    pub in_broker_latency: Option<LatencyHistogram>,
 }
 
 /// How a stop went.
@@ -383,6 +391,9 @@ impl Broker {
             child: Some(child),
             perf: None,
             syscall_probe: None,
+            stats_file: None,
+            latency_before: None,
+            in_broker_latency: None,
             syscalls: None,
         }
     }
@@ -396,6 +407,7 @@ impl Broker {
     /// The measured window starts: attach the syscall probe, if any
     /// (returns once it counts).
     pub fn begin_window(&mut self) {
+        self.latency_before = self.read_latency();
         let Some(perf) = self.perf.clone() else {
             return;
         };
@@ -411,6 +423,21 @@ impl Broker {
         if let Some(probe) = self.syscall_probe.take() {
             self.syscalls = Some(probe.finish().map_err(|error| format!("{error:#}")));
         }
+        if let (Some(before), Some(after)) = (self.latency_before.take(), self.read_latency()) {
+            self.in_broker_latency = Some(after.since(&before));
+        }
+    }
+
+    /// blipmqd's in-broker latency histogram since it started, all
+    /// workers together; None without a readable stats segment.
+    fn read_latency(&self) -> Option<LatencyHistogram> {
+        let reader = StatsReader::open(self.stats_file.as_deref()?).ok()?;
+        Some(reader.snapshot().latency(None))
+    }
+
+    /// Reads blipmqd's in-broker latency from the stats segment at `path`.
+    pub fn watch_stats(&mut self, path: &Path) {
+        self.stats_file = Some(path.to_path_buf());
     }
 
     /// Waits until `addr` accepts and `probe` succeeds on a connection.

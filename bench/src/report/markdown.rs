@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::trials::{BrokerTrials, Spread, PERCENTILES};
+use super::trials::{BrokerTrials, ScenarioTrials, Spread, PERCENTILES};
 use super::{human_bytes, human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
 use crate::scenarios::{Group, Kind};
@@ -457,7 +457,11 @@ fn latency_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
          trials** with the spread (min–max); BlipMQ/NATS is the **median of the per-trial ratios** (trial i of \
          BlipMQ over trial i of NATS) with their spread. Trials that lost, reordered or failed are left out \
          (see the trials table and Problems). †N: N of the trials counted were noisy (other processes and \
-         the hypervisor's steal used more than {:.2} CPUs in the window).\n\n",
+         the hypervisor's steal used more than {:.2} CPUs in the window).\n\n\
+         The `in-broker` rows are BlipMQ's own share, from its stats segment: each delivered message from \
+         the read that brought its PUBLISH to the write that handed it to the subscriber's socket, ring \
+         time between workers included, over the same window and every flow's messages (under load, the \
+         load flow's too). Its buckets are 12.5 % wide: values are bucket ends.\n\n",
         timing["latency_trials"].as_u64().unwrap_or(1),
         secs("latency_warmup"),
         secs("latency_measure"),
@@ -480,6 +484,7 @@ fn latency_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
             );
             table.row_of(&format!("`{}` {label}", summary.scenario), &cells, &ratio);
         }
+        in_broker_rows(summary, kinds, &mut table);
         if summary
             .brokers
             .iter()
@@ -513,6 +518,36 @@ fn latency_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
         table.row_of(&format!("`{}`", summary.scenario), &cells, "");
     }
     *md += &table.text;
+}
+
+/// BlipMQ's own share of the latency (its in-broker histogram: PUBLISH
+/// read to subscriber write, every flow's messages), when it reported one.
+fn in_broker_rows(summary: &ScenarioTrials, kinds: &[BrokerKind], table: &mut Table) {
+    let Some(blipmq) = summary.broker(BrokerKind::Blipmq) else {
+        return;
+    };
+    let Some(in_broker) = &blipmq.broker_latency_us else {
+        return;
+    };
+    for (index, label) in PERCENTILES.iter().enumerate() {
+        if !matches!(*label, "p50" | "p99" | "p99.9" | "max") {
+            continue;
+        }
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|&kind| match kind {
+                BrokerKind::Blipmq => {
+                    trials_cell(Some(blipmq), |_| in_broker[index].spread, micros)
+                }
+                _ => "–".into(),
+            })
+            .collect();
+        table.row_of(
+            &format!("`{}` in-broker {label}", summary.scenario),
+            &cells,
+            "",
+        );
+    }
 }
 
 /// A run's messages per second, or why it has none.

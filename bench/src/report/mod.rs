@@ -83,6 +83,21 @@ impl Percentiles {
         })
     }
 
+    /// From blipmqd's in-broker latency histogram (bucket ends: up to
+    /// 12.5 % above the true values, never above the maximum).
+    pub fn of_in_broker(hist: &blipmq_dataplane::stats::LatencyHistogram) -> Option<Percentiles> {
+        let us = |q: f64| Some(hist.quantile(q)?.as_nanos() as f64 / 1000.0);
+        Some(Percentiles {
+            samples: hist.count(),
+            p50: us(0.50)?,
+            p90: us(0.90)?,
+            p99: us(0.99)?,
+            p999: us(0.999)?,
+            max: hist.max_nanos() as f64 / 1000.0,
+            mean: hist.sum_nanos() as f64 / hist.count() as f64 / 1000.0,
+        })
+    }
+
     /// (label, value) in report order.
     pub fn points(&self) -> [(&'static str, f64); 5] {
         [
