@@ -147,7 +147,8 @@ impl Server {
             // next one is made: a failed start is the start's error.
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let stall = stall.filter(|stall| stall.worker == id);
-            let thread = spawn_worker(id, cores, move || {
+            let priority = config.server.worker_priority;
+            let thread = spawn_worker(id, cores, priority, move || {
                 let now = Instant::now();
                 let transport = match part.start(poll, now) {
                     Ok(transport) => {
@@ -334,10 +335,12 @@ pub fn pinning_cores(config: &Config) -> Vec<core_affinity::CoreId> {
 
 type WorkerThread = JoinHandle<io::Result<WorkerCore>>;
 
-/// Starts worker `id`'s thread, pinned to its core where allowed.
+/// Starts worker `id`'s thread, pinned to its core where allowed, and
+/// real-time at `priority` when that is not 0 (`server.worker_priority`).
 fn spawn_worker(
     id: usize,
     cores: &[core_affinity::CoreId],
+    priority: u8,
     run: impl FnOnce() -> io::Result<WorkerCore> + Send + 'static,
 ) -> io::Result<WorkerThread> {
     let pin = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -349,8 +352,34 @@ fn spawn_worker(
                     tracing::debug!(worker = id, "could not pin to a core");
                 }
             }
+            if priority > 0 {
+                if let Err(error) = set_realtime(priority) {
+                    tracing::warn!(
+                        worker = id,
+                        priority,
+                        %error,
+                        "server.worker_priority: could not run real-time (needs CAP_SYS_NICE); \
+                         the worker runs under the normal scheduler"
+                    );
+                }
+            }
             run()
         })
+}
+
+/// Makes the calling thread SCHED_FIFO at `priority` (1..=99).
+fn set_realtime(priority: u8) -> Result<(), String> {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    // For a real-time policy the value is the POSIX priority itself.
+    let value = ThreadPriorityValue::try_from(priority).map_err(|error| error.to_string())?;
+    let priority = ThreadPriority::Crossplatform(value);
+    let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+    set_thread_priority_and_policy(thread_native_id(), priority, policy)
+        .map_err(|error| format!("{error:?}"))
 }
 
 /// Test hook: `BLIPMQ_TEST_STALL_WORKER=<index>:<millis>` makes worker

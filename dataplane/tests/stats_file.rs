@@ -71,6 +71,12 @@ fn counters_match_a_scripted_workload(workers: usize) {
         assert_eq!(snapshot.total(counter), value, "{}", counter.name());
     }
     assert!(snapshot.total(Counter::BytesIn) > 0);
+    // Each delivered message was timed once, in the broker, well under
+    // the time the whole exchange took.
+    let latency = snapshot.latency(None);
+    assert_eq!(latency.count(), 10);
+    assert!(latency.max_nanos() > 0);
+    assert!(latency.max_nanos() < Duration::from_secs(5).as_nanos() as u64);
 
     // Closing the subscriber withdraws its subscription from the gauges.
     drop(sub);

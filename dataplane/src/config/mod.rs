@@ -64,6 +64,12 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Pin each worker thread to a core where allowed.
     pub pin_workers: bool,
+    /// 0: workers run under the normal scheduler. 1..=99: each worker
+    /// runs real-time (SCHED_FIFO) at this priority, so that no ordinary
+    /// thread (a client, a batch job) preempts it between the read of a
+    /// message and its write. Needs CAP_SYS_NICE (root); without it the
+    /// broker warns and runs them normally.
+    pub worker_priority: u8,
     /// The `server_id` in INFO; empty = generated at start.
     pub server_name: String,
     /// How often the broker PINGs an idle client.
@@ -84,6 +90,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9999)),
             workers: 0,
             pin_workers: true,
+            worker_priority: 0,
             server_name: String::new(),
             ping_interval: Duration::from_secs(120),
             max_pings_out: 2,
@@ -656,6 +663,16 @@ impl Config {
             return Err(ConfigError::invalid(
                 "server.max_connections",
                 "server.max_connections must be at least 1",
+            ));
+        }
+        if server.worker_priority > 99 {
+            return Err(ConfigError::invalid(
+                "server.worker_priority",
+                format!(
+                    "server.worker_priority must be 0 (normal scheduling) or a SCHED_FIFO priority \
+                     1..=99 (got {})",
+                    server.worker_priority
+                ),
             ));
         }
 

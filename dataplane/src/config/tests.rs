@@ -398,6 +398,11 @@ fn validation_failures_name_the_key_and_the_line() {
             "at least 1",
         ),
         (
+            "[server]\nworker_priority = 100\n",
+            "server.worker_priority",
+            "SCHED_FIFO priority 1..=99",
+        ),
+        (
             "[server]\nserver_name = \"a\\nb\"\n",
             "server.server_name",
             "control characters",

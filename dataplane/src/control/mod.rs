@@ -397,6 +397,7 @@ impl Control {
         applied.server.listen = current.server.listen;
         applied.server.workers = current.server.workers;
         applied.server.pin_workers = current.server.pin_workers;
+        applied.server.worker_priority = current.server.worker_priority;
         applied.server.server_name = current.server.server_name.clone();
         applied.server.drain_timeout = current.server.drain_timeout;
         applied.log.format = current.log.format;
