@@ -146,6 +146,13 @@ struct Cli {
     #[arg(long)]
     tls: bool,
 
+    /// Run every broker real-time at SCHED_FIFO priority P (1-99, root):
+    /// blipmqd's workers with `server.worker_priority = P`, nats-server and
+    /// redis-server entirely under `chrt -f P`, so that the clients on the
+    /// same cores do not preempt them
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime: Option<u8>,
+
     /// Internal: run one DPDK load generator job (JSON) and print its report
     #[arg(long, value_name = "JOB", hide = true)]
     dpdk_loadgen: Option<String>,
@@ -703,6 +710,7 @@ fn run(cli: Cli) -> Result<i32> {
         memif: None,
         count_syscalls: None,
         nats_clients,
+        realtime: cli.realtime,
         tls: if cli.tls {
             Some(std::sync::Arc::new(tls::BenchTls::create(&log_dir)?))
         } else {
@@ -732,7 +740,7 @@ fn run(cli: Cli) -> Result<i32> {
     };
 
     let machine = report::machine::Machine::describe();
-    let broker_infos: Vec<BrokerInfo> = kinds
+    let mut broker_infos: Vec<BrokerInfo> = kinds
         .iter()
         .map(|&kind| BrokerInfo {
             broker: kind,
@@ -751,7 +759,7 @@ fn run(cli: Cli) -> Result<i32> {
                 BrokerKind::Blipmq => format!(
                     "--workers {workers}; max_pending_bytes = {} (1 GiB), drain_timeout = 1s, {}else defaults{}{}{}",
                     brokers::MAX_PENDING_BYTES,
-                    if stats_dir.is_some() { "stats_file on tmpfs, " } else { "" },
+                    "stats_file on tmpfs (its in-broker latency), ",
                     if nats_clients {
                         "; the clients speak NATS to --nats-listen 127.0.0.1:0"
                     } else {
@@ -791,6 +799,16 @@ fn run(cli: Cli) -> Result<i32> {
             },
         })
         .collect();
+    if let Some(priority) = cli.realtime {
+        for info in &mut broker_infos {
+            info.config += &match info.broker {
+                BrokerKind::Blipmq => {
+                    format!("; server.worker_priority = {priority} (SCHED_FIFO workers)")
+                }
+                _ => format!("; run under chrt -f {priority} (SCHED_FIFO, every thread)"),
+            };
+        }
+    }
 
     // The plan.
     let runs: Vec<PlannedRun> = match (&blipmqctl, &stats_dir) {

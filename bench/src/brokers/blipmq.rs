@@ -19,18 +19,21 @@ use super::{
 };
 
 /// The config every bench instance runs with; everything else is default.
-/// `stats_file`: share the workers' counters there (`[control] stats_file`).
-pub fn config_text(stats_file: Option<&Path>) -> String {
+/// `stats_file`: share the workers' counters there (`[control] stats_file`);
+/// `realtime`: `server.worker_priority`.
+pub fn config_text(stats_file: Option<&Path>, realtime: Option<u8>) -> String {
     let mut text = format!(
         "# Written by blipmq-bench.\n\
          [server]\n\
          # Shorter than the default 5s: the bench's clients are gone when it stops.\n\
          drain_timeout = \"1s\"\n\
          max_connections = 65536\n\
+         worker_priority = {}\n\
          \n\
          [limits]\n\
          # Same per-connection output limit as NATS and Redis get.\n\
-         max_pending_bytes = {MAX_PENDING_BYTES}\n"
+         max_pending_bytes = {MAX_PENDING_BYTES}\n",
+        realtime.unwrap_or(0)
     );
     if let Some(path) = stats_file {
         // Debug quoting escapes `"` and `\\` as a TOML basic string wants.
@@ -44,7 +47,7 @@ pub fn config_text(stats_file: Option<&Path>) -> String {
 
 pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
     let config_path = settings.log_dir.join(format!("{tag}-blipmq.toml"));
-    let mut text = config_text(settings.stats_file.as_deref());
+    let mut text = config_text(settings.stats_file.as_deref(), settings.realtime);
     if settings.memif.is_some() {
         // A poll-mode core of its own, as on an appliance: the generator
         // has the other core, so an idle turn has nothing to yield to.

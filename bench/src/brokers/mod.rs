@@ -176,6 +176,21 @@ pub struct Settings {
     pub nats_clients: bool,
     /// `--tls`: brokers serve TLS with this certificate, clients speak TLS.
     pub tls: Option<std::sync::Arc<crate::tls::BenchTls>>,
+    /// `--realtime P`: every broker runs SCHED_FIFO at priority P.
+    pub realtime: Option<u8>,
+}
+
+/// `exe`, or `chrt -f P exe` with `--realtime P` (chrt execs it in place:
+/// the child's pid is the broker's).
+fn broker_command(exe: &Path, settings: &Settings) -> Command {
+    match settings.realtime {
+        None => Command::new(exe),
+        Some(priority) => {
+            let mut command = Command::new("chrt");
+            command.args(["-f", &priority.to_string()]).arg(exe);
+            command
+        }
+    }
 }
 
 /// Per-connection output limit given to every broker, so that none cuts a

@@ -49,7 +49,7 @@ pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Res
     let log = log_file(log_path)?;
     // `ip netns exec` execs nats-server in place: the child's pid is its.
     let mut command = match &settings.lab {
-        None => Command::new(exe),
+        None => super::broker_command(exe, settings),
         Some(lab) => {
             let mut command = Command::new("ip");
             command.args(["netns", "exec", &lab.broker_ns]).arg(exe);

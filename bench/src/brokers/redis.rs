@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::Result;
 
@@ -42,7 +42,7 @@ pub fn args(port: u16, settings: &Settings) -> Vec<String> {
 pub fn start(exe: &Path, settings: &Settings, log_path: &Path) -> Result<Broker> {
     let port = free_port()?;
     let log = log_file(log_path)?;
-    let mut command = Command::new(exe);
+    let mut command = super::broker_command(exe, settings);
     command
         .args(args(port, settings))
         .stdin(Stdio::null())
