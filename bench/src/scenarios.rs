@@ -726,7 +726,8 @@ mod tests {
                 load: Some(Load {
                     pubs: 4,
                     subs: 4,
-                    payload: 128
+                    payload: 128,
+                    rate_per_pub: 50_000,
                 })
             }
         );

@@ -61,14 +61,24 @@ rm -f "$target_dir"/fuzz-*.log
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -max_len="$max_len" -artifact_prefix="$artifacts" -print_final_stats=1 \
     "${jobs_args[@]}" ${FUZZ_ARGS:-}) >"$log" 2>&1 || status=$?
-cat "$target_dir"/fuzz-*.log >>"$log" 2>/dev/null || true
+# Parallel jobs report in their own fuzz-N.log (the main log may repeat
+# them): their final stats are counted once, from there.
+logs=("$log")
+stats_logs=("$log")
+if [ "$jobs" -gt 1 ]; then
+    mapfile -t job_logs < <(ls "$target_dir"/fuzz-*.log 2>/dev/null || true)
+    logs+=("${job_logs[@]}")
+    stats_logs=("${job_logs[@]}")
+fi
 
 # The figures: executions, coverage and corpus of the last status line.
-execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
-last=$(grep -E '^#[0-9]+.*(cov|ft):' "$log" | tail -n 1 || true)
+execs=$({ grep -ho 'stat::number_of_executed_units: *[0-9]*' "${stats_logs[@]}" /dev/null || true; } \
+    | awk '{s += $2} END {print s + 0}')
+last=$({ grep -hE '^#[0-9]+.*(cov|ft):' "${stats_logs[@]}" /dev/null || true; } | tail -n 1)
 echo "$target: executions $execs; last status: ${last:-none}"
-if [ "$status" -ne 0 ] || grep -qE 'ERROR: libFuzzer|==ERROR|panicked at' "$log"; then
-    grep -E 'panicked at|ERROR: |SUMMARY|Test unit written to|artifact_prefix' "$log" | head -n 20 >&2 || true
+if [ "$status" -ne 0 ] || grep -qE 'ERROR: libFuzzer|==ERROR|panicked at' "${logs[@]}"; then
+    { grep -hE 'panicked at|ERROR: |SUMMARY|Test unit written to|artifact_prefix' "${logs[@]}" || true; } \
+        | head -n 20 >&2 || true
     echo "$target: FAILED (exit $status); crash inputs under $artifacts, log $log" >&2
     exit 1
 fi
