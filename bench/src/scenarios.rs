@@ -646,6 +646,7 @@ fn run_inner(
         .take()
         .as_ref()
         .and_then(Percentiles::of_in_broker);
+    result.broker_preemptions = broker.window_preemptions.take();
     if let Some(watcher) = watcher {
         let figures = watcher.finish()?;
         let arm = result.stats_watch.get_or_insert_with(Default::default);

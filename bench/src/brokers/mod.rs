@@ -332,6 +332,9 @@ pub struct Broker {
     /// blipmqd's in-broker latency of the messages of the measured window
     /// (from its stats segment); None for the others, or unreadable.
     pub in_broker_latency: Option<LatencyHistogram>,
+    /// The broker's threads' preemptions when the window began, and over it.
+    preemptions_before: Option<u64>,
+    pub window_preemptions: Option<u64>,
 }
 
 /// How a stop went.
@@ -409,6 +412,8 @@ impl Broker {
             stats_file: None,
             latency_before: None,
             in_broker_latency: None,
+            preemptions_before: None,
+            window_preemptions: None,
             syscalls: None,
         }
     }
@@ -423,6 +428,7 @@ impl Broker {
     /// (returns once it counts).
     pub fn begin_window(&mut self) {
         self.latency_before = self.read_latency();
+        self.preemptions_before = procfs::preemptions(self.pid).ok();
         let Some(perf) = self.perf.clone() else {
             return;
         };
@@ -440,6 +446,12 @@ impl Broker {
         }
         if let (Some(before), Some(after)) = (self.latency_before.take(), self.read_latency()) {
             self.in_broker_latency = Some(after.since(&before));
+        }
+        if let (Some(before), Ok(after)) = (
+            self.preemptions_before.take(),
+            procfs::preemptions(self.pid),
+        ) {
+            self.window_preemptions = Some(after.saturating_sub(before));
         }
     }
 

@@ -42,6 +42,31 @@ fn cpu_seconds_of(stat: &str) -> Result<f64> {
     Ok((field(14)? + field(15)?) as f64 / clock_ticks())
 }
 
+/// Times the threads of process `pid` were preempted so far (the sum of
+/// `nonvoluntary_ctxt_switches` in each `/proc/PID/task/TID/status`):
+/// another thread took the CPU while it still wanted to run.
+pub fn preemptions(pid: u32) -> Result<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("cannot list /proc/{pid}/task"))?;
+    let mut total = 0;
+    for task in tasks.map_while(std::result::Result::ok) {
+        // A thread that ended meanwhile has no status any more.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += preemptions_of(&status);
+    }
+    Ok(total)
+}
+
+fn preemptions_of(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// What all CPUs of the machine did so far, from the first line of
 /// `/proc/stat`, in CPU seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -119,6 +144,14 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preemptions_from_status() {
+        let status = "Name:\tblipmq-worker-0\nvoluntary_ctxt_switches:\t812\nnonvoluntary_ctxt_switches:\t37\n";
+        assert_eq!(preemptions_of(status), 37);
+        assert_eq!(preemptions_of("Name:\tx\n"), 0);
+        assert!(preemptions(std::process::id()).is_ok());
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_name() {

@@ -436,6 +436,13 @@ fn trials_summary(t: &BrokerTrials) -> String {
             other.max, steal.max
         );
     }
+    if let Some(preempted) = t.preemptions_per_sec {
+        let _ = write!(
+            text,
+            "; broker preempted {}/s",
+            human_rate(preempted.median)
+        );
+    }
     text
 }
 
@@ -507,7 +514,9 @@ fn latency_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
     *md += &table.text;
     *md += "\n### Trials\n\nPer scenario and broker: trials in the medians, those left out, the noisy ones; \
             the median achieved rate (all deliveries) and the publisher's own lateness (pacer lag p99); the \
-            most CPUs other processes and steal took in a trial's window. Every trial's figures are in the \
+            most CPUs other processes and steal took in a trial's window; how often per second the \
+            broker's threads were preempted (another thread, such as a client, took their CPU while they \
+            wanted to run; median over trials). Every trial's figures are in the \
             JSON (`results`, with `trial`; the medians under `latency_trials`).\n\n";
     let mut table = Table::with_columns("Scenario", kinds, None);
     for summary in &report.latency_trials {

@@ -214,6 +214,9 @@ pub struct RunResult {
     /// writing it to a subscriber), from blipmqd's stats once it keeps that
     /// histogram (issue 14); None until then, and for the other brokers.
     pub broker_latency_us: Option<Percentiles>,
+    /// Times the broker's threads were preempted in the window (another
+    /// thread, e.g. a client, took their CPU while they wanted to run).
+    pub broker_preemptions: Option<u64>,
     pub pacer_lag_us: Option<Percentiles>,
     pub receiver_mismatches: u64,
     /// Seconds each publisher waited for flow-control credit (whole run,
@@ -331,6 +334,7 @@ impl RunResult {
             skewed: false,
             latency_us: None,
             broker_latency_us: None,
+            broker_preemptions: None,
             pacer_lag_us: None,
             receiver_mismatches: 0,
             publisher_wait_secs: Vec::new(),

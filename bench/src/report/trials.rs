@@ -113,6 +113,8 @@ pub struct BrokerTrials {
     /// Other processes' CPUs and steal (CPUs) over the trials' windows.
     pub other_cpus: Option<Spread>,
     pub steal_cpus: Option<Spread>,
+    /// The broker's threads' preemptions per second of the window.
+    pub preemptions_per_sec: Option<Spread>,
     /// The broker's own share of the latency, µs per percentile, once
     /// blipmqd reports it (see [`RunResult::broker_latency_us`]).
     pub broker_latency_us: Option<Vec<PercentileSpread>>,
@@ -198,6 +200,10 @@ fn broker_trials(broker: BrokerKind, runs: &[&RunResult]) -> BrokerTrials {
         ),
         other_cpus: Spread::of(ok.iter().map(|r| rate_of(r, r.other_cpu_secs))),
         steal_cpus: Spread::of(ok.iter().map(|r| rate_of(r, r.steal_secs))),
+        preemptions_per_sec: Spread::of(
+            ok.iter()
+                .filter_map(|r| Some(rate_of(r, r.broker_preemptions? as f64))),
+        ),
         broker_latency_us: ok
             .iter()
             .any(|r| r.broker_latency_us.is_some())
