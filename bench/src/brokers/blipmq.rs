@@ -28,12 +28,13 @@ pub fn config_text(stats_file: Option<&Path>, realtime: Option<u8>) -> String {
          # Shorter than the default 5s: the bench's clients are gone when it stops.\n\
          drain_timeout = \"1s\"\n\
          max_connections = 65536\n\
-         worker_priority = {}\n\
+         {}\
          \n\
          [limits]\n\
          # Same per-connection output limit as NATS and Redis get.\n\
          max_pending_bytes = {MAX_PENDING_BYTES}\n",
-        realtime.unwrap_or(0)
+        // Only when asked for: an older blipmqd refuses the key.
+        realtime.map_or(String::new(), |p| format!("worker_priority = {p}\n"))
     );
     if let Some(path) = stats_file {
         // Debug quoting escapes `"` and `\\` as a TOML basic string wants.
@@ -338,5 +339,23 @@ impl Drop for StatsWatcher {
         if let Some(mut child) = self.child.take() {
             let _: Option<ExitStatus> = terminate(&mut child, libc::SIGTERM, WATCHER_GRACE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blipmq_dataplane::config::Config;
+
+    #[test]
+    fn config_is_blipmqds_own_and_names_the_priority_only_when_asked() {
+        let plain = Config::from_toml_str(&config_text(None, None)).expect("blipmqd takes it");
+        assert_eq!(plain.server.worker_priority, 0);
+        assert!(!config_text(None, None).contains("worker_priority"));
+        let stats = Path::new("/dev/shm/x.stats");
+        let realtime =
+            Config::from_toml_str(&config_text(Some(stats), Some(10))).expect("blipmqd takes it");
+        assert_eq!(realtime.server.worker_priority, 10);
+        assert_eq!(realtime.control.stats_file, "/dev/shm/x.stats");
     }
 }
