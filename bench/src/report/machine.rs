@@ -14,6 +14,10 @@ pub struct Machine {
     pub hostname: String,
     pub nofile_limit: u64,
     pub git_commit: String,
+    /// The CPU idle driver, and with `haltpoll` (a KVM guest) how long an
+    /// idle vCPU polls before it halts: waking a halted vCPU takes the
+    /// hypervisor, which shows in latency tails.
+    pub cpuidle: String,
 }
 
 fn read(path: &str) -> String {
@@ -73,7 +77,20 @@ impl Machine {
             hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
             nofile_limit: nofile_limit().0,
             git_commit,
+            cpuidle: cpuidle(),
         }
+    }
+}
+
+/// `haltpoll (guest_halt_poll_ns 200000)`, `intel_idle`, or empty when the
+/// kernel does not say.
+fn cpuidle() -> String {
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+    let driver = driver.trim();
+    let halt_poll = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    match halt_poll.trim() {
+        "" => driver.to_string(),
+        ns => format!("{driver} (guest_halt_poll_ns {ns})"),
     }
 }
 

@@ -130,7 +130,7 @@ pub fn header(report: &Report, title: &str, md: &mut String) {
     let _ = writeln!(md, "# {title}\n");
     let _ = writeln!(
         md,
-        "{} run, started {}, took {:.0} s. Machine: {} ({} CPUs online, {} usable), {} RAM, {}, {}{}.\n",
+        "{} run, started {}, took {:.0} s. Machine: {} ({} CPUs online, {} usable), {} RAM, {}, {}{}{}.\n",
         report.mode,
         utc(report.started_unix),
         report.duration_secs,
@@ -140,6 +140,11 @@ pub fn header(report: &Report, title: &str, md: &mut String) {
         human_bytes(m.memory_bytes as f64),
         m.kernel,
         m.os,
+        if m.cpuidle.is_empty() {
+            String::new()
+        } else {
+            format!(", CPU idle: {}", m.cpuidle)
+        },
         if m.git_commit.is_empty() {
             String::new()
         } else {
