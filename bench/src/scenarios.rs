@@ -647,6 +647,7 @@ fn run_inner(
         .as_ref()
         .and_then(Percentiles::of_in_broker);
     result.broker_preemptions = broker.window_preemptions.take();
+    result.broker_across_workers = broker.across_workers.take();
     if let Some(watcher) = watcher {
         let figures = watcher.finish()?;
         let arm = result.stats_watch.get_or_insert_with(Default::default);

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use blipmq_dataplane::stats::{LatencyHistogram, StatsReader};
+use blipmq_dataplane::stats::{Counter, LatencyHistogram, Snapshot, StatsReader};
 use serde::Serialize;
 
 /// The brokers the bench knows.
@@ -327,11 +327,15 @@ pub struct Broker {
     pub syscalls: Option<std::result::Result<syscalls::SyscallCounts, String>>,
     /// blipmqd's stats segment, for its in-broker latency.
     stats_file: Option<PathBuf>,
-    /// The in-broker latency histogram when the window began.
-    latency_before: Option<LatencyHistogram>,
+    /// The stats segment when the window began.
+    stats_before: Option<Snapshot>,
     /// blipmqd's in-broker latency of the messages of the measured window
     /// (from its stats segment); None for the others, or unreadable.
     pub in_broker_latency: Option<LatencyHistogram>,
+    /// blipmqd's share of the window's deliveries made by workers that read
+    /// no PUBLISH in it: with one publisher, the deliveries that crossed
+    /// between workers. None with publishes on several workers.
+    pub across_workers: Option<f64>,
     /// The broker's threads' preemptions when the window began, and over it.
     preemptions_before: Option<u64>,
     pub window_preemptions: Option<u64>,
@@ -410,8 +414,9 @@ impl Broker {
             perf: None,
             syscall_probe: None,
             stats_file: None,
-            latency_before: None,
+            stats_before: None,
             in_broker_latency: None,
+            across_workers: None,
             preemptions_before: None,
             window_preemptions: None,
             syscalls: None,
@@ -427,7 +432,7 @@ impl Broker {
     /// The measured window starts: attach the syscall probe, if any
     /// (returns once it counts).
     pub fn begin_window(&mut self) {
-        self.latency_before = self.read_latency();
+        self.stats_before = self.read_stats();
         self.preemptions_before = procfs::preemptions(self.pid).ok();
         let Some(perf) = self.perf.clone() else {
             return;
@@ -444,8 +449,9 @@ impl Broker {
         if let Some(probe) = self.syscall_probe.take() {
             self.syscalls = Some(probe.finish().map_err(|error| format!("{error:#}")));
         }
-        if let (Some(before), Some(after)) = (self.latency_before.take(), self.read_latency()) {
-            self.in_broker_latency = Some(after.since(&before));
+        if let (Some(before), Some(after)) = (self.stats_before.take(), self.read_stats()) {
+            self.in_broker_latency = Some(after.latency(None).since(&before.latency(None)));
+            self.across_workers = across_workers(&before, &after);
         }
         if let (Some(before), Ok(after)) = (
             self.preemptions_before.take(),
@@ -455,11 +461,10 @@ impl Broker {
         }
     }
 
-    /// blipmqd's in-broker latency histogram since it started, all
-    /// workers together; None without a readable stats segment.
-    fn read_latency(&self) -> Option<LatencyHistogram> {
+    /// blipmqd's stats segment now; None without a readable one.
+    fn read_stats(&self) -> Option<Snapshot> {
         let reader = StatsReader::open(self.stats_file.as_deref()?).ok()?;
-        Some(reader.snapshot().latency(None))
+        Some(reader.snapshot())
     }
 
     /// Reads blipmqd's in-broker latency from the stats segment at `path`.
@@ -595,4 +600,65 @@ impl Drop for Broker {
 /// Opens the log file a broker writes to.
 fn log_file(path: &Path) -> Result<File> {
     File::create(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Of the deliveries between two snapshots, the share made by workers that
+/// read no PUBLISH in between; None when no worker or several read them, or
+/// nothing was delivered.
+fn across_workers(before: &Snapshot, after: &Snapshot) -> Option<f64> {
+    let delta = |w, counter| after.get(w, counter).saturating_sub(before.get(w, counter));
+    let workers = 0..after.workers().min(before.workers());
+    let publishing: Vec<usize> = workers
+        .clone()
+        .filter(|&w| delta(w, Counter::MessagesPublished) > 0)
+        .collect();
+    if publishing.len() != 1 {
+        return None;
+    }
+    let delivered: u64 = workers
+        .clone()
+        .map(|w| delta(w, Counter::MessagesDelivered))
+        .sum();
+    let across: u64 = workers
+        .filter(|&w| w != publishing[0])
+        .map(|w| delta(w, Counter::MessagesDelivered))
+        .sum();
+    (delivered > 0).then(|| across as f64 / delivered as f64)
+}
+
+#[cfg(test)]
+mod across_workers_tests {
+    use super::*;
+
+    /// Workers' (published, delivered) counters as a snapshot.
+    fn snapshot(workers: &[(u64, u64)]) -> Snapshot {
+        let values = workers
+            .iter()
+            .map(|&(published, delivered)| {
+                let mut v = vec![0; Counter::COUNT];
+                v[Counter::MessagesPublished as usize] = published;
+                v[Counter::MessagesDelivered as usize] = delivered;
+                v
+            })
+            .collect();
+        Snapshot::new(1, 0, 0, values)
+    }
+
+    #[test]
+    fn deliveries_by_workers_that_did_not_publish_cross_between_workers() {
+        let before = snapshot(&[(100, 100), (0, 0)]);
+        // One publisher on worker 0; 1 → 4 with three subscribers on worker 1.
+        let after = snapshot(&[(200, 125), (0, 75)]);
+        assert_eq!(across_workers(&before, &after), Some(0.75));
+        let same = snapshot(&[(200, 200), (0, 0)]);
+        assert_eq!(across_workers(&before, &same), Some(0.0));
+    }
+
+    #[test]
+    fn unknown_with_several_publishing_workers_or_no_deliveries() {
+        let before = snapshot(&[(0, 0), (0, 0)]);
+        assert_eq!(across_workers(&before, &snapshot(&[(5, 5), (5, 5)])), None);
+        assert_eq!(across_workers(&before, &snapshot(&[(5, 0), (0, 0)])), None);
+        assert_eq!(across_workers(&before, &before), None);
+    }
 }

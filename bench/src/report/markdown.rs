@@ -448,6 +448,14 @@ fn trials_summary(t: &BrokerTrials) -> String {
             human_rate(preempted.median)
         );
     }
+    if !t.across_workers.is_empty() {
+        let shares: Vec<String> = t
+            .across_workers
+            .iter()
+            .map(|(_, share)| format!("{:.0}", share * 100.0))
+            .collect();
+        let _ = write!(text, "; deliveries across workers {} %", shares.join("/"));
+    }
     text
 }
 

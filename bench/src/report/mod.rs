@@ -217,6 +217,9 @@ pub struct RunResult {
     /// Times the broker's threads were preempted in the window (another
     /// thread, e.g. a client, took their CPU while they wanted to run).
     pub broker_preemptions: Option<u64>,
+    /// blipmqd: the share of the window's deliveries that crossed between
+    /// workers (one publisher only; see `Broker::across_workers`).
+    pub broker_across_workers: Option<f64>,
     pub pacer_lag_us: Option<Percentiles>,
     pub receiver_mismatches: u64,
     /// Seconds each publisher waited for flow-control credit (whole run,
@@ -335,6 +338,7 @@ impl RunResult {
             latency_us: None,
             broker_latency_us: None,
             broker_preemptions: None,
+            broker_across_workers: None,
             pacer_lag_us: None,
             receiver_mismatches: 0,
             publisher_wait_secs: Vec::new(),

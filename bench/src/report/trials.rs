@@ -115,6 +115,10 @@ pub struct BrokerTrials {
     pub steal_cpus: Option<Spread>,
     /// The broker's threads' preemptions per second of the window.
     pub preemptions_per_sec: Option<Spread>,
+    /// blipmqd: per ok trial, the share of deliveries that crossed between
+    /// workers (where the connections landed decides it, and the in-broker
+    /// median with it); empty when not known.
+    pub across_workers: Vec<(u32, f64)>,
     /// The broker's own share of the latency, µs per percentile, once
     /// blipmqd reports it (see [`RunResult::broker_latency_us`]).
     pub broker_latency_us: Option<Vec<PercentileSpread>>,
@@ -204,6 +208,10 @@ fn broker_trials(broker: BrokerKind, runs: &[&RunResult]) -> BrokerTrials {
             ok.iter()
                 .filter_map(|r| Some(rate_of(r, r.broker_preemptions? as f64))),
         ),
+        across_workers: ok
+            .iter()
+            .filter_map(|r| Some((r.trial?, r.broker_across_workers?)))
+            .collect(),
         broker_latency_us: ok
             .iter()
             .any(|r| r.broker_latency_us.is_some())
