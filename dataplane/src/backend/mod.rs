@@ -202,6 +202,18 @@ pub trait Transport {
     fn poll_timeout(&mut self, now: Instant) -> Option<Instant>;
     /// Takes in what arrived; returns whether anything did.
     fn poll_ingress(&mut self, now: Instant, ingress: &mut Ingress<'_>) -> bool;
+    /// Opens a connection to `addr` as `cid` (the broker's own, e.g. to a
+    /// leaf-node hub). It is established when `cid` is first reported
+    /// writable; until then `read` and `write` would block. A refused or
+    /// failed attempt is reported readable and then reads as `Failed`. An
+    /// error here means the attempt could not start.
+    fn connect(&mut self, cid: ConnId, addr: SocketAddr) -> io::Result<()> {
+        let _ = (cid, addr);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this backend does not open connections",
+        ))
+    }
     /// Reads one chunk of `cid`'s bytes into `sink`.
     fn read(&mut self, cid: ConnId, sink: impl FnOnce(&[u8])) -> Read;
     /// Writes a prefix of `data` to `cid`.
