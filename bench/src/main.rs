@@ -676,6 +676,7 @@ fn run(cli: Cli) -> Result<i32> {
         .iter()
         .filter_map(|s| match s.kind {
             scenarios::Kind::Connections { idle, .. } => Some(idle),
+            scenarios::Kind::Latency { idle, .. } if idle > 0 => Some(idle),
             scenarios::Kind::Flood { silent, .. } => Some(silent),
             _ => None,
         })

@@ -95,6 +95,9 @@ pub enum Kind {
         payload: usize,
         subs: usize,
         load: Option<Load>,
+        /// Idle subscriber connections held open through the trial (the
+        /// broker's per-connection timer work beside the flow).
+        idle: usize,
     },
     Connections {
         idle: usize,
@@ -150,10 +153,11 @@ impl Scenario {
         let setup = Duration::from_millis(400);
         match self.kind {
             Kind::Throughput { .. } => setup + timing.warmup + timing.measure,
-            Kind::Latency { load, .. } => {
+            Kind::Latency { load, idle, .. } => {
                 // The load flow's eight connections, and its drain.
                 let load_extra = Duration::from_millis(if load.is_some() { 300 } else { 0 });
-                setup + load_extra + timing.latency_warmup + timing.latency_measure
+                let idle_extra = Duration::from_millis(if idle > 0 { 3000 } else { 0 });
+                setup + load_extra + idle_extra + timing.latency_warmup + timing.latency_measure
             }
             Kind::Connections { .. } => {
                 setup + Duration::from_secs(3) + timing.warmup + timing.measure
@@ -213,6 +217,7 @@ pub fn all() -> Vec<Scenario> {
                 payload: LATENCY_PAYLOAD,
                 subs: 1,
                 load: None,
+                idle: 0,
             },
         });
     }
@@ -228,6 +233,7 @@ pub fn all() -> Vec<Scenario> {
             payload: LATENCY_PAYLOAD,
             subs: LATENCY_FANOUT,
             load: None,
+            idle: 0,
         },
     });
     list.push(Scenario {
@@ -246,6 +252,22 @@ pub fn all() -> Vec<Scenario> {
             payload: LATENCY_PAYLOAD,
             subs: 1,
             load: Some(LOAD),
+            idle: 0,
+        },
+    });
+    list.push(Scenario {
+        name: format!("lat-idle-{}", rate_label(LATENCY_RATE)),
+        group: Group::Latency,
+        description: format!(
+            "latency beside {IDLE_CONNECTIONS} idle subscriber connections, 1 → 1 paced at {LATENCY_RATE} msg/s: \
+             the broker's per-connection timer work (pings, buffer trimming) in the tail"
+        ),
+        kind: Kind::Latency {
+            rate: LATENCY_RATE,
+            payload: LATENCY_PAYLOAD,
+            subs: 1,
+            load: None,
+            idle: IDLE_CONNECTIONS,
         },
     });
     list.push(Scenario {
@@ -550,7 +572,17 @@ fn run_inner(
             payload,
             subs,
             load,
+            idle,
         } => {
+            let idle_conns = if idle > 0 {
+                let conns = open_idle(&broker, idle, settings, &|n| {
+                    on_progress(format!("{n}/{idle} idle connections open"))
+                })?;
+                broker.check_alive()?;
+                Some(conns)
+            } else {
+                None
+            };
             let spec = FlowSpec {
                 subject: SUBJECT,
                 pubs: 1,
@@ -586,6 +618,7 @@ fn run_inner(
                     result.set_load(&load_spec, &outcomes[1]);
                 }
             }
+            drop(idle_conns);
         }
         Kind::Connections { idle, payload } => {
             let rss_before = broker.rss_bytes()?;
@@ -702,7 +735,8 @@ mod tests {
                 "lat-100k",
                 "lat-200k",
                 "lat-1x4-50k",
-                "lat-load-50k"
+                "lat-load-50k",
+                "lat-idle-50k"
             ]
         );
         let [fanout, loaded] = [
@@ -716,7 +750,8 @@ mod tests {
                 rate: 50_000,
                 payload: LATENCY_PAYLOAD,
                 subs: 4,
-                load: None
+                load: None,
+                idle: 0
             }
         );
         assert_eq!(
@@ -730,7 +765,8 @@ mod tests {
                     subs: 4,
                     payload: 128,
                     rate_per_pub: 50_000,
-                })
+                }),
+                idle: 0
             }
         );
         assert!(loaded.estimate(&Timing::full()) > fanout.estimate(&Timing::full()));

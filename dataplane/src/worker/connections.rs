@@ -6,7 +6,7 @@
 //! A part of its own so that a delivery can write into the queues while the
 //! subscription index is borrowed for the message's matches.
 
-use std::ops::{Index, IndexMut};
+use std::ops::{Index, IndexMut, Range};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -142,7 +142,7 @@ impl CloseReason {
     }
 }
 
-/// Which deadline of a connection passed (see [`Connections::on_tick`]).
+/// Which deadline of a connection passed (see [`Connections::sweep`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Overdue {
     /// Too many server PINGs unanswered.
@@ -608,9 +608,25 @@ impl Connections {
     /// The handshake deadlines ride on this walk over every connection,
     /// which the PINGs need anyway: a comparison each, no structure of
     /// their own to keep.
-    pub(super) fn on_tick(&mut self, now: Instant, stats: &WorkerStats) -> Vec<(ConnId, Overdue)> {
-        let mut overdue = Vec::new();
-        for (cid, conn) in self.slab.iter_mut() {
+    /// Connection slots a sweep goes over (ids are below it).
+    pub(super) fn slots(&self) -> usize {
+        self.slab.capacity()
+    }
+
+    /// The tick's work for the connections in `slots` (see `sweep.rs`):
+    /// trims idle buffers, queues server PINGs, and adds those past a
+    /// deadline to `overdue`.
+    pub(super) fn sweep(
+        &mut self,
+        now: Instant,
+        stats: &WorkerStats,
+        slots: Range<usize>,
+        overdue: &mut Vec<(ConnId, Overdue)>,
+    ) {
+        for cid in slots {
+            let Some(conn) = self.slab.get_mut(cid) else {
+                continue;
+            };
             conn.output.trim();
             if conn.input.is_empty() && conn.input.capacity() > IDLE_INPUT_CAPACITY {
                 conn.input = Vec::new();
@@ -640,7 +656,6 @@ impl Connections {
                 Tick::Stale => overdue.push((cid, Overdue::Stale)),
             }
         }
-        overdue
     }
 }
 

@@ -23,6 +23,7 @@ use super::limits::{ConnectionLimits, ConnectionsPerIp, RatePolicy};
 use super::peers::Peers;
 use super::records::{self, GroupNames, Message, Record, Routing};
 use super::subscriptions::Subscriptions;
+use super::sweep::Sweep;
 use crate::rings::WorkerRings;
 use crate::router::{SubKey, WorkerId, WorkerSet};
 use crate::session::{Input, Session, SessionConfig, Step};
@@ -112,6 +113,10 @@ pub struct WorkerCore {
     now: Instant,
     /// When [`on_tick`](Self::on_tick) is next due.
     next_tick: Instant,
+    /// The tick's pass over the connections, in slices.
+    sweep: Sweep,
+    /// Connections the sweep found past a deadline (kept for its capacity).
+    overdue: Vec<(ConnId, Overdue)>,
     draining: bool,
     /// Plaintext out of a TLS connection's last read, kept for its capacity.
     tls_plaintext: Vec<u8>,
@@ -154,6 +159,8 @@ impl WorkerCore {
             control: None,
             now,
             next_tick: now + TICK,
+            sweep: Sweep::default(),
+            overdue: Vec::new(),
             draining: false,
             tls_plaintext: Vec::new(),
             rate_retry_due: false,
@@ -464,35 +471,37 @@ impl WorkerCore {
     /// When the core next needs [`handle_timeout`](Self::handle_timeout)
     /// even if nothing else happens.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_tick
+        match self.sweep.due() {
+            Some(slice) => slice.min(self.next_tick),
+            None => self.next_tick,
+        }
     }
 
-    /// Runs the timers that are due at `now`.
+    /// Runs the timers that are due at `now`: the tick, and one slice of
+    /// its pass over the connections.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.next_tick {
-            self.on_tick(now);
+            self.start_tick(now);
             self.next_tick = now + TICK;
+        }
+        if self.sweep.is_due(now) {
+            self.sweep_slice(now);
         }
     }
 
-    /// Server PINGs, stale connections, handshake and close deadlines,
-    /// publishers whose budget refilled.
+    /// The whole tick at once: server PINGs, stale connections, handshake
+    /// and close deadlines, publishers whose budget refilled.
     pub fn on_tick(&mut self, now: Instant) {
+        self.start_tick(now);
+        while self.sweep_slice(now) {}
+    }
+
+    /// The tick's work for the worker as a whole; starts the pass over the
+    /// connections.
+    fn start_tick(&mut self, now: Instant) {
         self.now = now;
         self.stats.heartbeat();
-        for (cid, overdue) in self.conns.on_tick(now, &self.stats) {
-            match overdue {
-                Overdue::Stale => {
-                    self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
-                    self.start_close(cid, CloseReason::Stale);
-                }
-                Overdue::Handshake => {
-                    let reason = dialect::HANDSHAKE_TIMEOUT;
-                    self.send_error(cid, ErrorCode::Unauthorized, reason);
-                    self.start_close(cid, CloseReason::HandshakeTimeout);
-                }
-            }
-        }
+        self.sweep.start(now);
         // Retried by the next finish_iteration, which publishes what they
         // route to other workers and says whom to wake.
         self.rate_retry_due = self.conns.any_rate_paced();
@@ -504,6 +513,32 @@ impl WorkerCore {
                 "subscribers behind past their grace: publishers go on"
             );
         }
+    }
+
+    /// The next slice of the pass over the connections; returns whether
+    /// there was one.
+    fn sweep_slice(&mut self, now: Instant) -> bool {
+        let Some(slots) = self.sweep.next_slice(now, self.conns.slots()) else {
+            return false;
+        };
+        self.now = now;
+        let mut overdue = std::mem::take(&mut self.overdue);
+        self.conns.sweep(now, &self.stats, slots, &mut overdue);
+        for (cid, passed) in overdue.drain(..) {
+            match passed {
+                Overdue::Stale => {
+                    self.send_error(cid, ErrorCode::PingTimeout, "stale connection: no PONG");
+                    self.start_close(cid, CloseReason::Stale);
+                }
+                Overdue::Handshake => {
+                    let reason = dialect::HANDSHAKE_TIMEOUT;
+                    self.send_error(cid, ErrorCode::Unauthorized, reason);
+                    self.start_close(cid, CloseReason::HandshakeTimeout);
+                }
+            }
+        }
+        self.overdue = overdue;
+        true
     }
 
     /// Shutdown: DISCONNECT "draining" to every client, then close each once

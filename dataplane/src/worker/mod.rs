@@ -11,7 +11,8 @@
 //! - `peers`: the rings to the other workers and what waits on them;
 //! - `groups`: queue-group member picks;
 //! - `limits`: the handshake deadline, publish rates, connections per IP;
-//! - `delivery`: one message into its subscribers' queues.
+//! - `delivery`: one message into its subscribers' queues;
+//! - `sweep`: the tick's pass over every connection, in slices.
 
 pub mod answers;
 mod backlog;
@@ -27,6 +28,7 @@ pub mod payloads;
 mod peers;
 pub mod records;
 mod subscriptions;
+mod sweep;
 pub mod sync;
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::control::protocol::{self, ReloadResult, ReloadSettings, WorkerRequest
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::Counter;
+use crate::worker::core::TICK;
 use crate::worker::latency::LatencyClock;
 use crate::worker::limits::ConnectionLimits;
 
@@ -651,6 +652,44 @@ fn server_pings_then_408() {
     assert_eq!(cluster.output(0, c), vec![Out::Ping]);
     cluster.cores[0].on_tick(start + Duration::from_secs(183));
     assert!(matches!(&cluster.output(0, c)[..], [Out::Error(408, _)]));
+}
+
+/// With thousands of connections the tick's pass over them runs in slices
+/// (one pass over 10,000 took 650 µs, stalling every message read then):
+/// each `handle_timeout` does one, `poll_timeout` says when the next is
+/// due, and the pass still reaches every connection within half a tick.
+#[test]
+fn the_tick_pings_thousands_of_connections_in_slices() {
+    let config = CoreConfig {
+        max_connections: 5000,
+        ..core_config()
+    };
+    let mut cluster = Cluster::with_config(1, 1 << 16, config);
+    let conns: Vec<ConnId> = (0..3000).map(|_| cluster.connect(0)).collect();
+    let core = &mut cluster.cores[0];
+    let tick = cluster.now + Duration::from_secs(61);
+    let pings = |core: &WorkerCore| core.stats.get(Counter::FramesOutPing);
+    core.handle_timeout(tick);
+    let first = pings(core);
+    assert!(
+        first > 0 && first < 3000,
+        "one slice pinged {first} of 3000"
+    );
+    let mut now = tick;
+    let mut slices = 1;
+    while core.poll_timeout() < tick + TICK {
+        let due = core.poll_timeout();
+        assert!(due > now, "the next slice is due later");
+        assert!(due - tick <= TICK / 2, "the pass ends within half a tick");
+        now = due;
+        core.handle_timeout(now);
+        slices += 1;
+    }
+    assert_eq!(pings(core), 3000, "the pass reached every connection");
+    assert!(slices >= 3, "{slices} slices");
+    for cid in conns {
+        assert_eq!(cluster.output(0, cid), vec![Out::Ping]);
+    }
 }
 
 #[test]
