@@ -8,19 +8,29 @@
 //! protocol ([`super::decode_client_op`]), so both agree with nats-server's
 //! `server/parser.go` in the same way.
 //!
-//! # The protocol, as nats-server v2.9.10 speaks it (read from its source)
+//! # The protocol, as nats-server v2.9.10 speaks it
+//!
+//! Read from its source (server/leafnode.go, parser.go, client.go at tag
+//! v2.9.10), and checked against Debian's v2.9.10 by the dataplane's
+//! `tests/leaf_protocol.rs`: the handshake, `LS+`/`LS-` both ways with
+//! queue weights, `LMSG`/`HMSG` with replies and queue names, refused and
+//! accepted credentials, and loop detection.
 //!
 //! Handshake, the leaf soliciting (leafnode.go):
 //! 1. The hub sends `INFO {...}` at once. A leafnode port's INFO carries a
-//!    `client_id` and a `leafnode_urls` array (possibly empty, never absent);
-//!    nats-server leaves close with "wrong port" when either is missing (a
-//!    client port sends `connect_urls`, not `leafnode_urls`). It also
-//!    carries `info_on_connect: true`, the `nonce` (for nkeys/JWT only),
-//!    `headers`, `max_payload`, `tls_required`, `auth_required` and, in a
-//!    cluster, `cluster`.
+//!    `client_id` and a non-empty `leafnode_urls` (at least the hub's own
+//!    leafnode address; the field is `omitempty`, so absent means a client
+//!    or route port, and nats-server leaves then close with "wrong port").
+//!    v2.9.10 also sends `info_on_connect: true`, a `nonce` (used only for
+//!    nkeys/JWT), `headers: true`, `max_payload`, `auth_required: true`
+//!    **even when the leafnode port has no credentials**, `tls_required`
+//!    and, in a cluster, `cluster`. Sample (the test `leaf_protocol` prints
+//!    it): `server_name`, `version: "2.9.10"`, `client_id: 4`,
+//!    `leafnode_urls: ["127.0.0.1:43989"]`, no `connect_urls`.
 //! 2. The leaf sends `CONNECT {...}` ([`LeafConnect`]): no `lang` (a `lang`
 //!    tells the hub a client dialled the wrong port; it answers -ERR and
-//!    closes), `name` (shown in `/leafz`), `headers`, `tls_required`, and
+//!    closes), `name` (in the hub's log; `/leafz` shows it after 2.9),
+//!    `headers`, `tls_required`, and
 //!    credentials: `user`/`pass` for the hub's `leafnodes { authorization }`;
 //!    a hub without leafnode credentials falls back to its client
 //!    authorization, which reads `auth_token` too (the field nats-server's own
@@ -28,15 +38,25 @@
 //! 3. Bad credentials: `-ERR 'Authorization Violation'`, then the hub closes.
 //!    Good ones: the hub answers `INFO {... "connect_info": true,
 //!    "remote_account": "$G"}`, then one `LS+` per interest it has: every
-//!    subscription of its account (routes and other leaves included), and its
-//!    loop-detection subject `$LDS.<nuid>`. It then PINGs (first ping after
-//!    about a second, then every `ping_interval`).
+//!    subscription of its account (routes and other leaves included), its
+//!    loop-detection subject `$LDS.<nuid>` and, on v2.9.10 with the system
+//!    account on (the default), `$SYS.REQ.ACCOUNT.PING.CONNZ`,
+//!    `$SYS.REQ.ACCOUNT.PING.STATZ` and `$SYS.REQ.SERVER.PING.CONNZ`, in map
+//!    order. It then PINGs (the first after about a second, then every
+//!    `ping_interval`). It answers a PING sent right after CONNECT after
+//!    all of that, so a PONG means CONNECT was accepted.
 //! 4. The leaf sends its own `LS+` lines, its own `$LDS.<id>` among them.
 //!    Seeing its own `$LDS.` subject come back in an `LS+` from the hub means
 //!    the leaf is connected to the cluster twice (a loop): nats-server closes
 //!    and waits 30 s before it reconnects; the hub does the same when a leaf
 //!    sends the hub's own `$LDS.` subject, with
 //!    `-ERR 'Loop detected for leafnode account=...'`.
+//! 5. A second leaf connection with the same CONNECT `name` on the same
+//!    account makes the hub close the **older** one ("Duplicate Remote
+//!    LeafNode Connection"): one name per broker and hub cluster.
+//! 6. v2.9.10's `/leafz` shows account, address, RTT, message and byte
+//!    counts and (with `?subs=1`) the leaf's subscriptions, but not its
+//!    `name` (later versions add it).
 //!
 //! Interest (both directions): `LS+ <subject>` or `LS+ <subject> <queue>
 //! <weight>`; `LS- <subject>` or `LS- <subject> <queue>`. For a plain
