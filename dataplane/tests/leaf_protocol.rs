@@ -327,7 +327,7 @@ impl Driver {
                             headers: msg.headers.map(<[u8]>::to_vec),
                             payload: msg.payload.to_vec(),
                         }),
-                        Some(event) => self.log.push(format!("{}", describe(&event))),
+                        Some(event) => self.log.push(describe(&event)),
                         None => {}
                     }
                     at += consumed;

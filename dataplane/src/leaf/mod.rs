@@ -217,7 +217,8 @@ pub enum Forwarded {
     NoInterest,
     /// `export` refuses it.
     Denied,
-    /// The link is down or its output full (counted).
+    /// The link is down, its output full, or the message larger than the
+    /// hub's `max_payload` (counted).
     Dropped,
     /// It came from the hub.
     Loop,
@@ -230,7 +231,8 @@ pub struct LeafStats {
     pub bytes_in: u64,
     pub msgs_out: u64,
     pub bytes_out: u64,
-    /// Messages for the hub lost while the link was down or full.
+    /// Messages for the hub lost: the link was down or full, or they were
+    /// over the hub's `max_payload`.
     pub dropped: u64,
     /// Hub messages `import` refused.
     pub import_denied: u64,
@@ -709,7 +711,15 @@ impl LeafLink {
             self.stats.export_denied += 1;
             return Forwarded::Denied;
         }
-        if !self.is_up() || self.output.len() >= self.config.max_pending_bytes {
+        // A hub without headers gets the message without them, as
+        // nats-server treats such a receiver; one over the hub's
+        // max_payload would make it close the link.
+        let hub = self.hub_info.as_ref();
+        let headers = msg.headers.filter(|_| hub.is_some_and(|info| info.headers));
+        let size = msg.payload.len() + headers.map_or(0, <[u8]>::len);
+        let too_large =
+            hub.is_some_and(|info| info.max_payload > 0 && size as i64 > info.max_payload);
+        if !self.is_up() || too_large || self.output.len() >= self.config.max_pending_bytes {
             self.stats.dropped += 1;
             return Forwarded::Dropped;
         }
@@ -726,11 +736,11 @@ impl LeafLink {
             msg.subject,
             msg.reply,
             hub_groups,
-            msg.headers,
+            headers,
             msg.payload,
         );
         self.stats.msgs_out += 1;
-        self.stats.bytes_out += (msg.payload.len() + msg.headers.map_or(0, <[u8]>::len)) as u64;
+        self.stats.bytes_out += size as u64;
         Forwarded::Sent
     }
 

@@ -543,3 +543,31 @@ fn messages_while_down_or_over_the_output_bound_are_dropped_and_counted() {
     assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Dropped);
     assert_eq!(h.link.stats().dropped, 3);
 }
+
+#[test]
+fn headers_go_only_to_a_hub_that_takes_them_and_nothing_over_its_max_payload() {
+    let mut h = Harness::new(config());
+    h.poll_all();
+    h.link.connected(h.now);
+    h.feed(b"INFO {\"client_id\":1,\"leafnode_urls\":[\"a:1\"],\"headers\":false,\"max_payload\":8} \r\n");
+    h.take_output();
+    h.feed(b"PONG\r\nLS+ a\r\n");
+    assert!(h.link.is_up());
+    h.take_output();
+    let msg = Outgoing {
+        subject: b"a",
+        reply: None,
+        headers: Some(b"NATS/1.0\r\n\r\n"),
+        payload: b"x",
+    };
+    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Sent);
+    assert_eq!(h.take_output(), "LMSG a 1\r\nx\r\n");
+    let big = Outgoing {
+        subject: b"a",
+        reply: None,
+        headers: None,
+        payload: b"123456789",
+    };
+    assert_eq!(h.link.forward(&big, [], Origin::Local), Forwarded::Dropped);
+    assert_eq!(h.link.stats().dropped, 1);
+}

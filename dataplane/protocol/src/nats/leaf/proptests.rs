@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::encode;
 use super::{decode_hub_op, HubOp, LeafDecodeError};
+use crate::nats::proptests::chunks;
 use crate::nats::NatsLimits;
 
 fn token() -> impl Strategy<Value = Vec<u8>> {
@@ -134,19 +135,6 @@ fn decode_chunks(chunks: &[&[u8]], limits: &NatsLimits) -> (Vec<String>, Option<
     (ops, None)
 }
 
-fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-    points.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut at = 0;
-    for point in points {
-        pieces.push(&bytes[at..point]);
-        at = point;
-    }
-    pieces.push(&bytes[at..]);
-    pieces
-}
-
 fn protocolish() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         model().prop_map(|m| {
@@ -194,7 +182,7 @@ proptest! {
         prop_assert!(rest.is_empty());
         prop_assert_eq!(&decoded, &models);
         // And the same in pieces.
-        let (pieces, error) = decode_chunks(&split(&stream, &cuts), &limits);
+        let (pieces, error) = decode_chunks(&chunks(&stream, &cuts), &limits);
         prop_assert_eq!(error, None);
         prop_assert_eq!(pieces.len(), models.len());
     }
@@ -206,7 +194,7 @@ proptest! {
     ) {
         let limits = NatsLimits { max_control_line: 48, max_payload: 40 };
         let whole = decode_chunks(&[&bytes], &limits);
-        let pieces = decode_chunks(&split(&bytes, &cuts), &limits);
+        let pieces = decode_chunks(&chunks(&bytes, &cuts), &limits);
         prop_assert_eq!(pieces, whole);
     }
 }
