@@ -25,6 +25,7 @@ pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod leaf;
 pub mod logging;
 pub mod rings;
 pub mod router;

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{is_bcrypt, Secret, UserConfig};
 
-pub use permissions::{Permissions, ResponseLimits};
+pub use permissions::{Permissions, ResponseLimits, SubjectRules};
 pub use responses::ReplyGrants;
 
 /// The users a broker knows, by name and by token.

@@ -23,9 +23,10 @@ pub struct ResponseLimits {
     pub expires: Duration,
 }
 
-/// Allowed filters (`None`: all) and denied ones; deny wins.
+/// Allowed filters (`None`: all) and denied ones; deny wins. Also the
+/// `export`/`import` filters of a leaf-node remote.
 #[derive(Debug, Default)]
-struct SubjectRules {
+pub struct SubjectRules {
     allow: Option<Box<[Box<[u8]>]>>,
     deny: Box<[Box<[u8]>]>,
 }
@@ -38,7 +39,7 @@ fn compile(filters: &[String]) -> Box<[Box<[u8]>]> {
 }
 
 impl SubjectRules {
-    fn new(rules: Option<&SubjectRulesConfig>) -> SubjectRules {
+    pub fn new(rules: Option<&SubjectRulesConfig>) -> SubjectRules {
         let Some(rules) = rules else {
             return SubjectRules::default();
         };
@@ -60,7 +61,7 @@ impl SubjectRules {
     }
 
     /// A literal subject (a publish, a delivery).
-    fn permits_subject(&self, subject: &[u8]) -> bool {
+    pub fn permits_subject(&self, subject: &[u8]) -> bool {
         self.permits(subject, filter_matches)
     }
 
@@ -68,7 +69,7 @@ impl SubjectRules {
     /// may match; denied when a denied filter matches it read as a subject
     /// (as nats-server does; subjects a wider filter shares with a denied
     /// one are then withheld on delivery, see [`Permissions::may_receive`]).
-    fn permits_filter(&self, filter: &[u8]) -> bool {
+    pub fn permits_filter(&self, filter: &[u8]) -> bool {
         self.permits(filter, filter_covers)
     }
 }

@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod dpdk;
 mod error;
+mod leafnode;
 #[cfg(test)]
 mod tests;
 mod users;
 
 pub use self::dpdk::DpdkConfig;
 pub use self::error::ConfigError;
+pub use self::leafnode::{parse_leaf_url, LeafNodeConfig, LeafRemoteConfig, LeafUrl};
 pub use self::users::{
     check_file_mode, is_bcrypt, AllowDeny, AllowResponsesConfig, PermissionsConfig,
     ResponseLimitsConfig, Secret, SubjectRulesConfig, UserConfig, REDACTED,
@@ -52,6 +54,7 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     pub afpacket: AfPacketConfig,
     pub dpdk: DpdkConfig,
+    pub leafnode: LeafNodeConfig,
 }
 
 /// `[server]`: the listener, the workers and the connection timers.
@@ -726,6 +729,7 @@ impl Config {
         self.auth
             .validate_users(limits.max_topic_length, self.tls.verify_and_map)?;
 
+        self.leafnode.validate(limits.max_topic_length)?;
         validate_log_level(&self.log.level)?;
 
         self.control
@@ -863,6 +867,7 @@ impl Config {
     pub fn redacted(&self) -> Config {
         let mut config = self.clone();
         config.auth.redact();
+        config.leafnode.redact();
         config
     }
 }

@@ -297,7 +297,7 @@ pub(super) const SECRET_LINE_ERROR: &str =
 /// Whether a parse error at `key`, on `line`, may be about a password or a
 /// token, so that its message must not be shown.
 pub(super) fn may_hold_secret(key: &str, line: Option<&str>) -> bool {
-    key.starts_with("auth")
+    (key.starts_with("auth") || key.starts_with("leafnode"))
         && (key.ends_with("token")
             || key.ends_with("password")
             || line.is_some_and(|line| line.contains("token") || line.contains("password")))

@@ -78,7 +78,7 @@ impl OpName {
     }
 }
 
-fn is_blank(byte: u8) -> bool {
+pub(super) fn is_blank(byte: u8) -> bool {
     byte == b' ' || byte == b'\t'
 }
 
@@ -133,6 +133,16 @@ fn find_args_start(
             Some(_) => return Err(NatsError::UnknownOperation),
         },
     };
+    skip_blanks(buf, blanks_from, limits)
+}
+
+/// Where the first byte after the run of blanks from `blanks_from` is;
+/// `Ok(None)` while only blanks have arrived.
+pub(super) fn skip_blanks(
+    buf: &[u8],
+    blanks_from: usize,
+    limits: &NatsLimits,
+) -> Result<Option<usize>, NatsError> {
     // nats-server skips any run of blanks; a stateless decoder must bound
     // what it asks the caller to keep, so a run longer than a whole control
     // line is refused like an over-long line, whether or not more follows
@@ -148,28 +158,26 @@ fn find_args_start(
 }
 
 /// A complete control line: its arguments and the index of its `\n`.
-struct Line<'a> {
-    args: &'a [u8],
-    newline: usize,
+pub(super) struct Line<'a> {
+    pub(super) args: &'a [u8],
+    pub(super) newline: usize,
 }
 
 /// Finds the `\n` that ends the line whose arguments start at `args_start`.
 ///
 /// As parser.go does: the first argument byte is taken as is (even a `\r` or
-/// `\n`) except after PING/PONG, a `\r` anywhere later in the line drops the
-/// last byte before the `\n`, and the arguments may be at most
-/// `max_control_line` bytes, which is also checked on a partial line.
-fn read_line<'a>(
+/// `\n`) when `first_byte_verbatim` (every op but PING/PONG), a `\r`
+/// anywhere later in the line drops the last byte before the `\n`, and the
+/// arguments may be at most `max_control_line` bytes, which is also checked
+/// on a partial line.
+pub(super) fn read_line<'a>(
     buf: &'a [u8],
-    name: OpName,
+    first_byte_verbatim: bool,
     args_start: usize,
     limits: &NatsLimits,
 ) -> Result<Option<Line<'a>>, NatsError> {
     let limit = limits.max_control_line;
-    let scan_from = match name {
-        OpName::Ping | OpName::Pong => args_start,
-        _ => args_start + 1,
-    };
+    let scan_from = args_start + usize::from(first_byte_verbatim);
     // Arguments of limit + 2 bytes without a `\n` are too long whatever
     // comes next, so the scan never runs past that.
     let scan_end = buf
@@ -205,7 +213,7 @@ fn read_line<'a>(
 
 /// Splits `args` into at most `N` tokens at runs of `separators`; `None`
 /// when there are more. Returns the tokens and how many there are.
-fn split_args<const N: usize>(
+pub(super) fn split_args<const N: usize>(
     args: &[u8],
     separators: impl Fn(u8) -> bool,
 ) -> Option<([&[u8]; N], usize)> {
@@ -219,12 +227,12 @@ fn split_args<const N: usize>(
 }
 
 /// SUB and UNSUB split at `\r` and `\n` too (client.go's `splitArg`).
-fn is_sub_separator(byte: u8) -> bool {
+pub(super) fn is_sub_separator(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 /// A size as nats-server's `parseSize` reads it: 1 to 9 ASCII digits.
-fn parse_size(token: &[u8]) -> Option<usize> {
+pub(super) fn parse_size(token: &[u8]) -> Option<usize> {
     if token.is_empty() || token.len() > 9 {
         return None;
     }
@@ -235,7 +243,7 @@ fn parse_size(token: &[u8]) -> Option<usize> {
 
 /// Checks the `\r\n` after a payload of `size` bytes starting at
 /// `body_start`, and returns the payload and the bytes consumed.
-fn read_payload(
+pub(super) fn read_payload(
     buf: &[u8],
     body_start: usize,
     size: usize,
@@ -371,7 +379,8 @@ pub fn decode_client_op<'a>(buf: &'a [u8], limits: &NatsLimits) -> Decoded<'a> {
     let Some(args_start) = find_args_start(buf, name, limits)? else {
         return Ok(None);
     };
-    let Some(line) = read_line(buf, name, args_start, limits)? else {
+    let verbatim = !matches!(name, OpName::Ping | OpName::Pong);
+    let Some(line) = read_line(buf, verbatim, args_start, limits)? else {
         return Ok(None);
     };
     let line_consumed = line.newline + 1;

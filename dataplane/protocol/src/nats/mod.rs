@@ -29,6 +29,7 @@ mod decode;
 pub mod encode;
 mod error;
 mod json;
+pub mod leaf;
 mod subject;
 
 #[cfg(test)]

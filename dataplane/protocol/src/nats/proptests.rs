@@ -92,7 +92,7 @@ fn style() -> impl Strategy<Value = Style> {
 }
 
 /// Cuts `bytes` at the given points (taken modulo its length, sorted).
-fn chunks<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+pub(super) fn chunks<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
     points.sort_unstable();
     let mut pieces = Vec::new();
