@@ -94,6 +94,14 @@ impl Server {
         mut backend: B,
         cores: &[core_affinity::CoreId],
     ) -> io::Result<Server> {
+        if !config.leafnode.remotes.is_empty() {
+            // Better no broker than one that silently does not join its hub.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "leafnode.remotes: joining a NATS hub as a leaf node is not available yet \
+                 (the link is built, the workers do not run it); remove the remotes",
+            ));
+        }
         let workers = config.effective_workers();
         let tls = match config.tls.settings() {
             Some(settings) => Some(Arc::new(

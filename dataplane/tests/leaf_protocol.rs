@@ -611,3 +611,19 @@ fn the_same_loop_subject_twice_is_a_loop() {
     first.sync();
     assert!(first.link.is_up());
 }
+
+/// Until the workers run the link, a broker configured to join a hub does
+/// not start, rather than run without it.
+#[test]
+fn blipmqd_refuses_remotes_until_the_workers_run_the_link() {
+    let config = blipmq_dataplane::config::Config::from_toml_str(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n",
+    )
+    .expect("a valid config");
+    let error = match blipmq_dataplane::server::Server::start(&config) {
+        Ok(_) => panic!("blipmqd started with leafnode.remotes"),
+        Err(error) => error,
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
+    assert!(error.to_string().contains("leafnode.remotes"), "{error}");
+}
