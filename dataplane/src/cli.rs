@@ -118,7 +118,7 @@ impl Args {
                 let text = config::read_file(path)?;
                 let config =
                     Config::parse_toml_str(&text).map_err(|error| error.with_file(path))?;
-                config::check_file_mode(path, &config.auth)?;
+                config::check_file_mode(path, &config)?;
                 (config, Some(text))
             }
             None => (Config::default(), None),

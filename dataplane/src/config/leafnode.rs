@@ -18,6 +18,16 @@ pub struct LeafNodeConfig {
     pub remotes: Vec<LeafRemoteConfig>,
 }
 
+impl LeafNodeConfig {
+    /// Whether a remote holds a password or a token (the file must then be
+    /// private: see `check_file_mode`).
+    pub fn has_secrets(&self) -> bool {
+        self.remotes
+            .iter()
+            .any(|remote| remote.password.is_some() || remote.token.is_some())
+    }
+}
+
 /// One `[[leafnode.remotes]]` entry.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

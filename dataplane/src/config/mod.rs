@@ -628,7 +628,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_file(path)?;
         let config = Config::from_toml_str(&text).map_err(|error| error.with_file(path))?;
-        check_file_mode(path, &config.auth)?;
+        check_file_mode(path, &config)?;
         Ok(config)
     }
 

@@ -306,9 +306,9 @@ pub(super) fn may_hold_secret(key: &str, line: Option<&str>) -> bool {
 /// Refuses a configuration file that holds secrets and that users other
 /// than its owner may read (mode & 0o077), as OpenSSH refuses an
 /// unprotected private key.
-pub fn check_file_mode(path: &std::path::Path, auth: &AuthConfig) -> Result<(), ConfigError> {
+pub fn check_file_mode(path: &std::path::Path, config: &super::Config) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    if !auth.has_secrets() {
+    if !config.auth.has_secrets() && !config.leafnode.has_secrets() {
         return Ok(());
     }
     let mode = std::fs::metadata(path)
@@ -324,7 +324,8 @@ pub fn check_file_mode(path: &std::path::Path, auth: &AuthConfig) -> Result<(), 
     Err(ConfigError::invalid(
         "auth",
         format!(
-            "{}: holds secrets (auth.token or [[auth.users]] credentials) but its mode is {:04o}, \
+            "{}: holds secrets (auth.token, [[auth.users]] or [[leafnode.remotes]] credentials) but \
+             its mode is {:04o}, \
              so users other than its owner may read or change it; run `chmod 600 {}`",
             path.display(),
             mode & 0o7777,
@@ -556,6 +557,10 @@ permissions.allow_responses = true
         assert!(table.by_token("change-me-too").is_some());
     }
 
+    const LEAF_WITH_PASSWORD: &str =
+        "[[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n\
+                                      user = \"edge\"\npassword = \"p\"\n";
+
     #[test]
     fn a_file_with_secrets_must_be_private_to_its_owner() {
         let dir = std::env::temp_dir().join(format!("blipmq-users-mode-{}", std::process::id()));
@@ -566,6 +571,14 @@ permissions.allow_responses = true
             ("token.toml", "[auth]\ntoken = \"t\"\n", 0o604, false),
             ("token-private.toml", "[auth]\ntoken = \"t\"\n", 0o400, true),
             ("open.toml", "[limits]\nmax_payload = 100\n", 0o644, true),
+            ("leaf.toml", LEAF_WITH_PASSWORD, 0o644, false),
+            ("leaf-private.toml", LEAF_WITH_PASSWORD, 0o600, true),
+            (
+                "leaf-open.toml",
+                "[[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n",
+                0o644,
+                true,
+            ),
         ];
         for (name, text, mode, accepted) in cases {
             let path = dir.join(name);
