@@ -49,7 +49,7 @@ use blipmq_protocol::nats::NatsLimits;
 
 use crate::auth::SubjectRules;
 use crate::router::Matches;
-use backoff::{Backoff, SplitMix64};
+use backoff::Backoff;
 use hub_interest::{interest_key, split_key, HubInterest};
 
 pub use hub_interest::InterestChange;
@@ -291,10 +291,10 @@ pub struct LeafLink {
 impl LeafLink {
     /// A link that dials `urls[0]` at the first [`poll`](Self::poll).
     pub fn new(config: LeafLinkConfig, now: Instant) -> LeafLink {
-        let mut rng = SplitMix64::new(config.seed);
+        let mut rng = fastrand::Rng::with_seed(config.seed);
         let loop_subject = loop_detection_subject(&mut rng);
         LeafLink {
-            backoff: Backoff::new(config.reconnect_min, config.reconnect_max, rng.next_u64()),
+            backoff: Backoff::new(config.reconnect_min, config.reconnect_max, rng.u64(..)),
             config,
             phase: Phase::Waiting { until: now },
             url_index: 0,
@@ -779,11 +779,11 @@ impl std::fmt::Debug for LeafLink {
 }
 
 /// `$LDS.` and 22 base-62 characters, like nats-server's nuid.
-fn loop_detection_subject(rng: &mut SplitMix64) -> Vec<u8> {
+fn loop_detection_subject(rng: &mut fastrand::Rng) -> Vec<u8> {
     const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut subject = LOOP_DETECTION_PREFIX.to_vec();
     for _ in 0..22 {
-        subject.push(DIGITS[(rng.next_u64() % DIGITS.len() as u64) as usize]);
+        subject.push(DIGITS[rng.usize(..DIGITS.len())]);
     }
     subject
 }
