@@ -56,6 +56,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Join the NATS hub at this URL as a leaf node (nats-leaf://HOST:PORT); repeat it for
+    /// the hub cluster's other nodes, tried in turn [default: none; replaces leafnode.remotes]
+    #[arg(long, value_name = "URL")]
+    pub leafnode_remote: Vec<String>,
+
     /// Worker threads, 0 = one per core, at most 64 [default: 0; overrides server.workers]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -172,6 +177,13 @@ impl Args {
         if let Some(key) = &self.tls_key {
             config.tls.key_file = key.display().to_string();
             set.push(("tls.key_file", "--tls-key"));
+        }
+        if !self.leafnode_remote.is_empty() {
+            config.leafnode.remotes = vec![crate::config::LeafRemoteConfig {
+                urls: self.leafnode_remote.clone(),
+                ..Default::default()
+            }];
+            set.push(("leafnode.remotes", "--leafnode-remote"));
         }
         if let Some(workers) = self.workers {
             config.server.workers = workers;

@@ -17,6 +17,7 @@ use crate::control::link::control_links;
 use crate::control::socket::{default_socket_path, BindError, ControlSocket};
 use crate::control::{BrokerMonitor, Control};
 use crate::http::{HttpConfig, HttpServer, Identity, StatsSource};
+use crate::leaf::LeafLink;
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
 use crate::stats::StatsSegment;
@@ -94,14 +95,7 @@ impl Server {
         mut backend: B,
         cores: &[core_affinity::CoreId],
     ) -> io::Result<Server> {
-        if !config.leafnode.remotes.is_empty() {
-            // Better no broker than one that silently does not join its hub.
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "leafnode.remotes: joining a NATS hub as a leaf node is not available yet \
-                 (the link is built, the workers do not run it); remove the remotes",
-            ));
-        }
+        check_leaf_remotes(config, &backend)?;
         let workers = config.effective_workers();
         let tls = match config.tls.settings() {
             Some(settings) => Some(Arc::new(
@@ -156,6 +150,19 @@ impl Server {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let stall = stall.filter(|stall| stall.worker == id);
             let priority = config.server.worker_priority;
+            // Worker 0 owns the one hub connection.
+            let leaf_link = config
+                .leafnode
+                .remotes
+                .first()
+                .filter(|_| id == 0)
+                .map(|remote| {
+                    let seed = leaf_seed();
+                    LeafLink::new(
+                        remote.link_config(&config.server.server_name, seed),
+                        Instant::now(),
+                    )
+                });
             let thread = spawn_worker(id, cores, priority, move || {
                 let now = Instant::now();
                 let transport = match part.start(poll, now) {
@@ -170,6 +177,9 @@ impl Server {
                 };
                 let mut core = WorkerCore::new(core_config, rings, shared, now);
                 core.attach_control(control_port);
+                if let Some(link) = leaf_link {
+                    core.attach_leaf_link(link);
+                }
                 if let Some(stall) = stall {
                     tracing::warn!(worker = id, ?stall.duration, "test hook: stalling before the loop");
                     std::thread::sleep(stall.duration);
@@ -318,6 +328,33 @@ fn start_control(
 
 /// The core settings `config` gives, before the backend's listener and
 /// TLS are known.
+/// Refuses leaf-node remotes this broker cannot honour, rather than run
+/// without joining the hub.
+fn check_leaf_remotes<B: Backend>(config: &Config, backend: &B) -> io::Result<()> {
+    let remotes = &config.leafnode.remotes;
+    let refusal = if remotes.is_empty() {
+        return Ok(());
+    } else if remotes.len() > 1 {
+        "leafnode.remotes: one hub per broker (list the hub cluster's nodes in one remote's urls)"
+    } else if remotes[0].uses_tls() {
+        "leafnode.remotes: TLS to the hub is not available yet"
+    } else if !backend.opens_connections() {
+        "leafnode.remotes: this backend cannot open connections yet; use the kernel backend"
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(io::ErrorKind::Unsupported, refusal))
+}
+
+/// A seed for the link's jitter and loop-detection id: different on every
+/// start, so that two brokers never share a `$LDS.` subject.
+fn leaf_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
 pub fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
         session: Arc::new(session_config(config)),

@@ -5,216 +5,18 @@
 //!
 //! Skipped with a reason when nats-server is not in PATH, unless CI=true.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use common::nats_hub::{Client, Hub, HubMsg, WITHIN};
 
 use blipmq_dataplane::leaf::{
     Action, CloseReason, Credentials, Event, Forwarded, InterestChange, LeafLink, LeafLinkConfig,
     Origin, Outgoing, Read as LinkRead,
 };
-
-/// Bounds every wait.
-const WITHIN: Duration = Duration::from_secs(10);
-
-// ---- the hub ---------------------------------------------------------------
-
-/// A nats-server child, killed on drop.
-struct Hub {
-    child: Child,
-    dir: PathBuf,
-    client_port: u16,
-    leaf_port: u16,
-    monitor_port: u16,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn nats_server() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl Hub {
-    /// Starts a hub, or `None` (skip) when there is no nats-server.
-    /// `leaf_auth` puts a user/password on the leafnodes block.
-    fn start(name: &str, leaf_auth: Option<(&str, &str)>) -> Option<Hub> {
-        let Some(binary) = nats_server() else {
-            let why = "nats-server not found in PATH (Debian: apt install nats-server)";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{why}, and CI=true");
-            }
-            eprintln!("skipped: {why}");
-            return None;
-        };
-        let dir = std::env::temp_dir().join(format!("blipmq-leaf-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (client_port, leaf_port, monitor_port) = (free_port(), free_port(), free_port());
-        let authorization = leaf_auth.map_or(String::new(), |(user, password)| {
-            format!("  authorization {{ user: \"{user}\", password: \"{password}\" }}\n")
-        });
-        let config = format!(
-            "server_name: hub-{name}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n\
-             leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n{authorization}}}\n"
-        );
-        let config_path = dir.join("hub.conf");
-        std::fs::write(&config_path, config).unwrap();
-        // BLIPMQ_HUB_TRACE=1 echoes the hub's protocol trace, for debugging.
-        let trace = std::env::var_os("BLIPMQ_HUB_TRACE").is_some();
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&config_path)
-            .args(if trace { &["-DV"][..] } else { &[] })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nats-server starts");
-        // Ready when it says so (its log goes to stderr).
-        let stderr = child.stderr.take().unwrap();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if trace {
-                    eprintln!("hub: {line}");
-                }
-                if line.contains("Server is ready") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        let hub = Hub {
-            child,
-            dir,
-            client_port,
-            leaf_port,
-            monitor_port,
-        };
-        ready_rx
-            .recv_timeout(WITHIN)
-            .expect("nats-server reports ready");
-        Some(hub)
-    }
-
-    /// `GET <path>` on the monitoring port, as JSON.
-    fn monitor(&self, path: &str) -> serde_json::Value {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.monitor_port)).unwrap();
-        stream.set_read_timeout(Some(WITHIN)).unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let body = response.split_once("\r\n\r\n").expect("an HTTP response").1;
-        serde_json::from_str(body).expect("JSON")
-    }
-}
-
-// ---- a NATS client on the hub's client port, by hand ------------------------
-
-#[derive(Debug, PartialEq, Eq)]
-struct HubMsg {
-    subject: String,
-    reply: Option<String>,
-    headers: Option<Vec<u8>>,
-    payload: Vec<u8>,
-}
-
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    fn connect(hub: &Hub) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", hub.client_port)).unwrap();
-        stream.set_read_timeout(Some(WITHIN)).unwrap();
-        let mut client = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
-        assert!(client.line().starts_with("INFO "));
-        client.send(
-            "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n",
-        );
-        client.flush();
-        client
-    }
-
-    fn send(&mut self, text: &str) {
-        self.writer.write_all(text.as_bytes()).unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line within the timeout");
-        assert!(!line.is_empty(), "the hub closed the client");
-        line.trim_end().to_owned()
-    }
-
-    /// PING, then everything up to its PONG: the hub has handled what was
-    /// sent before. Messages in between are kept nowhere (callers flush
-    /// before they expect any).
-    fn flush(&mut self) {
-        self.send("PING\r\n");
-        loop {
-            let line = self.line();
-            assert!(!line.starts_with("-ERR"), "{line}");
-            if line == "PONG" {
-                return;
-            }
-        }
-    }
-
-    fn next_msg(&mut self) -> HubMsg {
-        loop {
-            let line = self.line();
-            if line == "PING" {
-                self.send("PONG\r\n");
-                continue;
-            }
-            let args: Vec<&str> = line.split(' ').collect();
-            let (headers_len, total) = match args[0] {
-                "MSG" => (None, args[args.len() - 1].parse::<usize>().unwrap()),
-                "HMSG" => (
-                    Some(args[args.len() - 2].parse::<usize>().unwrap()),
-                    args[args.len() - 1].parse::<usize>().unwrap(),
-                ),
-                _ => panic!("unexpected {line}"),
-            };
-            let fixed = if headers_len.is_some() { 5 } else { 4 };
-            let reply = (args.len() == fixed + 1).then(|| args[3].to_owned());
-            let mut body = vec![0; total + 2];
-            self.reader.read_exact(&mut body).unwrap();
-            body.truncate(total);
-            let headers = headers_len.map(|len| body.drain(..len).collect());
-            return HubMsg {
-                subject: args[1].to_owned(),
-                reply,
-                headers,
-                payload: body,
-            };
-        }
-    }
-}
 
 // ---- the driver: the link over a socket ------------------------------------
 
@@ -428,7 +230,7 @@ fn leaf_link_against_nats_server() {
     leaf.link.add_interest(b"orders.*", None);
     leaf.link.add_interest(b"marker", None);
     leaf.sync();
-    let mut publisher = Client::connect(&hub);
+    let mut publisher = Client::connect(hub.client_addr());
     publisher.send("PUB orders.1 _INBOX.r1 5\r\nfirst\r\n");
     publisher.flush();
     leaf.run_until("orders.1", |d| !d.delivered.is_empty());
@@ -453,7 +255,7 @@ fn leaf_link_against_nats_server() {
 
     // (c) A hub client's SUB arrives as LS+, a queue SUB with its weight,
     // and UNSUBs as LS- (a group's weight first goes down).
-    let mut subscriber = Client::connect(&hub);
+    let mut subscriber = Client::connect(hub.client_addr());
     subscriber.send("SUB to.hub 1\r\nSUB jobs.* workers 2\r\nSUB jobs.* workers 3\r\n");
     subscriber.flush();
     leaf.run_until("hub interest", |d| d.logged("~jobs.* workers 2"));
@@ -473,6 +275,7 @@ fn leaf_link_against_nats_server() {
         },
         [],
         Origin::Local,
+        0,
     );
     assert_eq!(sent, Forwarded::Sent);
     let headers = b"NATS/1.0\r\nX-From: leaf\r\n\r\n";
@@ -485,6 +288,7 @@ fn leaf_link_against_nats_server() {
         },
         [],
         Origin::Local,
+        0,
     );
     assert_eq!(sent, Forwarded::Sent);
     let groups: [&[u8]; 1] = [b"workers"];
@@ -496,11 +300,11 @@ fn leaf_link_against_nats_server() {
     };
     // Not naming the group: nothing for the hub (no plain interest).
     assert_eq!(
-        leaf.link.forward(&job, [], Origin::Local),
+        leaf.link.forward(&job, [], Origin::Local, 0),
         Forwarded::NoInterest
     );
     assert_eq!(
-        leaf.link.forward(&job, groups, Origin::Local),
+        leaf.link.forward(&job, groups, Origin::Local, 0),
         Forwarded::Sent
     );
     leaf.sync();
@@ -533,6 +337,7 @@ fn leaf_link_against_nats_server() {
         },
         [],
         Origin::Local,
+        0,
     );
     leaf.sync();
     assert_eq!(
@@ -555,7 +360,10 @@ fn leaf_link_against_nats_server() {
         headers: None,
         payload: b"m",
     };
-    assert_eq!(leaf.link.forward(&echo, [], Origin::Hub), Forwarded::Loop);
+    assert_eq!(
+        leaf.link.forward(&echo, [], Origin::Hub, 0),
+        Forwarded::Loop
+    );
 }
 
 #[test]
@@ -612,18 +420,30 @@ fn the_same_loop_subject_twice_is_a_loop() {
     assert!(first.link.is_up());
 }
 
-/// Until the workers run the link, a broker configured to join a hub does
-/// not start, rather than run without it.
+/// A broker configured for what it cannot do with a hub does not start,
+/// rather than run without joining it.
 #[test]
-fn blipmqd_refuses_remotes_until_the_workers_run_the_link() {
-    let config = blipmq_dataplane::config::Config::from_toml_str(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n",
-    )
-    .expect("a valid config");
-    let error = match blipmq_dataplane::server::Server::start(&config) {
-        Ok(_) => panic!("blipmqd started with leafnode.remotes"),
-        Err(error) => error,
-    };
-    assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
-    assert!(error.to_string().contains("leafnode.remotes"), "{error}");
+fn blipmqd_refuses_remotes_it_cannot_honour() {
+    let refused = [
+        (
+            "[[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n\n\
+             [[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7423\"]\n",
+            "one hub per broker",
+        ),
+        (
+            "[[leafnode.remotes]]\nurls = [\"tls://127.0.0.1:7422\"]\n",
+            "TLS to the hub",
+        ),
+    ];
+    for (remotes, why) in refused {
+        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{remotes}");
+        let config =
+            blipmq_dataplane::config::Config::from_toml_str(&text).expect("a valid config");
+        let error = match blipmq_dataplane::server::Server::start(&config) {
+            Ok(_) => panic!("blipmqd started with {remotes}"),
+            Err(error) => error,
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
+        assert!(error.to_string().contains(why), "{error}");
+    }
 }

@@ -6,7 +6,7 @@
 //! writable ones), drain the peers' rings, read the connections that have
 //! bytes, end the core's iteration (barriers, stalled publishers, ring
 //! batches), wake peers that got records, run the core's timers when due,
-//! flush output, and end the transport's turn (one tx burst). Between turns
+//! open the connection the core asked for (to a leaf-node hub), flush output, and end the transport's turn (one tx burst). Between turns
 //! the loop waits only when the core, the transport and the wait policy
 //! agree that there is nothing to do, and never past the core's or the
 //! transport's next deadline.
@@ -193,6 +193,10 @@ impl<T: Transport> Driver<T> {
         if now >= self.core.poll_timeout() {
             self.transport.report(&self.core.stats);
             self.core.handle_timeout(now);
+        }
+        if let Some((cid, addr)) = self.core.take_dial() {
+            let result = self.transport.connect(cid, addr);
+            self.core.dialled(cid, result, now);
         }
         self.flush(now);
         self.transport.poll_egress(now);

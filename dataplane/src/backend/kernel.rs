@@ -98,6 +98,10 @@ impl Backend for KernelBackend {
         WaitPolicy::SLEEP_WHEN_IDLE
     }
 
+    fn opens_connections(&self) -> bool {
+        true
+    }
+
     fn worker(&mut self, id: usize) -> io::Result<KernelWorker> {
         let listeners = std::mem::take(&mut self.listeners[id]);
         if listeners.is_empty() {

@@ -129,6 +129,10 @@ pub trait Backend: Send + 'static {
     }
     /// How idle workers wait.
     fn wait_policy(&self) -> WaitPolicy;
+    /// Whether its transports open connections ([`Transport::connect`]).
+    fn opens_connections(&self) -> bool {
+        false
+    }
     /// Worker `id`'s part, called once per worker in id order.
     fn worker(&mut self, id: usize) -> io::Result<Self::Worker>;
     /// The device, for the control plane; none for kernel sockets.

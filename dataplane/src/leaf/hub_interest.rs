@@ -35,7 +35,7 @@ struct HubEntry {
 }
 
 /// The protocol's key of an interest: `subject` or `subject queue`.
-pub(super) fn interest_key(subject: &[u8], queue: Option<&[u8]>) -> Vec<u8> {
+pub fn interest_key(subject: &[u8], queue: Option<&[u8]>) -> Vec<u8> {
     let mut key = Vec::with_capacity(subject.len() + queue.map_or(0, |q| q.len() + 1));
     key.extend_from_slice(subject);
     if let Some(queue) = queue {

@@ -50,9 +50,9 @@ use blipmq_protocol::nats::NatsLimits;
 use crate::auth::SubjectRules;
 use crate::router::Matches;
 use backoff::Backoff;
-use hub_interest::{interest_key, split_key, HubInterest};
+use hub_interest::{split_key, HubInterest};
 
-pub use hub_interest::InterestChange;
+pub use hub_interest::{interest_key, InterestChange};
 
 /// Credentials for the hub's CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -698,7 +698,15 @@ impl LeafLink {
     /// interest in its subject or interest for one of `queues` (the groups
     /// the caller wants the hub to serve: those without a local member it
     /// chose), naming the latter; never when it came from the hub.
-    pub fn forward<'q, Q>(&mut self, msg: &Outgoing<'_>, queues: Q, origin: Origin) -> Forwarded
+    /// `unsent` is the output the caller took from [`output`](Self::output)
+    /// and has not written yet: it counts against `max_pending_bytes`.
+    pub fn forward<'q, Q>(
+        &mut self,
+        msg: &Outgoing<'_>,
+        queues: Q,
+        origin: Origin,
+        unsent: usize,
+    ) -> Forwarded
     where
         Q: IntoIterator<Item = &'q [u8]>,
         Q::IntoIter: Clone,
@@ -719,7 +727,8 @@ impl LeafLink {
         let size = msg.payload.len() + headers.map_or(0, <[u8]>::len);
         let too_large =
             hub.is_some_and(|info| info.max_payload > 0 && size as i64 > info.max_payload);
-        if !self.is_up() || too_large || self.output.len() >= self.config.max_pending_bytes {
+        let full = self.output.len() + unsent >= self.config.max_pending_bytes;
+        if !self.is_up() || too_large || full {
             self.stats.dropped += 1;
             return Forwarded::Dropped;
         }

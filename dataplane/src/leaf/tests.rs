@@ -333,7 +333,7 @@ fn hub_messages_are_delivered_and_never_sent_back() {
         headers: None,
         payload: msg.payload,
     };
-    assert_eq!(h.link.forward(&echo, [], Origin::Hub), Forwarded::Loop);
+    assert_eq!(h.link.forward(&echo, [], Origin::Hub, 0), Forwarded::Loop);
     assert_eq!(h.take_output(), "");
     assert_eq!(h.link.stats().loops_suppressed, 1);
     assert_eq!((h.link.stats().msgs_in, h.link.stats().bytes_in), (1, 5));
@@ -350,22 +350,23 @@ fn forwarding_follows_the_hub_interest_and_names_hub_queue_groups() {
         payload: b"hi",
     };
     assert_eq!(
-        h.link.forward(&msg(b"a"), [], Origin::Local),
+        h.link.forward(&msg(b"a"), [], Origin::Local, 0),
         Forwarded::NoInterest
     );
     h.feed(b"LS+ a\r\nLS+ b.* q 1\r\n");
     assert_eq!(
-        h.link.forward(&msg(b"a"), [], Origin::Local),
+        h.link.forward(&msg(b"a"), [], Origin::Local, 0),
         Forwarded::Sent
     );
     // A group the hub does not have is not named; one it has is.
     let groups: [&[u8]; 2] = [b"other", b"q"];
     assert_eq!(
-        h.link.forward(&msg(b"b.1"), [&b"other"[..]], Origin::Local),
+        h.link
+            .forward(&msg(b"b.1"), [&b"other"[..]], Origin::Local, 0),
         Forwarded::NoInterest
     );
     assert_eq!(
-        h.link.forward(&msg(b"b.1"), groups, Origin::Local),
+        h.link.forward(&msg(b"b.1"), groups, Origin::Local, 0),
         Forwarded::Sent
     );
     let headers = Outgoing {
@@ -374,7 +375,10 @@ fn forwarding_follows_the_hub_interest_and_names_hub_queue_groups() {
         headers: Some(b"NATS/1.0\r\n\r\n"),
         payload: b"x",
     };
-    assert_eq!(h.link.forward(&headers, [], Origin::Local), Forwarded::Sent);
+    assert_eq!(
+        h.link.forward(&headers, [], Origin::Local, 0),
+        Forwarded::Sent
+    );
     assert_eq!(
         lines(&h.take_output()),
         vec![
@@ -423,11 +427,11 @@ fn export_and_import_filters() {
         payload: b"",
     };
     assert_eq!(
-        h.link.forward(&out(b"secret.keys"), [], Origin::Local),
+        h.link.forward(&out(b"secret.keys"), [], Origin::Local, 0),
         Forwarded::Denied
     );
     assert_eq!(
-        h.link.forward(&out(b"public"), [], Origin::Local),
+        h.link.forward(&out(b"public"), [], Origin::Local, 0),
         Forwarded::Sent
     );
 
@@ -531,17 +535,31 @@ fn messages_while_down_or_over_the_output_bound_are_dropped_and_counted() {
         headers: None,
         payload: &[0; 40],
     };
-    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Dropped);
+    assert_eq!(
+        h.link.forward(&msg, [], Origin::Local, 0),
+        Forwarded::Dropped
+    );
     h.bring_up();
     h.feed(b"LS+ a\r\n");
-    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Sent);
-    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Dropped);
+    assert_eq!(h.link.forward(&msg, [], Origin::Local, 0), Forwarded::Sent);
+    assert_eq!(
+        h.link.forward(&msg, [], Origin::Local, 0),
+        Forwarded::Dropped
+    );
     assert_eq!(h.link.output().len(), b"LMSG a 40\r\n".len() + 40 + 2);
     h.take_output();
-    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Sent);
+    // Output taken but not written yet counts too.
+    assert_eq!(
+        h.link.forward(&msg, [], Origin::Local, 40),
+        Forwarded::Dropped
+    );
+    assert_eq!(h.link.forward(&msg, [], Origin::Local, 0), Forwarded::Sent);
     h.link.disconnected(h.now);
-    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Dropped);
-    assert_eq!(h.link.stats().dropped, 3);
+    assert_eq!(
+        h.link.forward(&msg, [], Origin::Local, 0),
+        Forwarded::Dropped
+    );
+    assert_eq!(h.link.stats().dropped, 4);
 }
 
 #[test]
@@ -560,7 +578,7 @@ fn headers_go_only_to_a_hub_that_takes_them_and_nothing_over_its_max_payload() {
         headers: Some(b"NATS/1.0\r\n\r\n"),
         payload: b"x",
     };
-    assert_eq!(h.link.forward(&msg, [], Origin::Local), Forwarded::Sent);
+    assert_eq!(h.link.forward(&msg, [], Origin::Local, 0), Forwarded::Sent);
     assert_eq!(h.take_output(), "LMSG a 1\r\nx\r\n");
     let big = Outgoing {
         subject: b"a",
@@ -568,6 +586,9 @@ fn headers_go_only_to_a_hub_that_takes_them_and_nothing_over_its_max_payload() {
         headers: None,
         payload: b"123456789",
     };
-    assert_eq!(h.link.forward(&big, [], Origin::Local), Forwarded::Dropped);
+    assert_eq!(
+        h.link.forward(&big, [], Origin::Local, 0),
+        Forwarded::Dropped
+    );
     assert_eq!(h.link.stats().dropped, 1);
 }

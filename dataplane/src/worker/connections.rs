@@ -80,6 +80,9 @@ pub(super) struct Conn {
     /// Its TLS, when the broker has TLS: the transport's bytes go through
     /// it both ways.
     pub(super) tls: Option<Box<TlsLink>>,
+    /// The broker's own connection to its leaf-node hub: the link, not a
+    /// session, speaks on it and keeps its timers.
+    pub(super) is_hub_link: bool,
 }
 
 impl Conn {
@@ -260,6 +263,7 @@ impl Connections {
                 bytes_out: 0,
             },
             tls: None,
+            is_hub_link: false,
         };
         self.next_serial += self.serial_step;
         self.slab.insert(conn)
@@ -635,6 +639,9 @@ impl Connections {
                 if now >= deadline {
                     self.dirty.mark(cid, conn);
                 }
+                continue;
+            }
+            if conn.is_hub_link {
                 continue;
             }
             if let Some(deadline) = conn.handshake_deadline {

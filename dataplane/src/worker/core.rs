@@ -18,6 +18,7 @@ use super::connections::{CloseReason, Connections, Overdue, Wait};
 use super::delivery::Delivery;
 use super::dialect::{self, Dialect};
 use super::groups::{GroupPicks, Target};
+use super::hub::HubPort;
 use super::latency::LatencyClock;
 use super::limits::{ConnectionLimits, ConnectionsPerIp, RatePolicy};
 use super::peers::Peers;
@@ -84,6 +85,35 @@ impl Default for Shared {
     }
 }
 
+/// Who published the message being routed, and what it asked of the
+/// routing.
+#[derive(Clone, Copy)]
+struct Publisher<'q> {
+    cid: ConnId,
+    /// Its own subscriptions get the message too (NATS `echo`).
+    echo: bool,
+    /// A request nobody subscribes to is answered with a 503 status.
+    no_responders: bool,
+    groups: Groups<'q>,
+}
+
+/// The queue groups a published message goes to (one member each).
+#[derive(Clone, Copy)]
+enum Groups<'q> {
+    All,
+    /// Only these (a hub's LMSG names the groups it left to this broker).
+    Named(nats::leaf::Queues<'q>),
+}
+
+impl Groups<'_> {
+    fn serves(&self, name: &[u8]) -> bool {
+        match self {
+            Groups::All => true,
+            Groups::Named(names) => names.iter().any(|named| named == name),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Ok,
@@ -110,6 +140,8 @@ pub struct WorkerCore {
     groups: GroupPicks,
     /// Requests from the control plane and replies to it.
     control: Option<ControlPort>,
+    /// The link to the leaf-node hub, on the one worker that owns it.
+    hub: Option<Box<HubPort>>,
     now: Instant,
     /// When [`on_tick`](Self::on_tick) is next due.
     next_tick: Instant,
@@ -157,6 +189,7 @@ impl WorkerCore {
             config,
             shared,
             control: None,
+            hub: None,
             now,
             next_tick: now + TICK,
             sweep: Sweep::default(),
@@ -440,6 +473,9 @@ impl WorkerCore {
 
     /// The socket is gone: forget the connection and its subscriptions.
     pub fn on_closed(&mut self, cid: ConnId) {
+        if self.conns[cid].is_hub_link {
+            return self.on_hub_closed(cid);
+        }
         let keys: Vec<SubKey> = self.conns[cid]
             .session
             .subscriptions()
@@ -471,10 +507,14 @@ impl WorkerCore {
     /// When the core next needs [`handle_timeout`](Self::handle_timeout)
     /// even if nothing else happens.
     pub fn poll_timeout(&self) -> Instant {
-        match self.sweep.due() {
-            Some(slice) => slice.min(self.next_tick),
-            None => self.next_tick,
+        let mut due = self.next_tick;
+        if let Some(slice) = self.sweep.due() {
+            due = due.min(slice);
         }
+        if let Some(hub) = &self.hub {
+            due = due.min(hub.next_timer());
+        }
+        due
     }
 
     /// Runs the timers that are due at `now`: the tick, and one slice of
@@ -487,6 +527,7 @@ impl WorkerCore {
         if self.sweep.is_due(now) {
             self.sweep_slice(now);
         }
+        self.poll_hub(now);
     }
 
     /// The whole tick at once: server PINGs, stale connections, handshake
@@ -614,6 +655,7 @@ impl WorkerCore {
                 self.retry(cid, Wait::Rate);
             }
         }
+        self.flush_hub();
         self.peers.publish(&self.stats);
     }
 
@@ -711,6 +753,9 @@ impl WorkerCore {
     /// Handles the whole frames at the front of `bytes`, until the
     /// connection must wait or close; returns how many bytes were consumed.
     fn process_frames(&mut self, cid: ConnId, bytes: &[u8]) -> usize {
+        if self.conns[cid].is_hub_link {
+            return self.process_hub_input(cid, bytes);
+        }
         let dialect = self.conns[cid].output.dialect();
         let mut consumed = 0;
         loop {
@@ -765,7 +810,14 @@ impl WorkerCore {
                 if !self.conns[cid].rate.admits(size, self.now) {
                     return self.over_rate(cid);
                 }
-                if let Err(wait) = self.route(cid, &message) {
+                let options = self.conns[cid].session.nats_options();
+                let publisher = Publisher {
+                    cid,
+                    echo: options.echo,
+                    no_responders: options.no_responders,
+                    groups: Groups::All,
+                };
+                if let Err(wait) = self.route(publisher, &message) {
                     self.conns.wait(cid, wait);
                     return Flow::Retry;
                 }
@@ -829,13 +881,15 @@ impl WorkerCore {
         }
     }
 
-    fn subscribe(&mut self, cid: ConnId, sid: u32, filter: &[u8], queue: Option<&[u8]>) {
+    fn subscribe(&mut self, cid: ConnId, sid: u32, filter: &[u8], queue: Option<&[u8]>) -> SubKey {
         let key = self.subscriptions.insert(cid, sid, filter, queue);
         self.stats.inc(Counter::Subscriptions);
         self.peers.broadcast_interest(true, filter, queue);
+        self.tell_hub(cid, true, filter, queue);
         let conn = &mut self.conns[cid];
         conn.session.bind_sid(sid, key);
         conn.unsynced |= self.peers.any();
+        key
     }
 
     fn remove_sub(&mut self, key: SubKey) {
@@ -843,6 +897,7 @@ impl WorkerCore {
         self.stats.sub(Counter::Subscriptions, 1);
         self.peers
             .broadcast_interest(false, &sub.filter, sub.queue.as_deref());
+        self.tell_hub(sub.conn, false, &sub.filter, sub.queue.as_deref());
         if let Some(conn) = self.conns.get_mut(sub.conn) {
             conn.session.release_sid(sub.sid);
         }
@@ -892,12 +947,14 @@ impl WorkerCore {
     /// workers with interest get one record each. Having done nothing, says
     /// what to wait for when a needed ring lacks room or a local recipient
     /// is backlogged.
-    fn route(&mut self, cid: ConnId, message: &Message<'_>) -> Result<(), Wait> {
+    fn route(&mut self, from: Publisher<'_>, message: &Message<'_>) -> Result<(), Wait> {
+        let cid = from.cid;
         let (matches, subs) = self.subscriptions.lookup(message.subject);
-        let options = self.conns[cid].session.nats_options();
-        let remote = self
-            .groups
-            .assign(matches, |key| !options.echo && subs.conn_of(key) == cid);
+        let remote = self.groups.assign(
+            matches,
+            |key| !from.echo && subs.conn_of(key) == cid,
+            |name| from.groups.serves(name),
+        );
         if self.conns.any_backlogged() {
             let mut recipients = matches
                 .local
@@ -929,8 +986,12 @@ impl WorkerCore {
         let recipients = matches.local.len() + self.groups.local_members().count();
         let mut delivery =
             Delivery::start(&mut self.conns, subs, &self.stats, self.now, self.read_at);
-        if !options.echo {
+        if !from.echo {
             delivery.skip_own(cid);
+        }
+        let from_hub = self.hub.as_deref().is_some_and(|hub| hub.is_link(cid));
+        if let Some(hub) = self.hub.as_deref_mut() {
+            delivery.divert_hub(hub);
         }
         delivery.share_if_worth_it(message.payload, recipients);
         for key in matches
@@ -941,7 +1002,7 @@ impl WorkerCore {
         {
             delivery.deliver(key, message);
         }
-        delivery.finish();
+        delivery.finish(message, from_hub);
         for worker in remote.iter() {
             let groups = self.groups.names_for(matches, worker);
             let len = records::data_len(message, groups.clone());
@@ -949,6 +1010,7 @@ impl WorkerCore {
             let slot = producer.try_reserve(len).expect("room checked above");
             let routing = Routing {
                 read_at: self.read_at,
+                from_hub,
                 ..Routing::default()
             };
             records::write_data(slot, routing, message, groups);
@@ -961,7 +1023,7 @@ impl WorkerCore {
             conn.unsynced = true;
         }
         self.expire_subs();
-        if let (true, true, Some(reply)) = (nobody, options.no_responders, message.reply) {
+        if let (true, true, Some(reply)) = (nobody, from.no_responders, message.reply) {
             self.answer_no_responders(cid, reply);
         }
         Ok(())
@@ -1016,6 +1078,9 @@ impl WorkerCore {
                 Record::Interest { add, filter, queue } => {
                     self.subscriptions
                         .on_interest(add, filter, queue, from as WorkerId);
+                    if let Some(hub) = self.hub.as_deref_mut() {
+                        hub.local_interest(add, filter, queue);
+                    }
                 }
             }
             consumer.advance();
@@ -1075,6 +1140,9 @@ impl WorkerCore {
             self.now,
             routing.read_at,
         );
+        if let Some(hub) = self.hub.as_deref_mut() {
+            delivery.divert_hub(hub);
+        }
         delivery.share_if_worth_it(message.payload, plain.len() + groups.iter().count());
         for &key in plain {
             delivery.deliver(key, message);
@@ -1088,13 +1156,13 @@ impl WorkerCore {
                 None => self.stats.inc(Counter::DroppedNoGroupMember),
             }
         }
-        delivery.finish();
+        delivery.finish(message, routing.from_hub);
         for (name, to) in forward {
             self.stats.inc(Counter::GroupForwards);
             let routing = Routing {
                 groups_only: true,
                 hops: routing.hops + 1,
-                read_at: routing.read_at,
+                ..routing
             };
             let len = records::data_len(message, std::iter::once(name));
             self.peers.push_control(to as usize, len, |slot| {
@@ -1105,3 +1173,4 @@ impl WorkerCore {
 }
 
 pub mod control;
+mod hub;

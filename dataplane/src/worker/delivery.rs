@@ -14,6 +14,7 @@ use blipmq_protocol::encode;
 use super::connections::Connections;
 use super::core::ConnId;
 use super::dialect::Format;
+use super::hub::HubPort;
 use super::payloads::{PayloadId, SHARE_MIN_PAYLOAD};
 use super::records::Message;
 use super::subscriptions::SubTable;
@@ -32,6 +33,10 @@ pub(super) struct Delivery<'a> {
     /// The publisher, when it asked not to get its own messages (NATS
     /// `echo: false`).
     no_echo: Option<ConnId>,
+    /// The leaf-node hub's link: its subscriptions that this message
+    /// matches are collected, and the hub gets one LMSG for all of them at
+    /// the end, not a MESSAGE per subscription.
+    hub: Option<&'a mut HubPort>,
 }
 
 impl<'a> Delivery<'a> {
@@ -51,7 +56,16 @@ impl<'a> Delivery<'a> {
             read_at,
             shared: None,
             no_echo: None,
+            hub: None,
         }
+    }
+
+    /// Offers the message to the hub at the end (see
+    /// [`finish`](Self::finish)) when any of the hub's subscriptions
+    /// matched, instead of queueing a MESSAGE for each.
+    pub(super) fn divert_hub(&mut self, hub: &'a mut HubPort) {
+        hub.start_message();
+        self.hub = Some(hub);
     }
 
     /// Skips the subscriptions of connection `publisher` (NATS `echo: false`).
@@ -67,8 +81,12 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    /// Ends the message: a shared payload no queue took is recycled.
-    pub(super) fn finish(self) {
+    /// Ends the message: offered to the hub if it wants it (unless it came
+    /// from there); a shared payload no queue took is recycled.
+    pub(super) fn finish(self, message: &Message<'_>, from_hub: bool) {
+        if let Some(hub) = self.hub {
+            hub.offer(message, from_hub, self.subs, self.conns);
+        }
         if let Some(id) = self.shared {
             self.conns.payloads_mut().release_if_unused(id);
         }
@@ -82,6 +100,12 @@ impl<'a> Delivery<'a> {
             return;
         }
         let subscriber = self.subs.conn_of(key);
+        if let Some(hub) = self.hub.as_deref_mut() {
+            if hub.is_link(subscriber) {
+                hub.matched(key);
+                return;
+            }
+        }
         let permitted = self.conns.get_mut(subscriber).is_none_or(|conn| {
             conn.session
                 .on_delivery(message.subject, message.reply, self.now)

@@ -44,21 +44,22 @@ impl GroupPicks {
     }
 
     /// For a message published here: picks the member of each group in
-    /// `matches`, uniformly over all its members but the `excluded` local
-    /// ones (the publisher's own, when it asked not to get its messages: the
-    /// next member takes its turn). Returns the workers that get a record
-    /// of the message: those with plain subscriptions to it, and those
-    /// where a member was picked.
+    /// `matches` that it `serves`, uniformly over all its members but the
+    /// `excluded` local ones (the publisher's own, when it asked not to get
+    /// its messages: the next member takes its turn). Returns the workers
+    /// that get a record of the message: those with plain subscriptions to
+    /// it, and those where a member was picked.
     pub(super) fn assign(
         &mut self,
         matches: &Matches,
         excluded: impl Fn(SubKey) -> bool,
+        serves: impl Fn(&[u8]) -> bool,
     ) -> WorkerSet {
         let mut remote = matches.remote;
         self.assigned.clear();
         for (group_at, group) in matches.groups.iter().enumerate() {
             let total = group.total_members();
-            if total == 0 {
+            if total == 0 || !serves(&group.name) {
                 continue;
             }
             let first = self.rng.below(total);

@@ -10,6 +10,8 @@
 //! - `subscriptions`: the local subscriptions and the interest index;
 //! - `peers`: the rings to the other workers and what waits on them;
 //! - `groups`: queue-group member picks;
+//! - `hub`: the leaf-node link and the hub's interest, on the worker that
+//!   owns the link;
 //! - `limits`: the handshake deadline, publish rates, connections per IP;
 //! - `delivery`: one message into its subscribers' queues;
 //! - `sweep`: the tick's pass over every connection, in slices.
@@ -21,6 +23,7 @@ pub mod core;
 mod delivery;
 pub mod dialect;
 mod groups;
+mod hub;
 pub mod latency;
 pub mod limits;
 pub mod outbound;

@@ -16,6 +16,9 @@ const HAS_REPLY: u8 = 0x01;
 /// Forwarded for its queue groups only: plain subscribers already got it.
 const GROUPS_ONLY: u8 = 0x02;
 const HOPS_SHIFT: u8 = 2;
+const HOPS_MASK: u8 = 0x0f;
+/// Came from the leaf-node hub: never offered back to it.
+const FROM_HUB: u8 = 0x80;
 /// How often a queue-group delivery may be forwarded between workers before
 /// it is counted as undeliverable (views of other workers can be stale).
 pub const MAX_HOPS: u8 = 8;
@@ -26,6 +29,8 @@ pub const MAX_HOPS: u8 = 8;
 pub struct Routing {
     pub groups_only: bool,
     pub hops: u8,
+    /// The message came from the leaf-node hub (see `leaf`).
+    pub from_hub: bool,
     /// When the publishing worker read the message, on the broker's
     /// latency clock (see `worker::latency`).
     pub read_at: u64,
@@ -107,6 +112,9 @@ pub fn write_data<'g>(
     if routing.groups_only {
         bits |= GROUPS_ONLY;
     }
+    if routing.from_hub {
+        bits |= FROM_HUB;
+    }
     out[1] = bits;
     out[2..4].copy_from_slice(&(count as u16).to_be_bytes());
     out[4..6].copy_from_slice(&(subject.len() as u16).to_be_bytes());
@@ -186,7 +194,8 @@ pub fn read(record: &[u8]) -> Record<'_> {
                 },
                 routing: Routing {
                     groups_only: bits & GROUPS_ONLY != 0,
-                    hops: bits >> HOPS_SHIFT,
+                    hops: (bits >> HOPS_SHIFT) & HOPS_MASK,
+                    from_hub: bits & FROM_HUB != 0,
                     read_at: u64::from_ne_bytes(record[16..24].try_into().expect("8 bytes")),
                 },
             }
@@ -221,7 +230,8 @@ mod tests {
         let mut buf = vec![0; data_len(&message, groups.iter().copied())];
         let routing = Routing {
             groups_only: true,
-            hops: 3,
+            hops: MAX_HOPS,
+            from_hub: true,
             read_at: 1_234_567_890,
         };
         write_data(&mut buf, routing, &message, groups.iter().copied());

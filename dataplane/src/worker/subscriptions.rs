@@ -130,6 +130,11 @@ impl SubTable {
         self.subs[key as usize].conn
     }
 
+    /// The queue group of a live subscription, if it is in one.
+    pub(super) fn queue_of(&self, key: SubKey) -> Option<&[u8]> {
+        self.subs[key as usize].queue.as_deref()
+    }
+
     /// The connection and sid of a live subscription.
     pub(super) fn owner(&self, key: SubKey) -> (ConnId, u32) {
         let sub = &self.subs[key as usize];

@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 pub mod health;
+pub mod nats_hub;
 #[path = "../netns/mod.rs"]
 pub mod netns;
 pub mod pki;

@@ -16,6 +16,7 @@ use crate::worker::latency::LatencyClock;
 use crate::worker::limits::ConnectionLimits;
 
 mod latency;
+mod leaf;
 mod limits;
 mod mtls;
 mod nats;

@@ -1,0 +1,319 @@
+//! blipmqd as a NATS leaf node: a broker started with `[[leafnode.remotes]]`
+//! joins Debian's nats-server as its hub (both started by the test, on
+//! loopback), and NATS clients on either side exchange messages through
+//! the link: both ways, exactly once and in order, request/reply, queue
+//! groups that span the leaf and the hub, and nothing sent that nobody on
+//! the other side wants.
+//!
+//! Skipped with a reason when nats-server is not in PATH, unless CI=true.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::nats_hub::{Client, Hub, WITHIN};
+use common::Broker;
+
+/// A broker with a NATS listener that joins `hub` as leaf `name`.
+fn leaf_of(hub: &Hub, workers: usize, name: &str) -> Broker {
+    let config = format!(
+        "[nats]\nlisten = \"127.0.0.1:0\"\n\n[[leafnode.remotes]]\n\
+         urls = [\"nats-leaf://127.0.0.1:{}\"]\nname = \"{name}\"\n",
+        hub.leaf_port
+    );
+    Broker::start(workers, &config)
+}
+
+/// Polls the hub's `/leafz?subs=1` until `done` holds (bounded).
+fn await_leafz(hub: &Hub, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let leafz = hub.monitor("/leafz?subs=1");
+        if done(&leafz) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {leafz}"
+        );
+        // The monitor is polled: nothing to await.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The hub's count of messages it received from its one leaf.
+fn hub_in_msgs(hub: &Hub) -> u64 {
+    hub.monitor("/leafz")["leafs"][0]["in_msgs"]
+        .as_u64()
+        .expect("in_msgs")
+}
+
+/// Waits until the hub lists `sub` (`subject` or `subject queue`) among
+/// its leaf's subscriptions.
+fn await_hub_knows(hub: &Hub, sub: &str) {
+    await_leafz(hub, &format!("the leaf's interest in {sub:?}"), |leafz| {
+        leafz["leafs"][0]["subscriptions_list"]
+            .as_array()
+            .is_some_and(|subs| subs.iter().any(|s| s == sub))
+    });
+}
+
+/// Publishes empty messages on `subject` from `publisher` until
+/// `subscriber` gets one: the subscriber's interest has crossed the link.
+/// Later copies are for the caller to skip (`next_msg_on`).
+fn publish_until_received(publisher: &Client, subscriber: &mut Client, subject: &str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writer = publisher.writer();
+    let frame = format!("PUB {subject} 0\r\n\r\n");
+    let publishing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + WITHIN;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                writer.write_all(frame.as_bytes()).unwrap();
+                // Paced, not a synchronisation: the receiver is awaited.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    subscriber.next_msg_on(subject);
+    stop.store(true, Ordering::Relaxed);
+    publishing.join().unwrap();
+}
+
+/// Reads `subscriber`'s messages on `subject` until one on `end`: their
+/// payloads, in order.
+fn payloads_until(subscriber: &mut Client, subject: &str, end: &str) -> Vec<String> {
+    let mut payloads = Vec::new();
+    loop {
+        let msg = subscriber.next_msg();
+        if msg.subject == end {
+            return payloads;
+        }
+        if msg.subject == subject {
+            payloads.push(String::from_utf8(msg.payload).unwrap());
+        }
+    }
+}
+
+fn publish_numbered(client: &mut Client, subject: &str, count: usize) {
+    for i in 0..count {
+        client.send(&format!("PUB {subject} {}\r\n{i}\r\n", i.to_string().len()));
+    }
+}
+
+fn numbers(count: usize) -> Vec<String> {
+    (0..count).map(|i| i.to_string()).collect()
+}
+
+#[test]
+fn messages_cross_the_link_both_ways_exactly_once() {
+    let Some(hub) = Hub::start("both-ways", None) else {
+        return;
+    };
+    let broker = leaf_of(&hub, 2, "leaf-both-ways");
+    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
+
+    // Hub → leaf, with a wildcard, in order.
+    let mut on_leaf = Client::connect(broker.nats_addr());
+    on_leaf.send("SUB to.leaf.> 1\r\n");
+    on_leaf.flush();
+    await_hub_knows(&hub, "to.leaf.>");
+    let mut on_hub = Client::connect(hub.client_addr());
+    publish_numbered(&mut on_hub, "to.leaf.data", 200);
+    on_hub.send("PUB to.leaf.end 0\r\n\r\n");
+    on_hub.flush();
+    assert_eq!(
+        payloads_until(&mut on_leaf, "to.leaf.data", "to.leaf.end"),
+        numbers(200)
+    );
+
+    // Leaf → hub, from a client on either worker, in order.
+    let mut hub_sub = Client::connect(hub.client_addr());
+    hub_sub.send("SUB to.hub.* 1\r\n");
+    hub_sub.flush();
+    for publisher in 0..2 {
+        let mut on_leaf = Client::connect(broker.nats_addr());
+        publish_until_received(&on_leaf, &mut hub_sub, "to.hub.sync");
+        publish_numbered(&mut on_leaf, "to.hub.data", 200);
+        on_leaf.send("PUB to.hub.end 0\r\n\r\n");
+        on_leaf.flush();
+        assert_eq!(
+            payloads_until(&mut hub_sub, "to.hub.data", "to.hub.end"),
+            numbers(200),
+            "publisher {publisher}"
+        );
+    }
+
+    // Subscribers on both sides of one subject: each message once to each,
+    // never echoed back over the link.
+    let mut both_on_leaf = Client::connect(broker.nats_addr());
+    both_on_leaf.send("SUB both.x 1\r\nSUB both.end 2\r\n");
+    both_on_leaf.flush();
+    await_hub_knows(&hub, "both.end");
+    let mut both_on_hub = Client::connect(hub.client_addr());
+    both_on_hub.send("SUB both.x 1\r\nSUB both.end 2\r\n");
+    both_on_hub.flush();
+    publish_numbered(&mut on_hub, "both.x", 50);
+    on_hub.send("PUB both.end 0\r\n\r\n");
+    on_hub.flush();
+    assert_eq!(
+        payloads_until(&mut both_on_leaf, "both.x", "both.end"),
+        numbers(50)
+    );
+    // Anything the leaf sent back would be on the link before this.
+    let mut barrier = Client::connect(broker.nats_addr());
+    publish_until_received(&barrier, &mut hub_sub, "to.hub.barrier");
+    let seen = payloads_until(&mut both_on_hub, "both.x", "both.end");
+    assert_eq!(seen, numbers(50));
+    barrier.send("PUB both.end 0\r\n\r\n");
+    barrier.flush();
+    assert_eq!(
+        payloads_until(&mut both_on_hub, "both.x", "both.end"),
+        Vec::<String>::new(),
+        "the leaf echoed hub messages back"
+    );
+}
+
+#[test]
+fn only_what_the_hub_wants_crosses_the_link() {
+    let Some(hub) = Hub::start("wants", None) else {
+        return;
+    };
+    let broker = leaf_of(&hub, 2, "leaf-wants");
+    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
+    let mut hub_sub = Client::connect(hub.client_addr());
+    hub_sub.send("SUB wanted 1\r\n");
+    hub_sub.flush();
+    let mut local_sub = Client::connect(broker.nats_addr());
+    local_sub.send("SUB private.> 1\r\n");
+    local_sub.flush();
+    let mut publisher = Client::connect(broker.nats_addr());
+    publish_until_received(&publisher, &mut hub_sub, "wanted");
+    let before = hub_in_msgs(&hub);
+    publish_numbered(&mut publisher, "private.data", 500);
+    publisher.send("PUB wanted 0\r\n\r\n");
+    publisher.flush();
+    // Local delivery is whole; the hub got the one message it wanted.
+    let mut local = Vec::new();
+    while local.len() < 500 {
+        local.push(String::from_utf8(local_sub.next_msg().payload).unwrap());
+    }
+    assert_eq!(local, numbers(500));
+    hub_sub.next_msg_on("wanted");
+    let deadline = Instant::now() + WITHIN;
+    while hub_in_msgs(&hub) < before + 1 {
+        assert!(Instant::now() < deadline, "the hub's in_msgs did not move");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        hub_in_msgs(&hub),
+        before + 1,
+        "messages nobody wanted crossed"
+    );
+}
+
+#[test]
+fn request_reply_across_the_link() {
+    let Some(hub) = Hub::start("request", None) else {
+        return;
+    };
+    let broker = leaf_of(&hub, 2, "leaf-request");
+    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
+
+    // A responder on the leaf, a requester on the hub.
+    let mut responder = Client::connect(broker.nats_addr());
+    responder.send("SUB svc.echo 1\r\n");
+    responder.flush();
+    await_hub_knows(&hub, "svc.echo");
+    let mut requester = Client::connect(hub.client_addr());
+    requester.send("SUB _INBOX.hub.1 9\r\nPUB svc.echo _INBOX.hub.1 4\r\nping\r\n");
+    requester.flush();
+    let request = responder.next_msg_on("svc.echo");
+    assert_eq!(request.reply.as_deref(), Some("_INBOX.hub.1"));
+    assert_eq!(request.payload, b"ping");
+    responder.send("PUB _INBOX.hub.1 4\r\npong\r\n");
+    responder.flush();
+    assert_eq!(requester.next_msg_on("_INBOX.hub.1").payload, b"pong");
+
+    // The other way: a responder on the hub, a requester on the leaf.
+    let mut hub_responder = Client::connect(hub.client_addr());
+    hub_responder.send("SUB svc.hub 1\r\n");
+    hub_responder.flush();
+    let mut leaf_requester = Client::connect(broker.nats_addr());
+    leaf_requester.send("SUB _INBOX.leaf.> 9\r\n");
+    leaf_requester.flush();
+    await_hub_knows(&hub, "_INBOX.leaf.>");
+    publish_until_received(&leaf_requester, &mut hub_responder, "svc.hub");
+    leaf_requester.send("PUB svc.hub _INBOX.leaf.2 5\r\nhello\r\n");
+    leaf_requester.flush();
+    let request = loop {
+        let msg = hub_responder.next_msg_on("svc.hub");
+        if !msg.payload.is_empty() {
+            break msg;
+        }
+    };
+    assert_eq!(request.reply.as_deref(), Some("_INBOX.leaf.2"));
+    hub_responder.send("PUB _INBOX.leaf.2 5\r\nworld\r\n");
+    hub_responder.flush();
+    assert_eq!(
+        leaf_requester.next_msg_on("_INBOX.leaf.2").payload,
+        b"world"
+    );
+}
+
+#[test]
+fn a_queue_group_spans_the_leaf_and_the_hub() {
+    let Some(hub) = Hub::start("queues", None) else {
+        return;
+    };
+    let broker = leaf_of(&hub, 2, "leaf-queues");
+    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
+    // One member on each side; both also hear the plain end marker.
+    let mut on_leaf = Client::connect(broker.nats_addr());
+    on_leaf.send("SUB work q 1\r\nSUB work.end 2\r\n");
+    on_leaf.flush();
+    // (v2.9.10's list shows a queue subscription by its subject.)
+    await_hub_knows(&hub, "work");
+    await_hub_knows(&hub, "work.end");
+    let mut on_hub = Client::connect(hub.client_addr());
+    on_hub.send("SUB work q 1\r\nSUB work.end 2\r\nSUB work.sync 3\r\n");
+    on_hub.flush();
+
+    let hub_publisher = Client::connect(hub.client_addr());
+    let leaf_publisher = Client::connect(broker.nats_addr());
+    // The hub announced the group before work.sync: the leaf knows both
+    // once a message on work.sync arrives.
+    publish_until_received(&leaf_publisher, &mut on_hub, "work.sync");
+    for (side, mut publisher) in [("hub", hub_publisher), ("leaf", leaf_publisher)] {
+        publish_numbered(&mut publisher, "work", 400);
+        publisher.send("PUB work.end 0\r\n\r\n");
+        publisher.flush();
+        let from_leaf = payloads_until(&mut on_leaf, "work", "work.end");
+        let from_hub = payloads_until(&mut on_hub, "work", "work.end");
+        let mut all: Vec<usize> = from_leaf
+            .iter()
+            .chain(&from_hub)
+            .map(|p| p.parse().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..400).collect::<Vec<_>>(),
+            "published on the {side}: each message to one member"
+        );
+        // nats-server serves a group from its own members first; BlipMQ
+        // picks uniformly over its members and the hub's.
+        if side == "leaf" {
+            assert!(
+                !from_leaf.is_empty() && !from_hub.is_empty(),
+                "published on the leaf: both members served ({} on the leaf, {} on the hub)",
+                from_leaf.len(),
+                from_hub.len()
+            );
+        }
+    }
+}
