@@ -16,7 +16,7 @@ use crate::config::{BackendKind, Config, AUTO_SOCKET};
 use crate::control::link::control_links;
 use crate::control::socket::{default_socket_path, BindError, ControlSocket};
 use crate::control::{BrokerMonitor, Control};
-use crate::http::{HttpConfig, HttpServer, Identity, StatsSource};
+use crate::http::{HttpConfig, HttpServer, Identity, LeafRemote, StatsSource};
 use crate::leaf::LeafLink;
 use crate::rings::RingRegion;
 use crate::session::SessionConfig;
@@ -471,6 +471,13 @@ fn identity(config: &Config, core: &CoreConfig, addr: SocketAddr) -> Identity {
         ping_max: config.server.max_pings_out,
         max_payload: config.limits.max_payload,
         max_pending: config.limits.max_pending_bytes,
+        leaf_remote: config.leafnode.remotes.first().map(|remote| {
+            let link = remote.link_config(&config.server.server_name, 0);
+            LeafRemote {
+                name: link.name,
+                urls: link.urls,
+            }
+        }),
     }
 }
 

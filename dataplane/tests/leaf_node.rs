@@ -317,3 +317,112 @@ fn a_queue_group_spans_the_leaf_and_the_hub() {
         }
     }
 }
+
+/// `GET path` on the broker's metrics listener: the body.
+fn broker_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WITHIN)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response")
+        .1
+        .to_owned()
+}
+
+/// Polls the broker's `/leafz` until `done` holds (bounded); returns it.
+fn await_broker_leafz(
+    port: u16,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let leafz: serde_json::Value = serde_json::from_str(&broker_get(port, "/leafz")).unwrap();
+        if done(&leafz) {
+            return leafz;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {leafz}"
+        );
+        // Counters are written at the worker's tick: poll.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_link_shows_in_leafz_and_metrics_and_counts_drops_while_the_hub_is_away() {
+    let Some(hub) = Hub::start("visible", None) else {
+        return;
+    };
+    let metrics = common::nats_hub::free_port();
+    let config = format!(
+        "[nats]\nlisten = \"127.0.0.1:0\"\n\n[control]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\n\
+         [[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:{}\"]\nname = \"leaf-visible\"\n",
+        hub.leaf_port
+    );
+    let broker = Broker::start(2, &config);
+    let leafz = await_broker_leafz(metrics, "the link up", |l| l["leafnodes"] == 1);
+    let leaf = &leafz["leafs"][0];
+    assert_eq!(leaf["name"], "leaf-visible", "{leafz}");
+    assert_eq!(
+        leaf["url"],
+        format!("127.0.0.1:{}", hub.leaf_port),
+        "{leafz}"
+    );
+    assert_eq!(leaf["port"], hub.leaf_port, "{leafz}");
+
+    let mut hub_sub = Client::connect(hub.client_addr());
+    hub_sub.send("SUB seen 1\r\n");
+    hub_sub.flush();
+    let mut local_sub = Client::connect(broker.nats_addr());
+    local_sub.send("SUB seen 1\r\n");
+    local_sub.flush();
+    let mut publisher = Client::connect(broker.nats_addr());
+    publish_until_received(&publisher, &mut hub_sub, "seen");
+    await_broker_leafz(metrics, "messages out and interest", |l| {
+        l["leafs"][0]["out_msgs"].as_u64() >= Some(1)
+            && l["leafs"][0]["hub_subscriptions"].as_u64() >= Some(1)
+            && l["leafs"][0]["subscriptions"].as_u64() >= Some(1)
+    });
+
+    // The hub goes away: local delivery goes on, what the hub wanted is
+    // counted as dropped.
+    drop(hub);
+    await_broker_leafz(metrics, "the link down", |l| {
+        l["leafs"][0]["state"] == "down"
+    });
+    for i in 0..20 {
+        publisher.send(&format!("PUB seen 2\r\n{i:02}\r\n"));
+    }
+    publisher.flush();
+    let mut local = Vec::new();
+    while local.len() < 20 {
+        // (The empty copies are the sync's.)
+        let msg = local_sub.next_msg();
+        if !msg.payload.is_empty() {
+            local.push(String::from_utf8(msg.payload).unwrap());
+        }
+    }
+    assert_eq!(
+        local,
+        (0..20).map(|i| format!("{i:02}")).collect::<Vec<_>>()
+    );
+    let leafz = await_broker_leafz(metrics, "20 dropped", |l| {
+        l["leafs"][0]["dropped"].as_u64() >= Some(20)
+    });
+    assert_eq!(leafz["leafs"][0]["dropped"], 20, "{leafz}");
+    let text = broker_get(metrics, "/metrics");
+    for metric in [
+        "blipmq_leaf_connected",
+        "blipmq_leaf_msgs_out_total",
+        "blipmq_dropped_leaf_total",
+        "blipmq_leaf_rtt_us",
+    ] {
+        assert!(text.contains(metric), "no {metric} in /metrics");
+    }
+}

@@ -1,6 +1,6 @@
 //! nats-server's monitoring endpoints, with the fields BlipMQ has:
-//! `/connz` (with `subs`, `sort`, `limit`, `offset`), `/subsz`, and the
-//! nats-server fields of `/varz`, so that tools that read a nats-server
+//! `/connz` (with `subs`, `sort`, `limit`, `offset`), `/subsz`, `/leafz`,
+//! and the nats-server fields of `/varz`, so that tools that read a nats-server
 //! (nats-top, the Prometheus NATS exporter) can read a BlipMQ broker. Only
 //! the broker's own process serves them: they ask the workers (through
 //! [`BrokerView`]), which a stats file alone cannot answer.
@@ -24,6 +24,16 @@ pub struct Identity {
     pub ping_max: u32,
     pub max_payload: u32,
     pub max_pending: u64,
+    /// The hub this broker joins as a leaf node, if any.
+    pub leaf_remote: Option<LeafRemote>,
+}
+
+/// A `[[leafnode.remotes]]` entry as `/leafz` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafRemote {
+    pub name: String,
+    /// `host:port` of each hub node, in the order they are tried.
+    pub urls: Vec<String>,
 }
 
 /// The running broker, for the endpoints that ask its workers.
@@ -294,6 +304,53 @@ impl Process {
             },
         }
     }
+}
+
+/// `/leafz` as nats-server shapes it, from the hub's side of the link
+/// turned round: this broker's one remote (listed whether or not it is
+/// up, unlike nats-server, which lists connected leaves), from the counters
+/// the worker that owns the link writes at each tick. `subscriptions` is
+/// the interest announced to the hub; BlipMQ adds `url`, `state`,
+/// `hub_subscriptions`, `reconnects` and `dropped`.
+pub fn render_leafz(identity: &Identity, snapshot: &Snapshot, now: SystemTime) -> Value {
+    let count = |counter| snapshot.total(counter);
+    let up = count(Counter::LeafConnected) > 0;
+    let leafs: Vec<Value> = identity
+        .leaf_remote
+        .iter()
+        .map(|remote| {
+            let url = remote
+                .urls
+                .get(count(Counter::LeafUrlIndex) as usize)
+                .map_or("", String::as_str);
+            let (host, port) = url.rsplit_once(':').unwrap_or((url, ""));
+            let rtt = Duration::from_micros(count(Counter::LeafRttMicros));
+            json!({
+                "name": remote.name,
+                "is_spoke": true,
+                "account": "$G",
+                "ip": host.trim_start_matches('[').trim_end_matches(']'),
+                "port": port.parse::<u16>().unwrap_or(0),
+                "url": url,
+                "state": if up { "up" } else { "down" },
+                "rtt": format!("{rtt:?}"),
+                "in_msgs": count(Counter::LeafMsgsIn),
+                "out_msgs": count(Counter::LeafMsgsOut),
+                "in_bytes": count(Counter::LeafBytesIn),
+                "out_bytes": count(Counter::LeafBytesOut),
+                "subscriptions": count(Counter::LeafLocalInterest),
+                "hub_subscriptions": count(Counter::LeafHubInterest),
+                "reconnects": count(Counter::LeafConnects).saturating_sub(1),
+                "dropped": count(Counter::DroppedLeaf),
+            })
+        })
+        .collect();
+    json!({
+        "server_id": identity.server_id,
+        "now": rfc3339(now),
+        "leafnodes": if up { leafs.len() } else { 0 },
+        "leafs": leafs,
+    })
 }
 
 /// `ip:port` as its parts.

@@ -12,7 +12,9 @@ use crate::stats::{Snapshot, StatsReader};
 
 use super::health::{check_health, Health, DEFAULT_STALE_AFTER};
 use super::metrics::{render_prometheus_with_xstats, PROMETHEUS_CONTENT_TYPE};
-use super::natsz::{nats_varz, render_connz, render_subsz, BrokerView, ConnzQuery, Process};
+use super::natsz::{
+    nats_varz, render_connz, render_leafz, render_subsz, BrokerView, ConnzQuery, Process,
+};
 use super::varz::render_varz;
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -108,7 +110,7 @@ impl Response {
 }
 
 const INDEX: &str = "BlipMQ: /metrics (Prometheus), /healthz, /varz (JSON); \
-in the broker: /connz, /subsz (nats-server's)\n";
+in the broker: /connz, /subsz, /leafz (nats-server's)\n";
 
 /// Answers one request: its method, its path and its query (without the
 /// `?`, empty when none). Sans-IO: the server parses the request and
@@ -121,8 +123,9 @@ pub fn respond(
     config: &HttpConfig,
 ) -> Response {
     let nats_only = matches!(path, "/connz" | "/subsz");
+    let in_broker = nats_only || path == "/leafz";
     let served = matches!(path, "/" | "/metrics" | "/healthz" | "/varz")
-        || (nats_only && config.broker.is_some());
+        || (in_broker && config.broker.is_some());
     if !served {
         return Response::text(404, format!("not found: {path}\n{INDEX}"));
     }
@@ -158,6 +161,11 @@ pub fn respond(
         "/healthz" => {
             let health = check_health(&snapshot, config.stale_after);
             Response::text(health.status(), health.body())
+        }
+        "/leafz" => {
+            let broker = config.broker.as_ref().expect("served only with a broker");
+            let leafz = render_leafz(&broker.identity(), &snapshot, std::time::SystemTime::now());
+            Response::new(200, JSON, format!("{leafz}\n"))
         }
         _ => {
             let mut varz = render_varz(&snapshot, config.stale_after);

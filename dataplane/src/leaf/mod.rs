@@ -143,7 +143,9 @@ pub enum Action {
     Close(CloseReason),
     /// The handshake completed: the link is up.
     Up,
-    /// The link went down: every interest the hub had is gone.
+    /// A new connection begins: every interest the last hub announced is
+    /// gone. (It is kept while the link is down, so that messages for it
+    /// are counted as dropped, not as unwanted.)
     HubInterestCleared,
 }
 
@@ -326,6 +328,11 @@ impl LeafLink {
     }
 
     /// The URL dialled last (or next).
+    /// Which of the configured URLs [`current_url`](Self::current_url) is.
+    pub fn url_index(&self) -> usize {
+        self.url_index
+    }
+
     pub fn current_url(&self) -> &str {
         self.config
             .urls
@@ -409,6 +416,9 @@ impl LeafLink {
             self.output.clear();
             self.hub_info = None;
             self.phase = Phase::AwaitInfo { deadline };
+            if self.hub.clear() {
+                self.actions.push_back(Action::HubInterestCleared);
+            }
         }
     }
 
@@ -770,9 +780,6 @@ impl LeafLink {
         self.stats.disconnects += 1;
         self.phase = Phase::Waiting { until: retry_at };
         self.url_index = (self.url_index + 1) % self.config.urls.len().max(1);
-        if self.hub.clear() {
-            self.actions.push_back(Action::HubInterestCleared);
-        }
     }
 }
 

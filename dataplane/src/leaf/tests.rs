@@ -305,7 +305,25 @@ fn hub_interest_is_recorded_matched_and_cleared_when_the_link_drops() {
     assert!(events[0].contains("Removed"));
     assert!(!h.link.hub_wants(b"foo.bar"));
     assert_eq!(h.link.hub_interest_len(), 2);
+    // Kept while the link is down (messages for it count as dropped)...
     h.link.disconnected(h.now);
+    assert_eq!(h.poll_all(), vec![]);
+    assert!(h.link.hub_wants(b"jobs.1"));
+    let job = Outgoing {
+        subject: b"jobs.1",
+        reply: None,
+        headers: None,
+        payload: b"j",
+    };
+    let groups: [&[u8]; 1] = [b"workers"];
+    assert_eq!(
+        h.link.forward(&job, groups, Origin::Local, 0),
+        Forwarded::Dropped
+    );
+    // ...and gone once a new connection begins.
+    h.now += Duration::from_secs(60);
+    assert!(matches!(h.poll_all().as_slice(), [Action::Connect { .. }]));
+    h.link.connected(h.now);
     assert_eq!(h.poll_all(), vec![Action::HubInterestCleared]);
     assert!(!h.link.hub_wants(b"jobs.1"));
 }

@@ -249,6 +249,34 @@ counters! {
         "Frames the NIC failed to send (DPDK oerrors).";
     PortNicRxNoMbuf = "port_nic_rx_nombuf", Counter, Sum,
         "Receive buffer allocation failures (DPDK rx_nombuf).";
+    /// The leaf-node link to a NATS hub, written by the worker that owns
+    /// it (worker 0) at each tick.
+    LeafConnected = "leaf_connected", Gauge, Max,
+        "1 while the leaf-node link to the hub is up.";
+    LeafUrlIndex = "leaf_url_index", Gauge, Max,
+        "Which of the remote's urls the leaf-node link uses or dials next (from 0).";
+    LeafRttMicros = "leaf_rtt_us", Gauge, Max,
+        "Round trip of the last PING the hub answered, in microseconds.";
+    LeafMsgsIn = "leaf_msgs_in", Counter, Sum,
+        "Messages received from the hub and delivered here.";
+    LeafBytesIn = "leaf_bytes_in", Counter, Sum,
+        "Payload and header bytes of the messages received from the hub.";
+    LeafMsgsOut = "leaf_msgs_out", Counter, Sum,
+        "Messages sent to the hub.";
+    LeafBytesOut = "leaf_bytes_out", Counter, Sum,
+        "Payload and header bytes of the messages sent to the hub.";
+    DroppedLeaf = "dropped_leaf", Counter, Sum,
+        "Messages for the hub dropped: the link was down or behind, or they were over the hub's max_payload.";
+    LeafFiltered = "leaf_filtered", Counter, Sum,
+        "Messages the remote's export or import rules kept from crossing the link.";
+    LeafConnects = "leaf_connects", Counter, Sum,
+        "Leaf-node handshakes completed with the hub.";
+    LeafDisconnects = "leaf_disconnects", Counter, Sum,
+        "Leaf-node links lost or closed.";
+    LeafLocalInterest = "leaf_local_interest", Gauge, Sum,
+        "Local interests (subject, queue group) announced to the hub.";
+    LeafHubInterest = "leaf_hub_interest", Gauge, Sum,
+        "Interests (subject, queue group) the hub announced.";
 }
 
 impl Counter {
@@ -305,6 +333,7 @@ impl Counter {
                 | Counter::DroppedAuth
                 | Counter::DroppedNoGroupMember
                 | Counter::DroppedOversized
+                | Counter::DroppedLeaf
         )
     }
 }

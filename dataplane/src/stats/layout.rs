@@ -31,7 +31,7 @@ use super::Counter;
 /// First bytes of every stats segment.
 pub const MAGIC: [u8; 8] = *b"BLIPSTAT";
 /// The layout version this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 /// Bytes before the first worker block.
 pub const HEADER_BYTES: usize = 128;
 /// Alignment (and size granularity) of a worker block: two 64-byte cache

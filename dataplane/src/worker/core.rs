@@ -18,7 +18,7 @@ use super::connections::{CloseReason, Connections, Overdue, Wait};
 use super::delivery::Delivery;
 use super::dialect::{self, Dialect};
 use super::groups::{GroupPicks, Target};
-use super::hub::HubPort;
+use super::hub::{HubPort, HUB_SUBSCRIBER};
 use super::latency::LatencyClock;
 use super::limits::{ConnectionLimits, ConnectionsPerIp, RatePolicy};
 use super::peers::Peers;
@@ -90,6 +90,9 @@ impl Default for Shared {
 #[derive(Clone, Copy)]
 struct Publisher<'q> {
     cid: ConnId,
+    /// Whose subscriptions are its own: its connection's, or the hub's for
+    /// a message from the hub.
+    own: ConnId,
     /// Its own subscriptions get the message too (NATS `echo`).
     echo: bool,
     /// A request nobody subscribes to is answered with a 503 status.
@@ -542,6 +545,9 @@ impl WorkerCore {
     fn start_tick(&mut self, now: Instant) {
         self.now = now;
         self.stats.heartbeat();
+        if let Some(hub) = self.hub.as_deref() {
+            hub.report(&self.stats);
+        }
         self.sweep.start(now);
         // Retried by the next finish_iteration, which publishes what they
         // route to other workers and says whom to wake.
@@ -813,6 +819,7 @@ impl WorkerCore {
                 let options = self.conns[cid].session.nats_options();
                 let publisher = Publisher {
                     cid,
+                    own: cid,
                     echo: options.echo,
                     no_responders: options.no_responders,
                     groups: Groups::All,
@@ -886,9 +893,11 @@ impl WorkerCore {
         self.stats.inc(Counter::Subscriptions);
         self.peers.broadcast_interest(true, filter, queue);
         self.tell_hub(cid, true, filter, queue);
-        let conn = &mut self.conns[cid];
-        conn.session.bind_sid(sid, key);
-        conn.unsynced |= self.peers.any();
+        // The hub's subscriptions have no connection.
+        if let Some(conn) = self.conns.get_mut(cid) {
+            conn.session.bind_sid(sid, key);
+            conn.unsynced |= self.peers.any();
+        }
         key
     }
 
@@ -952,7 +961,7 @@ impl WorkerCore {
         let (matches, subs) = self.subscriptions.lookup(message.subject);
         let remote = self.groups.assign(
             matches,
-            |key| !from.echo && subs.conn_of(key) == cid,
+            |key| !from.echo && subs.conn_of(key) == from.own,
             |name| from.groups.serves(name),
         );
         if self.conns.any_backlogged() {
@@ -987,9 +996,9 @@ impl WorkerCore {
         let mut delivery =
             Delivery::start(&mut self.conns, subs, &self.stats, self.now, self.read_at);
         if !from.echo {
-            delivery.skip_own(cid);
+            delivery.skip_own(from.own);
         }
-        let from_hub = self.hub.as_deref().is_some_and(|hub| hub.is_link(cid));
+        let from_hub = from.own == HUB_SUBSCRIBER;
         if let Some(hub) = self.hub.as_deref_mut() {
             delivery.divert_hub(hub);
         }

@@ -14,7 +14,7 @@ use blipmq_protocol::encode;
 use super::connections::Connections;
 use super::core::ConnId;
 use super::dialect::Format;
-use super::hub::HubPort;
+use super::hub::{HubPort, HUB_SUBSCRIBER};
 use super::payloads::{PayloadId, SHARE_MIN_PAYLOAD};
 use super::records::Message;
 use super::subscriptions::SubTable;
@@ -100,11 +100,11 @@ impl<'a> Delivery<'a> {
             return;
         }
         let subscriber = self.subs.conn_of(key);
-        if let Some(hub) = self.hub.as_deref_mut() {
-            if hub.is_link(subscriber) {
+        if subscriber == HUB_SUBSCRIBER {
+            if let Some(hub) = self.hub.as_deref_mut() {
                 hub.matched(key);
-                return;
             }
+            return;
         }
         let permitted = self.conns.get_mut(subscriber).is_none_or(|conn| {
             conn.session

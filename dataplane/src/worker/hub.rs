@@ -1,14 +1,14 @@
 //! The leaf-node hub as the worker that owns the link sees it: the
-//! [`LeafLink`], the connection it speaks on, and the hub's interest kept
-//! as that connection's subscriptions.
+//! [`LeafLink`], the connection it speaks on, and the hub's interest.
 //!
-//! The hub's `LS+`/`LS-` become subscriptions of the hub connection in the
+//! The hub's `LS+`/`LS-` become subscriptions of [`HUB_SUBSCRIBER`] in the
 //! worker's index, replicated to the other workers like any client's, so
 //! that every worker's publishes reach the owning worker through the rings
 //! only when the hub wants them. A delivery collects the hub subscriptions
 //! a message matched ([`Delivery`](super::delivery::Delivery)) and the hub
 //! gets one LMSG for all of them, naming the queue groups whose member the
-//! hub was picked to be.
+//! hub was picked to be. The subscriptions outlive a lost connection (the
+//! messages for them are counted as dropped) until the next one begins.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +20,12 @@ use super::records::Message;
 use super::subscriptions::SubTable;
 use crate::leaf::{interest_key, LeafLink, Origin, Outgoing};
 use crate::router::SubKey;
+use crate::stats::{Counter, WorkerStats};
+
+/// The subscriber that the hub's subscriptions belong to: no connection
+/// (the hub's connections come and go; its interest is replaced only when a
+/// new one begins).
+pub(super) const HUB_SUBSCRIBER: ConnId = ConnId::MAX;
 
 pub(super) struct HubPort {
     pub(super) link: LeafLink,
@@ -27,7 +33,7 @@ pub(super) struct HubPort {
     cid: Option<ConnId>,
     /// A dial the driver has not made yet.
     dial: Option<(ConnId, SocketAddr)>,
-    /// The hub's interest: the hub connection's subscription per
+    /// The hub's interest: a [`HUB_SUBSCRIBER`] subscription per
     /// (filter, queue group), under the protocol's key.
     subs: HashMap<Box<[u8]>, SubKey>,
     next_sid: u32,
@@ -116,7 +122,8 @@ impl HubPort {
 
     /// Offers the message being delivered to the hub when any of its
     /// subscriptions matched: plainly, and for the queue groups whose
-    /// member the hub was picked to be.
+    /// member the hub was picked to be. The link counts it as dropped
+    /// while it is down.
     pub(super) fn offer(
         &mut self,
         message: &Message<'_>,
@@ -124,9 +131,9 @@ impl HubPort {
         subs: &SubTable,
         conns: &Connections,
     ) {
-        let Some(cid) = self.cid.filter(|_| !self.matched.is_empty()) else {
+        if self.matched.is_empty() {
             return;
-        };
+        }
         let outgoing = Outgoing {
             subject: message.subject,
             reply: message.reply,
@@ -135,7 +142,7 @@ impl HubPort {
         };
         let queues = self.matched.iter().filter_map(|&key| subs.queue_of(key));
         let origin = if from_hub { Origin::Hub } else { Origin::Local };
-        let unsent = conns[cid].queued_len();
+        let unsent = self.cid.map_or(0, |cid| conns[cid].queued_len());
         self.link.forward(&outgoing, queues, origin, unsent);
     }
 
@@ -153,5 +160,32 @@ impl HubPort {
         output.clear();
         conns.mark_dirty(cid);
         true
+    }
+
+    /// Writes the link's state and counters into the worker's stats block.
+    pub(super) fn report(&self, stats: &WorkerStats) {
+        let link = &self.link;
+        let counts = link.stats();
+        let rtt = counts.rtt.map_or(0, |rtt| rtt.as_micros() as u64);
+        for (counter, value) in [
+            (Counter::LeafConnected, u64::from(link.is_up())),
+            (Counter::LeafUrlIndex, link.url_index() as u64),
+            (Counter::LeafRttMicros, rtt),
+            (Counter::LeafMsgsIn, counts.msgs_in),
+            (Counter::LeafBytesIn, counts.bytes_in),
+            (Counter::LeafMsgsOut, counts.msgs_out),
+            (Counter::LeafBytesOut, counts.bytes_out),
+            (Counter::DroppedLeaf, counts.dropped),
+            (
+                Counter::LeafFiltered,
+                counts.export_denied + counts.import_denied,
+            ),
+            (Counter::LeafConnects, counts.connects),
+            (Counter::LeafDisconnects, counts.disconnects),
+            (Counter::LeafLocalInterest, link.local_interest_len() as u64),
+            (Counter::LeafHubInterest, link.hub_interest_len() as u64),
+        ] {
+            stats.set(counter, value);
+        }
     }
 }

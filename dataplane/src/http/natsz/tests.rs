@@ -33,6 +33,7 @@ fn identity() -> Identity {
         ping_max: 2,
         max_payload: 1 << 20,
         max_pending: 64 << 20,
+        leaf_remote: None,
     }
 }
 
@@ -114,4 +115,57 @@ fn go_durations() {
     assert_eq!(go_duration(Duration::from_millis(400)), "0s");
     assert_eq!(go_duration(Duration::from_secs(45)), "45s");
     assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+}
+
+#[test]
+fn leafz_shows_the_remote_from_worker_zeros_counters() {
+    let segment = crate::stats::StatsSegment::anonymous(2).unwrap();
+    let worker = segment.worker(0).unwrap();
+    let with_remote = Identity {
+        leaf_remote: Some(LeafRemote {
+            name: "edge-1".into(),
+            urls: vec!["10.0.0.1:7422".into(), "10.0.0.2:7422".into()],
+        }),
+        ..identity()
+    };
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let down = render_leafz(&with_remote, &segment.snapshot(), now);
+    assert_eq!(down["leafnodes"], 0);
+    assert_eq!(down["leafs"][0]["state"], "down");
+    for (counter, value) in [
+        (Counter::LeafConnected, 1),
+        (Counter::LeafUrlIndex, 1),
+        (Counter::LeafRttMicros, 250),
+        (Counter::LeafMsgsIn, 7),
+        (Counter::LeafMsgsOut, 9),
+        (Counter::LeafLocalInterest, 3),
+        (Counter::LeafConnects, 2),
+        (Counter::DroppedLeaf, 4),
+    ] {
+        worker.set(counter, value);
+    }
+    let up = render_leafz(&with_remote, &segment.snapshot(), now);
+    assert_eq!(up["leafnodes"], 1);
+    let leaf = &up["leafs"][0];
+    assert_eq!(leaf["name"], "edge-1");
+    assert_eq!(
+        (&leaf["ip"], &leaf["port"]),
+        (&json!("10.0.0.2"), &json!(7422))
+    );
+    assert_eq!(leaf["state"], "up");
+    assert_eq!(leaf["rtt"], "250µs");
+    assert_eq!(
+        (&leaf["in_msgs"], &leaf["out_msgs"]),
+        (&json!(7), &json!(9))
+    );
+    assert_eq!(leaf["subscriptions"], 3);
+    assert_eq!(
+        (&leaf["reconnects"], &leaf["dropped"]),
+        (&json!(1), &json!(4))
+    );
+    // No remote: an empty list, as nats-server's without leaves.
+    assert_eq!(
+        render_leafz(&identity(), &segment.snapshot(), now)["leafs"],
+        json!([])
+    );
 }

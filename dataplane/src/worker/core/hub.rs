@@ -1,6 +1,6 @@
 //! The worker's paths through the leaf-node link (see `worker::hub`): the
 //! dial, the hub's bytes in, its interest as subscriptions, its messages
-//! published locally, and the connection's end.
+//! published locally, and the end of a connection.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,7 +11,7 @@ use crate::leaf::{Action, Event, InterestChange, LeafLink, Read};
 use crate::session::Session;
 use crate::worker::connections::{CloseReason, Wait};
 use crate::worker::dialect::Dialect;
-use crate::worker::hub::HubPort;
+use crate::worker::hub::{HubPort, HUB_SUBSCRIBER};
 use crate::worker::records::Message;
 
 impl WorkerCore {
@@ -39,9 +39,14 @@ impl WorkerCore {
             return;
         };
         match result {
-            Ok(()) => hub.link.connected(now),
+            Ok(()) => {
+                hub.link.connected(now);
+                // The last hub's interest goes before the new one's comes.
+                self.poll_hub(now);
+            }
             Err(error) => {
-                tracing::warn!(url = hub.link.current_url(), %error, "cannot dial the leaf-node hub");
+                let url = hub.link.current_url();
+                tracing::warn!(url, %error, "cannot dial the leaf-node hub");
                 hub.lost(now);
                 self.conns.remove(cid);
             }
@@ -56,27 +61,20 @@ impl WorkerCore {
             .filter(|_| !self.draining)
             .and_then(|hub| hub.link.poll(now))
         {
+            let hub = self.hub.as_deref_mut().expect("polled above");
+            let url = hub.link.current_url();
             match action {
                 Action::Connect { url, .. } => self.dial_hub(&url, now),
                 Action::Close(reason) => {
-                    let hub = self.hub.as_deref_mut().expect("polled above");
-                    tracing::warn!(
-                        url = hub.link.current_url(),
-                        ?reason,
-                        "leaf-node link closed"
-                    );
+                    tracing::warn!(url, ?reason, "leaf-node link closed");
                     if let Some(cid) = hub.cid() {
-                        // Flushed and closed like any connection; not the
-                        // link's connection any more.
-                        self.clear_hub_interest();
+                        // Flushed and closed like any connection, no longer
+                        // the link's.
+                        hub.lost(now);
                         self.start_close(cid, CloseReason::Error);
-                        self.hub.as_deref_mut().expect("polled above").lost(now);
                     }
                 }
-                Action::Up => {
-                    let hub = self.hub.as_deref().expect("polled above");
-                    tracing::info!(url = hub.link.current_url(), "joined the leaf-node hub");
-                }
+                Action::Up => tracing::info!(url, "joined the leaf-node hub"),
                 Action::HubInterestCleared => self.clear_hub_interest(),
             }
         }
@@ -133,6 +131,7 @@ impl WorkerCore {
                     };
                     let publisher = Publisher {
                         cid,
+                        own: HUB_SUBSCRIBER,
                         echo: false,
                         no_responders: false,
                         groups: Groups::Named(msg.queues),
@@ -146,7 +145,7 @@ impl WorkerCore {
                     subject,
                     queue,
                     change,
-                }) => self.on_hub_interest(cid, subject, queue.map(|q| q.name), change),
+                }) => self.on_hub_interest(subject, queue.map(|q| q.name), change),
             }
             consumed += len;
         }
@@ -156,21 +155,15 @@ impl WorkerCore {
         consumed
     }
 
-    /// The hub's `LS+`/`LS-` as the hub connection's subscriptions.
-    fn on_hub_interest(
-        &mut self,
-        cid: ConnId,
-        filter: &[u8],
-        queue: Option<&[u8]>,
-        change: InterestChange,
-    ) {
+    /// The hub's `LS+`/`LS-` as [`HUB_SUBSCRIBER`]'s subscriptions.
+    fn on_hub_interest(&mut self, filter: &[u8], queue: Option<&[u8]>, change: InterestChange) {
         let Some(hub) = self.hub.as_deref_mut() else {
             return;
         };
         match change {
             InterestChange::Added => {
                 let sid = hub.next_sid();
-                let key = self.subscribe(cid, sid, filter, queue);
+                let key = self.subscribe(HUB_SUBSCRIBER, sid, filter, queue);
                 self.hub
                     .as_deref_mut()
                     .expect("checked above")
@@ -195,22 +188,18 @@ impl WorkerCore {
         }
     }
 
-    /// A local subscription changed on connection `conn`: the hub hears of
-    /// it, unless it is the hub's own.
+    /// A local subscription of `subscriber` changed: the hub hears of it,
+    /// unless it is the hub's own.
     pub(super) fn tell_hub(
         &mut self,
-        conn: ConnId,
+        subscriber: ConnId,
         add: bool,
         filter: &[u8],
         queue: Option<&[u8]>,
     ) {
-        let Some(hub) = self.hub.as_deref_mut() else {
-            return;
-        };
-        if self.conns.contains(conn) && self.conns[conn].is_hub_link {
-            return;
+        if let (Some(hub), false) = (self.hub.as_deref_mut(), subscriber == HUB_SUBSCRIBER) {
+            hub.local_interest(add, filter, queue);
         }
-        hub.local_interest(add, filter, queue);
     }
 
     /// What the link wrote, into the hub connection's queue.
@@ -220,14 +209,11 @@ impl WorkerCore {
         }
     }
 
-    /// The hub connection's socket is gone.
+    /// A hub connection's socket is gone: the current one's loss is the
+    /// link's (its interest stays until the next connection begins).
     pub(super) fn on_hub_closed(&mut self, cid: ConnId) {
-        let current = self.hub.as_deref().is_some_and(|hub| hub.is_link(cid));
-        if current {
-            self.clear_hub_interest();
-        }
         self.conns.remove(cid);
-        if let (true, Some(hub)) = (current, self.hub.as_deref_mut()) {
+        if let Some(hub) = self.hub.as_deref_mut().filter(|hub| hub.is_link(cid)) {
             tracing::warn!(
                 url = hub.link.current_url(),
                 "leaf-node hub connection lost"
