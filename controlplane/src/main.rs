@@ -110,6 +110,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the NATS hub this broker joins as a leaf node ([[leafnode.remotes]]):
+    /// state, URL, round trip, messages and bytes each way, interest, reconnects, drops
+    Leafz {
+        /// Print the broker's reply as JSON (shaped like nats-server's /leafz)
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-read the configuration file, as SIGHUP does
     ///
     /// Limits, auth.token, users and their permissions, keepalive and
@@ -217,6 +224,7 @@ fn main() -> ExitCode {
         Command::Conns { sort, limit, json } => conns(&socket_path(socket), sort, limit, json),
         Command::Subs { json } => subs(&socket_path(socket), json),
         Command::Port { all, json } => port(&socket_path(socket), all, json),
+        Command::Leafz { json } => leafz(&socket_path(socket), json),
         Command::Kick { id, json } => kick(&socket_path(socket), id, json),
         Command::Reload { json } => reload(&socket_path(socket), json),
         Command::Drain { json } => drain(&socket_path(socket), json),
@@ -311,6 +319,16 @@ fn port(socket: &Path, all: bool, json: bool) -> Result<(), String> {
         print_json(reply);
     } else {
         print!("{}", tables::render_port(&reply, all));
+    }
+    Ok(())
+}
+
+fn leafz(socket: &Path, json: bool) -> Result<(), String> {
+    let reply = ask(socket, json!({"cmd": "leafz"}))?;
+    if json {
+        print_json(reply);
+    } else {
+        print!("{}", tables::render_leafz(&reply));
     }
     Ok(())
 }

@@ -461,3 +461,31 @@ fn drain_makes_the_broker_exit() {
         "{after:?}"
     );
 }
+
+#[test]
+fn leafz_shows_the_remote_and_its_state() {
+    // A hub nobody runs: the remote stays down, retrying.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let remote = format!(
+        "[[leafnode.remotes]]\nurls = [\"nats-leaf://127.0.0.1:{port}\"]\nname = \"edge-7\"\n"
+    );
+    let broker = Broker::start("leafz", &remote);
+    let reply = json_of(broker.ctl(&["leafz", "--json"]));
+    assert_eq!(reply["leafnodes"], 0, "{reply}");
+    let leaf = &reply["leafs"][0];
+    assert_eq!(leaf["name"], "edge-7", "{reply}");
+    assert_eq!(leaf["url"], format!("127.0.0.1:{port}"), "{reply}");
+    assert_eq!(leaf["state"], "down", "{reply}");
+    let table = success(broker.ctl(&["leafz"]));
+    assert!(
+        table.starts_with(&format!("edge-7 down (url 127.0.0.1:{port}")),
+        "{table}"
+    );
+    // Without a remote, it says so.
+    let plain = Broker::start("leafz-none", "");
+    let table = success(plain.ctl(&["leafz"]));
+    assert!(table.contains("no leaf-node remote configured"), "{table}");
+}

@@ -471,13 +471,7 @@ fn identity(config: &Config, core: &CoreConfig, addr: SocketAddr) -> Identity {
         ping_max: config.server.max_pings_out,
         max_payload: config.limits.max_payload,
         max_pending: config.limits.max_pending_bytes,
-        leaf_remote: config.leafnode.remotes.first().map(|remote| {
-            let link = remote.link_config(&config.server.server_name, 0);
-            LeafRemote {
-                name: link.name,
-                urls: link.urls,
-            }
-        }),
+        leaf_remote: LeafRemote::of(config),
     }
 }
 

@@ -149,10 +149,11 @@ impl Control {
             "reload" => self.reload(),
             "config" => Ok(self.config_show()),
             "port" => Ok(self.port()),
+            "leafz" => Ok(self.leafz()),
             "drain" => return (Ok(json!({ "draining": true })), Effect::Drain),
             other => Err(format!(
                 "unknown command {other:?}; one of status, stats, connections, \
-                 subscriptions, kick, reload, config, port, drain"
+                 subscriptions, kick, reload, config, port, leafz, drain"
             )),
         };
         (reply, Effect::None)
@@ -234,6 +235,23 @@ impl Control {
 
     /// The device: what the backend says of it live, and each worker's
     /// queue counters (the `port_*` ones) from the stats segment.
+    /// The leaf-node remote, as the in-process `/leafz` shows it.
+    fn leafz(&self) -> Value {
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let remote = crate::http::LeafRemote::of(&config);
+        let snapshot = self.shared.stats.snapshot();
+        let name = &config.server.server_name;
+        crate::http::render_leafz(
+            name,
+            remote.as_ref(),
+            &snapshot,
+            std::time::SystemTime::now(),
+        )
+    }
+
     fn port(&self) -> Value {
         let snapshot = self.shared.stats.snapshot();
         let port_counters = || {

@@ -24,7 +24,7 @@ mod varz;
 
 pub use health::{check_health, Health, StaleWorker, DEFAULT_STALE_AFTER};
 pub use metrics::{render_prometheus, render_prometheus_with_xstats, PROMETHEUS_CONTENT_TYPE};
-pub use natsz::{BrokerView, ConnzQuery, Identity, LeafRemote, Process};
+pub use natsz::{render_leafz, BrokerView, ConnzQuery, Identity, LeafRemote, Process};
 pub use router::{respond, HttpConfig, Response, StatsSource, ALLOWED_METHODS};
 pub use server::{HttpServer, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT};
 pub use varz::{latency_from_json, latency_json, render_varz};

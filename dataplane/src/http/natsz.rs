@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use crate::config::Config;
 use crate::control::protocol::{ConnectionInfo, SubscriptionInfo};
 use crate::stats::{Counter, Snapshot};
 
@@ -34,6 +35,18 @@ pub struct LeafRemote {
     pub name: String,
     /// `host:port` of each hub node, in the order they are tried.
     pub urls: Vec<String>,
+}
+
+impl LeafRemote {
+    /// The remote of `config` (a broker has one at most).
+    pub fn of(config: &Config) -> Option<LeafRemote> {
+        let remote = config.leafnode.remotes.first()?;
+        let link = remote.link_config(&config.server.server_name, 0);
+        Some(LeafRemote {
+            name: link.name,
+            urls: link.urls,
+        })
+    }
 }
 
 /// The running broker, for the endpoints that ask its workers.
@@ -312,11 +325,15 @@ impl Process {
 /// the worker that owns the link writes at each tick. `subscriptions` is
 /// the interest announced to the hub; BlipMQ adds `url`, `state`,
 /// `hub_subscriptions`, `reconnects` and `dropped`.
-pub fn render_leafz(identity: &Identity, snapshot: &Snapshot, now: SystemTime) -> Value {
+pub fn render_leafz(
+    server_id: &str,
+    remote: Option<&LeafRemote>,
+    snapshot: &Snapshot,
+    now: SystemTime,
+) -> Value {
     let count = |counter| snapshot.total(counter);
     let up = count(Counter::LeafConnected) > 0;
-    let leafs: Vec<Value> = identity
-        .leaf_remote
+    let leafs: Vec<Value> = remote
         .iter()
         .map(|remote| {
             let url = remote
@@ -346,7 +363,7 @@ pub fn render_leafz(identity: &Identity, snapshot: &Snapshot, now: SystemTime) -
         })
         .collect();
     json!({
-        "server_id": identity.server_id,
+        "server_id": server_id,
         "now": rfc3339(now),
         "leafnodes": if up { leafs.len() } else { 0 },
         "leafs": leafs,

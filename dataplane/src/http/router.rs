@@ -164,7 +164,10 @@ pub fn respond(
         }
         "/leafz" => {
             let broker = config.broker.as_ref().expect("served only with a broker");
-            let leafz = render_leafz(&broker.identity(), &snapshot, std::time::SystemTime::now());
+            let identity = broker.identity();
+            let remote = identity.leaf_remote.as_ref();
+            let now = std::time::SystemTime::now();
+            let leafz = render_leafz(&identity.server_id, remote, &snapshot, now);
             Response::new(200, JSON, format!("{leafz}\n"))
         }
         _ => {

@@ -129,7 +129,12 @@ fn leafz_shows_the_remote_from_worker_zeros_counters() {
         ..identity()
     };
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let down = render_leafz(&with_remote, &segment.snapshot(), now);
+    let down = render_leafz(
+        "b",
+        with_remote.leaf_remote.as_ref(),
+        &segment.snapshot(),
+        now,
+    );
     assert_eq!(down["leafnodes"], 0);
     assert_eq!(down["leafs"][0]["state"], "down");
     for (counter, value) in [
@@ -144,7 +149,12 @@ fn leafz_shows_the_remote_from_worker_zeros_counters() {
     ] {
         worker.set(counter, value);
     }
-    let up = render_leafz(&with_remote, &segment.snapshot(), now);
+    let up = render_leafz(
+        "b",
+        with_remote.leaf_remote.as_ref(),
+        &segment.snapshot(),
+        now,
+    );
     assert_eq!(up["leafnodes"], 1);
     let leaf = &up["leafs"][0];
     assert_eq!(leaf["name"], "edge-1");
@@ -165,7 +175,7 @@ fn leafz_shows_the_remote_from_worker_zeros_counters() {
     );
     // No remote: an empty list, as nats-server's without leaves.
     assert_eq!(
-        render_leafz(&identity(), &segment.snapshot(), now)["leafs"],
+        render_leafz("b", None, &segment.snapshot(), now)["leafs"],
         json!([])
     );
 }
