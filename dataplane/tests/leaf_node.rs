@@ -9,39 +9,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::nats_hub::{Client, Hub, WITHIN};
+use common::nats_hub::{
+    await_hub_knows, await_leafz, leaf_config, numbers, payloads_until, publish_numbered,
+    publish_until_received, Client, Hub, WITHIN,
+};
 use common::Broker;
 
 /// A broker with a NATS listener that joins `hub` as leaf `name`.
 fn leaf_of(hub: &Hub, workers: usize, name: &str) -> Broker {
-    let config = format!(
-        "[nats]\nlisten = \"127.0.0.1:0\"\n\n[[leafnode.remotes]]\n\
-         urls = [\"nats-leaf://127.0.0.1:{}\"]\nname = \"{name}\"\n",
-        hub.leaf_port
-    );
-    Broker::start(workers, &config)
-}
-
-/// Polls the hub's `/leafz?subs=1` until `done` holds (bounded).
-fn await_leafz(hub: &Hub, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let leafz = hub.monitor("/leafz?subs=1");
-        if done(&leafz) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {leafz}"
-        );
-        // The monitor is polled: nothing to await.
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    Broker::start(workers, &leaf_config(name, &[hub.leaf_port]))
 }
 
 /// The hub's count of messages it received from its one leaf.
@@ -49,64 +27,6 @@ fn hub_in_msgs(hub: &Hub) -> u64 {
     hub.monitor("/leafz")["leafs"][0]["in_msgs"]
         .as_u64()
         .expect("in_msgs")
-}
-
-/// Waits until the hub lists `sub` (`subject` or `subject queue`) among
-/// its leaf's subscriptions.
-fn await_hub_knows(hub: &Hub, sub: &str) {
-    await_leafz(hub, &format!("the leaf's interest in {sub:?}"), |leafz| {
-        leafz["leafs"][0]["subscriptions_list"]
-            .as_array()
-            .is_some_and(|subs| subs.iter().any(|s| s == sub))
-    });
-}
-
-/// Publishes empty messages on `subject` from `publisher` until
-/// `subscriber` gets one: the subscriber's interest has crossed the link.
-/// Later copies are for the caller to skip (`next_msg_on`).
-fn publish_until_received(publisher: &Client, subscriber: &mut Client, subject: &str) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writer = publisher.writer();
-    let frame = format!("PUB {subject} 0\r\n\r\n");
-    let publishing = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + WITHIN;
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                writer.write_all(frame.as_bytes()).unwrap();
-                // Paced, not a synchronisation: the receiver is awaited.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    subscriber.next_msg_on(subject);
-    stop.store(true, Ordering::Relaxed);
-    publishing.join().unwrap();
-}
-
-/// Reads `subscriber`'s messages on `subject` until one on `end`: their
-/// payloads, in order.
-fn payloads_until(subscriber: &mut Client, subject: &str, end: &str) -> Vec<String> {
-    let mut payloads = Vec::new();
-    loop {
-        let msg = subscriber.next_msg();
-        if msg.subject == end {
-            return payloads;
-        }
-        if msg.subject == subject {
-            payloads.push(String::from_utf8(msg.payload).unwrap());
-        }
-    }
-}
-
-fn publish_numbered(client: &mut Client, subject: &str, count: usize) {
-    for i in 0..count {
-        client.send(&format!("PUB {subject} {}\r\n{i}\r\n", i.to_string().len()));
-    }
-}
-
-fn numbers(count: usize) -> Vec<String> {
-    (0..count).map(|i| i.to_string()).collect()
 }
 
 #[test]
