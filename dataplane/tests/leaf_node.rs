@@ -240,7 +240,7 @@ fn a_queue_group_spans_the_leaf_and_the_hub() {
 
 /// `GET path` on the broker's metrics listener: the body.
 fn broker_get(port: u16, path: &str) -> String {
-    use std::io::Read;
+    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WITHIN)).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
