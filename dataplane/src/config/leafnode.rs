@@ -1,6 +1,7 @@
 //! `[leafnode]`: hubs this broker joins as a NATS leaf node
-//! (`[[leafnode.remotes]]`). Parsed and checked only for now; the worker
-//! that runs the links ([`crate::leaf`]) comes later.
+//! (`[[leafnode.remotes]]`). Worker 0 runs the link ([`crate::leaf`],
+//! `worker::hub`); the server refuses what it cannot do yet (more than one
+//! remote, TLS, a backend that cannot open connections).
 
 use serde::{Deserialize, Serialize};
 
