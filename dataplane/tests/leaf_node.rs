@@ -22,6 +22,15 @@ fn leaf_of(hub: &Hub, workers: usize, name: &str) -> Broker {
     Broker::start(workers, &leaf_config(name, &[hub.leaf_port]))
 }
 
+/// A hub and a 2-worker broker that joined it as leaf `leaf-<name>`;
+/// `None` (skip) without nats-server.
+fn hub_and_leaf(name: &str) -> Option<(Hub, Broker)> {
+    let hub = Hub::start(name, None)?;
+    let broker = leaf_of(&hub, 2, &format!("leaf-{name}"));
+    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
+    Some((hub, broker))
+}
+
 /// The hub's count of messages it received from its one leaf.
 fn hub_in_msgs(hub: &Hub) -> u64 {
     hub.monitor("/leafz")["leafs"][0]["in_msgs"]
@@ -31,11 +40,9 @@ fn hub_in_msgs(hub: &Hub) -> u64 {
 
 #[test]
 fn messages_cross_the_link_both_ways_exactly_once() {
-    let Some(hub) = Hub::start("both-ways", None) else {
+    let Some((hub, broker)) = hub_and_leaf("both-ways") else {
         return;
     };
-    let broker = leaf_of(&hub, 2, "leaf-both-ways");
-    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
 
     // Hub → leaf, with a wildcard, in order.
     let mut on_leaf = Client::connect(broker.nats_addr());
@@ -100,11 +107,9 @@ fn messages_cross_the_link_both_ways_exactly_once() {
 
 #[test]
 fn only_what_the_hub_wants_crosses_the_link() {
-    let Some(hub) = Hub::start("wants", None) else {
+    let Some((hub, broker)) = hub_and_leaf("wants") else {
         return;
     };
-    let broker = leaf_of(&hub, 2, "leaf-wants");
-    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
     let mut hub_sub = Client::connect(hub.client_addr());
     hub_sub.send("SUB wanted 1\r\n");
     hub_sub.flush();
@@ -138,11 +143,9 @@ fn only_what_the_hub_wants_crosses_the_link() {
 
 #[test]
 fn request_reply_across_the_link() {
-    let Some(hub) = Hub::start("request", None) else {
+    let Some((hub, broker)) = hub_and_leaf("request") else {
         return;
     };
-    let broker = leaf_of(&hub, 2, "leaf-request");
-    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
 
     // A responder on the leaf, a requester on the hub.
     let mut responder = Client::connect(broker.nats_addr());
@@ -187,11 +190,9 @@ fn request_reply_across_the_link() {
 
 #[test]
 fn a_queue_group_spans_the_leaf_and_the_hub() {
-    let Some(hub) = Hub::start("queues", None) else {
+    let Some((hub, broker)) = hub_and_leaf("queues") else {
         return;
     };
-    let broker = leaf_of(&hub, 2, "leaf-queues");
-    await_leafz(&hub, "the leaf", |leafz| leafz["leafnodes"] == 1);
     // One member on each side; both also hear the plain end marker.
     let mut on_leaf = Client::connect(broker.nats_addr());
     on_leaf.send("SUB work q 1\r\nSUB work.end 2\r\n");
