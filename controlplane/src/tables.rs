@@ -351,6 +351,35 @@ pub fn render_reload(reply: &Map<String, Value>) -> String {
     out
 }
 
+/// `leafz`: the hub this broker joins, one paragraph per remote.
+pub fn render_leafz(reply: &Map<String, Value>) -> String {
+    let leafs = reply.get("leafs").and_then(Value::as_array);
+    let Some(leafs) = leafs.filter(|leafs| !leafs.is_empty()) else {
+        return "no leaf-node remote configured ([[leafnode.remotes]])\n".to_owned();
+    };
+    let mut out = String::new();
+    for leaf in leafs {
+        out.push_str(&format!(
+            "{} {} (url {}, rtt {})\n  \
+             in {} msgs / {} bytes, out {} msgs / {} bytes, dropped {}\n  \
+             interest: {} announced to the hub, {} from the hub; reconnects {}\n",
+            text(&leaf["name"]),
+            text(&leaf["state"]),
+            text(&leaf["url"]),
+            text(&leaf["rtt"]),
+            text(&leaf["in_msgs"]),
+            text(&leaf["in_bytes"]),
+            text(&leaf["out_msgs"]),
+            text(&leaf["out_bytes"]),
+            text(&leaf["dropped"]),
+            text(&leaf["subscriptions"]),
+            text(&leaf["hub_subscriptions"]),
+            text(&leaf["reconnects"]),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,33 +553,4 @@ mod tests {
         let nothing = render_reload(&object(json!({"changed": [], "needs_restart": []})));
         assert_eq!(nothing, "configuration reloaded: nothing changed\n");
     }
-}
-
-/// `leafz`: the hub this broker joins, one paragraph per remote.
-pub fn render_leafz(reply: &Map<String, Value>) -> String {
-    let leafs = reply.get("leafs").and_then(Value::as_array);
-    let Some(leafs) = leafs.filter(|leafs| !leafs.is_empty()) else {
-        return "no leaf-node remote configured ([[leafnode.remotes]])\n".to_owned();
-    };
-    let mut out = String::new();
-    for leaf in leafs {
-        out.push_str(&format!(
-            "{} {} (url {}, rtt {})\n  \
-             in {} msgs / {} bytes, out {} msgs / {} bytes, dropped {}\n  \
-             interest: {} announced to the hub, {} from the hub; reconnects {}\n",
-            text(&leaf["name"]),
-            text(&leaf["state"]),
-            text(&leaf["url"]),
-            text(&leaf["rtt"]),
-            text(&leaf["in_msgs"]),
-            text(&leaf["in_bytes"]),
-            text(&leaf["out_msgs"]),
-            text(&leaf["out_bytes"]),
-            text(&leaf["dropped"]),
-            text(&leaf["subscriptions"]),
-            text(&leaf["hub_subscriptions"]),
-            text(&leaf["reconnects"]),
-        ));
-    }
-    out
 }
