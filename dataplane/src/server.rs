@@ -96,6 +96,7 @@ impl Server {
         cores: &[core_affinity::CoreId],
     ) -> io::Result<Server> {
         check_leaf_remotes(config, &backend)?;
+        let leaf_tls = leaf_tls_config(config)?;
         let workers = config.effective_workers();
         let tls = match config.tls.settings() {
             Some(settings) => Some(Arc::new(
@@ -158,10 +159,8 @@ impl Server {
                 .filter(|_| id == 0)
                 .map(|remote| {
                     let seed = leaf_seed();
-                    LeafLink::new(
-                        remote.link_config(&config.server.server_name, seed),
-                        Instant::now(),
-                    )
+                    let link = remote.link_config(&config.server.server_name, seed);
+                    (LeafLink::new(link, Instant::now()), leaf_tls.clone())
                 });
             let thread = spawn_worker(id, cores, priority, move || {
                 let now = Instant::now();
@@ -177,8 +176,8 @@ impl Server {
                 };
                 let mut core = WorkerCore::new(core_config, rings, shared, now);
                 core.attach_control(control_port);
-                if let Some(link) = leaf_link {
-                    core.attach_leaf_link(link);
+                if let Some((link, tls)) = leaf_link {
+                    core.attach_leaf_link(link, tls);
                 }
                 if let Some(stall) = stall {
                     tracing::warn!(worker = id, ?stall.duration, "test hook: stalling before the loop");
@@ -336,14 +335,25 @@ fn check_leaf_remotes<B: Backend>(config: &Config, backend: &B) -> io::Result<()
         return Ok(());
     } else if remotes.len() > 1 {
         "leafnode.remotes: one hub per broker (list the hub cluster's nodes in one remote's urls)"
-    } else if remotes[0].uses_tls() {
-        "leafnode.remotes: TLS to the hub is not available yet"
+    } else if remotes[0].uses_tls() && remotes[0].ca_file.is_empty() {
+        "leafnode.remotes: TLS to the hub needs ca_file (the CAs its certificate must chain to)"
     } else if !backend.opens_connections() {
         "leafnode.remotes: this backend cannot open connections yet; use the kernel backend"
     } else {
         return Ok(());
     };
     Err(io::Error::new(io::ErrorKind::Unsupported, refusal))
+}
+
+/// The TLS client settings for the remote's hub, when it has TLS.
+fn leaf_tls_config(config: &Config) -> io::Result<Option<Arc<rustls::ClientConfig>>> {
+    let Some(remote) = config.leafnode.remotes.first().filter(|r| r.uses_tls()) else {
+        return Ok(None);
+    };
+    let ca_file = std::path::Path::new(&remote.ca_file);
+    crate::tls::client_config(ca_file, "leafnode.remotes.ca_file")
+        .map(Some)
+        .map_err(io::Error::other)
 }
 
 /// A seed for the link's jitter and loop-detection id: different on every

@@ -81,7 +81,7 @@ impl Driver {
                     self.flush_output();
                     self.stream = None;
                 }
-                Action::Up | Action::HubInterestCleared => {}
+                Action::Up | Action::HubInterestCleared | Action::StartTls => {}
             }
         }
         self.flush_output();

@@ -1,7 +1,8 @@
 //! `[leafnode]`: hubs this broker joins as a NATS leaf node
 //! (`[[leafnode.remotes]]`). Worker 0 runs the link ([`crate::leaf`],
 //! `worker::hub`); the server refuses what it cannot do yet (more than one
-//! remote, TLS, a backend that cannot open connections).
+//! remote, a backend that cannot open connections) and TLS without
+//! `ca_file`.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +49,9 @@ pub struct LeafRemoteConfig {
     /// Instead of user/password: a token the hub's `authorization` takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
-    /// Connect with TLS (the TLS itself is not implemented yet).
+    /// Connect with TLS: after the hub's INFO (which comes in the clear, as
+    /// nats-server sends it), the hub's certificate checked against
+    /// `ca_file` and the URL's host.
     #[serde(default, skip_serializing_if = "is_false")]
     pub tls: bool,
     /// CAs (PEM) the hub's certificate must chain to; needs `tls`.

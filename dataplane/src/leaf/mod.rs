@@ -141,6 +141,10 @@ pub enum Action {
     /// connection; the link already counts as down (no `disconnected` call
     /// is needed).
     Close(CloseReason),
+    /// Start TLS on the connection now, as its client: what the link
+    /// writes from here on (CONNECT first) must go inside it. The hub's
+    /// INFO came in the clear and asked for it, or the remote did.
+    StartTls,
     /// The handshake completed: the link is up.
     Up,
     /// A new connection begins: every interest the last hub announced is
@@ -494,6 +498,9 @@ impl LeafLink {
                 if !info.is_leafnode_port() {
                     self.close(CloseReason::WrongPort, now);
                     return;
+                }
+                if self.config.tls_required || info.tls_required {
+                    self.actions.push_back(Action::StartTls);
                 }
                 let connect = self.connect_body(&info);
                 encode::put_connect(&mut self.output, &connect);

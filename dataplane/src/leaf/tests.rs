@@ -610,3 +610,30 @@ fn headers_go_only_to_a_hub_that_takes_them_and_nothing_over_its_max_payload() {
     );
     assert_eq!(h.link.stats().dropped, 1);
 }
+
+#[test]
+fn tls_starts_after_the_hubs_info_before_connect() {
+    // The hub asks for it...
+    let mut h = Harness::new(config());
+    assert!(matches!(h.poll_all().as_slice(), [Action::Connect { .. }]));
+    h.link.connected(h.now);
+    let info = String::from_utf8_lossy(HUB_INFO)
+        .replace("\"headers\"", "\"tls_required\":true,\"headers\"");
+    h.feed(info.as_bytes());
+    assert_eq!(h.poll_all(), vec![Action::StartTls]);
+    assert!(h.take_output().starts_with("CONNECT {"));
+    // ...or the remote does (a tls:// URL), whatever the hub says.
+    let mut tls = config();
+    tls.tls_required = true;
+    let mut h = Harness::new(tls);
+    h.poll_all();
+    h.link.connected(h.now);
+    h.feed(HUB_INFO);
+    assert_eq!(h.poll_all(), vec![Action::StartTls]);
+    // Neither: no TLS.
+    let mut h = Harness::new(config());
+    h.poll_all();
+    h.link.connected(h.now);
+    h.feed(HUB_INFO);
+    assert_eq!(h.poll_all(), vec![]);
+}

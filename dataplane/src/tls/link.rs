@@ -1,11 +1,14 @@
 //! One connection's TLS, sans-IO: ciphertext from the transport in,
 //! plaintext to the session out, and the reverse for output. rustls does
-//! the protocol; this keeps the bytes the transport has yet to take.
+//! the protocol; this keeps the bytes the transport has yet to take. The
+//! broker is the server on its listeners and the client on its own
+//! connection to a leaf-node hub.
 
 use std::io::{BufRead, IoSlice, Write};
 use std::sync::Arc;
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 /// Ciphertext queued for the socket past which no more plaintext is
 /// sealed: the rest of the output waits in the connection's queue, where
@@ -25,7 +28,7 @@ pub enum TlsFailure {
 
 /// A connection's TLS state and the ciphertext waiting for the transport.
 pub struct TlsLink {
-    conn: ServerConnection,
+    conn: Connection,
     /// Bytes for the transport, from `sent` on: a cleartext prefix (a NATS
     /// INFO) first, then TLS records.
     out: Vec<u8>,
@@ -56,7 +59,7 @@ impl TlsLink {
         let conn = ServerConnection::new(config)
             .map_err(|error| TlsFailure::Protocol(error.to_string()))?;
         Ok(TlsLink {
-            conn,
+            conn: conn.into(),
             out: clear_prefix.to_vec(),
             sent: 0,
             heard: false,
@@ -66,6 +69,30 @@ impl TlsLink {
             notified: false,
             peer_closed: false,
         })
+    }
+
+    /// The client side of a connection the broker opened to `server`; its
+    /// ClientHello is queued at once.
+    pub fn client(
+        config: Arc<ClientConfig>,
+        server: ServerName<'static>,
+    ) -> Result<TlsLink, TlsFailure> {
+        let conn = ClientConnection::new(config, server)
+            .map_err(|error| TlsFailure::Protocol(error.to_string()))?;
+        let mut link = TlsLink {
+            conn: conn.into(),
+            out: Vec::new(),
+            sent: 0,
+            // The server speaks TLS: nothing to tell from plaintext.
+            heard: true,
+            clear: false,
+            allow_plaintext: false,
+            reported_ready: false,
+            notified: false,
+            peer_closed: false,
+        };
+        link.collect_tls();
+        Ok(link)
     }
 
     /// Whether the handshake is still going on (no plaintext flows yet).

@@ -119,7 +119,7 @@ fn server_config(settings: &TlsSettings) -> Result<ServerConfig, String> {
     })
 }
 
-fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|error| format!("{key} {}: {error}", path.display()))?;

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::connections::Connections;
@@ -21,6 +22,7 @@ use super::subscriptions::SubTable;
 use crate::leaf::{interest_key, LeafLink, Origin, Outgoing};
 use crate::router::SubKey;
 use crate::stats::{Counter, WorkerStats};
+use rustls::ClientConfig;
 
 /// The subscriber that the hub's subscriptions belong to: no connection
 /// (the hub's connections come and go; its interest is replaced only when a
@@ -29,6 +31,8 @@ pub(super) const HUB_SUBSCRIBER: ConnId = ConnId::MAX;
 
 pub(super) struct HubPort {
     pub(super) link: LeafLink,
+    /// The TLS client settings for the hub, when the remote has TLS.
+    pub(super) tls: Option<Arc<ClientConfig>>,
     /// The connection to the hub, from the dial until it is lost or closed.
     cid: Option<ConnId>,
     /// A dial the driver has not made yet.
@@ -42,9 +46,10 @@ pub(super) struct HubPort {
 }
 
 impl HubPort {
-    pub(super) fn new(link: LeafLink) -> HubPort {
+    pub(super) fn new(link: LeafLink, tls: Option<Arc<ClientConfig>>) -> HubPort {
         HubPort {
             link,
+            tls,
             cid: None,
             dial: None,
             subs: HashMap::new(),

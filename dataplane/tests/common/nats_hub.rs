@@ -93,11 +93,17 @@ impl Hub {
     /// Starts a hub, or `None` (skip) when there is no nats-server.
     /// `leaf_auth` puts a user/password on the leafnodes block.
     pub fn start(name: &str, leaf_auth: Option<(&str, &str)>) -> Option<Hub> {
-        let binary = nats_server_or_skip()?;
         let authorization = leaf_auth.map_or(String::new(), |(user, password)| {
             format!("  authorization {{ user: \"{user}\", password: \"{password}\" }}\n")
         });
-        let (hub, ready) = Hub::spawn(&binary, name, Ports::free(), &authorization, None);
+        Hub::start_with(name, &authorization)
+    }
+
+    /// A hub with `leaf_extra` inside its leafnodes block (a `tls { }`
+    /// block, an `authorization`); `None` (skip) without nats-server.
+    pub fn start_with(name: &str, leaf_extra: &str) -> Option<Hub> {
+        let binary = nats_server_or_skip()?;
+        let (hub, ready) = Hub::spawn(&binary, name, Ports::free(), leaf_extra, None);
         if let Err(why) = await_ready(&ready) {
             panic!("{why}");
         }

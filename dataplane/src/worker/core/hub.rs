@@ -4,21 +4,27 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::time::Instant;
 
 use super::{ConnId, Groups, Publisher, WorkerCore};
 use crate::leaf::{Action, Event, InterestChange, LeafLink, Read};
 use crate::session::Session;
+use crate::tls::TlsLink;
 use crate::worker::connections::{CloseReason, Wait};
 use crate::worker::dialect::Dialect;
 use crate::worker::hub::{HubPort, HUB_SUBSCRIBER};
 use crate::worker::records::Message;
 
 impl WorkerCore {
-    /// Makes this worker the owner of the link to a leaf-node hub; before
-    /// the loop runs, while no subscription exists yet.
-    pub fn attach_leaf_link(&mut self, link: LeafLink) {
-        self.hub = Some(Box::new(HubPort::new(link)));
+    /// Makes this worker the owner of the link to a leaf-node hub, with
+    /// the TLS client settings for it when the remote has TLS; before the
+    /// loop runs, while no subscription exists yet.
+    pub fn attach_leaf_link(&mut self, link: LeafLink, tls: Option<Arc<ClientConfig>>) {
+        self.hub = Some(Box::new(HubPort::new(link, tls)));
     }
 
     /// The link, when this worker owns it.
@@ -74,11 +80,44 @@ impl WorkerCore {
                         self.start_close(cid, CloseReason::Error);
                     }
                 }
+                Action::StartTls => self.start_hub_tls(now),
                 Action::Up => tracing::info!(url, "joined the leaf-node hub"),
                 Action::HubInterestCleared => self.clear_hub_interest(),
             }
         }
         self.flush_hub();
+    }
+
+    /// TLS on the hub connection, as its client, for the host of the URL
+    /// dialled; without TLS settings the link cannot go on.
+    fn start_hub_tls(&mut self, now: Instant) {
+        let Some(hub) = self.hub.as_deref_mut() else {
+            return;
+        };
+        let Some(cid) = hub.cid() else {
+            return;
+        };
+        let url = hub.link.current_url();
+        let host = url.rsplit_once(':').map_or(url, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let link = match (&hub.tls, ServerName::try_from(host.to_owned())) {
+            (Some(config), Ok(name)) => {
+                TlsLink::client(config.clone(), name).map_err(|failure| format!("{failure:?}"))
+            }
+            (None, _) => Err("the hub requires TLS: set tls = true and ca_file".to_owned()),
+            (Some(_), Err(error)) => Err(format!("{host:?} is no TLS server name: {error}")),
+        };
+        match link {
+            Ok(link) => {
+                self.conns[cid].tls = Some(Box::new(link));
+                self.conns.mark_dirty(cid);
+            }
+            Err(why) => {
+                tracing::warn!(url, why, "no TLS to the leaf-node hub");
+                hub.lost(now);
+                self.start_close(cid, CloseReason::Error);
+            }
+        }
     }
 
     /// A connection for the link's dial, made now; the driver opens it.

@@ -17,7 +17,7 @@ fn cluster_with_hub() -> (Cluster, ConnId) {
     let mut cluster = Cluster::new(2, 1 << 16, 1 << 20);
     let config = LeafLinkConfig::new("edge", vec!["127.0.0.1:7422".into()]);
     let now = cluster.now;
-    cluster.cores[0].attach_leaf_link(LeafLink::new(config, now));
+    cluster.cores[0].attach_leaf_link(LeafLink::new(config, now), None);
     cluster.cores[0].handle_timeout(now);
     let (hub, addr) = cluster.cores[0].take_dial().expect("a dial");
     assert_eq!(addr.port(), 7422);
