@@ -402,3 +402,43 @@ fn the_link_runs_over_tls_with_the_hubs_certificate_checked() {
     }
     refused.assert_alive();
 }
+
+#[test]
+fn headers_cross_the_link_both_ways() {
+    let Some((hub, broker)) = hub_and_leaf("headers") else {
+        return;
+    };
+    let headers = "NATS/1.0\r\nX-Trace: 7\r\n\r\n";
+    let hpub = |subject: &str| {
+        format!(
+            "HPUB {subject} {} {}\r\n{headers}hello\r\n",
+            headers.len(),
+            headers.len() + 5
+        )
+    };
+    let mut on_leaf = Client::connect(broker.nats_addr());
+    on_leaf.send("SUB hdr.in 1\r\n");
+    on_leaf.flush();
+    await_hub_knows(&hub, "hdr.in");
+    let mut on_hub = Client::connect(hub.client_addr());
+    on_hub.send("SUB hdr.out 1\r\n");
+    on_hub.send(&hpub("hdr.in"));
+    on_hub.flush();
+    let got = on_leaf.next_msg_on("hdr.in");
+    assert_eq!(got.headers.as_deref(), Some(headers.as_bytes()));
+    assert_eq!(got.payload, b"hello");
+
+    let publisher = Client::connect(broker.nats_addr());
+    publish_until_received(&publisher, &mut on_hub, "hdr.out");
+    let mut publisher = publisher;
+    publisher.send(&hpub("hdr.out"));
+    publisher.flush();
+    let got = loop {
+        let msg = on_hub.next_msg_on("hdr.out");
+        if !msg.payload.is_empty() {
+            break msg;
+        }
+    };
+    assert_eq!(got.headers.as_deref(), Some(headers.as_bytes()));
+    assert_eq!(got.payload, b"hello");
+}
