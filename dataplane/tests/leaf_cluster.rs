@@ -476,3 +476,29 @@ fn a_leaf_fails_over_to_the_next_hub_node() {
         max_gap.as_secs_f64() * 1000.0
     );
 }
+
+/// A leaf given one node's URL learns the others from the hub's INFO
+/// (`leafnode_urls`) and fails over to one of them.
+#[test]
+fn a_leaf_told_of_one_node_finds_the_others() {
+    let Some(mut cluster) = HubCluster::start("advertised", 3) else {
+        return;
+    };
+    let leaf0 = cluster.nodes[0].leaf_port;
+    let leaf = Broker::start(1, &leaf_config("leaf-advertised", &[leaf0]));
+    await_leafz(&cluster.nodes[0], "the leaf on node 0", |leafz| {
+        leafz["leafnodes"] == 1
+    });
+    let mut remote = Client::connect(cluster.nodes[2].client_addr());
+    remote.send("SUB adv.> 1\r\n");
+    remote.flush();
+    let publisher = Client::connect(leaf.nats_addr());
+    publish_until_received(&publisher, &mut remote, "adv.before");
+    cluster.kill(0);
+    publish_until_received(&publisher, &mut remote, "adv.after");
+    let joined: u64 = [1, 2]
+        .iter()
+        .map(|&i| cluster.nodes[i].monitor("/leafz")["leafnodes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(joined, 1, "the leaf is on node 1 or node 2");
+}

@@ -336,10 +336,12 @@ pub fn render_leafz(
     let leafs: Vec<Value> = remote
         .iter()
         .map(|remote| {
+            // Past the configured URLs: one the hub advertised, which the
+            // counters cannot name.
             let url = remote
                 .urls
                 .get(count(Counter::LeafUrlIndex) as usize)
-                .map_or("", String::as_str);
+                .map_or("(advertised by the hub)", String::as_str);
             let (host, port) = url.rsplit_once(':').unwrap_or((url, ""));
             let rtt = Duration::from_micros(count(Counter::LeafRttMicros));
             json!({

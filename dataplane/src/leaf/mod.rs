@@ -27,7 +27,9 @@
 //!   `loop_delay` before it dials again;
 //! - keepalive: a PING every `ping_interval`, the link closed as stale past
 //!   `max_pings_out` unanswered; reconnects after an exponential back-off
-//!   (with a seeded jitter), each attempt on the next URL;
+//!   (with a seeded jitter), each attempt on the next URL: the configured
+//!   ones, then the hub cluster's others that its INFOs advertised
+//!   (`leafnode_urls`), so that a leaf told of one node finds the rest;
 //! - while the link is down, messages are counted as dropped, never queued;
 //!   nor is more than `max_pending_bytes` of output kept for a slow hub.
 
@@ -282,6 +284,8 @@ pub struct LeafLink {
     config: LeafLinkConfig,
     phase: Phase,
     url_index: usize,
+    /// Leafnode URLs of the hub cluster learnt from its INFOs.
+    discovered: Vec<String>,
     backoff: Backoff,
     /// `$LDS.<id>`: ours, fixed for the link's life.
     loop_subject: Vec<u8>,
@@ -304,6 +308,7 @@ impl LeafLink {
             config,
             phase: Phase::Waiting { until: now },
             url_index: 0,
+            discovered: Vec::new(),
             loop_subject,
             local: HashMap::new(),
             hub: HubInterest::default(),
@@ -331,17 +336,38 @@ impl LeafLink {
         &self.stats
     }
 
-    /// The URL dialled last (or next).
-    /// Which of the configured URLs [`current_url`](Self::current_url) is.
+    /// Which URL [`current_url`](Self::current_url) is: the configured
+    /// ones first, then those the hub advertised.
     pub fn url_index(&self) -> usize {
         self.url_index
     }
 
+    /// The URL dialled last (or next).
     pub fn current_url(&self) -> &str {
-        self.config
-            .urls
-            .get(self.url_index)
-            .map_or("", String::as_str)
+        let configured = &self.config.urls;
+        match configured.get(self.url_index) {
+            Some(url) => url,
+            None => self
+                .discovered
+                .get(self.url_index - configured.len())
+                .map_or("", String::as_str),
+        }
+    }
+
+    /// The hub cluster's other leafnode URLs its INFOs advertised, tried
+    /// after the configured ones.
+    pub fn discovered_urls(&self) -> &[String] {
+        &self.discovered
+    }
+
+    /// Adds the leafnode URLs an INFO advertised that are not known yet.
+    fn learn_urls(&mut self, info: &HubInfo) {
+        for url in info.leafnode_urls.iter().flatten() {
+            let known = self.config.urls.contains(url) || self.discovered.contains(url);
+            if !known && self.discovered.len() < MAX_DISCOVERED_URLS {
+                self.discovered.push(url.clone());
+            }
+        }
     }
 
     /// The hub's INFO, once one arrived on the current connection.
@@ -493,6 +519,7 @@ impl LeafLink {
                 return;
             }
         };
+        self.learn_urls(&info);
         match self.phase {
             Phase::AwaitInfo { deadline } => {
                 if !info.is_leafnode_port() {
@@ -524,7 +551,7 @@ impl LeafLink {
                 };
                 self.finish_handshake_if_done(now);
             }
-            // An async INFO (the cluster's URLs changed): nothing to do yet.
+            // An async INFO: the cluster's URLs changed (learnt above).
             _ => {}
         }
     }
@@ -786,7 +813,8 @@ impl LeafLink {
     fn go_down(&mut self, retry_at: Instant) {
         self.stats.disconnects += 1;
         self.phase = Phase::Waiting { until: retry_at };
-        self.url_index = (self.url_index + 1) % self.config.urls.len().max(1);
+        let urls = self.config.urls.len() + self.discovered.len();
+        self.url_index = (self.url_index + 1) % urls.max(1);
     }
 }
 
@@ -800,6 +828,9 @@ impl std::fmt::Debug for LeafLink {
             .finish_non_exhaustive()
     }
 }
+
+/// Advertised hub URLs kept at most (a cluster's nodes).
+const MAX_DISCOVERED_URLS: usize = 64;
 
 /// `$LDS.` and 22 base-62 characters, like nats-server's nuid.
 fn loop_detection_subject(rng: &mut fastrand::Rng) -> Vec<u8> {

@@ -637,3 +637,26 @@ fn tls_starts_after_the_hubs_info_before_connect() {
     h.feed(HUB_INFO);
     assert_eq!(h.poll_all(), vec![]);
 }
+
+#[test]
+fn the_hub_clusters_advertised_urls_join_the_rotation() {
+    let mut h = Harness::new(LeafLinkConfig::new("edge", vec!["h1:7422".into()]));
+    h.bring_up();
+    // An async INFO: the cluster grew.
+    let grown = "INFO {\"server_id\":\"NHUB\",\"client_id\":7,\"leafnode_urls\":[\"127.0.0.1:7422\",\"h1:7422\",\"h3:7422\"]} \r\n";
+    h.feed(grown.as_bytes());
+    assert_eq!(h.link.discovered_urls(), ["127.0.0.1:7422", "h3:7422"]);
+    let mut dialled = Vec::new();
+    for _ in 0..4 {
+        h.link.disconnected(h.now);
+        h.now += Duration::from_secs(60);
+        match h.poll_all().as_slice() {
+            [Action::Connect { url, url_index }] => dialled.push((url.clone(), *url_index)),
+            other => panic!("{other:?}"),
+        }
+        h.link.connected(h.now);
+    }
+    let urls: Vec<&str> = dialled.iter().map(|(url, _)| url.as_str()).collect();
+    assert_eq!(urls, ["127.0.0.1:7422", "h3:7422", "h1:7422", "127.0.0.1:7422"]);
+    assert_eq!(h.link.current_url(), "127.0.0.1:7422");
+}
