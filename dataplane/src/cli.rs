@@ -109,6 +109,13 @@ pub struct Args {
     pub eal_args: Vec<String>,
 }
 
+/// Whether setting `set` sets `key`: itself, or a key inside it
+/// (`leafnode.remotes` holds `leafnode.remotes[0].urls`).
+fn sets_key(set: &str, key: &str) -> bool {
+    key.strip_prefix(set)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 impl Args {
     /// The file named by `--config` (or the defaults), with the flags
     /// applied on top, validated. An error about a key set by a flag names
@@ -132,7 +139,7 @@ impl Args {
         config.validate().map_err(|error| {
             let flag = error
                 .key()
-                .and_then(|key| overridden.iter().find(|(k, _)| *k == key))
+                .and_then(|key| overridden.iter().find(|(k, _)| sets_key(k, key)))
                 .map(|(_, flag)| *flag);
             match (flag, error) {
                 (Some(flag), ConfigError::Invalid { key, message, .. }) => ConfigError::Invalid {
@@ -278,6 +285,25 @@ mod tests {
     /// `load_config` with `BLIPMQ_TOKEN` unset, whatever the test's environment.
     fn load(args: &[&str]) -> Result<Config, ConfigError> {
         parse(args).load_config_with_env(None)
+    }
+
+    #[test]
+    fn leafnode_remote_sets_one_remote_with_every_url() {
+        let config = load(&[
+            "--leafnode-remote",
+            "nats-leaf://hub-a:7422",
+            "--leafnode-remote",
+            "nats-leaf://hub-b",
+        ])
+        .unwrap();
+        let remotes = &config.leafnode.remotes;
+        assert_eq!(remotes.len(), 1);
+        assert_eq!(
+            remotes[0].urls,
+            ["nats-leaf://hub-a:7422", "nats-leaf://hub-b"]
+        );
+        let error = load(&["--leafnode-remote", "http://hub"]).unwrap_err();
+        assert!(error.to_string().contains("--leafnode-remote"), "{error}");
     }
 
     #[test]

@@ -498,7 +498,11 @@ fn a_leaf_told_of_one_node_finds_the_others() {
     publish_until_received(&publisher, &mut remote, "adv.after");
     let joined: u64 = [1, 2]
         .iter()
-        .map(|&i| cluster.nodes[i].monitor("/leafz")["leafnodes"].as_u64().unwrap())
+        .map(|&i| {
+            cluster.nodes[i].monitor("/leafz")["leafnodes"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert_eq!(joined, 1, "the leaf is on node 1 or node 2");
 }

@@ -657,6 +657,9 @@ fn the_hub_clusters_advertised_urls_join_the_rotation() {
         h.link.connected(h.now);
     }
     let urls: Vec<&str> = dialled.iter().map(|(url, _)| url.as_str()).collect();
-    assert_eq!(urls, ["127.0.0.1:7422", "h3:7422", "h1:7422", "127.0.0.1:7422"]);
+    assert_eq!(
+        urls,
+        ["127.0.0.1:7422", "h3:7422", "h1:7422", "127.0.0.1:7422"]
+    );
     assert_eq!(h.link.current_url(), "127.0.0.1:7422");
 }
