@@ -350,8 +350,10 @@ fn leaf_tls_config(config: &Config) -> io::Result<Option<Arc<rustls::ClientConfi
     let Some(remote) = config.leafnode.remotes.first().filter(|r| r.uses_tls()) else {
         return Ok(None);
     };
-    let ca_file = std::path::Path::new(&remote.ca_file);
-    crate::tls::client_config(ca_file, "leafnode.remotes.ca_file")
+    use std::path::Path;
+    let identity = (!remote.cert_file.is_empty())
+        .then(|| (Path::new(&remote.cert_file), Path::new(&remote.key_file)));
+    crate::tls::client_config(Path::new(&remote.ca_file), identity, "leafnode.remotes")
         .map(Some)
         .map_err(io::Error::other)
 }

@@ -442,3 +442,54 @@ fn headers_cross_the_link_both_ways() {
     assert_eq!(got.headers.as_deref(), Some(headers.as_bytes()));
     assert_eq!(got.payload, b"hello");
 }
+
+#[test]
+fn a_hub_that_verifies_leaves_takes_the_brokers_client_certificate() {
+    let pki = common::pki::Pki::new("leaf-mtls", std::net::IpAddr::from([127, 0, 0, 1]));
+    let tls = format!(
+        "  tls {{\n    cert_file: {:?}\n    key_file: {:?}\n    ca_file: {:?}\n    verify: true\n  }}\n",
+        pki.path("server.pem"),
+        pki.path("server-key.pem"),
+        pki.ca()
+    );
+    let Some(hub) = Hub::start_with("mtls", &tls) else {
+        return;
+    };
+    let remote = |identity: &str| {
+        format!(
+            "[nats]\nlisten = \"127.0.0.1:0\"\n\n[[leafnode.remotes]]\n\
+             urls = [\"tls://127.0.0.1:{}\"]\nname = \"leaf-mtls\"\nca_file = {:?}\n{identity}",
+            hub.leaf_port,
+            pki.ca()
+        )
+    };
+    // Without a certificate the hub refuses the leaf; the broker runs on.
+    let mut anonymous = Broker::start(1, &remote(""));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert_eq!(
+            hub.monitor("/leafz")["leafnodes"],
+            0,
+            "a leaf without a certificate joined"
+        );
+        // Watching for something that must not happen: poll for a while.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anonymous.assert_alive();
+    drop(anonymous);
+    // With the client certificate it joins, and messages flow.
+    let identity = format!(
+        "cert_file = {:?}\nkey_file = {:?}\n",
+        pki.path("client.pem"),
+        pki.path("client-key.pem")
+    );
+    let broker = Broker::start(1, &remote(&identity));
+    await_leafz(&hub, "the leaf with its certificate", |leafz| {
+        leafz["leafnodes"] == 1
+    });
+    let mut on_hub = Client::connect(hub.client_addr());
+    on_hub.send("SUB mtls 1\r\n");
+    on_hub.flush();
+    let publisher = Client::connect(broker.nats_addr());
+    publish_until_received(&publisher, &mut on_hub, "mtls");
+}

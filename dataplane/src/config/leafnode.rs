@@ -57,6 +57,13 @@ pub struct LeafRemoteConfig {
     /// CAs (PEM) the hub's certificate must chain to; needs `tls`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ca_file: String,
+    /// With `key_file`: the certificate chain (PEM) this broker presents
+    /// to a hub that verifies its leaves (`leafnodes { tls { verify } }`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_file: String,
+    /// The private key (PEM) of `cert_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_file: String,
     /// Which local messages may go to the hub (and which hub interest is
     /// kept); default all.
     #[serde(default, skip_serializing_if = "is_unrestricted")]
@@ -190,10 +197,15 @@ impl LeafRemoteConfig {
             }
             (None, Some(_), None) => return Err(invalid("user", "password needs a user".into())),
         }
-        if !self.ca_file.is_empty() && !self.uses_tls() {
+        for (field, value) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file)] {
+            if !value.is_empty() && !self.uses_tls() {
+                return Err(invalid(field, "needs tls = true (or tls:// URLs)".into()));
+            }
+        }
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
             return Err(invalid(
-                "ca_file",
-                "needs tls = true (or tls:// URLs)".into(),
+                "key_file",
+                "give cert_file and key_file together".into(),
             ));
         }
         for (field, rules) in [("export", &self.export), ("import", &self.import)] {

@@ -113,6 +113,14 @@ fn credentials_must_be_whole_and_single() {
         ),
         ("token = \"\"", "leafnode.remotes[0].token"),
         ("ca_file = \"ca.pem\"", "leafnode.remotes[0].ca_file"),
+        (
+            "cert_file = \"c.pem\"\nkey_file = \"k.pem\"",
+            "leafnode.remotes[0].cert_file",
+        ),
+        (
+            "tls = true\ncert_file = \"c.pem\"",
+            "leafnode.remotes[0].key_file",
+        ),
         ("name = \"two words\"", "leafnode.remotes[0].name"),
         (
             "import = { deny = [\"a..b\"] }",
