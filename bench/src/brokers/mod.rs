@@ -4,6 +4,7 @@
 //! handler, and (PR_SET_PDEATHSIG) when the harness itself dies.
 
 pub mod blipmq;
+pub mod leaf;
 pub mod nats;
 pub mod procfs;
 pub mod redis;
