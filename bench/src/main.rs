@@ -293,7 +293,7 @@ fn list(cli: &Cli) {
     for group in Group::ALL {
         let estimate = group_estimate(group, &timing);
         total += estimate;
-        let trials = if group == Group::Latency {
+        let trials = if group.has_trials() {
             format!("{} interleaved trials per broker, ", timing.latency_trials)
         } else {
             String::new()
@@ -995,6 +995,11 @@ fn run(cli: Cli) -> Result<i32> {
         }),
         latency_trials: if comparison {
             report::trials::summarize(&selected, &kinds, &results)
+        } else {
+            Vec::new()
+        },
+        leaf_trials: if comparison {
+            report::leaf::summarize(&selected, &kinds, &results)
         } else {
             Vec::new()
         },
