@@ -65,6 +65,7 @@ pub enum Group {
     Connections,
     Queue,
     /// Fan-out across two leaf nodes of a NATS hub.
+    #[serde(rename = "leaf-fanout")]
     LeafFanout,
 }
 
@@ -127,6 +128,7 @@ pub enum Kind {
     /// One publisher on leaf A of a NATS hub → `subs_a` subscribers on
     /// leaf A and `subs_b` on leaf B, unpaced; leaves of the broker under
     /// test, the hub nats-server.
+    #[serde(rename = "leaf-fanout")]
     LeafFanout {
         payload: usize,
         subs_a: usize,

@@ -313,7 +313,8 @@ impl LeafCluster {
                 BrokerKind::Nats,
                 bins,
                 &hub_settings,
-                &format!("{tag}-hub"),
+                // Each broker's trial keeps its own hub log.
+                &format!("{tag}-{}-hub", kind.name()),
                 &hub_extra(leaf_port, http_port),
             ) {
                 Ok(hub) => {
