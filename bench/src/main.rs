@@ -33,7 +33,7 @@ use scenarios::{Group, Timing};
         cargo run --release -p blipmq-bench -- --quick\n  \
         blipmq-bench --brokers blipmq,nats --scenario latency\n  \
         blipmq-bench --scenario tp-1x1-16B,tp-1x1-16KiB --out /tmp/bench\n\n\
-        Scenario names: see --list. Groups: throughput, latency, connections, queue; \
+        Scenario names: see --list. Groups: throughput, latency, connections, queue, leaf-fanout; \
         a trailing * matches a prefix (tp-1x32-*)."
 )]
 struct Cli {
