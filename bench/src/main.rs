@@ -33,7 +33,7 @@ use scenarios::{Group, Timing};
         cargo run --release -p blipmq-bench -- --quick\n  \
         blipmq-bench --brokers blipmq,nats --scenario latency\n  \
         blipmq-bench --scenario tp-1x1-16B,tp-1x1-16KiB --out /tmp/bench\n\n\
-        Scenario names: see --list. Groups: throughput, latency, connections, queue; \
+        Scenario names: see --list. Groups: throughput, latency, connections, queue, leaf-fanout; \
         a trailing * matches a prefix (tp-1x32-*)."
 )]
 struct Cli {
@@ -293,7 +293,7 @@ fn list(cli: &Cli) {
     for group in Group::ALL {
         let estimate = group_estimate(group, &timing);
         total += estimate;
-        let trials = if group == Group::Latency {
+        let trials = if group.has_trials() {
             format!("{} interleaved trials per broker, ", timing.latency_trials)
         } else {
             String::new()
@@ -995,6 +995,11 @@ fn run(cli: Cli) -> Result<i32> {
         }),
         latency_trials: if comparison {
             report::trials::summarize(&selected, &kinds, &results)
+        } else {
+            Vec::new()
+        },
+        leaf_trials: if comparison {
+            report::leaf::summarize(&selected, &kinds, &results)
         } else {
             Vec::new()
         },

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::brokers::blipmq::StatsWatcher;
+use crate::brokers::leaf::LeafCluster;
 use crate::brokers::{Binaries, Broker, BrokerKind, Settings};
 use crate::proto::blipmq::Blipmq;
 use crate::proto::nats::Nats;
@@ -51,6 +52,10 @@ const FLOOD_WINDOW: Duration = Duration::from_secs(3);
 pub const SMALL_PAYLOAD: usize = 128;
 /// Members of the queue group.
 pub const QUEUE_MEMBERS: usize = 8;
+/// Subscribers on leaf B of the leaf-node fan-out, and (second variant)
+/// on leaf A beside the publisher.
+pub const LEAF_SUBS_B: usize = 4;
+pub const LEAF_SUBS_A: [usize; 2] = [0, 1];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,14 +64,18 @@ pub enum Group {
     Latency,
     Connections,
     Queue,
+    /// Fan-out across two leaf nodes of a NATS hub.
+    #[serde(rename = "leaf-fanout")]
+    LeafFanout,
 }
 
 impl Group {
-    pub const ALL: [Group; 4] = [
+    pub const ALL: [Group; 5] = [
         Group::Throughput,
         Group::Latency,
         Group::Connections,
         Group::Queue,
+        Group::LeafFanout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,7 +84,14 @@ impl Group {
             Group::Latency => "latency",
             Group::Connections => "connections",
             Group::Queue => "queue",
+            Group::LeafFanout => "leaf-fanout",
         }
+    }
+
+    /// Its scenarios run as interleaved trials per broker, reported as
+    /// medians (see `report::trials` and `report::leaf`).
+    pub fn has_trials(self) -> bool {
+        matches!(self, Group::Latency | Group::LeafFanout)
     }
 }
 
@@ -109,6 +125,15 @@ pub enum Kind {
         silent: usize,
         payload: usize,
     },
+    /// One publisher on leaf A of a NATS hub → `subs_a` subscribers on
+    /// leaf A and `subs_b` on leaf B, unpaced; leaves of the broker under
+    /// test, the hub nats-server.
+    #[serde(rename = "leaf-fanout")]
+    LeafFanout {
+        payload: usize,
+        subs_a: usize,
+        subs_b: usize,
+    },
 }
 
 /// A throughput flow, each publisher paced at `rate_per_pub`, on its own
@@ -135,13 +160,16 @@ impl Scenario {
         match self.kind {
             // Redis has no handshake to time out.
             Kind::Flood { .. } => broker != BrokerKind::Redis,
+            // A leaf node of a NATS hub.
+            Kind::LeafFanout { .. } => broker != BrokerKind::Redis,
             _ => self.group != Group::Queue || broker.has_queue_groups(),
         }
     }
 
-    /// Runs of this scenario per broker: latency scenarios run as trials.
+    /// Runs of this scenario per broker: latency and leaf-node scenarios
+    /// run as trials.
     pub fn runs(&self, timing: &Timing) -> u32 {
-        if self.group == Group::Latency {
+        if self.group.has_trials() {
             timing.latency_trials
         } else {
             1
@@ -165,6 +193,8 @@ impl Scenario {
             Kind::Flood { .. } => {
                 setup + 2 * timing.warmup + timing.measure.min(FLOOD_WINDOW) * 2 + AUTH_TIMEOUT
             }
+            // Three processes, the leaves joining and the interest crossing.
+            Kind::LeafFanout { .. } => 4 * setup + timing.warmup + timing.measure,
         }
     }
 }
@@ -309,6 +339,37 @@ pub fn all() -> Vec<Scenario> {
             queue: true,
         },
     });
+    for subs_a in LEAF_SUBS_A {
+        let (name, placement) = if subs_a == 0 {
+            (
+                format!("leaf-1x{LEAF_SUBS_B}-{}", size_label(SMALL_PAYLOAD)),
+                format!("{LEAF_SUBS_B} subscribers on leaf B"),
+            )
+        } else {
+            (
+                format!(
+                    "leaf-1x{subs_a}+{LEAF_SUBS_B}-{}",
+                    size_label(SMALL_PAYLOAD)
+                ),
+                format!("{subs_a} subscriber on leaf A and {LEAF_SUBS_B} on leaf B"),
+            )
+        };
+        list.push(Scenario {
+            name,
+            group: Group::LeafFanout,
+            description: format!(
+                "leaf nodes: a nats-server hub and two leaves of the broker under test; 1 publisher on \
+                 leaf A → {placement}, {} payloads, unpaced; delivered msg/s and the hub link's bytes \
+                 per delivered message",
+                size_label(SMALL_PAYLOAD)
+            ),
+            kind: Kind::LeafFanout {
+                payload: SMALL_PAYLOAD,
+                subs_a,
+                subs_b: LEAF_SUBS_B,
+            },
+        });
+    }
     list
 }
 
@@ -455,7 +516,7 @@ pub struct Slot {
 pub fn interleave(selected: &[Scenario], kinds: &[BrokerKind], trials: u32) -> Vec<Slot> {
     let mut slots = Vec::new();
     for (index, scenario) in selected.iter().enumerate() {
-        let rounds: Vec<Option<u32>> = if scenario.group == Group::Latency {
+        let rounds: Vec<Option<u32>> = if scenario.group.has_trials() {
             (1..=trials.max(1)).map(Some).collect()
         } else {
             vec![None]
@@ -516,6 +577,72 @@ pub fn run(
     result
 }
 
+/// What a run's broker logs and configs are named after: the scenario,
+/// and its trial (each trial keeps its own).
+fn log_tag(result: &RunResult) -> String {
+    match result.trial {
+        Some(trial) => format!("{}-trial{trial}", result.scenario),
+        None => result.scenario.clone(),
+    }
+}
+
+/// An unpaced flow on [`SUBJECT`] with the throughput phases.
+fn throughput_spec(
+    timing: &Timing,
+    pubs: usize,
+    subs: usize,
+    payload: usize,
+    queue: bool,
+) -> FlowSpec {
+    FlowSpec {
+        subject: SUBJECT,
+        pubs,
+        subs,
+        payload,
+        queue,
+        pace: Pace::Max,
+        warmup: timing.warmup,
+        measure: timing.measure,
+    }
+}
+
+/// The leaf-node fan-out: a hub and two leaves of `kind`, the route from
+/// leaf A to leaf B open, then one unpaced flow with the publisher on A;
+/// the hub's link counters over the measured window.
+fn run_leaf(
+    kind: BrokerKind,
+    bins: &Binaries,
+    settings: &Settings,
+    timing: &Timing,
+    (payload, subs_a, subs_b): (usize, usize, usize),
+    on_progress: &dyn Fn(String),
+    result: &mut RunResult,
+) -> Result<()> {
+    on_progress("starting the hub and two leaves".into());
+    let mut cluster = LeafCluster::start(kind, bins, settings, &log_tag(result), subs_a)?;
+    on_progress("waiting for the interest to cross the hub".into());
+    cluster.open_route(SUBJECT)?;
+    let spec = throughput_spec(timing, 1, subs_a + subs_b, payload, false);
+    // The same NATS client code for blipmqd's and nats-server's leaves.
+    let outcome =
+        flow::run::<Nats>(&mut cluster, std::slice::from_ref(&spec), None, on_progress)?.remove(0);
+    result.set_flow(&spec, &outcome);
+    let link = match cluster.window.take() {
+        Some(Ok(window)) => Some(window),
+        Some(Err(why)) => {
+            result
+                .notes
+                .push(format!("the hub's link counters could not be read: {why}"));
+            None
+        }
+        None => None,
+    };
+    result.set_leaf(subs_a, subs_b, link);
+    on_progress("stopping the leaves and the hub".into());
+    result.notes.extend(cluster.stop());
+    Ok(())
+}
+
 fn run_inner(
     scenario: &Scenario,
     kind: BrokerKind,
@@ -525,12 +652,24 @@ fn run_inner(
     on_progress: &dyn Fn(String),
     result: &mut RunResult,
 ) -> Result<()> {
+    if let Kind::LeafFanout {
+        payload,
+        subs_a,
+        subs_b,
+    } = scenario.kind
+    {
+        return run_leaf(
+            kind,
+            bins,
+            settings,
+            timing,
+            (payload, subs_a, subs_b),
+            on_progress,
+            result,
+        );
+    }
     on_progress("starting broker".into());
-    // Each trial keeps its own broker log.
-    let tag = match result.trial {
-        Some(trial) => format!("{}-trial{trial}", scenario.name),
-        None => scenario.name.clone(),
-    };
+    let tag = log_tag(result);
     let mut broker = Broker::start(kind, bins, settings, &tag)?;
     if let Some(perf) = &settings.count_syscalls {
         broker.count_syscalls_with(perf);
@@ -546,16 +685,8 @@ fn run_inner(
         }
         _ => None,
     };
-    let throughput = |pubs, subs, payload, queue| FlowSpec {
-        subject: SUBJECT,
-        pubs,
-        subs,
-        payload,
-        queue,
-        pace: Pace::Max,
-        warmup: timing.warmup,
-        measure: timing.measure,
-    };
+    let throughput =
+        |pubs, subs, payload, queue| throughput_spec(timing, pubs, subs, payload, queue);
     match scenario.kind {
         Kind::Throughput {
             pubs,
@@ -664,6 +795,7 @@ fn run_inner(
             result.set_flow(&spec, &outcome);
             result.flood = Some(FloodFigures::new(&quiet, &outcome, &flooded, deadline));
         }
+        Kind::LeafFanout { .. } => unreachable!("the leaf-node scenarios run in run_leaf"),
     }
     if result.rss_end_bytes.is_none() {
         result.rss_end_bytes = broker.rss_bytes().ok();
@@ -803,6 +935,48 @@ mod tests {
         assert_eq!(latency.runs(&Timing::full()), 5);
         assert_eq!(latency.runs(&Timing::quick()), 3);
         assert_eq!(selected[0].runs(&Timing::full()), 1);
+    }
+
+    #[test]
+    fn leaf_fanout_group_runs_as_trials_without_redis() {
+        use BrokerKind::{Blipmq, Nats, Redis};
+        let selected = select(&["leaf-fanout".into()]).unwrap();
+        let names: Vec<&str> = selected.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["leaf-1x4-128B", "leaf-1x1+4-128B"]);
+        assert_eq!(
+            selected[1].kind,
+            Kind::LeafFanout {
+                payload: SMALL_PAYLOAD,
+                subs_a: 1,
+                subs_b: LEAF_SUBS_B
+            }
+        );
+        assert!(!selected[0].applies_to(Redis));
+        assert_eq!(selected[0].runs(&Timing::quick()), 3);
+        let order: Vec<(usize, BrokerKind, Option<u32>)> =
+            interleave(&selected[..1], &[Blipmq, Nats, Redis], 2)
+                .into_iter()
+                .map(|slot| (slot.scenario, slot.broker, slot.trial))
+                .collect();
+        assert_eq!(
+            order,
+            [
+                (0, Blipmq, Some(1)),
+                (0, Nats, Some(1)),
+                (0, Blipmq, Some(2)),
+                (0, Nats, Some(2)),
+            ]
+        );
+        // Three processes to start beside the throughput phases.
+        let timing = Timing::full();
+        let one = selected[0].estimate(&timing);
+        assert!(one > timing.warmup + timing.measure + Duration::from_secs(1));
+        // The group, both brokers, 5 trials: under 3 minutes.
+        let total: Duration = selected
+            .iter()
+            .map(|s| s.estimate(&timing) * s.runs(&timing) * 2)
+            .sum();
+        assert!(total < Duration::from_secs(180), "{total:?}");
     }
 
     #[test]

@@ -46,9 +46,17 @@ pub fn config_text(stats_file: Option<&Path>, realtime: Option<u8>) -> String {
     text
 }
 
-pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
+/// Starts blipmqd with the bench's config plus `extra` (TOML tables).
+pub fn start(
+    exe: &Path,
+    settings: &Settings,
+    tag: &str,
+    log_path: &Path,
+    extra: &str,
+) -> Result<Broker> {
     let config_path = settings.log_dir.join(format!("{tag}-blipmq.toml"));
     let mut text = config_text(settings.stats_file.as_deref(), settings.realtime);
+    text += extra;
     if settings.memif.is_some() {
         // A poll-mode core of its own, as on an appliance: the generator
         // has the other core, so an idle turn has nothing to yield to.

@@ -4,6 +4,7 @@
 //! handler, and (PR_SET_PDEATHSIG) when the harness itself dies.
 
 pub mod blipmq;
+pub mod leaf;
 pub mod nats;
 pub mod procfs;
 pub mod redis;
@@ -385,6 +386,21 @@ impl Broker {
         settings: &Settings,
         tag: &str,
     ) -> Result<Broker> {
+        Broker::start_with(kind, bins, settings, tag, "")
+    }
+
+    /// [`Broker::start`] with `extra` appended to the config file the bench
+    /// writes for it (blipmqd and nats-server; Redis takes none).
+    pub fn start_with(
+        kind: BrokerKind,
+        bins: &Binaries,
+        settings: &Settings,
+        tag: &str,
+        extra: &str,
+    ) -> Result<Broker> {
+        if kind == BrokerKind::Redis && !extra.is_empty() {
+            bail!("redis-server is started without a config file");
+        }
         let exe = bins.path(kind)?;
         let mut last_error = None;
         // A free port can be taken by someone else before the broker binds
@@ -392,8 +408,8 @@ impl Broker {
         for _attempt in 0..3 {
             let log_path = settings.log_dir.join(format!("{tag}-{}.log", kind.name()));
             let result = match kind {
-                BrokerKind::Blipmq => blipmq::start(exe, settings, tag, &log_path),
-                BrokerKind::Nats => nats::start(exe, settings, tag, &log_path),
+                BrokerKind::Blipmq => blipmq::start(exe, settings, tag, &log_path, extra),
+                BrokerKind::Nats => nats::start(exe, settings, tag, &log_path, extra),
                 BrokerKind::Redis => redis::start(exe, settings, &log_path),
             };
             match result {

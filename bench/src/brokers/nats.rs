@@ -37,14 +37,22 @@ pub fn config_text(addr: SocketAddr, tls: Option<&BenchTls>) -> String {
     text
 }
 
-pub fn start(exe: &Path, settings: &Settings, tag: &str, log_path: &Path) -> Result<Broker> {
+/// Starts nats-server with the bench's config plus `extra`.
+pub fn start(
+    exe: &Path,
+    settings: &Settings,
+    tag: &str,
+    log_path: &Path,
+    extra: &str,
+) -> Result<Broker> {
     // In a lab the namespace is the broker's own: the port is free.
     let addr: SocketAddr = match &settings.lab {
         None => (IpAddr::from([127, 0, 0, 1]), free_port()?).into(),
         Some(lab) => (IpAddr::V4(lab.broker_ip), LAB_PORT).into(),
     };
     let config_path = settings.log_dir.join(format!("{tag}-nats.conf"));
-    std::fs::write(&config_path, config_text(addr, settings.tls.as_deref()))
+    let text = config_text(addr, settings.tls.as_deref()) + extra;
+    std::fs::write(&config_path, text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = log_file(log_path)?;
     // `ip netns exec` execs nats-server in place: the child's pid is its.

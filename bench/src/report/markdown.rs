@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::leaf::LeafBrokerTrials;
 use super::trials::{BrokerTrials, ScenarioTrials, Spread, PERCENTILES};
 use super::{human_bytes, human_rate, Report, RunResult, Status};
 use crate::brokers::BrokerKind;
@@ -311,6 +312,7 @@ pub fn render(report: &Report) -> String {
     }
 
     latency_section(report, &kinds, &mut md);
+    leaf_section(report, &kinds, &mut md);
 
     let conns: Vec<_> = report
         .scenarios
@@ -542,6 +544,107 @@ fn latency_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
     *md += &table.text;
 }
 
+/// A figure over a broker's ok leaf-node trials, marked with the count of
+/// noisy ones; or, when no trial was ok, why.
+fn leaf_cell(
+    trials: Option<&LeafBrokerTrials>,
+    spread: impl Fn(&LeafBrokerTrials) -> Option<Spread>,
+    format: impl Fn(f64) -> String,
+) -> String {
+    let Some(t) = trials else {
+        return "n/a".into();
+    };
+    match spread(t) {
+        Some(s) if t.noisy_trials.is_empty() => s.cell(format),
+        Some(s) => format!("{} †{}", s.cell(format), t.noisy_trials.len()),
+        None => match t.failed.first() {
+            Some(first) => format!(
+                "**{}** ({} of {} trials)",
+                first.status.label(),
+                t.failed.len(),
+                t.trials
+            ),
+            None => "–".into(),
+        },
+    }
+}
+
+/// The leaf-node fan-out scenarios over their trials: delivered msg/s and
+/// the hub link's bytes per delivered message, medians with spreads and
+/// per-trial ratios.
+fn leaf_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
+    if report.leaf_trials.is_empty() {
+        return;
+    }
+    let timing = &report.settings["timing"];
+    let secs = |key: &str| timing[key].as_f64().unwrap_or(0.0);
+    let _ = write!(
+        md,
+        "\n## Leaf nodes\n\nA nats-server hub (`leafnodes` listener, monitoring) and two leaf nodes of the broker \
+         under test, all on 127.0.0.1: two blipmqd (a NATS listener and `[[leafnode.remotes]]` to the hub) or two \
+         nats-server (`leafnodes {{ remotes }}` to the hub). One publisher on leaf A publishes unpaced, with the \
+         throughput flow control, to subscribers of the same subject on leaf B (and on A); the same NATS client \
+         code for both. Before the flow, probe messages from A must reach a probe subscriber on B (the interest \
+         has crossed the hub). *Link bytes per delivered message*: from the hub's `/leafz` before and after the \
+         measured window, bytes in from leaf A plus bytes out to leaf B, over the messages delivered to all \
+         subscribers in the window, as the hub counts them (nats-server 2.9 counts message payloads only, so this \
+         shows how often a message crosses); *on the wire*: the same from the hub's sockets to the leaves \
+         (`ss -ti`: TCP payload, protocol lines included, no TCP/IP headers). *Leaves' CPU*: both leaves' CPU seconds per million \
+         delivered messages; the hub's apart.\n\n\
+         Each scenario ran as **{} trials** per broker, interleaved, each on fresh processes with {} s warm-up \
+         and {} s measured. A cell is the **median over the ok trials** with the spread (min–max); BlipMQ/NATS is \
+         the **median of the per-trial ratios** with their spread. †N: N of the trials counted were noisy.\n\n",
+        timing["latency_trials"].as_u64().unwrap_or(1),
+        secs("warmup"),
+        secs("measure"),
+    );
+    let mut table = Table::new("Scenario", kinds, "BlipMQ/NATS");
+    for summary in &report.leaf_trials {
+        let name = &summary.scenario;
+        let cells = |spread: &dyn Fn(&LeafBrokerTrials) -> Option<Spread>,
+                     format: &dyn Fn(f64) -> String| {
+            kinds
+                .iter()
+                .map(|&kind| leaf_cell(summary.broker(kind), spread, format))
+                .collect::<Vec<String>>()
+        };
+        table.row_of(
+            &format!("`{name}` delivered msg/s (ratio: higher = BlipMQ faster)"),
+            &cells(&|t| t.msgs_per_sec, &|v| human_rate(v)),
+            &ratio_cell(summary.blipmq_over_nats_msgs_per_sec),
+        );
+        table.row_of(
+            &format!("`{name}` hub link bytes per delivered msg (ratio: lower = BlipMQ leaner)"),
+            &cells(&|t| t.link_bytes_per_delivered, &|v| format!("{v:.1} B")),
+            &ratio_cell(summary.blipmq_over_nats_link_bytes),
+        );
+        table.row_of(
+            &format!("`{name}` the same on the wire (ratio: lower = BlipMQ leaner)"),
+            &cells(&|t| t.wire_bytes_per_delivered, &|v| format!("{v:.1} B")),
+            &ratio_cell(summary.blipmq_over_nats_wire_bytes),
+        );
+        table.row_of(
+            &format!("`{name}` leaves' CPU s per million delivered"),
+            &cells(&|t| t.leaves_cpu_secs_per_million, &|v| format!("{v:.3}")),
+            "",
+        );
+        table.row_of(
+            &format!("`{name}` hub's CPU s per million delivered"),
+            &cells(&|t| t.hub_cpu_secs_per_million, &|v| format!("{v:.3}")),
+            "",
+        );
+        let trials: Vec<String> = kinds
+            .iter()
+            .map(|&kind| match summary.broker(kind) {
+                Some(t) => format!("{}/{} ok", t.ok, t.trials),
+                None => "n/a".into(),
+            })
+            .collect();
+        table.row_of(&format!("`{name}` trials"), &trials, "");
+    }
+    *md += &table.text;
+}
+
 /// BlipMQ's own share of the latency (its in-broker histogram: PUBLISH
 /// read to subscriber write, every flow's messages), when it reported one.
 fn in_broker_rows(summary: &ScenarioTrials, kinds: &[BrokerKind], table: &mut Table) {
@@ -698,6 +801,7 @@ mod tests {
             brokers: Vec::new(),
             settings: serde_json::json!({ "timing": Timing::quick() }),
             latency_trials: trials::summarize(&selected, &kinds, &results),
+            leaf_trials: Vec::new(),
             scenarios: selected,
             results,
             stats_watch_overhead: None,
@@ -722,6 +826,51 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 3/3 ok, noisy: 1 †; 50.0k msg/s"), "{md}");
+    }
+
+    #[test]
+    fn leaf_section_gives_rates_link_bytes_and_ratios() {
+        use crate::report::leaf::{self, tests::run};
+        let (b, n) = (BrokerKind::Blipmq, BrokerKind::Nats);
+        let selected = scenarios::select(&["leaf-1x4-128B".into()]).unwrap();
+        let scenario = &selected[0];
+        let results = vec![
+            run(scenario, b, 1, 3_000_000.0, 384_000_000),
+            run(scenario, n, 1, 1_500_000.0, 192_000_000),
+        ];
+        let kinds = [b, n];
+        let report = Report {
+            tool: "test".into(),
+            mode: "quick".into(),
+            started_unix: 0,
+            duration_secs: 0.0,
+            machine: Machine::describe(),
+            brokers: Vec::new(),
+            settings: serde_json::json!({ "timing": Timing::quick() }),
+            latency_trials: Vec::new(),
+            leaf_trials: leaf::summarize(&selected, &kinds, &results),
+            scenarios: selected.clone(),
+            results,
+            stats_watch_overhead: None,
+            veth_lab: None,
+            dpdk_transport: None,
+        };
+        let mut md = String::new();
+        leaf_section(&report, &kinds, &mut md);
+        assert!(md.contains("## Leaf nodes"), "{md}");
+        assert!(
+            md.contains("| `leaf-1x4-128B` delivered msg/s (ratio: higher = BlipMQ faster) | 3.00M | 1.50M | 2.00× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `leaf-1x4-128B` hub link bytes per delivered msg (ratio: lower = BlipMQ leaner) | 64.0 B | 64.0 B | 1.00× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `leaf-1x4-128B` trials | 1/1 ok | 1/1 ok |  |"),
+            "{md}"
+        );
+        assert!(render(&report).contains("## Leaf nodes"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod bars;
 pub mod dpdk;
 pub mod json;
+pub mod leaf;
 pub mod machine;
 pub mod markdown;
 pub mod stats_watch;
@@ -231,6 +232,9 @@ pub struct RunResult {
     /// Latency under load: the throughput flow beside the latency flow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadFigures>,
+    /// Leaf-node fan-out: where the subscribers were and the hub's links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<leaf::LeafFigures>,
     pub rss_start_bytes: Option<u64>,
     pub rss_end_bytes: Option<u64>,
     /// Stats-watch overhead mode only: which arm and round this run was.
@@ -345,6 +349,7 @@ impl RunResult {
             connections: None,
             flood: None,
             load: None,
+            leaf: None,
             rss_start_bytes: None,
             rss_end_bytes: None,
             stats_watch: None,
@@ -495,6 +500,24 @@ impl RunResult {
         }
     }
 
+    /// Leaf-node fan-out: `subs_a` subscribers on leaf A, `subs_b` on B,
+    /// and the hub's view of its leaf links over the window (after
+    /// [`RunResult::set_flow`]).
+    pub fn set_leaf(
+        &mut self,
+        subs_a: usize,
+        subs_b: usize,
+        window: Option<crate::brokers::leaf::LinkWindow>,
+    ) {
+        self.leaf = Some(leaf::LeafFigures::new(
+            subs_a,
+            subs_b,
+            window,
+            self.delivered,
+            self.status == Status::Ok,
+        ));
+    }
+
     /// Latency under load: keeps the load flow's figures; its verdict
     /// becomes the run's when the latency flow's was ok (a message lost by
     /// either flow fails the run).
@@ -559,6 +582,14 @@ impl RunResult {
                 "  p50 {:.0} µs p99 {:.0} µs p99.9 {:.0} µs max {:.0} µs",
                 lat.p50, lat.p99, lat.p999, lat.max
             );
+        }
+        if let Some(leaf) = &self.leaf {
+            if let Some(bytes) = leaf.link_bytes_per_delivered {
+                line += &format!("  hub link {bytes:.1} B/delivered msg");
+            }
+            if let Some(bytes) = leaf.wire_bytes_per_delivered {
+                line += &format!(" ({bytes:.1} B on the wire)");
+            }
         }
         if let Some(load) = self.load.as_ref().and_then(|l| l.msgs_per_sec) {
             line += &format!("  load flow {} msg/s", human_rate(load));
@@ -631,6 +662,9 @@ pub struct Report {
     /// per-trial ratios (every trial's own figures are in `results`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency_trials: Vec<trials::ScenarioTrials>,
+    /// The leaf-node fan-out scenarios over their trials, the same way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leaf_trials: Vec<leaf::LeafTrials>,
     /// `--stats-watch-overhead` only: the watcher's effect on throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_watch_overhead: Option<stats_watch::Summary>,

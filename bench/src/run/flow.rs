@@ -10,7 +10,7 @@
 //! every message (or nothing arrives any more) and snapshots again.
 
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
@@ -80,6 +80,60 @@ impl FlowSpec {
     /// group: the group) has not received yet.
     pub fn window(&self) -> u64 {
         self.batch() as u64 * WINDOW_BATCHES
+    }
+}
+
+/// What a run's clients connect to and the run watches: one broker, or
+/// several that serve the flow together (leaf nodes of a NATS hub).
+pub trait Target {
+    /// Where subscriber `s` of a flow connects.
+    fn sub_addr(&self, s: usize) -> SocketAddr;
+    /// Where publisher `p` of a flow connects.
+    fn pub_addr(&self, p: usize) -> SocketAddr;
+    /// Every process still running?
+    fn check_alive(&mut self) -> Result<()>;
+    /// user + system CPU seconds of the broker(s) under test.
+    fn cpu_seconds(&self) -> Result<f64>;
+    /// The measured window begins (after the warm-up).
+    fn begin_window(&mut self);
+    /// The measured window ends (after the drain).
+    fn end_window(&mut self);
+    /// CPU seconds of the processes that serve the flow beside the
+    /// broker(s) under test (a hub), so that they do not count as other
+    /// load on the machine.
+    fn helper_cpu_seconds(&self) -> f64 {
+        0.0
+    }
+    /// Every subscriber is in place (confirmed by PONG) and the publishers
+    /// are about to start.
+    fn subscribed(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Target for Broker {
+    fn sub_addr(&self, _: usize) -> SocketAddr {
+        self.addr
+    }
+
+    fn pub_addr(&self, _: usize) -> SocketAddr {
+        self.addr
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        Broker::check_alive(self)
+    }
+
+    fn cpu_seconds(&self) -> Result<f64> {
+        Broker::cpu_seconds(self)
+    }
+
+    fn begin_window(&mut self) {
+        Broker::begin_window(self);
+    }
+
+    fn end_window(&mut self) {
+        Broker::end_window(self);
     }
 }
 
@@ -253,7 +307,7 @@ fn new_shared(spec: &FlowSpec, clock: Clock) -> Arc<Shared> {
 /// subscriptions are in place), then its publishers; every socket also goes
 /// to `sockets`, for the guard.
 fn connect<W: Wire>(
-    addr: std::net::SocketAddr,
+    target: &dyn Target,
     shared: Arc<Shared>,
     tls: Option<&BenchTls>,
     sockets: &mut Vec<TcpStream>,
@@ -268,20 +322,32 @@ fn connect<W: Wire>(
             1,
             spec.queue.then_some(QUEUE_GROUP),
         );
-        let conn = proto::open::<W>(addr, &format!("bench-sub-{s}"), &extra, SETUP_TIMEOUT, tls)
-            .with_context(|| {
-                format!(
-                    "subscriber {s} of {} cannot connect and subscribe",
-                    spec.subject
-                )
-            })?;
+        let conn = proto::open::<W>(
+            target.sub_addr(s),
+            &format!("bench-sub-{s}"),
+            &extra,
+            SETUP_TIMEOUT,
+            tls,
+        )
+        .with_context(|| {
+            format!(
+                "subscriber {s} of {} cannot connect and subscribe",
+                spec.subject
+            )
+        })?;
         sockets.push(conn.socket.try_clone()?);
         subs.push(conn);
     }
     let mut pubs = Vec::new();
     for p in 0..spec.pubs {
-        let conn = proto::open::<W>(addr, &format!("bench-pub-{p}"), &[], SETUP_TIMEOUT, tls)
-            .with_context(|| format!("publisher {p} of {} cannot connect", spec.subject))?;
+        let conn = proto::open::<W>(
+            target.pub_addr(p),
+            &format!("bench-pub-{p}"),
+            &[],
+            SETUP_TIMEOUT,
+            tls,
+        )
+        .with_context(|| format!("publisher {p} of {} cannot connect", spec.subject))?;
         sockets.push(conn.socket.try_clone()?);
         pubs.push(conn);
     }
@@ -350,14 +416,13 @@ fn expected_deliveries(queue: bool, subs: usize, sent: &[u64]) -> u64 {
 /// machine's CPU figures of that window; every message of every flow is
 /// checked. One outcome per flow, in order.
 pub fn run<W: Wire>(
-    broker: &mut Broker,
+    broker: &mut dyn Target,
     specs: &[FlowSpec],
     tls: Option<&BenchTls>,
     on_progress: &dyn Fn(String),
 ) -> Result<Vec<FlowOutcome>> {
     let first = specs.first().ok_or_else(|| anyhow!("no flow to run"))?;
     let (warmup, measure) = (first.warmup, first.measure);
-    let addr = broker.addr;
     let clock = Clock::new();
     let shareds: Vec<Arc<Shared>> = specs
         .iter()
@@ -376,8 +441,14 @@ pub fn run<W: Wire>(
     };
     let mut connected = Vec::new();
     for shared in &shareds {
-        connected.push(connect::<W>(addr, shared.clone(), tls, &mut guard.sockets)?);
+        connected.push(connect::<W>(
+            broker,
+            shared.clone(),
+            tls,
+            &mut guard.sockets,
+        )?);
     }
+    broker.subscribed()?;
     let total_pubs: usize = specs.iter().map(|spec| spec.pubs).sum();
     let start = Arc::new(Barrier::new(total_pubs + 1));
     let mut flows = Vec::new();
@@ -413,6 +484,7 @@ pub fn run<W: Wire>(
     let t0_ns = clock.now_ns();
     let delivered0 = delivered(&flows);
     let cpu0 = broker.cpu_seconds().unwrap_or(0.0);
+    let helpers0 = broker.helper_cpu_seconds();
     let self0 = procfs::self_cpu_seconds()?;
     let machine0 = procfs::machine_cpu().unwrap_or_default();
     let measure_end = Instant::now() + measure;
@@ -515,10 +587,14 @@ pub fn run<W: Wire>(
     }
     let delivered1 = delivered(&flows);
     let cpu1 = broker.cpu_seconds().unwrap_or(cpu0);
+    let helpers1 = broker.helper_cpu_seconds();
     broker.end_window();
     let self1 = procfs::self_cpu_seconds()?;
     let machine1 = procfs::machine_cpu().unwrap_or(machine0);
-    let noise = machine1.noise_since(&machine0, (cpu1 - cpu0) + (self1 - self0));
+    let noise = machine1.noise_since(
+        &machine0,
+        (cpu1 - cpu0) + (helpers1 - helpers0) + (self1 - self0),
+    );
 
     for shared in &shareds {
         shared.closing.store(true, Ordering::Release);
