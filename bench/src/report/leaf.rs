@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use super::trials::{per_trial_ratios, FailedTrial, Spread};
-use super::{RunResult, Status};
+use super::trials::{per_broker, per_trial_ratios, Spread, TrialCounts};
+use super::RunResult;
 use crate::brokers::leaf::{LinkCounters, LinkWindow, WireCounters};
 use crate::brokers::BrokerKind;
 use crate::scenarios::{Group, Scenario};
@@ -57,13 +57,8 @@ impl LeafFigures {
 #[derive(Debug, Clone, Serialize)]
 pub struct LeafBrokerTrials {
     pub broker: BrokerKind,
-    pub trials: usize,
-    /// Trials in the medians (every message delivered, in order).
-    pub ok: usize,
-    pub failed: Vec<FailedTrial>,
-    /// Ok trials during which other processes and steal used more than
-    /// [`super::NOISY_LOAD`] CPUs.
-    pub noisy_trials: Vec<u32>,
+    #[serde(flatten)]
+    pub counts: TrialCounts,
     /// Messages delivered per second, all subscribers together.
     pub msgs_per_sec: Option<Spread>,
     /// The hub's link bytes per delivered message, as it counts them.
@@ -104,32 +99,14 @@ impl LeafTrials {
 }
 
 fn broker_trials(broker: BrokerKind, runs: &[&RunResult]) -> LeafBrokerTrials {
-    let ok: Vec<&RunResult> = runs
-        .iter()
-        .copied()
-        .filter(|r| r.status == Status::Ok)
-        .collect();
+    let (counts, ok) = TrialCounts::of(runs);
     let trial_of = |r: &RunResult| r.trial.unwrap_or(1);
     let bytes_of = |r: &RunResult| r.leaf.as_ref()?.link_bytes_per_delivered;
     let per_million =
         |r: &RunResult, secs: f64| (r.delivered > 0).then(|| secs / (r.delivered as f64 / 1e6));
     LeafBrokerTrials {
         broker,
-        trials: runs.len(),
-        ok: ok.len(),
-        failed: runs
-            .iter()
-            .filter(|r| r.status != Status::Ok)
-            .map(|r| FailedTrial {
-                trial: trial_of(r),
-                status: r.status,
-            })
-            .collect(),
-        noisy_trials: ok
-            .iter()
-            .filter(|r| r.skewed)
-            .map(|r| trial_of(r))
-            .collect(),
+        counts,
         msgs_per_sec: Spread::of(ok.iter().filter_map(|r| r.msgs_per_sec)),
         link_bytes_per_delivered: Spread::of(ok.iter().filter_map(|r| bytes_of(r))),
         wire_bytes_per_delivered: Spread::of(
@@ -167,16 +144,7 @@ pub fn summarize(
         .iter()
         .filter(|s| s.group == Group::LeafFanout)
         .map(|scenario| {
-            let brokers: Vec<LeafBrokerTrials> = kinds
-                .iter()
-                .filter_map(|&kind| {
-                    let runs: Vec<&RunResult> = results
-                        .iter()
-                        .filter(|r| r.scenario == scenario.name && r.broker == kind)
-                        .collect();
-                    (!runs.is_empty()).then(|| broker_trials(kind, &runs))
-                })
-                .collect();
+            let brokers = per_broker(scenario, kinds, results, broker_trials);
             let find = |kind| brokers.iter().find(|b| b.broker == kind);
             let pair = find(BrokerKind::Blipmq).zip(find(BrokerKind::Nats));
             LeafTrials {
@@ -199,6 +167,7 @@ pub fn summarize(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::report::Status;
     use crate::scenarios;
 
     /// An ok trial delivering `rate` msg/s over 2 s, with the hub counting
@@ -276,8 +245,8 @@ pub(crate) mod tests {
         results[5].leaf = Some(LeafFigures::new(0, 4, None, 600_000, true));
         let summary = summarize(&[scenario], &[b, n], &results).remove(0);
         let blipmq = summary.broker(b).unwrap();
-        assert_eq!((blipmq.trials, blipmq.ok), (3, 2));
-        assert_eq!(blipmq.failed[0].trial, 3);
+        assert_eq!((blipmq.counts.trials, blipmq.counts.ok), (3, 2));
+        assert_eq!(blipmq.counts.failed[0].trial, 3);
         let rate = blipmq.msgs_per_sec.unwrap();
         assert_eq!(
             (rate.median, rate.min, rate.max),
@@ -297,7 +266,7 @@ pub(crate) mod tests {
         assert_eq!(summary.blipmq_over_nats_link_bytes.unwrap().median, 1.0);
         // NATS trial 3 delivered, but the hub's counters were unreadable.
         let nats = summary.broker(n).unwrap();
-        assert_eq!(nats.ok, 3);
+        assert_eq!(nats.counts.ok, 3);
         assert_eq!(nats.link_bytes_per_delivered.unwrap().trials, 2);
     }
 }

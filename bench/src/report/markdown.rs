@@ -397,37 +397,28 @@ fn trials_cell(
     spread: impl Fn(&BrokerTrials) -> Option<Spread>,
     format: impl Fn(f64) -> String,
 ) -> String {
-    let Some(t) = trials else {
-        return "n/a".into();
-    };
-    match spread(t) {
-        Some(s) if t.noisy_trials.is_empty() => s.cell(format),
-        Some(s) => format!("{} †{}", s.cell(format), t.noisy_trials.len()),
-        None => match t.failed.first() {
-            Some(first) => format!(
-                "**{}** ({} of {} trials)",
-                first.status.label(),
-                t.failed.len(),
-                t.trials
-            ),
-            None => "–".into(),
-        },
-    }
+    trials.map_or("n/a".into(), |t| t.counts.cell(spread(t), format))
 }
 
 /// "5/5 ok; 50.0k msg/s; pacer p99 8.1 µs; other ≤ 0.05, steal ≤ 0.00 CPUs".
 fn trials_summary(t: &BrokerTrials) -> String {
-    let mut text = format!("{}/{} ok", t.ok, t.trials);
-    if !t.failed.is_empty() {
+    let mut text = format!("{}/{} ok", t.counts.ok, t.counts.trials);
+    if !t.counts.failed.is_empty() {
         let failed: Vec<String> = t
+            .counts
             .failed
             .iter()
             .map(|f| format!("trial {} {}", f.trial, f.status.label()))
             .collect();
         let _ = write!(text, " ({})", failed.join(", "));
     }
-    if !t.noisy_trials.is_empty() {
-        let noisy: Vec<String> = t.noisy_trials.iter().map(|n| n.to_string()).collect();
+    if !t.counts.noisy_trials.is_empty() {
+        let noisy: Vec<String> = t
+            .counts
+            .noisy_trials
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         let _ = write!(text, ", noisy: {} †", noisy.join(", "));
     }
     if let Some(rate) = t.msgs_per_sec {
@@ -551,22 +542,7 @@ fn leaf_cell(
     spread: impl Fn(&LeafBrokerTrials) -> Option<Spread>,
     format: impl Fn(f64) -> String,
 ) -> String {
-    let Some(t) = trials else {
-        return "n/a".into();
-    };
-    match spread(t) {
-        Some(s) if t.noisy_trials.is_empty() => s.cell(format),
-        Some(s) => format!("{} †{}", s.cell(format), t.noisy_trials.len()),
-        None => match t.failed.first() {
-            Some(first) => format!(
-                "**{}** ({} of {} trials)",
-                first.status.label(),
-                t.failed.len(),
-                t.trials
-            ),
-            None => "–".into(),
-        },
-    }
+    trials.map_or("n/a".into(), |t| t.counts.cell(spread(t), format))
 }
 
 /// The leaf-node fan-out scenarios over their trials: delivered msg/s and
@@ -636,7 +612,7 @@ fn leaf_section(report: &Report, kinds: &[BrokerKind], md: &mut String) {
         let trials: Vec<String> = kinds
             .iter()
             .map(|&kind| match summary.broker(kind) {
-                Some(t) => format!("{}/{} ok", t.ok, t.trials),
+                Some(t) => format!("{}/{} ok", t.counts.ok, t.counts.trials),
                 None => "n/a".into(),
             })
             .collect();

@@ -90,10 +90,9 @@ pub struct FailedTrial {
     pub status: Status,
 }
 
-/// One latency scenario on one broker, over its trials.
+/// How one scenario's trials on one broker went.
 #[derive(Debug, Clone, Serialize)]
-pub struct BrokerTrials {
-    pub broker: BrokerKind,
+pub struct TrialCounts {
     /// Trials run.
     pub trials: usize,
     /// Trials in the medians (every message delivered, in order).
@@ -102,6 +101,62 @@ pub struct BrokerTrials {
     /// Ok trials during which other processes and steal used more than
     /// [`super::NOISY_LOAD`] CPUs.
     pub noisy_trials: Vec<u32>,
+}
+
+impl TrialCounts {
+    /// Counts `runs` (one per trial); returns the ok ones too.
+    pub fn of<'a>(runs: &[&'a RunResult]) -> (TrialCounts, Vec<&'a RunResult>) {
+        let trial_of = |r: &RunResult| r.trial.unwrap_or(1);
+        let ok: Vec<&RunResult> = runs
+            .iter()
+            .copied()
+            .filter(|r| r.status == Status::Ok)
+            .collect();
+        let counts = TrialCounts {
+            trials: runs.len(),
+            ok: ok.len(),
+            failed: runs
+                .iter()
+                .filter(|r| r.status != Status::Ok)
+                .map(|r| FailedTrial {
+                    trial: trial_of(r),
+                    status: r.status,
+                })
+                .collect(),
+            noisy_trials: ok
+                .iter()
+                .filter(|r| r.skewed)
+                .map(|r| trial_of(r))
+                .collect(),
+        };
+        (counts, ok)
+    }
+
+    /// A figure over the ok trials, marked with the count of noisy ones;
+    /// or, when no trial was ok, why.
+    pub fn cell(&self, spread: Option<Spread>, format: impl Fn(f64) -> String) -> String {
+        match spread {
+            Some(s) if self.noisy_trials.is_empty() => s.cell(format),
+            Some(s) => format!("{} †{}", s.cell(format), self.noisy_trials.len()),
+            None => match self.failed.first() {
+                Some(first) => format!(
+                    "**{}** ({} of {} trials)",
+                    first.status.label(),
+                    self.failed.len(),
+                    self.trials
+                ),
+                None => "–".into(),
+            },
+        }
+    }
+}
+
+/// One latency scenario on one broker, over its trials.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerTrials {
+    pub broker: BrokerKind,
+    #[serde(flatten)]
+    pub counts: TrialCounts,
     /// One-way latency, µs, per percentile.
     pub latency_us: Vec<PercentileSpread>,
     /// Achieved rate of the latency flow, deliveries per second.
@@ -168,30 +223,12 @@ fn points_of(p: &super::Percentiles) -> [f64; 5] {
 
 /// `runs`: one scenario's runs on one broker, one per trial.
 fn broker_trials(broker: BrokerKind, runs: &[&RunResult]) -> BrokerTrials {
-    let ok: Vec<&RunResult> = runs
-        .iter()
-        .copied()
-        .filter(|r| r.status == Status::Ok)
-        .collect();
+    let (counts, ok) = TrialCounts::of(runs);
     let trial_of = |r: &RunResult| r.trial.unwrap_or(1);
     let rate_of = |r: &RunResult, secs: f64| secs / r.window_secs.max(1e-9);
     BrokerTrials {
         broker,
-        trials: runs.len(),
-        ok: ok.len(),
-        failed: runs
-            .iter()
-            .filter(|r| r.status != Status::Ok)
-            .map(|r| FailedTrial {
-                trial: trial_of(r),
-                status: r.status,
-            })
-            .collect(),
-        noisy_trials: ok
-            .iter()
-            .filter(|r| r.skewed)
-            .map(|r| trial_of(r))
-            .collect(),
+        counts,
         latency_us: percentile_spreads(&ok, |r| r.latency_us.as_ref().map(points_of)),
         msgs_per_sec: Spread::of(ok.iter().filter_map(|r| r.msgs_per_sec)),
         pacer_lag_p99_us: Spread::of(
@@ -239,6 +276,26 @@ fn broker_trials(broker: BrokerKind, runs: &[&RunResult]) -> BrokerTrials {
     }
 }
 
+/// `summary` of the runs of `scenario` (one per trial) on each of `kinds`
+/// that ran it.
+pub fn per_broker<T>(
+    scenario: &Scenario,
+    kinds: &[BrokerKind],
+    results: &[RunResult],
+    summary: impl Fn(BrokerKind, &[&RunResult]) -> T,
+) -> Vec<T> {
+    kinds
+        .iter()
+        .filter_map(|&kind| {
+            let runs: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| r.scenario == scenario.name && r.broker == kind)
+                .collect();
+            (!runs.is_empty()).then(|| summary(kind, &runs))
+        })
+        .collect()
+}
+
 /// Every latency scenario of `scenarios` over its trials in `results`, on
 /// each of `kinds` that ran it.
 pub fn summarize(
@@ -250,16 +307,7 @@ pub fn summarize(
         .iter()
         .filter(|s| s.group == Group::Latency)
         .map(|scenario| {
-            let brokers: Vec<BrokerTrials> = kinds
-                .iter()
-                .filter_map(|&kind| {
-                    let runs: Vec<&RunResult> = results
-                        .iter()
-                        .filter(|r| r.scenario == scenario.name && r.broker == kind)
-                        .collect();
-                    (!runs.is_empty()).then(|| broker_trials(kind, &runs))
-                })
-                .collect();
+            let brokers = per_broker(scenario, kinds, results, broker_trials);
             let find = |kind| brokers.iter().find(|b| b.broker == kind);
             let (blipmq, nats) = (find(BrokerKind::Blipmq), find(BrokerKind::Nats));
             let pair = blipmq.zip(nats);
@@ -351,12 +399,12 @@ pub(crate) mod tests {
         results[3].skewed = true;
         let summary = summarize(&[scenario], &[b, n], &results).remove(0);
         let blipmq = summary.broker(b).unwrap();
-        assert_eq!((blipmq.trials, blipmq.ok), (4, 3));
-        assert_eq!(blipmq.failed[0].trial, 4);
-        assert_eq!(blipmq.failed[0].status, Status::Lost);
+        assert_eq!((blipmq.counts.trials, blipmq.counts.ok), (4, 3));
+        assert_eq!(blipmq.counts.failed[0].trial, 4);
+        assert_eq!(blipmq.counts.failed[0].status, Status::Lost);
         let p99 = blipmq.latency_us[2].spread.unwrap();
         assert_eq!((p99.median, p99.min, p99.max), (200.0, 100.0, 300.0));
-        assert_eq!(summary.broker(n).unwrap().noisy_trials, vec![2]);
+        assert_eq!(summary.broker(n).unwrap().counts.noisy_trials, vec![2]);
         // Per-trial ratios 0.25, 1.0, 2.0 (trial 4 has no pair): median
         // 1.0, where the ratio of the medians would be 200 / 350.
         let ratio = summary.blipmq_over_nats_latency.as_ref().unwrap()[2]
