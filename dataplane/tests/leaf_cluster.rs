@@ -8,10 +8,13 @@
 //!   on both leaves and a hub node (each message to one member), request/
 //!   reply between the leaves, and a subject with subscribers everywhere
 //!   (each message to each once, in order per publisher).
+//! - BlipMQ's own protocol on the leaves: its clients reach each other and
+//!   the hub's NATS clients through the cluster, both ways.
 //! - Failover: the hub node a leaf is on dies; the leaf moves to the next
 //!   URL, the cluster's interest comes back, messages published while the
 //!   link was down are lost (core NATS: at most once) and no others, and
-//!   local delivery on the leaf goes on meanwhile.
+//!   local delivery on the leaf goes on meanwhile; a leaf told of one node
+//!   finds the others the hub advertises.
 //!
 //! Skipped with a reason when nats-server is not in PATH, unless CI=true.
 
@@ -505,4 +508,78 @@ fn a_leaf_told_of_one_node_finds_the_others() {
         })
         .sum();
     assert_eq!(joined, 1, "the leaf is on node 1 or node 2");
+}
+
+/// BlipMQ's own protocol on the leaves: its clients reach each other
+/// through the hub cluster, and NATS clients of the hub, both ways.
+#[test]
+fn blipmq_protocol_clients_on_two_leaves() {
+    let Some(cluster) = HubCluster::start("binary", 3) else {
+        return;
+    };
+    let [node0, node1, node2] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let leaf_a = Broker::start(1, &leaf_config("leaf-bin-a", &[node0.leaf_port]));
+    let leaf_b = Broker::start(1, &leaf_config("leaf-bin-b", &[node1.leaf_port]));
+    await_leafz(node0, "leaf A on node 0", |leafz| leafz["leafnodes"] == 1);
+    await_leafz(node1, "leaf B on node 1", |leafz| leafz["leafnodes"] == 1);
+
+    let on_b = blipmq_client::Client::connect(leaf_b.addr()).unwrap();
+    let sub_b = on_b.subscribe("bin.>").unwrap();
+    let mut on_node2 = Client::connect(node2.client_addr());
+    on_node2.send("SUB bin.> 1\r\n");
+    on_node2.flush();
+    await_hub_knows(node1, "bin.>");
+    let on_a = blipmq_client::Client::connect(leaf_a.addr()).unwrap();
+    // Until B's interest has reached leaf A through the cluster.
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        on_a.publish("bin.sync", b"").unwrap();
+        if let Ok(msg) = sub_b.recv_timeout(Duration::from_millis(20)) {
+            assert_eq!(msg.subject, "bin.sync");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaf A never learnt leaf B's interest"
+        );
+    }
+    for i in 0..200 {
+        on_a.publish("bin.data", i.to_string().as_bytes()).unwrap();
+    }
+    on_a.publish("bin.end", b"").unwrap();
+    on_a.flush().unwrap();
+    let mut got = Vec::new();
+    loop {
+        let msg = sub_b.recv_timeout(WITHIN).expect("a message on leaf B");
+        match msg.subject.as_str() {
+            "bin.end" => break,
+            "bin.data" => got.push(String::from_utf8(msg.payload.to_vec()).unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        got,
+        numbers(200),
+        "BlipMQ client on A → hub → BlipMQ client on B"
+    );
+    assert_eq!(
+        payloads_until(&mut on_node2, "bin.data", "bin.end"),
+        numbers(200),
+        "BlipMQ client on A → a NATS client of node 2"
+    );
+
+    // A NATS client of node 2 → the BlipMQ client on B.
+    publish_numbered(&mut on_node2, "bin.back", 50);
+    on_node2.send("PUB bin.end 0\r\n\r\n");
+    on_node2.flush();
+    let mut back = Vec::new();
+    loop {
+        let msg = sub_b.recv_timeout(WITHIN).expect("a message on leaf B");
+        match msg.subject.as_str() {
+            "bin.end" => break,
+            "bin.back" => back.push(String::from_utf8(msg.payload.to_vec()).unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(back, numbers(50));
 }
