@@ -325,8 +325,6 @@ fn start_control(
     Ok((control, socket, ports))
 }
 
-/// The core settings `config` gives, before the backend's listener and
-/// TLS are known.
 /// Refuses leaf-node remotes this broker cannot honour, rather than run
 /// without joining the hub.
 fn check_leaf_remotes<B: Backend>(config: &Config, backend: &B) -> io::Result<()> {
@@ -367,6 +365,8 @@ fn leaf_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
+/// The core settings `config` gives, before the backend's listener and
+/// TLS are known.
 pub fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
         session: Arc::new(session_config(config)),

@@ -389,17 +389,14 @@ fn the_link_runs_over_tls_with_the_hubs_certificate_checked() {
     // A leaf that trusts another CA refuses the hub's certificate: it never
     // joins, and the broker runs on.
     let other = common::pki::Pki::other("leaf-hub", std::net::IpAddr::from([127, 0, 0, 1]));
-    let mut refused = Broker::start(1, &remote(&other.ca()));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        assert_eq!(
-            hub.monitor("/leafz")["leafnodes"],
-            1,
-            "a leaf with the wrong CA joined"
-        );
-        // Watching for something that must not happen: poll for a while.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let metrics = common::nats_hub::free_port();
+    let mut refused = Broker::start(1, &with_metrics(&remote(&other.ca()), metrics));
+    await_failed_dial(metrics, "blipmq_tls_failures_total");
+    assert_eq!(
+        hub.monitor("/leafz")["leafnodes"],
+        1,
+        "a leaf with the wrong CA joined"
+    );
     refused.assert_alive();
 }
 
@@ -464,17 +461,14 @@ fn a_hub_that_verifies_leaves_takes_the_brokers_client_certificate() {
         )
     };
     // Without a certificate the hub refuses the leaf; the broker runs on.
-    let mut anonymous = Broker::start(1, &remote(""));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        assert_eq!(
-            hub.monitor("/leafz")["leafnodes"],
-            0,
-            "a leaf without a certificate joined"
-        );
-        // Watching for something that must not happen: poll for a while.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let metrics = common::nats_hub::free_port();
+    let mut anonymous = Broker::start(1, &with_metrics(&remote(""), metrics));
+    await_failed_dial(metrics, "blipmq_leaf_disconnects_total");
+    assert_eq!(
+        hub.monitor("/leafz")["leafnodes"],
+        0,
+        "a leaf without a certificate joined"
+    );
     anonymous.assert_alive();
     drop(anonymous);
     // With the client certificate it joins, and messages flow.
@@ -492,4 +486,37 @@ fn a_hub_that_verifies_leaves_takes_the_brokers_client_certificate() {
     on_hub.flush();
     let publisher = Client::connect(broker.nats_addr());
     publish_until_received(&publisher, &mut on_hub, "mtls");
+}
+
+/// `config` with the broker's metrics on `port`.
+fn with_metrics(config: &str, port: u16) -> String {
+    format!("{config}\n[control]\nmetrics_listen = \"127.0.0.1:{port}\"\n")
+}
+
+/// The sum of a Prometheus metric's samples (over workers).
+fn metric_total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits (bounded) until the broker whose metrics are on `port` counts a
+/// failure in `metric` and has never completed a handshake with the hub:
+/// it dialled, and the hub or its certificate was refused.
+fn await_failed_dial(port: u16, metric: &str) {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let text = broker_get(port, "/metrics");
+        let connects = metric_total(&text, "blipmq_leaf_connects_total");
+        assert_eq!(connects, 0.0, "the link came up");
+        if metric_total(&text, metric) >= 1.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {metric} counted");
+        // Counters are written at the worker's tick: poll.
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -6,8 +6,9 @@
 //! writable ones), drain the peers' rings, read the connections that have
 //! bytes, end the core's iteration (barriers, stalled publishers, ring
 //! batches), wake peers that got records, run the core's timers when due,
-//! open the connection the core asked for (to a leaf-node hub), flush output, and end the transport's turn (one tx burst). Between turns
-//! the loop waits only when the core, the transport and the wait policy
+//! open the connection the core asked for (to a leaf-node hub), flush
+//! output, and end the transport's turn (one tx burst). Between turns the
+//! loop waits only when the core, the transport and the wait policy
 //! agree that there is nothing to do, and never past the core's or the
 //! transport's next deadline.
 //!

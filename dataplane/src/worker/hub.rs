@@ -151,20 +151,14 @@ impl HubPort {
         self.link.forward(&outgoing, queues, origin, unsent);
     }
 
-    /// Moves what the link wrote into the hub connection's queue; returns
-    /// whether there was anything.
-    pub(super) fn drain_output(&mut self, conns: &mut Connections) -> bool {
-        let Some(cid) = self.cid else {
-            return false;
-        };
+    /// Moves what the link wrote into the hub connection's queue.
+    pub(super) fn drain_output(&mut self, conns: &mut Connections) {
         let output = self.link.output();
-        if output.is_empty() {
-            return false;
+        if let (Some(cid), false) = (self.cid, output.is_empty()) {
+            conns[cid].output.frames().extend_from_slice(output);
+            output.clear();
+            conns.mark_dirty(cid);
         }
-        conns[cid].output.frames().extend_from_slice(output);
-        output.clear();
-        conns.mark_dirty(cid);
-        true
     }
 
     /// Writes the link's state and counters into the worker's stats block.
